@@ -1,0 +1,46 @@
+# nalox: one Makefile for a fresh Debian machine. Every target sets up what it needs, idempotently.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := mosquitto mosquitto-clients mpv ffmpeg chromium openssl systemd udev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system-packages test lint demo bench soak clean
+
+setup: system-packages $(STAMP)
+
+# apt only when a package is missing, so a second run touches nothing
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy firmware_py simulator controller inventory schemas nalox
+
+demo: setup
+	$(BIN)/nalox demo $(DEMO_ARGS)
+
+bench: setup
+	$(BIN)/python -m bench.run
+
+soak: setup
+	$(BIN)/python -m nalox.soak --presses 3000 --seed $${SEED:-1}
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

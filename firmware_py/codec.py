@@ -1,0 +1,461 @@
+"""Serial frame codec shared by firmware, simulator and controller (MicroPython-compatible).
+
+One definition of the wire format; see PROTOCOL.md for the byte-level diagram.
+
+    on the wire:   COBS( body ) 0x00
+    body:          | ver:1 | seq:1 | type:1 | payload:0..MAX_PAYLOAD | crc16:2 (big endian) |
+    crc16:         CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) over ver..payload
+
+The 0x00 delimiter never occurs inside a COBS-encoded frame, so a receiver that sees
+garbage simply discards bytes up to the next 0x00 and starts again (resync).
+
+Only stdlib modules MicroPython has are used (struct); no typing, no dataclasses.
+"""
+
+try:
+    import struct
+except ImportError:  # pragma: no cover - MicroPython spelling
+    import ustruct as struct  # type: ignore[no-redef]
+
+PROTOCOL_VERSION = 1
+MAX_PAYLOAD = 200
+MAX_BODY = 3 + MAX_PAYLOAD + 2
+# A COBS frame grows by at most one byte per 254, plus its delimiter.
+MAX_WIRE = MAX_BODY + MAX_BODY // 254 + 2
+DELIMITER = 0
+
+
+class CodecError(Exception):
+    """A frame or payload that does not decode; the message says what was expected and what came."""
+
+
+# ---------------------------------------------------------------- CRC and COBS
+
+
+def crc16_ccitt(data, crc=0xFFFF):
+    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final xor."""
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            if crc & 0x8000:
+                crc = ((crc << 1) ^ 0x1021) & 0xFFFF
+            else:
+                crc = (crc << 1) & 0xFFFF
+    return crc
+
+
+def cobs_encode(data):
+    """Consistent Overhead Byte Stuffing: the result contains no 0x00 byte."""
+    out = bytearray()
+    code_index = 0
+    out.append(0)
+    code = 1
+    for byte in data:
+        if byte == 0:
+            out[code_index] = code
+            code_index = len(out)
+            out.append(0)
+            code = 1
+        else:
+            out.append(byte)
+            code += 1
+            if code == 0xFF:
+                out[code_index] = code
+                code_index = len(out)
+                out.append(0)
+                code = 1
+    out[code_index] = code
+    return bytes(out)
+
+
+def cobs_decode(data):
+    """Inverse of cobs_encode; raises CodecError on a malformed block."""
+    out = bytearray()
+    i = 0
+    n = len(data)
+    while i < n:
+        code = data[i]
+        if code == 0:
+            raise CodecError("COBS: expected a non-zero code byte, got 0x00 at offset %d" % i)
+        end = i + code
+        if end > n:
+            raise CodecError("COBS: block of %d bytes runs past the frame end (%d bytes)" % (code, n))
+        out.extend(data[i + 1:end])
+        i = end
+        if code != 0xFF and i < n:
+            out.append(0)
+    return bytes(out)
+
+
+# ---------------------------------------------------------------- frames
+
+
+class Frame:
+    """One link-layer frame: sequence number, message type and raw payload."""
+
+    __slots__ = ("seq", "type", "payload")
+
+    def __init__(self, seq, type, payload=b""):
+        self.seq = seq
+        self.type = type
+        self.payload = bytes(payload)
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, Frame)
+            and self.seq == other.seq
+            and self.type == other.type
+            and self.payload == other.payload
+        )
+
+    def __hash__(self):
+        return hash((self.seq, self.type, self.payload))
+
+    def __repr__(self):
+        return "Frame(seq=%d, type=0x%02x, payload=%r)" % (self.seq, self.type, self.payload)
+
+
+def encode_frame(frame):
+    """Frame -> bytes on the wire, delimiter included."""
+    if len(frame.payload) > MAX_PAYLOAD:
+        raise CodecError("payload: expected at most %d bytes, got %d" % (MAX_PAYLOAD, len(frame.payload)))
+    if not 0 <= frame.seq <= 255 or not 0 <= frame.type <= 255:
+        raise CodecError("seq and type: expected 0..255, got seq=%r type=%r" % (frame.seq, frame.type))
+    body = bytes((PROTOCOL_VERSION, frame.seq, frame.type)) + frame.payload
+    crc = crc16_ccitt(body)
+    body += bytes(((crc >> 8) & 0xFF, crc & 0xFF))
+    return cobs_encode(body) + b"\x00"
+
+
+def decode_body(encoded):
+    """COBS bytes between two delimiters -> Frame, or CodecError saying what is wrong."""
+    body = cobs_decode(encoded)
+    if len(body) < 5:
+        raise CodecError("frame: expected at least 5 bytes, got %d" % len(body))
+    if len(body) > MAX_BODY:
+        raise CodecError("frame: expected at most %d bytes, got %d" % (MAX_BODY, len(body)))
+    want = crc16_ccitt(body[:-2])
+    got = (body[-2] << 8) | body[-1]
+    if want != got:
+        raise CodecError("frame: CRC expected 0x%04x, got 0x%04x" % (want, got))
+    if body[0] != PROTOCOL_VERSION:
+        raise CodecError("frame: protocol version expected %d, got %d" % (PROTOCOL_VERSION, body[0]))
+    return Frame(body[1], body[2], body[3:-2])
+
+
+class Deframer:
+    """Byte stream -> frames. Feed any chunking; garbage is counted and skipped.
+
+    Bytes accumulate until a 0x00 delimiter; the bytes before it are one candidate frame.
+    A candidate that fails COBS, length, version or CRC checks is dropped and counted in
+    `errors` (and the last error kept in `last_error`); an over-long run without a delimiter
+    is discarded and counted in `resyncs`, so one lost delimiter costs at most two frames.
+    """
+
+    def __init__(self):
+        self._buf = bytearray()
+        self._overflow = False
+        self.errors = 0
+        self.resyncs = 0
+        self.last_error = None
+
+    def feed(self, data):
+        """Return the list of good frames completed by `data`."""
+        frames = []
+        for byte in data:
+            if byte != DELIMITER:
+                if len(self._buf) < MAX_WIRE:
+                    self._buf.append(byte)
+                else:
+                    self._overflow = True
+                continue
+            if self._overflow:
+                self.resyncs += 1
+                self._overflow = False
+                self._buf = bytearray()
+                continue
+            if not self._buf:
+                continue  # empty frame: idle delimiter or line noise, nothing to report
+            candidate = bytes(self._buf)
+            self._buf = bytearray()
+            try:
+                frames.append(decode_body(candidate))
+            except CodecError as exc:
+                self.errors += 1
+                self.last_error = str(exc)
+        return frames
+
+
+# ---------------------------------------------------------------- messages
+#
+# Field codes: B u8, H u16, h i16, I u32, s short string (u8 length + UTF-8),
+# y short bytes (u8 length + raw bytes). Integers are big-endian.
+
+ACK = 0x01
+NAK = 0x02
+HELLO = 0x10
+HELLO_REPLY = 0x11
+PING = 0x12
+PONG = 0x13
+STATUS_REQ = 0x14
+STATUS = 0x15
+DISPENSE = 0x20
+DISPENSE_RESULT = 0x21
+QUERY_RESULT = 0x22
+MOTOR_TEST = 0x23
+MOTOR_TEST_RESULT = 0x24
+BUTTON = 0x30
+DOOR = 0x31
+FAULT = 0x32
+BOOT = 0x33
+ERROR = 0x40
+
+# Dispense and motor-test outcomes.
+DROPPED = 0
+JAMMED = 1
+EMPTY = 2
+NO_DROP_DETECTED = 3
+MOTOR_FAULT = 4
+DOOR_OPEN = 5
+INTERRUPTED = 6  # the board rebooted while the coil turned; the journal proves no drop was seen
+UNKNOWN_COMMAND = 7  # QUERY_RESULT for a command id the board never executed
+BAD_COLUMN = 8
+OK = 9  # motor test passed
+
+OUTCOME_NAMES = {
+    DROPPED: "dropped",
+    JAMMED: "jammed",
+    EMPTY: "empty",
+    NO_DROP_DETECTED: "no_drop_detected",
+    MOTOR_FAULT: "motor_fault",
+    DOOR_OPEN: "door_open",
+    INTERRUPTED: "interrupted",
+    UNKNOWN_COMMAND: "unknown_command",
+    BAD_COLUMN: "bad_column",
+    OK: "ok",
+}
+
+LANGUAGES = ("en", "es")
+
+# Fault codes (FAULT event `code`, bits of STATUS `faults`).
+FAULT_JAM = 0
+FAULT_MOTOR = 1
+FAULT_DROP_SENSOR = 2
+FAULT_TEMP_SENSOR = 3
+FAULT_NVS = 4
+FAULT_BROWNOUT = 5
+FAULT_NAMES = {
+    FAULT_JAM: "jam",
+    FAULT_MOTOR: "motor",
+    FAULT_DROP_SENSOR: "drop_sensor",
+    FAULT_TEMP_SENSOR: "temp_sensor",
+    FAULT_NVS: "nvs",
+    FAULT_BROWNOUT: "brownout",
+}
+
+# Error codes (ERROR reply `code`).
+ERR_UNKNOWN_TYPE = 1
+ERR_BAD_PAYLOAD = 2
+ERR_VERSION = 3
+ERR_BUSY = 4
+
+
+class Message:
+    """Base of every typed message. Subclasses declare TYPE and FIELDS ((name, code), ...)."""
+
+    TYPE = -1
+    FIELDS = ()
+
+    def __init__(self, *args, **kwargs):
+        names = [f[0] for f in self.FIELDS]
+        if len(args) > len(names):
+            raise TypeError("%s: expected at most %d fields, got %d" % (self.__class__.__name__, len(names), len(args)))
+        for name, value in zip(names, args):
+            setattr(self, name, value)
+        for name in names[len(args):]:
+            if name not in kwargs:
+                raise TypeError("%s: missing field %r" % (self.__class__.__name__, name))
+            setattr(self, name, kwargs.pop(name))
+        if kwargs:
+            raise TypeError("%s: unexpected fields %r" % (self.__class__.__name__, sorted(kwargs)))
+
+    def __eq__(self, other):
+        return type(self) is type(other) and all(
+            getattr(self, f[0]) == getattr(other, f[0]) for f in self.FIELDS
+        )
+
+    def __hash__(self):
+        return hash((self.TYPE,) + tuple(getattr(self, f[0]) for f in self.FIELDS))
+
+    def __repr__(self):
+        inner = ", ".join("%s=%r" % (f[0], getattr(self, f[0])) for f in self.FIELDS)
+        return "%s(%s)" % (self.__class__.__name__, inner)
+
+    def fields(self):
+        return dict((f[0], getattr(self, f[0])) for f in self.FIELDS)
+
+    def encode(self):
+        out = bytearray()
+        for name, code in self.FIELDS:
+            value = getattr(self, name)
+            try:
+                if code == "s":
+                    raw = value.encode("utf-8")
+                    if len(raw) > 255:
+                        raise CodecError("%s.%s: expected at most 255 bytes, got %d" % (self.__class__.__name__, name, len(raw)))
+                    out.append(len(raw))
+                    out.extend(raw)
+                elif code == "y":
+                    raw = bytes(value)
+                    if len(raw) > 255:
+                        raise CodecError("%s.%s: expected at most 255 bytes, got %d" % (self.__class__.__name__, name, len(raw)))
+                    out.append(len(raw))
+                    out.extend(raw)
+                else:
+                    out.extend(struct.pack(">" + code, value))
+            except (struct.error, OverflowError, ValueError, TypeError, AttributeError) as exc:
+                raise CodecError("%s.%s: expected a value for code %r, got %r (%s)" % (
+                    self.__class__.__name__, name, code, value, exc))
+        if len(out) > MAX_PAYLOAD:
+            raise CodecError("%s: payload expected at most %d bytes, got %d" % (self.__class__.__name__, MAX_PAYLOAD, len(out)))
+        return bytes(out)
+
+    @classmethod
+    def decode(cls, payload):
+        values = []
+        i = 0
+        n = len(payload)
+        for name, code in cls.FIELDS:
+            if code in ("s", "y"):
+                if i >= n:
+                    raise CodecError("%s.%s: expected a length byte at offset %d, payload has %d bytes" % (cls.__name__, name, i, n))
+                length = payload[i]
+                i += 1
+                if i + length > n:
+                    raise CodecError("%s.%s: expected %d bytes at offset %d, payload has %d" % (cls.__name__, name, length, i, n))
+                raw = bytes(payload[i:i + length])
+                i += length
+                if code == "s":
+                    try:
+                        values.append(raw.decode("utf-8"))
+                    except UnicodeError:
+                        raise CodecError("%s.%s: expected UTF-8 text, got %r" % (cls.__name__, name, raw))
+                else:
+                    values.append(raw)
+            else:
+                size = struct.calcsize(">" + code)
+                if i + size > n:
+                    raise CodecError("%s.%s: expected %d bytes at offset %d, payload has %d" % (cls.__name__, name, size, i, n))
+                values.append(struct.unpack(">" + code, payload[i:i + size])[0])
+                i += size
+        if i != n:
+            raise CodecError("%s: expected %d payload bytes, got %d" % (cls.__name__, i, n))
+        return cls(*values)
+
+
+class Hello(Message):
+    """controller -> board: start of a session, with the controller's protocol version."""
+    TYPE = HELLO
+    FIELDS = (("protocol", "B"),)
+
+
+class HelloReply(Message):
+    """board -> controller: identity and capabilities; `boot_count` tells reboots apart."""
+    TYPE = HELLO_REPLY
+    FIELDS = (("protocol", "B"), ("firmware", "s"), ("board_id", "s"), ("columns", "B"), ("boot_count", "H"))
+
+
+class Ping(Message):
+    TYPE = PING
+    FIELDS = (("nonce", "I"),)
+
+
+class Pong(Message):
+    TYPE = PONG
+    FIELDS = (("nonce", "I"),)
+
+
+class StatusRequest(Message):
+    TYPE = STATUS_REQ
+    FIELDS = ()
+
+
+class Status(Message):
+    """board -> controller: door (1 open), temperature in centi-degrees C, fault bit mask,
+    per-column motor state (0 idle, 1 running, 2 fault) and drop-sensor state (0 clear, 1 blocked, 2 fault)."""
+    TYPE = STATUS
+    FIELDS = (("door_open", "B"), ("temp_centi", "h"), ("faults", "H"), ("motors", "y"), ("sensors", "y"))
+
+
+class Dispense(Message):
+    """controller -> board: turn `column` (1-based) once; `command_id` is journaled by the board."""
+    TYPE = DISPENSE
+    FIELDS = (("command_id", "I"), ("column", "B"))
+
+
+class DispenseResult(Message):
+    TYPE = DISPENSE_RESULT
+    FIELDS = (("command_id", "I"), ("column", "B"), ("outcome", "B"))
+
+
+class QueryResult(Message):
+    """controller -> board: the journaled result of `command_id`, never executing it."""
+    TYPE = QUERY_RESULT
+    FIELDS = (("command_id", "I"),)
+
+
+class MotorTest(Message):
+    TYPE = MOTOR_TEST
+    FIELDS = (("column", "B"),)
+
+
+class MotorTestResult(Message):
+    """outcome OK, JAMMED, MOTOR_FAULT, DOOR_OPEN (test refused with the door closed) or BAD_COLUMN."""
+    TYPE = MOTOR_TEST_RESULT
+    FIELDS = (("column", "B"), ("outcome", "B"), ("current_ma", "H"))
+
+
+class Button(Message):
+    """board -> controller: a language button was pressed (index into LANGUAGES)."""
+    TYPE = BUTTON
+    FIELDS = (("language", "B"),)
+
+
+class Door(Message):
+    TYPE = DOOR
+    FIELDS = (("open", "B"),)
+
+
+class Fault(Message):
+    TYPE = FAULT
+    FIELDS = (("code", "B"), ("column", "B"), ("detail", "s"))
+
+
+class Boot(Message):
+    """board -> controller, unsolicited after every start: the board's link state is new."""
+    TYPE = BOOT
+    FIELDS = (("boot_count", "H"), ("reason", "s"))
+
+
+class Error(Message):
+    TYPE = ERROR
+    FIELDS = (("code", "B"), ("detail", "s"))
+
+
+MESSAGE_TYPES = {}
+for _cls in (Hello, HelloReply, Ping, Pong, StatusRequest, Status, Dispense, DispenseResult,
+             QueryResult, MotorTest, MotorTestResult, Button, Door, Fault, Boot, Error):
+    MESSAGE_TYPES[_cls.TYPE] = _cls
+
+
+def decode_message(frame):
+    """Frame -> typed Message; CodecError for an unknown type or a bad payload."""
+    cls = MESSAGE_TYPES.get(frame.type)
+    if cls is None:
+        raise CodecError("message: expected a known type, got 0x%02x" % frame.type)
+    return cls.decode(frame.payload)
+
+
+def message_frame(seq, message):
+    """Typed Message -> Frame with the given link sequence number."""
+    return Frame(seq, message.TYPE, message.encode())

@@ -1,0 +1,104 @@
+"""Start a mosquitto of our own on a free port with the project's config (demo, tests, soak, bench)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    """A mosquitto process. `config` is a path whose `listener PORT ...` lines get our port.
+
+    kill() is kill -9 (a crash); start() again reuses the port and the persistence directory,
+    so retained messages and persistent sessions survive exactly as they would in production
+    when the config turns persistence on.
+    """
+
+    def __init__(self, config: Path | None = None, port: int | None = None, workdir: Path | None = None,
+                 replacements: dict[str, str] | None = None) -> None:
+        self.template = Path(config or DEPLOY / "dev.conf")
+        self.port = port or free_port()
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="nalox-broker-"))
+        self.replacements = replacements or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.conf_path = self.workdir / "mosquitto.conf"
+        self.log_path = self.workdir / "mosquitto.log"
+
+    def render(self) -> str:
+        text = self.template.read_text()
+        text = re.sub(r"^listener\s+\d+", f"listener {self.port}", text, count=1, flags=re.M)
+        for key, value in self.replacements.items():
+            text = text.replace(key, value)
+        text = re.sub(r"^persistence_location\s+.*$", f"persistence_location {self.workdir}/", text, flags=re.M)
+        return text + f"\npid_file {self.workdir}/mosquitto.pid\n"
+
+    def start(self, timeout: float = 10.0) -> Broker:
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.conf_path.write_text(self.render())
+        if os.geteuid() == 0:
+            # mosquitto started as root drops to user `mosquitto`, which must own its files
+            shutil.chown(self.workdir, user="mosquitto") if _has_user("mosquitto") else None
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([exe, "-c", str(self.conf_path)], stdout=log, stderr=log,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout}s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """kill -9: the broker crashes without saving anything it had not saved."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> Broker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _has_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False

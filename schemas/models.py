@@ -1,0 +1,291 @@
+"""MQTT payload models: the one definition used by the unit daemon and the central service.
+
+Every payload on `nalox/v1/...` is one of these pydantic models serialised as JSON. The
+published JSON Schema and AsyncAPI document (schemas/*.json) are generated from this module.
+No model carries anything that identifies a person at the machine.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = 1
+TOPIC_ROOT = "nalox/v1"
+UnitId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Column = Annotated[int, Field(ge=1, le=64)]
+Count = Annotated[int, Field(ge=0, le=100_000)]
+
+
+class Payload(BaseModel):
+    """Base: unknown fields are refused so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- unit -> central
+
+
+class Status(Payload):
+    """`<unit>/status`, retained; also the Last Will. `session` increases on every connect."""
+
+    state: Literal["online", "offline"]
+    session: int = Field(ge=0)
+    ts: datetime
+
+
+class ColumnState(Payload):
+    column: Column
+    product: str
+    capacity: Count
+    par: Count
+    stock: Count
+    lot: str | None = None
+    expiry: date | None = None
+    fault: str | None = None
+
+
+class AlarmState(Payload):
+    code: str
+    severity: Literal["info", "warning", "critical"] = "warning"
+    message: str
+    since: datetime
+    column: Column | None = None
+
+
+class UnitState(Payload):
+    """`<unit>/state`, retained: the full picture of one unit."""
+
+    schema_version: int = SCHEMA_VERSION
+    unit: UnitId
+    site: str
+    ts: datetime
+    mode: Literal["vending", "service", "locked", "starting"]
+    firmware_version: str | None = None
+    config_version: str
+    columns: list[ColumnState]
+    alarms: list[AlarmState] = []
+    outbox_depth: int = Field(ge=0)
+    outbox_oldest_age_s: float | None = None
+    last_seq: int = Field(ge=0)
+    temperature_c: float | None = None
+
+
+class Telemetry(Payload):
+    """`<unit>/telemetry`, QoS 0, periodic."""
+
+    unit: UnitId
+    ts: datetime
+    temperature_c: float | None = None
+    uptime_s: float = Field(ge=0)
+    link: dict[str, int] = {}
+    outbox_depth: int = Field(ge=0)
+    outbox_oldest_age_s: float | None = None
+
+
+class EventBase(Payload):
+    """Fields every event carries. `event_id` is unique and immutable; `seq` strictly increases per unit."""
+
+    schema_version: int = SCHEMA_VERSION
+    event_id: str = Field(min_length=8, max_length=64)
+    seq: int = Field(ge=1)
+    ts: datetime
+    unit: UnitId
+
+
+class DispenseEvent(EventBase):
+    """One kit physically dropped (the board's drop sensor saw it)."""
+
+    type: Literal["dispense"] = "dispense"
+    column: Column
+    product: str
+    doses: int = Field(ge=1, le=20)
+    lot: str | None = None
+    expiry: date | None = None
+    command_id: int = Field(ge=0)
+    language: str | None = None
+    via: Literal["video", "window", "fallback", "test"]
+    stock_after: Count
+
+
+class VendAttempt(Payload):
+    column: Column
+    command_id: int = Field(ge=0)
+    outcome: str
+
+
+class VendFailedEvent(EventBase):
+    type: Literal["vend_failed"] = "vend_failed"
+    reason: str
+    attempts: list[VendAttempt] = []
+
+
+class VideoEvent(EventBase):
+    type: Literal["video"] = "video"
+    phase: Literal["started", "completed", "abandoned", "failed"]
+    language: str
+    position_s: float | None = None
+    detail: str | None = None
+
+
+class OutOfStockEvent(EventBase):
+    type: Literal["out_of_stock"] = "out_of_stock"
+    product: str
+    language: str | None = None
+
+
+class RestockEvent(EventBase):
+    """Kits loaded into a column. With a blind count, `counted_before` is what the technician
+    found and `expected_before` what the ledger expected; they differ on a discrepancy."""
+
+    type: Literal["restock"] = "restock"
+    column: Column
+    added: int = Field(ge=-100_000, le=100_000)
+    stock_after: Count
+    lot: str | None = None
+    expiry: date | None = None
+    expected_before: Count | None = None
+    counted_before: Count | None = None
+    discrepancy: int = 0
+    reason: str | None = None
+    source: Literal["initial", "local", "remote"] = "local"
+
+
+class DoorEvent(EventBase):
+    type: Literal["door"] = "door"
+    open: bool
+
+
+class AlarmEvent(EventBase):
+    type: Literal["alarm"] = "alarm"
+    code: str
+    state: Literal["raised", "cleared"]
+    severity: Literal["info", "warning", "critical"] = "warning"
+    message: str
+    column: Column | None = None
+
+
+class TemperatureEvent(EventBase):
+    type: Literal["temperature"] = "temperature"
+    celsius: float
+    band: Literal["storage", "excursion", "normal"]
+    state: Literal["entered", "left"]
+    lots: list[str] = []
+    seconds_out_of_range: float = 0.0
+
+
+Event = Annotated[
+    DispenseEvent
+    | VendFailedEvent
+    | VideoEvent
+    | OutOfStockEvent
+    | RestockEvent
+    | DoorEvent
+    | AlarmEvent
+    | TemperatureEvent,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
+EVENT_TYPES = ("dispense", "vend_failed", "video", "out_of_stock", "restock", "door", "alarm", "temperature")
+
+
+def parse_event(raw: bytes | str) -> EventBase:
+    """JSON bytes -> the typed event; raises pydantic.ValidationError naming the bad field."""
+    return EVENT_ADAPTER.validate_json(raw)  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------- central -> unit
+
+
+class Ack(Payload):
+    """`<unit>/ack`: the highest seq the central store committed without gaps."""
+
+    acked_seq: int = Field(ge=0)
+
+
+class CommandBase(Payload):
+    command_id: str = Field(min_length=1, max_length=64)
+    issued_at: datetime
+
+
+class RestockCommand(CommandBase):
+    column: Column
+    count: Count = Field(description="kits in the column after loading")
+    counted_before: Count | None = Field(default=None, description="blind count of kits found before loading")
+    lot: str | None = None
+    expiry: date | None = None
+    reason: str | None = None
+
+
+class SetLotCommand(CommandBase):
+    column: Column
+    lot: str = Field(min_length=1, max_length=64)
+    expiry: date
+
+
+class LockCommand(CommandBase):
+    reason: str | None = None
+
+
+class UnlockCommand(CommandBase):
+    pass
+
+
+class RebirthCommand(CommandBase):
+    pass
+
+
+class ReplayCommand(CommandBase):
+    from_seq: int = Field(ge=1)
+
+
+class DiagCommand(CommandBase):
+    pass
+
+
+class TestVendCommand(CommandBase):
+    column: Column
+
+
+COMMANDS: dict[str, type[CommandBase]] = {
+    "restock": RestockCommand,
+    "set_lot": SetLotCommand,
+    "lock": LockCommand,
+    "unlock": UnlockCommand,
+    "rebirth": RebirthCommand,
+    "replay": ReplayCommand,
+    "diag": DiagCommand,
+    "test_vend": TestVendCommand,
+}
+MAX_COMMAND_BYTES = 4096
+
+
+class CommandResponse(Payload):
+    """Sent on the command's v5 response topic with its correlation data."""
+
+    command_id: str | None
+    status: Literal["ok", "error"]
+    reason: str | None = None
+    result: dict[str, Any] | None = None
+
+
+# ---------------------------------------------------------------- central -> everyone
+
+
+class Alert(Payload):
+    """`nalox/v1/_central/alert`: an alert raised or cleared by the central service."""
+
+    alert_id: str
+    unit: str | None = None
+    site: str | None = None
+    kind: str
+    severity: Literal["info", "warning", "critical"]
+    state: Literal["raised", "cleared"]
+    message: str
+    ts: datetime
+
+
+def topic(unit: str, *parts: str) -> str:
+    return "/".join((TOPIC_ROOT, unit) + parts)
