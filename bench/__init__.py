@@ -1,0 +1,1 @@
+"""Benchmarks: nalox figures beside bare-library baselines measured in the same run."""

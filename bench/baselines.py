@@ -1,0 +1,217 @@
+"""Bare-library baselines the nalox figures are compared against: paho publish->PUBACK latency,
+a paho publisher with a bounded in-flight window, a paho subscriber draining a queued session,
+and a raw pty echo. None of these use any nalox room."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+import serial
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+PAYLOAD = (b'{"schema_version":1,"event_id":"0123456789abcdef0123456789abcdef","seq":1,'
+           b'"ts":"2026-11-22T06:00:00Z","unit":"bench-1","type":"dispense","column":1,'
+           b'"product":"naloxone-4mg","doses":2,"command_id":1,"via":"video","stock_after":19}')
+
+
+class BenchError(Exception):
+    """A benchmark could not finish: says what it waited for and what it got."""
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        raise BenchError("expected at least one sample, got none")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary_ms(samples_s: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(percentile(samples_s, 50) * 1000, 3),
+            "p99_ms": round(percentile(samples_s, 99) * 1000, 3),
+            "mean_ms": round(statistics.fmean(samples_s) * 1000, 3),
+            "samples": len(samples_s)}
+
+
+def connect(port: int, client_id: str, clean_start: bool = True, session_expiry: int = 0) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = session_expiry
+    connected = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: connected.set()
+    client.connect("127.0.0.1", port, keepalive=30, clean_start=clean_start, properties=props)
+    client.loop_start()
+    if not connected.wait(10):
+        client.loop_stop()
+        raise BenchError(f"expected CONNACK from 127.0.0.1:{port} within 10 s, got none")
+    return client
+
+
+def close(client: mqtt.Client) -> None:
+    client.disconnect()
+    client.loop_stop()
+
+
+def puback_latency(port: int, count: int) -> dict[str, float]:
+    """One QoS 1 publish at a time, time from publish() to on_publish (the PUBACK)."""
+    client = connect(port, f"bench-lat-{uuid.uuid4().hex[:8]}")
+    acked = threading.Event()
+    client.on_publish = lambda c, u, mid, rc, p: acked.set()
+    samples: list[float] = []
+    try:
+        for _ in range(count):
+            acked.clear()
+            start = time.perf_counter()
+            client.publish("bench/latency", PAYLOAD, qos=1)
+            if not acked.wait(5):
+                raise BenchError("expected a PUBACK within 5 s, got none")
+            samples.append(time.perf_counter() - start)
+    finally:
+        close(client)
+    return summary_ms(samples)
+
+
+def window_publish(port: int, count: int, window: int = 100, topic: str = "bench/window") -> float:
+    """Publish `count` QoS 1 messages keeping at most `window` unacknowledged; returns msgs/s."""
+    client = connect(port, f"bench-win-{uuid.uuid4().hex[:8]}")
+    slots = threading.Semaphore(window)
+    done = threading.Event()
+    acked = [0]
+
+    def on_publish(c: mqtt.Client, u: object, mid: int, rc: object, p: object) -> None:
+        acked[0] += 1
+        slots.release()
+        if acked[0] >= count:
+            done.set()
+
+    client.on_publish = on_publish
+    start = time.perf_counter()
+    try:
+        for _ in range(count):
+            if not slots.acquire(timeout=10):
+                raise BenchError(f"expected a free in-flight slot within 10 s, got none ({acked[0]} acked)")
+            client.publish(topic, PAYLOAD, qos=1)
+        if not done.wait(60):
+            raise BenchError(f"expected {count} PUBACKs, got {acked[0]}")
+        return count / (time.perf_counter() - start)
+    finally:
+        close(client)
+
+
+def queued_subscribe(port: int, count: int) -> float:
+    """A persistent-session subscriber drains `count` messages the broker queued while it was away;
+    returns msgs/s from reconnect to the last message."""
+    client_id = f"bench-sub-{uuid.uuid4().hex[:8]}"
+    topic = f"bench/queued/{client_id}"
+    sub = connect(port, client_id, clean_start=True, session_expiry=600)
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.subscribe(topic, qos=1)
+    if not subscribed.wait(10):
+        raise BenchError("expected SUBACK within 10 s, got none")
+    close(sub)
+    window_publish(port, count, topic=topic)
+    received = [0]
+    done = threading.Event()
+
+    def on_message(c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
+        received[0] += 1
+        if received[0] >= count:
+            done.set()
+
+    start = time.perf_counter()
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    sub.on_message = on_message
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    sub.connect("127.0.0.1", port, clean_start=False, properties=props)
+    sub.loop_start()
+    try:
+        if not done.wait(120):
+            raise BenchError(f"expected {count} queued messages, got {received[0]}")
+        return count / (time.perf_counter() - start)
+    finally:
+        close(sub)
+
+
+@dataclass
+class PtyEcho:
+    """A raw pty with a thread echoing every byte back: the floor for any serial round trip."""
+
+    master: int
+    slave_path: str
+    stop: threading.Event
+    thread: threading.Thread
+
+    @classmethod
+    def open(cls) -> PtyEcho:
+        master, slave = os.openpty()
+        import tty
+
+        tty.setraw(slave)
+        path = os.ttyname(slave)
+        os.close(slave)
+        stop = threading.Event()
+        thread = threading.Thread(target=_echo, args=(master, stop), daemon=True, name="pty-echo")
+        thread.start()
+        return cls(master, path, stop, thread)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(2)
+        os.close(self.master)
+
+
+def _echo(fd: int, stop: threading.Event) -> None:
+    import select
+
+    while not stop.is_set():
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if ready:
+            try:
+                os.write(fd, os.read(fd, 4096))
+            except OSError:
+                return
+
+
+def pty_echo_rtt(count: int, frame: bytes = b"\x7e\x01\x02\x00\x00\x00\x10\x7e") -> dict[str, float]:
+    """Write a ping-sized frame to a pty and read it back, `count` times."""
+    echo = PtyEcho.open()
+    port = serial.Serial(echo.slave_path, 115200, timeout=2, exclusive=True)
+    samples: list[float] = []
+    try:
+        for _ in range(count):
+            start = time.perf_counter()
+            port.write(frame)
+            got = _read_exactly(port, len(frame))
+            samples.append(time.perf_counter() - start)
+            if got != frame:
+                raise BenchError(f"expected echo {frame!r}, got {got!r}")
+    finally:
+        port.close()
+        echo.close()
+    return summary_ms(samples)
+
+
+def _read_exactly(port: serial.Serial, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = port.read(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def timed(fn: Callable[[], float], repeat: int = 1) -> float:
+    """Best of `repeat` runs of a throughput function (higher is better)."""
+    return max(fn() for _ in range(repeat))
