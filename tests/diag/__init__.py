@@ -1,0 +1,1 @@
+"""Tests of nalox diag and the control socket."""
