@@ -1,0 +1,187 @@
+"""central.toml: the central inventory service's configuration, validated by pydantic.
+
+`load_config(path)` raises ConfigError with one message naming the file, the field, what was
+expected and what was found; the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from schemas.models import UnitId
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    refresh_s: int = Field(default=15, ge=2, le=3600, description="dashboard self-refresh period")
+
+
+class StoreSettings(Section):
+    db: str = Field(default="central.db", description="SQLite file path, or postgresql://... URL")
+
+
+class TlsSettings(Section):
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class MqttSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str = Field(default="nalox-inventory", min_length=1, max_length=64)
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=3600, description="longer than any outage")
+    shared: bool = Field(default=False, description="take events through $share/<group>/...")
+    shared_group: str = Field(default="inventory", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    workers: int = Field(default=1, ge=1, le=32)
+    tls: TlsSettings | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+class IngestSettings(Section):
+    gap_timeout_s: float = Field(default=30.0, gt=0, description="ask for a replay when a seq gap lasts this long")
+    max_payload_bytes: int = Field(default=65536, ge=256)
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+
+
+class EnrollmentSettings(Section):
+    from_state: bool = Field(default=False, description="enroll an unknown unit from its first retained state")
+
+
+class UnitEntry(Section):
+    id: UnitId
+    site: str = Field(min_length=1, max_length=200)
+    name: str | None = None
+
+
+class AlertSettings(Section):
+    interval_s: float = Field(default=30.0, gt=0)
+    offline_minutes: float = Field(default=15.0, gt=0)
+    no_dispense_hours: float = Field(default=72.0, gt=0)
+    temperature_min_c: float = 15.0
+    temperature_max_c: float = 25.0
+    expiry_days: list[int] = Field(default=[30, 60, 90])
+    vend_failure_rate: float = Field(default=0.2, ge=0, le=1)
+    vend_failure_min_attempts: int = Field(default=5, ge=1)
+    vend_failure_window_hours: float = Field(default=24.0, gt=0)
+    webhook_url: str | None = None
+
+    @field_validator("expiry_days")
+    @classmethod
+    def _sorted(cls, v: list[int]) -> list[int]:
+        if not v or any(d <= 0 for d in v):
+            raise ValueError("expected a non-empty list of positive day counts, e.g. [30, 60, 90]")
+        return sorted(v)
+
+
+class CentralConfig(Section):
+    server: ServerSettings = ServerSettings()
+    store: StoreSettings = StoreSettings()
+    mqtt: MqttSettings = MqttSettings()
+    ingest: IngestSettings = IngestSettings()
+    enrollment: EnrollmentSettings = EnrollmentSettings()
+    alerts: AlertSettings = AlertSettings()
+    units: list[UnitEntry] = []
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("units")
+    @classmethod
+    def _unique(cls, v: list[UnitEntry]) -> list[UnitEntry]:
+        seen: set[str] = set()
+        for u in v:
+            if u.id in seen:
+                raise ValueError(f"expected unique unit ids, found {u.id!r} twice")
+            seen.add(u.id)
+        return v
+
+
+def load_config(path: str | Path) -> CentralConfig:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the config file: {e.strerror or e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: expected TOML, found a syntax error: {e}") from e
+    return parse_config(data, str(p))
+
+
+def parse_config(data: dict[str, object], source: str = "<config>") -> CentralConfig:
+    try:
+        return CentralConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        found = err.get("input")
+        raise ConfigError(f"{source}: field {where}: {err['msg']} (found {found!r})") from e
+
+
+EXAMPLE = '''\
+# central.toml: the nalox central inventory service (`nalox inventory serve --config central.toml`)
+
+log_level = "info"
+
+[server]
+host = "127.0.0.1"        # dashboard + API address; put a TLS reverse proxy in front for remote staff
+port = 8080
+refresh_s = 15            # pages refresh themselves this often
+
+[store]
+db = "central.db"         # SQLite file (default), or "postgresql://user@host/dbname" for a large fleet
+
+[mqtt]
+host = "127.0.0.1"
+port = 1883
+client_id = "nalox-inventory"   # stable: the broker keeps this session while the service is down
+session_expiry_s = 604800       # 7 days: longer than any outage
+shared = false                  # true when several ingest processes share the events ($share/inventory/...)
+shared_group = "inventory"
+workers = 1                     # ingest clients in this process (more than 1 implies shared = true)
+# [mqtt.tls]
+# ca_file = "/etc/nalox/pki/ca.crt"
+# cert_file = "/etc/nalox/pki/central.crt"
+# key_file = "/etc/nalox/pki/central.key"
+
+[ingest]
+gap_timeout_s = 30        # a missing seq not filled within this time is asked for again (cmd/replay)
+max_payload_bytes = 65536
+batch_size = 200
+
+[enrollment]
+from_state = false        # true: a unit not listed below is enrolled by its first retained state
+
+[alerts]
+interval_s = 30
+offline_minutes = 15
+no_dispense_hours = 72
+temperature_min_c = 15.0  # naloxone storage range
+temperature_max_c = 25.0
+expiry_days = [30, 60, 90]
+vend_failure_rate = 0.2
+vend_failure_min_attempts = 5
+vend_failure_window_hours = 24
+# webhook_url = "https://example.org/hooks/nalox"   # each alert is POSTed here as JSON
+
+[[units]]
+id = "unit-001"
+site = "County Jail - Release Lobby"
+
+[[units]]
+id = "unit-002"
+site = "County Jail - Annex"
+'''

@@ -1,0 +1,320 @@
+"""MQTT ingest logic: messages -> store, acks and replay requests. No MQTT client in here (see mqtt.py).
+
+Every message is classified first; bad input is refused with a reason (counted in the store,
+logged, and still acknowledged so the broker does not redeliver it forever). Good messages of
+one batch are written in one transaction; the caller acknowledges them to the broker only after
+that commit. After the commit the ingestor recomputes each touched unit's gap-free seq from the
+database, publishes `nalox/v1/<unit>/ack`, and asks for a replay when a gap outlives its timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pydantic
+
+from inventory import log
+from inventory.clock import Clock
+from inventory.config import CentralConfig
+from inventory.store import SeqProgress, Store, Tx
+from schemas.models import (
+    EVENT_TYPES,
+    SCHEMA_VERSION,
+    TOPIC_ROOT,
+    Ack,
+    CommandResponse,
+    EventBase,
+    ReplayCommand,
+    Status,
+    Telemetry,
+    UnitState,
+    parse_event,
+    topic,
+)
+
+CENTRAL = "_central"
+REJECT_REASONS = ("oversized", "bad_topic", "malformed_json", "unknown_schema_version", "invalid_payload",
+                  "unit_mismatch", "type_mismatch", "unknown_unit", "internal_error")
+
+# publish(topic, payload, qos, response_topic, correlation, expiry_s)
+Publish = Callable[[str, bytes, int, str | None, bytes | None, int | None], None]
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message from the broker, as the MQTT edge hands it over."""
+
+    topic: str
+    payload: bytes
+    mid: int = 0
+    qos: int = 1
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class Parsed:
+    kind: str  # event | status | state | telemetry | response
+    unit: str
+    model: pydantic.BaseModel
+    raw: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+    detail: str
+    unit: str | None = None
+
+
+class Refused(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def classify(msg: Incoming, max_bytes: int) -> Parsed | Rejected:
+    """Topic + payload -> a typed model, or the reason it is refused."""
+    try:
+        return _classify(msg, max_bytes)
+    except Refused as r:
+        return Rejected(r.reason, r.detail, _topic_unit(msg.topic))
+
+
+def _topic_unit(t: str) -> str | None:
+    parts = t.split("/")
+    return parts[2] if len(parts) >= 4 and "/".join(parts[:2]) == TOPIC_ROOT else None
+
+
+def _classify(msg: Incoming, max_bytes: int) -> Parsed:
+    if len(msg.payload) > max_bytes:
+        raise Refused("oversized", f"expected at most {max_bytes} bytes, got {len(msg.payload)}")
+    kind, unit, etype = _parse_topic(msg.topic)
+    try:
+        text = msg.payload.decode("utf-8")
+        obj = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise Refused("malformed_json", f"expected a UTF-8 JSON object, got {msg.payload[:40]!r} ({e})") from e
+    if not isinstance(obj, dict):
+        raise Refused("malformed_json", f"expected a JSON object, got {type(obj).__name__}")
+    version = obj.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise Refused("unknown_schema_version", f"expected schema_version {SCHEMA_VERSION}, got {version!r}")
+    model = _validate(kind, text)
+    payload_unit = getattr(model, "unit", unit)
+    if payload_unit != unit:
+        raise Refused("unit_mismatch", f"topic is for unit {unit!r}, payload says {payload_unit!r}")
+    if kind == "event" and getattr(model, "type", None) != etype:
+        raise Refused("type_mismatch", f"topic is event/{etype}, payload type is {getattr(model, 'type', None)!r}")
+    return Parsed(kind, unit, model, text)
+
+
+def _parse_topic(t: str) -> tuple[str, str, str | None]:
+    parts = t.split("/")
+    if "/".join(parts[:2]) != TOPIC_ROOT or len(parts) < 4:
+        raise Refused("bad_topic", f"expected {TOPIC_ROOT}/<unit>/<kind>, got {t!r}")
+    unit, kind = parts[2], parts[3]
+    if unit == CENTRAL and kind == "response" and len(parts) >= 5:
+        return "response", unit, None
+    if kind in ("status", "state", "telemetry") and len(parts) == 4:
+        return kind, unit, None
+    if kind == "event" and len(parts) == 5 and parts[4] in EVENT_TYPES:
+        return kind, unit, parts[4]
+    raise Refused("bad_topic", f"expected status, state, telemetry or event/<{'|'.join(EVENT_TYPES)}>, got {t!r}")
+
+
+def _validate(kind: str, text: str) -> pydantic.BaseModel:
+    try:
+        if kind == "event":
+            return parse_event(text)
+        models: dict[str, type[pydantic.BaseModel]] = {
+            "status": Status, "state": UnitState, "telemetry": Telemetry, "response": CommandResponse}
+        model = models[kind]
+        return model.model_validate_json(text)
+    except pydantic.ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise Refused("invalid_payload", f"{kind}: field {where}: {err['msg']}") from e
+
+
+@dataclass
+class Gap:
+    acked: int
+    since: float
+    requested_at: float | None = None
+
+
+@dataclass
+class BatchResult:
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    other: int = 0
+    units: set[str] = field(default_factory=set)
+
+
+class Ingestor:
+    """Writes classified messages to the store; tracks seq gaps on an injected clock."""
+
+    def __init__(self, store: Store, config: CentralConfig, clock: Clock, publish: Publish,
+                 response_topic: str) -> None:
+        self.store, self.config, self.clock, self.publish = store, config, clock, publish
+        self.response_topic = response_topic
+        self.log = log.get("ingest")
+        self._known = store.known_units()
+        self._gaps: dict[str, Gap] = {}
+        self._pending_status: dict[str, Status] = {}
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- batch
+    def process(self, msgs: Sequence[Incoming]) -> BatchResult:
+        """Classify and commit one batch. Raises only when the database itself fails (nothing committed)."""
+        items = [(m, classify(m, self.config.ingest.max_payload_bytes)) for m in msgs]
+        items.sort(key=lambda it: _order(it[1]))
+        for attempt in range(5):
+            try:
+                result = self._commit(items)
+                break
+            except Exception as e:
+                if attempt == 4 or not self.store.is_retryable(e):
+                    raise
+                self.log.warning("batch_retry", error=str(e), attempt=attempt + 1)
+        self._after_commit(result.units)
+        return result
+
+    def process_each(self, msgs: Sequence[Incoming]) -> None:
+        """One message per transaction; one that fails on its own (not the database) is refused as
+        internal_error so a single poisonous message never stops ingest."""
+        for m in msgs:
+            try:
+                self.process([m])
+            except Exception as e:
+                self.log.exception("message_failed", topic=m.topic[:200], error=repr(e))
+                with self.store.tx() as tx:  # raises again if the database itself is the problem
+                    self.store.count_reject(tx, "internal_error", m.topic, repr(e), self.clock.now())
+
+    def _commit(self, items: list[tuple[Incoming, Parsed | Rejected]]) -> BatchResult:
+        result = BatchResult()
+        now = self.clock.now()
+        with self.store.tx() as tx:
+            for msg, c in items:
+                if isinstance(c, Parsed) and c.kind != "response" and not self._admit(tx, c, now):
+                    c = Rejected("unknown_unit", f"expected an enrolled unit, got {c.unit!r}", c.unit)
+                if isinstance(c, Rejected):
+                    self.store.count_reject(tx, c.reason, msg.topic, c.detail, now)
+                    result.rejected += 1
+                    continue
+                self._apply(tx, c, now, result)
+            self.store.bump(tx, "events_inserted", result.inserted)
+            self.store.bump(tx, "events_duplicate", result.duplicates)
+            self.store.bump(tx, "messages", len(items))
+        for msg, c in items:
+            if isinstance(c, Rejected):
+                self.log.warning("ingest_refused", reason=c.reason, detail=c.detail, topic=msg.topic[:200])
+        return result
+
+    def _admit(self, tx: Tx, c: Parsed, now: datetime) -> bool:
+        if c.unit in self._known:
+            return True
+        self._known = {r[0] for r in tx.rows("SELECT unit FROM units")}
+        if c.unit in self._known:
+            return True
+        if c.kind == "status" and self.config.enrollment.from_state:
+            assert isinstance(c.model, Status)
+            self._pending_status[c.unit] = c.model
+        if c.kind == "state" and self.config.enrollment.from_state:
+            assert isinstance(c.model, UnitState)
+            self.store.enroll(tx, c.unit, c.model.site, "state", now)
+            self._known.add(c.unit)
+            self.log.info("unit_enrolled", unit=c.unit, site=c.model.site)
+            return True
+        return False
+
+    def _apply(self, t: Tx, c: Parsed, now: datetime, result: BatchResult) -> None:
+        if c.kind == "event":
+            assert isinstance(c.model, EventBase)
+            if self.store.insert_event(t, c.model, c.raw, now):
+                result.inserted += 1
+            else:
+                result.duplicates += 1
+            result.units.add(c.unit)
+        elif c.kind == "state":
+            assert isinstance(c.model, UnitState)
+            self.store.put_state(t, c.model, c.raw)
+            pending = self._pending_status.pop(c.unit, None)
+            if pending is not None:
+                self.store.put_status(t, c.unit, pending, now)
+            result.units.add(c.unit)
+            result.other += 1
+        elif c.kind == "status":
+            assert isinstance(c.model, Status)
+            self.store.put_status(t, c.unit, c.model, now)
+            result.other += 1
+        elif c.kind == "telemetry":
+            assert isinstance(c.model, Telemetry)
+            self.store.put_telemetry(t, c.model, c.raw)
+            result.other += 1
+        else:
+            self.log.info("command_response", response=c.model.model_dump(mode="json"))
+            result.other += 1
+
+    # ---------------------------------------------------------------- acks and gaps
+    def _after_commit(self, units: set[str]) -> None:
+        for unit in sorted(units):
+            self._progress(self.store.advance_acked(unit), announce=True)
+
+    def _progress(self, p: SeqProgress, announce: bool) -> None:
+        if announce and p.acked_seq > 0:
+            self.publish(topic(p.unit, "ack"), Ack(acked_seq=p.acked_seq).model_dump_json().encode(), 1,
+                         None, None, None)
+        with self._lock:
+            if p.max_seq <= p.acked_seq:
+                self._gaps.pop(p.unit, None)
+                return
+            gap = self._gaps.get(p.unit)
+            if gap is None or gap.acked != p.acked_seq:
+                self._gaps[p.unit] = Gap(p.acked_seq, self.clock.monotonic())
+
+    def tick(self) -> list[ReplayCommand]:
+        """Re-check open gaps against the database; ask for a replay of any that outlived the timeout."""
+        with self._lock:
+            units = list(self._gaps)
+        for unit in units:
+            self._progress(self.store.advance_acked(unit), announce=False)
+        return self._request_replays()
+
+    def check_all(self) -> None:
+        """Look at every unit once (start-up, and now and then): finds gaps no new event would reveal."""
+        for unit in sorted(self.store.known_units()):
+            self._progress(self.store.advance_acked(unit), announce=False)
+
+    def _request_replays(self) -> list[ReplayCommand]:
+        timeout, now, sent = self.config.ingest.gap_timeout_s, self.clock.monotonic(), []
+        with self._lock:
+            due = [(u, g) for u, g in self._gaps.items()
+                   if now - g.since >= timeout and (g.requested_at is None or now - g.requested_at >= timeout)]
+            for _, g in due:
+                g.requested_at = now
+        for unit, g in due:
+            cmd = ReplayCommand(command_id=f"replay-{uuid.uuid4().hex[:16]}", issued_at=self.clock.now(),
+                                from_seq=g.acked + 1)
+            self.publish(topic(unit, "cmd", "replay"), cmd.model_dump_json().encode(), 1, self.response_topic,
+                         cmd.command_id.encode(), int(max(timeout * 2, 60)))
+            self.log.warning("replay_requested", unit=unit, from_seq=g.acked + 1, command_id=cmd.command_id)
+            sent.append(cmd)
+        return sent
+
+    def open_gaps(self) -> dict[str, int]:
+        with self._lock:
+            return {u: g.acked + 1 for u, g in self._gaps.items()}
+
+
+def _order(c: Parsed | Rejected) -> int:
+    """State before status before the rest: a unit enrolled by its state in this batch is known to the rest."""
+    if isinstance(c, Rejected):
+        return 3
+    return {"state": 0, "status": 1}.get(c.kind, 2)

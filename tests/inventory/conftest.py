@@ -1,0 +1,74 @@
+"""Fixtures for the central inventory tests: a store on each backend, a config, event factories."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from inventory.clock import FakeClock
+from inventory.config import CentralConfig, parse_config
+from inventory.store import Store, open_store
+
+PG_URL = "postgresql://postgres@127.0.0.1/test"
+
+
+def pg_schema() -> str:
+    return f"nalox_test_{uuid.uuid4().hex[:12]}"
+
+
+def drop_schema(schema: str) -> None:
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
+    """(db, schema): a fresh SQLite file, or a fresh schema in the test PostgreSQL (dropped after)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "central.db"), None
+        return
+    schema = pg_schema()
+    try:
+        yield PG_URL, schema
+    finally:
+        drop_schema(schema)
+
+
+@pytest.fixture
+def store(db_url: tuple[str, str | None]) -> Iterator[Store]:
+    s = open_store(db_url[0], schema=db_url[1])
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 11, 1, 12, 0, tzinfo=UTC))
+
+
+def make_config(units: int = 3, **sections: dict[str, object]) -> CentralConfig:
+    data: dict[str, object] = {
+        "units": [{"id": f"unit-{i:03d}", "site": f"Site {'AB'[i % 2]}"} for i in range(1, units + 1)],
+        "ingest": {"gap_timeout_s": 30},
+    }
+    data.update(sections)
+    return parse_config(data)
+
+
+@pytest.fixture
+def config() -> CentralConfig:
+    return make_config()
+
+
+T0 = datetime(2026, 10, 3, 9, 0, tzinfo=UTC)
+
+
+def ts(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)

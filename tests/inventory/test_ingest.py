@@ -1,0 +1,211 @@
+"""Ingest logic on both backends: every event counted once whatever the delivery, bad input refused."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inventory.clock import FakeClock
+from inventory.config import CentralConfig
+from inventory.ingest import Incoming, Ingestor
+from inventory.store import SqliteStore, Store
+from schemas.models import Ack, ReplayCommand, topic
+from tests.inventory.conftest import make_config, ts
+from tests.inventory.gen import UnitStream
+
+
+class Recorder:
+    """Stands in for the MQTT publish function: keeps what would have gone to the broker."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, str | None]] = []
+
+    def __call__(self, t: str, payload: bytes, qos: int, response_topic: str | None,
+                 correlation: bytes | None, expiry_s: int | None) -> None:
+        self.sent.append((t, payload, response_topic))
+
+    def acks(self, unit: str) -> list[int]:
+        return [Ack.model_validate_json(p).acked_seq for t, p, _ in self.sent if t == topic(unit, "ack")]
+
+    def replays(self, unit: str) -> list[ReplayCommand]:
+        return [ReplayCommand.model_validate_json(p) for t, p, _ in self.sent
+                if t == topic(unit, "cmd", "replay")]
+
+
+def ingestor(store: Store, config: CentralConfig, clock: FakeClock) -> tuple[Ingestor, Recorder]:
+    store.sync_config_units([(u.id, u.site, u.name) for u in config.units], clock.now())
+    rec = Recorder()
+    return Ingestor(store, config, clock, rec, "nalox/v1/_central/response/test"), rec
+
+
+def feed(ing: Ingestor, msgs: list[tuple[str, bytes]], batch: int = 7) -> None:
+    for i in range(0, len(msgs), batch):
+        ing.process([Incoming(t, p) for t, p in msgs[i:i + batch]])
+
+
+def stream(unit: str = "unit-001", seed: int = 1, vends: int = 30) -> UnitStream:
+    s = UnitStream(unit, "Site B")
+    s.random_day(random.Random(seed), days=40, vends=vends)
+    return s
+
+
+def assert_counted_once(store: Store, s: UnitStream) -> None:
+    assert store.count_events(unit=s.unit) == len(s.events)
+    assert store.count_events("dispense", s.unit) == sum(s.kits.values())
+    row = store.unit(s.unit)
+    assert row is not None
+    assert row.stock == s.stock, f"expected stock {s.stock}, store has {row.stock}"
+    assert row.acked_seq == s.seq
+
+
+def test_duplicates_and_reordering_count_each_event_once(store: Store, config: CentralConfig,
+                                                         clock: FakeClock) -> None:
+    ing, rec = ingestor(store, config, clock)
+    s = stream()
+    msgs = s.messages()
+    rng = random.Random(7)
+    delivered = msgs + rng.sample(msgs, len(msgs) // 2)  # half of them twice
+    rng.shuffle(delivered)
+    feed(ing, delivered)
+    assert_counted_once(store, s)
+    assert rec.acks(s.unit)[-1] == s.seq
+    assert store.counters()["events_duplicate"] == len(msgs) // 2
+    assert ing.tick() == []
+
+
+def test_missing_then_replayed_events_are_requested_and_counted_once(store: Store, config: CentralConfig,
+                                                                     clock: FakeClock) -> None:
+    ing, rec = ingestor(store, config, clock)
+    s = stream(seed=3)
+    msgs = s.messages()
+    lost = set(range(10, 15)) | {40}
+    feed(ing, [m for i, m in enumerate(msgs) if i not in lost])
+    assert rec.acks(s.unit)[-1] == 10, "acked seq must stop before the first gap (seq 11)"
+    assert ing.tick() == [], "no replay before the gap timeout"
+    clock.advance(31)
+    replays = ing.tick()
+    assert [r.from_seq for r in replays] == [11]
+    assert rec.sent[-1][2] == "nalox/v1/_central/response/test", "replay carries our response topic"
+    assert ing.tick() == [], "not asked again before another timeout"
+    # the unit replays everything from seq 11 (duplicates included)
+    feed(ing, msgs[10:])
+    assert_counted_once(store, s)
+    clock.advance(100)
+    assert ing.tick() == []
+
+
+def test_tail_gap_known_from_state_is_replayed(store: Store, config: CentralConfig, clock: FakeClock) -> None:
+    ing, rec = ingestor(store, config, clock)
+    s = stream(seed=4, vends=5)
+    msgs = s.messages()
+    feed(ing, msgs[:-2])
+    feed(ing, [(topic(s.unit, "state"), s.state(ts(0)).model_dump_json().encode())])
+    clock.advance(31)
+    assert [r.from_seq for r in ing.tick()] == [s.seq - 1]
+    feed(ing, msgs[-2:])
+    assert_counted_once(store, s)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(order=st.randoms(use_true_random=False), dup_rate=st.floats(0, 1), batch=st.integers(1, 50))
+def test_any_delivery_order_ends_with_the_same_store(order: random.Random, dup_rate: float, batch: int) -> None:
+    store = SqliteStore(":memory:")
+    store.migrate()
+    clock = FakeClock()
+    ing, _ = ingestor(store, make_config(), clock)
+    s = stream(seed=order.randint(0, 1000), vends=25)
+    msgs = s.messages()
+    delivered = msgs + [m for m in msgs if order.random() < dup_rate]
+    order.shuffle(delivered)
+    feed(ing, delivered, batch=batch)
+    assert_counted_once(store, s)
+    store.close()
+
+
+def good_event(unit: str = "unit-001", seq: int = 1) -> tuple[str, bytes]:
+    s = UnitStream(unit, "Site B")
+    s.restock(0, 1, 10)
+    e = s.events[0].model_copy(update={"seq": seq, "event_id": f"{unit}-{seq:08d}"})
+    return topic(unit, "event", "restock"), e.model_dump_json().encode()
+
+
+def bad_messages() -> dict[str, tuple[str, bytes]]:
+    t, good = good_event(seq=2)
+    obj = json.loads(good)
+    return {
+        "malformed_json": (t, b'{"event_id": "abc'),
+        "unknown_schema_version": (t, json.dumps({**obj, "schema_version": 99}).encode()),
+        "unit_mismatch": (t, json.dumps({**obj, "unit": "unit-002"}).encode()),
+        "unknown_unit": good_event("unit-999", 1),
+        "oversized": (t, json.dumps({**obj, "reason": "x" * 70_000}).encode()),
+        "invalid_payload": (t, json.dumps({**obj, "stock_after": -4}).encode()),
+        "type_mismatch": (topic("unit-001", "event", "dispense"), good),
+        "bad_topic": ("nalox/v1/unit-001/gossip", good),
+    }
+
+
+def test_bad_input_is_refused_counted_and_never_stops_ingest(store: Store, config: CentralConfig,
+                                                             clock: FakeClock) -> None:
+    ing, _ = ingestor(store, config, clock)
+    bad = bad_messages()
+    batch = [Incoming(*good_event(seq=1))] + [Incoming(*m) for m in bad.values()] + [Incoming(*good_event(seq=2))]
+    result = ing.process(batch)
+    assert result.rejected == len(bad)
+    assert result.inserted == 2, "good messages in the same batch as bad ones are still stored"
+    rejects = store.rejects()
+    assert {r: v["count"] for r, v in rejects.items()} == {r: 1 for r in bad}
+    assert "expected schema_version 1, got 99" in rejects["unknown_schema_version"]["last_detail"]
+    assert store.unit("unit-999") is None
+
+
+def test_a_state_enrolls_an_unknown_unit_only_when_configured(store: Store, clock: FakeClock) -> None:
+    s = UnitStream("unit-777", "Site Z")
+    s.restock(0, 1, 10)
+    state = (topic(s.unit, "state"), s.state(ts(0)).model_dump_json().encode())
+    strict, _ = ingestor(store, make_config(), clock)
+    strict.process([Incoming(*state)])
+    assert store.unit("unit-777") is None
+    auto, _ = ingestor(store, make_config(enrollment={"from_state": True}), clock)
+    auto.process([Incoming(topic(s.unit, "status"), s.status(ts(0)).model_dump_json().encode()),
+                  Incoming(*s.messages()[0]), Incoming(*state)])
+    row = store.unit("unit-777")
+    assert row is not None and row.site == "Site Z" and row.status == "online"
+    assert row.stock == {1: 10}
+
+
+def test_status_newer_session_wins_and_last_will_is_final(store: Store, config: CentralConfig,
+                                                          clock: FakeClock) -> None:
+    ing, _ = ingestor(store, config, clock)
+    s = UnitStream("unit-001", "Site B")
+
+    def status(state: str, session: int, minutes: float) -> Incoming:
+        return Incoming(topic(s.unit, "status"), s.status(ts(minutes), state, session).model_dump_json().encode())
+
+    ing.process([status("online", 2, 10)])
+    ing.process([status("offline", 1, 20)])  # a stale session's will
+    row = store.unit(s.unit)
+    assert row is not None and row.status == "online"
+    ing.process([status("offline", 2, 5)])  # the will of the current session (stamped at connect)
+    row = store.unit(s.unit)
+    assert row is not None and row.status == "offline"
+    ing.process([status("online", 2, 30)])  # a late duplicate of the same session's online
+    row = store.unit(s.unit)
+    assert row is not None and row.status == "offline"
+
+
+def test_migrations_are_recorded_and_idempotent(store: Store) -> None:
+    assert store.schema_version() == 2
+    assert store.migrate() == 2
+    with store.tx() as tx:
+        assert [r[0] for r in tx.rows("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+
+
+def test_ack_is_published_after_each_batch(store: Store, config: CentralConfig, clock: FakeClock) -> None:
+    ing, rec = ingestor(store, config, clock)
+    s = stream(vends=3)
+    feed(ing, s.messages(), batch=2)
+    acks = rec.acks(s.unit)
+    assert acks == sorted(acks) and acks[-1] == s.seq
