@@ -9,7 +9,7 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -18,9 +18,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-PAYLOAD = (b'{"schema_version":1,"event_id":"0123456789abcdef0123456789abcdef","seq":1,'
-           b'"ts":"2026-11-22T06:00:00Z","unit":"bench-1","type":"dispense","column":1,'
-           b'"product":"naloxone-4mg","doses":2,"command_id":1,"via":"video","stock_after":19}')
+PAYLOAD = (
+    b'{"schema_version":1,"event_id":"0123456789abcdef0123456789abcdef","seq":1,'
+    b'"ts":"2026-11-22T06:00:00Z","unit":"bench-1","type":"dispense","column":1,'
+    b'"product":"naloxone-4mg","doses":2,"command_id":1,"via":"video","stock_after":19}'
+)
 
 
 class BenchError(Exception):
@@ -36,10 +38,12 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def summary_ms(samples_s: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(percentile(samples_s, 50) * 1000, 3),
-            "p99_ms": round(percentile(samples_s, 99) * 1000, 3),
-            "mean_ms": round(statistics.fmean(samples_s) * 1000, 3),
-            "samples": len(samples_s)}
+    return {
+        "p50_ms": round(percentile(samples_s, 50) * 1000, 3),
+        "p99_ms": round(percentile(samples_s, 99) * 1000, 3),
+        "mean_ms": round(statistics.fmean(samples_s) * 1000, 3),
+        "samples": len(samples_s),
+    }
 
 
 def connect(port: int, client_id: str, clean_start: bool = True, session_expiry: int = 0) -> mqtt.Client:
@@ -82,6 +86,11 @@ def puback_latency(port: int, count: int) -> dict[str, float]:
 
 def window_publish(port: int, count: int, window: int = 100, topic: str = "bench/window") -> float:
     """Publish `count` QoS 1 messages keeping at most `window` unacknowledged; returns msgs/s."""
+    return publish_window(port, ((topic, PAYLOAD) for _ in range(count)), count, window)
+
+
+def publish_window(port: int, messages: Iterable[tuple[str, bytes]], count: int, window: int = 100) -> float:
+    """Publish (topic, payload) pairs at QoS 1 through a bounded in-flight window; returns msgs/s."""
     client = connect(port, f"bench-win-{uuid.uuid4().hex[:8]}")
     slots = threading.Semaphore(window)
     done = threading.Event()
@@ -96,10 +105,10 @@ def window_publish(port: int, count: int, window: int = 100, topic: str = "bench
     client.on_publish = on_publish
     start = time.perf_counter()
     try:
-        for _ in range(count):
+        for topic, payload in messages:
             if not slots.acquire(timeout=10):
                 raise BenchError(f"expected a free in-flight slot within 10 s, got none ({acked[0]} acked)")
-            client.publish(topic, PAYLOAD, qos=1)
+            client.publish(topic, payload, qos=1)
         if not done.wait(60):
             raise BenchError(f"expected {count} PUBACKs, got {acked[0]}")
         return count / (time.perf_counter() - start)

@@ -1,0 +1,286 @@
+"""The nalox side of each benchmark: the rooms measured the way they run (real processes, real broker,
+real pty), each figure comparable to one baseline in bench/baselines.py."""
+
+from __future__ import annotations
+
+import json
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psutil
+
+from bench import baselines
+from nalox.demo import NALOX, Central, Proc, Stack, UnitSpec, central_toml, wait_until
+from schemas.models import DispenseEvent, topic
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1/test"
+
+
+# ------------------------------------------------------------------ central ingest
+
+
+class AckWatch:
+    """Follows `nalox/v1/<unit>/ack` as the central service publishes it."""
+
+    def __init__(self, port: int, unit: str) -> None:
+        self.acked = 0
+        self.first_at: float | None = None
+        self.first_seq = 0
+        self.cond = threading.Condition()
+        self.client = baselines.connect(port, f"bench-ack-{uuid.uuid4().hex[:8]}")
+        self.client.on_message = self._on_message
+        self.client.subscribe(topic(unit, "ack"), qos=1)
+
+    def _on_message(self, c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
+        seq = int(json.loads(msg.payload)["acked_seq"])
+        with self.cond:
+            if self.first_at is None:
+                self.first_at, self.first_seq = time.perf_counter(), seq
+            self.acked = max(self.acked, seq)
+            self.cond.notify_all()
+
+    def reset_rate(self) -> None:
+        with self.cond:
+            self.first_at = None
+
+    def wait(self, seq: int, timeout: float) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.acked >= seq, timeout):
+                raise baselines.BenchError(
+                    f"expected central ack of seq {seq} within {timeout:g} s, got ack {self.acked}"
+                )
+
+    def close(self) -> None:
+        baselines.close(self.client)
+
+
+def dispense_payloads(unit: str, first: int, last: int) -> Iterator[tuple[str, bytes]]:
+    now = datetime.now(UTC)
+    for seq in range(first, last + 1):
+        ev = DispenseEvent(
+            event_id=uuid.uuid4().hex,
+            seq=seq,
+            ts=now,
+            unit=unit,
+            column=1 + seq % 6,
+            product="naloxone-4mg-nasal",
+            doses=2,
+            command_id=seq,
+            via="video",
+            stock_after=max(0, 100_000 - seq),
+        )
+        yield topic(unit, "event", "dispense"), ev.model_dump_json().encode()
+
+
+def central_ingest(port: int, count: int, db: str, workers: int) -> float:
+    """Events/s the inventory service commits from a backlog queued while it was down."""
+    work = Path(tempfile.mkdtemp(prefix="nalox-bench-ingest-"))
+    unit = f"bench-{db[:2]}-{workers}"
+    url, drop = _database(db, work)
+    try:
+        return _ingest_run(port, count, work, unit, url, workers)
+    finally:
+        drop()
+
+
+def _ingest_run(port: int, count: int, work: Path, unit: str, url: str, workers: int) -> float:
+    http_port = _free_port()
+    text = central_toml(work, http_port, port, [UnitSpec(unit)], db=url)
+    text = text.replace(
+        'client_id = "nalox-inventory-demo"',
+        f'client_id = "bench-{unit}"\nworkers = {workers}\nshared = {str(workers > 1).lower()}',
+    )
+    (work / "central.toml").write_text(text)
+    argv = [*NALOX, "inventory", "serve", "--config", str(work / "central.toml")]
+    acks = AckWatch(port, unit)
+    try:
+        _serve_until_acked(argv, work, http_port, port, unit, acks)
+        baselines.publish_window(port, dispense_payloads(unit, 2, count + 1), count)
+        proc = Proc("inventory", argv, work / "inventory.log").start()
+        try:
+            acks.reset_rate()
+            acks.wait(count + 1, timeout=600)
+            assert acks.first_at is not None
+            return (count + 1 - acks.first_seq) / (time.perf_counter() - acks.first_at)
+        finally:
+            proc.stop()
+    finally:
+        acks.close()
+
+
+def _serve_until_acked(
+    argv: list[str], work: Path, http_port: int, port: int, unit: str, acks: AckWatch
+) -> None:
+    """First start: the service makes its persistent session; one event proves it subscribed."""
+    proc = Proc("inventory", argv, work / "inventory.log").start()
+    try:
+        central = Central(http_port)
+        wait_until("the inventory service's /healthz", central.healthy, 60)
+        central.close()
+        deadline = time.monotonic() + 30
+        while acks.acked < 1 and time.monotonic() < deadline:
+            baselines.publish_window(port, dispense_payloads(unit, 1, 1), 1)
+            try:
+                acks.wait(1, timeout=2)
+            except baselines.BenchError:
+                continue
+        acks.wait(1, timeout=1)
+    finally:
+        proc.stop()
+
+
+def _database(kind: str, work: Path) -> tuple[str, Any]:
+    if kind == "sqlite":
+        return str(work / "central.sqlite"), lambda: None
+    import psycopg
+
+    name = f"nalox_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+
+    def drop() -> None:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name, drop
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------------ unit footprint
+
+
+class NotifySocket:
+    """A NOTIFY_SOCKET like systemd's: records when the daemon says READY=1."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+
+    def wait_ready(self, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            if b"READY=1" in data.split(b"\n"):
+                return time.perf_counter()
+        raise baselines.BenchError(f"expected READY=1 on NOTIFY_SOCKET within {timeout:g} s, got none")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def footprint(port: int, idle_seconds: float) -> dict[str, Any]:
+    """RSS, idle CPU share and start-to-ready of `nalox unit run` against `nalox sim board`."""
+    work = Path(tempfile.mkdtemp(prefix="nalox-bench-unit-"))
+    stack = Stack(work, UnitSpec("bench-unit-1"), port, 0)
+    stack.unit_dir.mkdir(parents=True)
+    stack.start_board()
+    notify = NotifySocket(work / "notify.sock")
+    try:
+        stack.write_unit_config(port)
+        start = time.perf_counter()
+        stack.unit = Proc(
+            "unit",
+            [*NALOX, "unit", "run", "--config", str(stack.unit_dir / "unit.toml")],
+            work / "unit.log",
+            env={"NOTIFY_SOCKET": str(notify.path), "DISPLAY": ""},
+        ).start()
+        ready = notify.wait_ready(30) - start
+        proc = psutil.Process(stack.unit.pid)
+        time.sleep(2)  # settle after start before the idle window (a measurement, not synchronisation)
+        cpu0, t0 = _cpu(proc), time.perf_counter()
+        time.sleep(idle_seconds)
+        cpu = (_cpu(proc) - cpu0) / (time.perf_counter() - t0) * 100
+        rss = proc.memory_info().rss / 1e6
+        tree = rss + sum(_rss(c) for c in proc.children(recursive=True)) / 1e6
+        return {
+            "rss_mb": round(rss, 1),
+            "rss_with_children_mb": round(tree, 1),
+            "idle_cpu_percent": round(cpu, 2),
+            "idle_window_s": idle_seconds,
+            "start_to_ready_s": round(ready, 2),
+            "targets": {"rss_mb": 60, "idle_cpu_percent": 1, "start_to_ready_s": 2},
+            "met": rss < 60 and cpu < 1 and ready < 2,
+        }
+    finally:
+        notify.close()
+        stack.close()
+
+
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    total = t.user + t.system
+    for child in proc.children(recursive=True):
+        try:
+            ct = child.cpu_times()
+            total += ct.user + ct.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _rss(proc: psutil.Process) -> int:
+    try:
+        return int(proc.memory_info().rss)
+    except psutil.Error:
+        return 0
+
+
+# ------------------------------------------------------------------ serial link
+
+
+def serial_link(pings: int, dispenses: int) -> dict[str, Any]:
+    """Ping round trips and dispense commands/s from controller.link over `nalox sim board`'s pty."""
+    from controller.link import SerialBoard
+
+    work = Path(tempfile.mkdtemp(prefix="nalox-bench-serial-"))
+    spin_ms = 0
+    spec = UnitSpec("bench-serial", columns=6, stock=min(100_000, dispenses // 6 + 10), spin_ms=spin_ms)
+    stack = Stack(work, spec, 0, 0)
+    stack.start_board()
+    board = SerialBoard(str(stack.link))
+    try:
+        board.start(lambda event: None)
+        samples = [board.ping() for _ in range(pings)]
+        start = time.perf_counter()
+        for i in range(dispenses):
+            outcome = board.dispense(10_000 + i, 1 + i % 6)
+            if not outcome.dropped:
+                raise baselines.BenchError(f"expected dispense {i} to drop, got {outcome.outcome}")
+        rate = dispenses / (time.perf_counter() - start)
+        return {"ping": baselines.summary_ms(samples), "dispenses_per_s": round(rate, 1), "spin_ms": spin_ms}
+    finally:
+        board.close()
+        stack.close()
+
+
+# ------------------------------------------------------------------ vend overhead and outbox drain
+
+
+def vend_overhead(port: int, count: int) -> dict[str, Any]:
+    from bench import inproc
+
+    return inproc.vend_overhead(port, count)
+
+
+def outbox_drain(port: int, count: int) -> dict[str, Any]:
+    from bench import inproc
+
+    return inproc.outbox_drain(port, count)

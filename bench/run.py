@@ -1,0 +1,282 @@
+"""`make bench` / `python -m bench.run [--quick]`: every nalox figure beside a bare-library baseline
+measured in the same run on the same machine; prints a table and writes bench/results.json.
+
+Benchmarks are not tests: a measurement that cannot run records why and the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import baselines, rooms
+from nalox.broker import DEPLOY, Broker
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    latency_samples: int
+    drain_events: int
+    ingest_events: int
+    idle_seconds: float
+    pings: int
+    dispenses: int
+
+    @classmethod
+    def pick(cls, quick: bool) -> Sizes:
+        if quick:
+            return cls(200, 10_000, 5_000, 10, 300, 50)
+        return cls(1000, 100_000, 20_000, 60, 2000, 200)
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    mosq = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.splitlines()[:1]
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_kb / 1e6, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "mosquitto": mosq[0] if mosq else "unknown",
+    }
+
+
+def guarded(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one measurement; a failure becomes {"error": ...} in the results."""
+    print(f"  measuring {name} ...", file=sys.stderr, flush=True)
+    start = time.monotonic()
+    try:
+        out = fn()
+    except Exception as e:  # a bench records what failed and goes on
+        traceback.print_exc(file=sys.stderr)
+        out = {"error": f"{type(e).__name__}: {e}"[:400]}
+    out["took_s"] = round(time.monotonic() - start, 1)
+    return out
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else round(a / b, 3)
+
+
+def measure_all(sizes: Sizes, quick: bool) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "machine": machine(),
+        "quick": quick,
+        "ran_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    with Broker(DEPLOY / "dev.conf") as broker:
+        res["vend_overhead"] = guarded("vend overhead", lambda: vend_overhead(broker.port, sizes))
+        res["outbox_drain"] = guarded("outbox drain", lambda: outbox_drain(broker.port, sizes))
+        res["central_ingest"] = guarded("central ingest", lambda: central_ingest(broker.port, sizes))
+        res["unit_footprint"] = guarded(
+            "unit footprint", lambda: rooms.footprint(broker.port, sizes.idle_seconds)
+        )
+    res["serial_link"] = guarded("serial link", lambda: serial_link(sizes))
+    return res
+
+
+def vend_overhead(port: int, sizes: Sizes) -> dict[str, Any]:
+    base = baselines.puback_latency(port, sizes.latency_samples)
+    vend = rooms.vend_overhead(port, max(50, sizes.latency_samples // 5))
+    return {
+        "unit_drop_to_puback": vend,
+        "baseline_publish_to_puback": base,
+        "ratio_p99": ratio(vend["p99_ms"], base["p99_ms"]),
+        "target": "ratio_p99 <= 2",
+        "met": (vend["p99_ms"] <= 2 * base["p99_ms"]),
+    }
+
+
+def outbox_drain(port: int, sizes: Sizes) -> dict[str, Any]:
+    base = baselines.window_publish(port, sizes.drain_events)
+    drain = rooms.outbox_drain(port, sizes.drain_events)
+    return {
+        "events": sizes.drain_events,
+        "drain_events_per_s": round(drain["events_per_s"]),
+        "baseline_window_publisher_per_s": round(base),
+        "ratio": ratio(drain["events_per_s"], base),
+        "target": "ratio >= 0.5",
+        "met": drain["events_per_s"] >= 0.5 * base,
+        "detail": drain,
+    }
+
+
+def central_ingest(port: int, sizes: Sizes) -> dict[str, Any]:
+    n = sizes.ingest_events
+    base = baselines.queued_subscribe(port, n)
+    out: dict[str, Any] = {"events": n, "baseline_subscriber_per_s": round(base)}
+    for db in ("sqlite", "postgresql"):
+        for workers in (1, 2):
+            key = f"ingest_{db}_{workers}w_per_s"
+            try:
+                rate = rooms.central_ingest(port, n, db, workers)
+                out[key] = round(rate)
+                out[f"ratio_{db}_{workers}w"] = ratio(rate, base)
+            except Exception as e:  # one store failing must not hide the other's figure
+                out[key] = None
+                out[f"error_{db}_{workers}w"] = f"{type(e).__name__}: {e}"[:300]
+    out["target"] = "ratio with 1 worker >= 0.5"
+    out["met"] = all((out.get(f"ratio_{db}_1w") or 0) >= 0.5 for db in ("sqlite", "postgresql"))
+    return out
+
+
+def serial_link(sizes: Sizes) -> dict[str, Any]:
+    base = baselines.pty_echo_rtt(sizes.pings)
+    link = rooms.serial_link(sizes.pings, sizes.dispenses)
+    return {
+        "ping_rtt": link["ping"],
+        "raw_pty_echo_rtt": base,
+        "ratio_rtt_p50": ratio(link["ping"]["p50_ms"], base["p50_ms"]),
+        "ratio_rtt_p99": ratio(link["ping"]["p99_ms"], base["p99_ms"]),
+        "dispenses_per_s": link["dispenses_per_s"],
+        "dispense_spin_ms": link["spin_ms"],
+    }
+
+
+# ------------------------------------------------------------------ table
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.3f}" if v < 10 else f"{v:,.0f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(measure, nalox, baseline, ratio, target) rows; missing figures show the error."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    v = r.get("vend_overhead", {})
+    if "error" in v:
+        rows.append(("vend overhead drop->PUBACK", "error", "", "", v["error"][:60]))
+    else:
+        u, b = v["unit_drop_to_puback"], v["baseline_publish_to_puback"]
+        rows.append(
+            (
+                "vend overhead p50 (ms)",
+                fmt(u["p50_ms"]),
+                fmt(b["p50_ms"]),
+                fmt(ratio(u["p50_ms"], b["p50_ms"])),
+                "",
+            )
+        )
+        rows.append(
+            ("vend overhead p99 (ms)", fmt(u["p99_ms"]), fmt(b["p99_ms"]), fmt(v["ratio_p99"]), "<= 2x")
+        )
+    d = r.get("outbox_drain", {})
+    rows.append(
+        (
+            "outbox drain (events/s)",
+            fmt(d.get("drain_events_per_s", d.get("error", "")[:40])),
+            fmt(d.get("baseline_window_publisher_per_s")),
+            fmt(d.get("ratio")),
+            ">= 0.5x",
+        )
+    )
+    c = r.get("central_ingest", {})
+    for db in ("sqlite", "postgresql"):
+        for w in (1, 2):
+            val = c.get(f"ingest_{db}_{w}w_per_s")
+            shown = (
+                fmt(val)
+                if val is not None
+                else "error: " + str(c.get(f"error_{db}_{w}w", c.get("error")))[:30]
+            )
+            rows.append(
+                (
+                    f"ingest {db} {w} worker{'s' if w > 1 else ''} (ev/s)",
+                    shown,
+                    fmt(c.get("baseline_subscriber_per_s")),
+                    fmt(c.get(f"ratio_{db}_{w}w")),
+                    ">= 0.5x" if w == 1 else "",
+                )
+            )
+    f = r.get("unit_footprint", {})
+    rows.append(("unit daemon rss (MB)", fmt(f.get("rss_mb", f.get("error", "")[:40])), "", "", "< 60"))
+    rows.append(("unit idle cpu (% of a core)", fmt(f.get("idle_cpu_percent")), "", "", "< 1"))
+    rows.append(("unit start-to-ready (s)", fmt(f.get("start_to_ready_s")), "", "", "< 2"))
+    s = r.get("serial_link", {})
+    if "error" in s:
+        rows.append(("serial link", "error", "", "", s["error"][:60]))
+    else:
+        rows.append(
+            (
+                "serial ping rtt p50 (ms)",
+                fmt(s["ping_rtt"]["p50_ms"]),
+                fmt(s["raw_pty_echo_rtt"]["p50_ms"]),
+                fmt(s["ratio_rtt_p50"]),
+                "",
+            )
+        )
+        rows.append(
+            (
+                "serial ping rtt p99 (ms)",
+                fmt(s["ping_rtt"]["p99_ms"]),
+                fmt(s["raw_pty_echo_rtt"]["p99_ms"]),
+                fmt(s["ratio_rtt_p99"]),
+                "",
+            )
+        )
+        rows.append(
+            ("dispenses/s over a pty", fmt(s["dispenses_per_s"]), "", "", f"spin {s['dispense_spin_ms']} ms")
+        )
+    return rows
+
+
+def table(r: dict[str, Any]) -> str:
+    head = ("measure", "nalox", "baseline", "ratio", "target")
+    rows = [head, *table_rows(r)]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    m = r["machine"]
+    lines.append(
+        f"\nmachine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, "
+        f"Python {m['python']}, {m['mosquitto']}; {'quick' if r['quick'] else 'full'} run {r['ran_at']}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smaller sizes, 10 s idle window (about 2 minutes)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    results = measure_all(Sizes.pick(args.quick), args.quick)
+    args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(table(results))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
