@@ -27,6 +27,11 @@ class Broker:
     kill() is kill -9 (a crash); start() again reuses the port and the persistence directory,
     so retained messages and persistent sessions survive exactly as they would in production
     when the config turns persistence on.
+
+    Run as root, mosquitto drops to user `mosquitto`, which cannot enter a root-only test folder:
+    then its pid file and persistence go to a runtime folder of its own under /tmp, and every
+    replacement value naming an existing file (certificates, keys, ACL, CRL) is copied there,
+    owned by `mosquitto` and mode 0600, and the config points at the copy.
     """
 
     def __init__(self, config: Path | None = None, port: int | None = None, workdir: Path | None = None,
@@ -38,24 +43,37 @@ class Broker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
+        self.runtime = self.workdir
+        if os.geteuid() == 0 and _has_user("mosquitto"):
+            self.runtime = Path(tempfile.mkdtemp(prefix="nalox-mosquitto-"))
+            shutil.chown(self.runtime, user="mosquitto")
 
     def render(self) -> str:
         text = self.template.read_text()
         text = re.sub(r"^listener\s+\d+", f"listener {self.port}", text, count=1, flags=re.M)
         for key, value in self.replacements.items():
-            text = text.replace(key, value)
-        text = re.sub(r"^persistence_location\s+.*$", f"persistence_location {self.workdir}/", text, flags=re.M)
-        return text + f"\npid_file {self.workdir}/mosquitto.pid\n"
+            text = text.replace(key, self._readable(value))
+        text = re.sub(r"^persistence_location\s+.*$", f"persistence_location {self.runtime}/", text,
+                      flags=re.M)
+        return text + f"\npid_file {self.runtime}/mosquitto.pid\n"
+
+    def _readable(self, value: str) -> str:
+        """A path mosquitto can read after dropping privileges (a copy when we run as root)."""
+        source = Path(value)
+        if self.runtime == self.workdir or not source.is_file():
+            return value
+        copy = self.runtime / f"{len(list(self.runtime.iterdir()))}-{source.name}"
+        shutil.copyfile(source, copy)
+        os.chmod(copy, 0o600)
+        shutil.chown(copy, user="mosquitto")
+        return str(copy)
 
     def start(self, timeout: float = 10.0) -> Broker:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.conf_path.write_text(self.render())
-        if os.geteuid() == 0:
-            # mosquitto started as root drops to user `mosquitto`, which must own its files
-            shutil.chown(self.workdir, user="mosquitto") if _has_user("mosquitto") else None
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([exe, "-c", str(self.conf_path)], stdout=log, stderr=log,
-                                     start_new_session=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([exe, "-c", str(self.conf_path)], stdout=log, stderr=log,
+                                         start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -92,6 +110,12 @@ class Broker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Remove the runtime folder made for a root run (after stop(); the workdir is the caller's)."""
+        if self.runtime != self.workdir:
+            shutil.rmtree(self.runtime, ignore_errors=True)
 
 
 def _has_user(name: str) -> bool:
