@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 import psutil
 
 from bench import baselines
-from nalox.demo import NALOX, Central, Proc, Stack, UnitSpec, central_toml, wait_until
+from nalox.demo import NALOX, Central, NotifySocket, Proc, Stack, UnitSpec, central_toml, wait_until
 from schemas.models import DispenseEvent, topic
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1/test"
@@ -160,30 +160,6 @@ def _free_port() -> int:
 
 
 # ------------------------------------------------------------------ unit footprint
-
-
-class NotifySocket:
-    """A NOTIFY_SOCKET like systemd's: records when the daemon says READY=1."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-
-    def wait_ready(self, timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            if b"READY=1" in data.split(b"\n"):
-                return time.perf_counter()
-        raise baselines.BenchError(f"expected READY=1 on NOTIFY_SOCKET within {timeout:g} s, got none")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def footprint(port: int, idle_seconds: float) -> dict[str, Any]:

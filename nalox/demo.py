@@ -239,6 +239,44 @@ def wait_until(
     raise DemoError(f"expected {what} within {timeout:g} s, it did not happen")
 
 
+class NotifySocket:
+    """A NOTIFY_SOCKET like systemd's: the daemon says READY=1 here when it is up."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+
+    def drain(self) -> None:
+        self.sock.setblocking(False)
+        try:
+            while self.sock.recv(4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            self.sock.settimeout(0.2)
+
+    def wait_ready(self, timeout: float, alive: Callable[[], None] | None = None) -> float:
+        """perf_counter() when READY=1 arrived; DemoError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if alive is not None:
+                alive()
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            if b"READY=1" in data.split(b"\n"):
+                return time.perf_counter()
+        raise DemoError(f"expected READY=1 on the notify socket within {timeout:g} s, got none")
+
+    def close(self) -> None:
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -437,20 +475,24 @@ class Central:
         return {}
 
     def dispense_count(self, unit: str) -> int:
-        """Dispense events the central store holds for one unit, paging through the event list."""
-        seen: set[str] = set()
-        offset = 0
+        """Dispense events the central store holds for one unit."""
+        return len(set(self.event_ids(unit, "dispense")))
+
+    def event_ids(self, unit: str, event_type: str | None = None) -> list[str]:
+        """Every event id the central store holds for one unit (duplicates kept, to be counted)."""
+        ids: list[str] = []
+        params: dict[str, Any] = {"limit": 1000}
+        if event_type:
+            params["type"] = event_type
         while True:
-            resp = self.http.get(
-                f"/api/units/{unit}/events", params={"type": "dispense", "limit": 1000, "offset": offset}
-            )
+            resp = self.http.get(f"/api/units/{unit}/events", params=params)
             resp.raise_for_status()
             data = resp.json()
             batch = data["events"] if isinstance(data, dict) else data
-            seen.update(str(e["event_id"]) for e in batch if e.get("type", "dispense") == "dispense")
+            ids += [str(e["event_id"]) for e in batch if event_type in (None, e.get("type", event_type))]
             if len(batch) < 1000:
-                return len(seen)
-            offset += len(batch)
+                return ids
+            params["before_seq"] = min(int(e["seq"]) for e in batch)
 
     def close(self) -> None:
         self.http.close()
@@ -477,6 +519,9 @@ class Stack:
     seed: int = 0
     board_faults: str = ""
     db: str = ""
+    unit_mqtt_port: int = 0  # where the unit connects (a chaos proxy), default the broker
+    broker_conf: dict[str, str] = field(default_factory=dict)
+    notify: NotifySocket | None = None
     broker: Broker | None = None
     board: Proc | None = None
     unit: Proc | None = None
@@ -499,14 +544,15 @@ class Stack:
         self.watcher = Watcher(self.mqtt_port).start()
         self.start_inventory()
         self.start_board()
-        self.write_unit_config(self.mqtt_port)
+        self.write_unit_config(self.unit_mqtt_port or self.mqtt_port)
         self.start_unit()
         return self
 
     def start_broker(self) -> None:
         if self.broker is None:
             (self.workdir / "broker").mkdir(exist_ok=True)
-            self.broker = Broker(DEPLOY / "dev.conf", port=self.mqtt_port, workdir=self.workdir / "broker")
+            self.broker = Broker(DEPLOY / "dev.conf", port=self.mqtt_port, workdir=self.workdir / "broker",
+                                 replacements=self.broker_conf)
         self.broker.start()
 
     def start_inventory(self) -> None:
@@ -569,9 +615,14 @@ class Stack:
 
     def start_unit(self, wait_online: bool = True) -> None:
         argv = [*NALOX, "unit", "run", "--config", str(self.unit_dir / "unit.toml")]
-        env = {"DISPLAY": ""} if self.spec.headless else None
+        env = {"DISPLAY": ""} if self.spec.headless else {}
+        if self.notify is not None:
+            self.notify.drain()
+            env["NOTIFY_SOCKET"] = str(self.notify.path)
         self.unit = Proc("unit", argv, self.workdir / "unit.log", env=env).start()
-        if wait_online:
+        if self.notify is not None:
+            self.notify.wait_ready(60, alive=lambda: self.check_alive(self.unit))
+        elif wait_online:
             self.wait_unit_online()
 
     def wait_unit_online(self, timeout: float = 60) -> None:
@@ -624,35 +675,25 @@ class Stack:
             self.central.close()
         if self.broker is not None:
             self.broker.stop()
+        if self.notify is not None:
+            self.notify.close()
 
 
 def ledger_census(path: Path) -> dict[str, Any]:
-    """Kits dispensed, stock per column and every event id according to the unit's own ledger file,
-    read-only (SQLite WAL lets us read while the daemon writes)."""
-    events = ledger_events(path)
-    dispensed = [e for e in events if e.get("type") == "dispense"]
-    stock: dict[str, int] = {}
-    for e in events:
-        if e.get("type") in ("dispense", "restock") and "column" in e:
-            stock[str(e["column"])] = int(e["stock_after"])
-    return {
-        "dispensed": len(dispensed),
-        "stock": stock,
-        "event_ids": [e["event_id"] for e in events],
-        "terminal": sum(1 for e in events if e.get("type") in TERMINAL_EVENTS),
-        "last_seq": len(events),
-    }
-
-
-def ledger_events(path: Path) -> list[dict[str, Any]]:
+    """Kits dispensed, stock per column, outbox depth and every event according to the unit's own
+    ledger file, read-only (SQLite WAL lets us read while the daemon writes)."""
     if not path.exists():
-        return []
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        return {"dispensed": 0, "stock": {}, "event_ids": [], "terminal": 0, "outbox": 0, "types": {}}
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        rows = con.execute("SELECT payload FROM events ORDER BY seq").fetchall()
+        types = dict(con.execute("SELECT event_type, COUNT(*) FROM events GROUP BY event_type").fetchall())
+        stock = {str(c): int(n) for c, n in con.execute("SELECT col, stock FROM columns ORDER BY col")}
+        ids = [r[0] for r in con.execute("SELECT event_id FROM events ORDER BY seq")]
+        outbox = int(con.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
     finally:
         con.close()
-    return [json.loads(r[0]) for r in rows]
+    return {"dispensed": int(types.get("dispense", 0)), "stock": stock, "event_ids": ids, "outbox": outbox,
+            "terminal": sum(int(types.get(t, 0)) for t in TERMINAL_EVENTS), "types": types}
 
 
 # ------------------------------------------------------------------ summary
@@ -725,7 +766,7 @@ def sigterm_raises() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    _configure_logging()
+    configure_logging()
     try:
         require_tools()
         with sigterm_raises():
@@ -742,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
