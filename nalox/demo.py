@@ -344,6 +344,11 @@ control_socket = "{workdir / "control.sock"}"
 host = "127.0.0.1"
 port = {mqtt_port}
 client_id = "{spec.unit_id}"
+keepalive = 10
+telemetry_interval_s = 10
+reconnect_min_s = 0.2
+reconnect_max_s = 2
+ack_resend_s = 10
 '''
 
 
@@ -556,27 +561,18 @@ class Stack:
         self.broker.start()
 
     def start_inventory(self) -> None:
+        self.start_inventory_for([self.spec])
+
+    def start_inventory_for(self, units: list[UnitSpec]) -> None:
         conf = self.workdir / "central.toml"
-        conf.write_text(central_toml(self.workdir, self.http_port, self.mqtt_port, [self.spec], self.db))
-        argv = [
-            *NALOX,
-            "inventory",
-            "serve",
-            "--config",
-            str(conf),
-            "--http-port",
-            str(self.http_port),
-            "--mqtt-port",
-            str(self.mqtt_port),
-        ]
+        conf.write_text(central_toml(self.workdir, self.http_port, self.mqtt_port, units, self.db))
+        argv = [*NALOX, "inventory", "serve", "--config", str(conf),
+                "--http-port", str(self.http_port), "--mqtt-port", str(self.mqtt_port)]
         self.inventory = Proc("inventory", argv, self.workdir / "inventory.log").start()
-        self.central = Central(self.http_port)
-        wait_until(
-            "the inventory service to answer /healthz",
-            self.central.healthy,
-            60,
-            alive=lambda: self.check_alive(self.inventory),
-        )
+        if self.central is None:
+            self.central = Central(self.http_port)
+        wait_until("the inventory service to answer /healthz", self.central.healthy, 60,
+                   alive=lambda: self.check_alive(self.inventory))
 
     def start_board(self) -> None:
         argv = [
