@@ -556,8 +556,12 @@ class Stack:
     def start_broker(self) -> None:
         if self.broker is None:
             (self.workdir / "broker").mkdir(exist_ok=True)
-            self.broker = Broker(DEPLOY / "dev.conf", port=self.mqtt_port, workdir=self.workdir / "broker",
-                                 replacements=self.broker_conf)
+            self.broker = Broker(
+                DEPLOY / "dev.conf",
+                port=self.mqtt_port,
+                workdir=self.workdir / "broker",
+                replacements=self.broker_conf,
+            )
         self.broker.start()
 
     def start_inventory(self) -> None:
@@ -566,13 +570,26 @@ class Stack:
     def start_inventory_for(self, units: list[UnitSpec]) -> None:
         conf = self.workdir / "central.toml"
         conf.write_text(central_toml(self.workdir, self.http_port, self.mqtt_port, units, self.db))
-        argv = [*NALOX, "inventory", "serve", "--config", str(conf),
-                "--http-port", str(self.http_port), "--mqtt-port", str(self.mqtt_port)]
+        argv = [
+            *NALOX,
+            "inventory",
+            "serve",
+            "--config",
+            str(conf),
+            "--http-port",
+            str(self.http_port),
+            "--mqtt-port",
+            str(self.mqtt_port),
+        ]
         self.inventory = Proc("inventory", argv, self.workdir / "inventory.log").start()
         if self.central is None:
             self.central = Central(self.http_port)
-        wait_until("the inventory service to answer /healthz", self.central.healthy, 60,
-                   alive=lambda: self.check_alive(self.inventory))
+        wait_until(
+            "the inventory service to answer /healthz",
+            self.central.healthy,
+            60,
+            alive=lambda: self.check_alive(self.inventory),
+        )
 
     def start_board(self) -> None:
         argv = [
@@ -688,8 +705,14 @@ def ledger_census(path: Path) -> dict[str, Any]:
         outbox = int(con.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
     finally:
         con.close()
-    return {"dispensed": int(types.get("dispense", 0)), "stock": stock, "event_ids": ids, "outbox": outbox,
-            "terminal": sum(int(types.get(t, 0)) for t in TERMINAL_EVENTS), "types": types}
+    return {
+        "dispensed": int(types.get("dispense", 0)),
+        "stock": stock,
+        "event_ids": ids,
+        "outbox": outbox,
+        "terminal": sum(int(types.get(t, 0)) for t in TERMINAL_EVENTS),
+        "types": types,
+    }
 
 
 # ------------------------------------------------------------------ summary

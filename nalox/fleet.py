@@ -77,12 +77,20 @@ def start_unit(spec: UnitSpec, workdir: Path, mqtt_port: int, seed: int) -> SimU
     conf_path.write_text(unit_toml(spec, workdir, f"mem:{spec.unit_id}", mqtt_port, videos))
     config = load_config(conf_path)
     controller_end, board_end = serial_pair(seed=seed)
-    board = SimulatedBoard(columns=spec.columns, stock=spec.stock, seed=seed, spin_ms=spec.spin_ms,
-                           nvs_path=workdir / "board-nvs.json", board_id=f"sim-{spec.unit_id}")
+    board = SimulatedBoard(
+        columns=spec.columns,
+        stock=spec.stock,
+        seed=seed,
+        spin_ms=spec.spin_ms,
+        nvs_path=workdir / "board-nvs.json",
+        board_id=f"sim-{spec.unit_id}",
+    )
     board.attach(board_end)
     board.start()
     try:
-        daemon = UnitDaemon(config, SerialBoard.from_port(controller_end), MpvPlayer(config.videos), RealClock())
+        daemon = UnitDaemon(
+            config, SerialBoard.from_port(controller_end), MpvPlayer(config.videos), RealClock()
+        )
         daemon.start()
     except Exception:
         board.stop()
@@ -98,8 +106,10 @@ class Fleet:
         self.count = units
         self.seed = seed
         self.units: list[SimUnit] = []
-        self.specs = [UnitSpec(f"demo-unit-{i + 1}", headless=stack.spec.headless, site=f"Demo site {i % 3 + 1}")
-                      for i in range(units)]
+        self.specs = [
+            UnitSpec(f"demo-unit-{i + 1}", headless=stack.spec.headless, site=f"Demo site {i % 3 + 1}")
+            for i in range(units)
+        ]
 
     def start(self) -> Fleet:
         from nalox.demo import Central, Watcher
@@ -109,8 +119,9 @@ class Fleet:
         self.stack.watcher = Watcher(self.stack.mqtt_port).start()
         self.stack.start_inventory_for(self.specs)
         for i, spec in enumerate(self.specs):
-            self.units.append(start_unit(spec, self.stack.workdir / spec.unit_id, self.stack.mqtt_port,
-                                         self.seed + i))
+            self.units.append(
+                start_unit(spec, self.stack.workdir / spec.unit_id, self.stack.mqtt_port, self.seed + i)
+            )
         assert isinstance(self.stack.central, Central)
         return self
 
@@ -129,8 +140,11 @@ class Fleet:
         for unit in chosen:
             unit.press("es" if rng.random() < 0.3 else "en")
         try:
-            wait_until("every pressed unit to finish its vend",
-                       lambda: all(u.terminal() > b for u, b in zip(chosen, before, strict=True)), timeout)
+            wait_until(
+                "every pressed unit to finish its vend",
+                lambda: all(u.terminal() > b for u, b in zip(chosen, before, strict=True)),
+                timeout,
+            )
         except DemoError:
             log.warning("some vends did not settle", timeout_s=timeout)
         return len(chosen)
@@ -148,9 +162,14 @@ class Fleet:
             totals["ledger"] += unit.ledger_dispensed()
             totals["sim"] += int(sim["dropped"])
             totals["central"] += self.stack.central.dispense_count(uid)
-        return {"presses": presses, "ledger_dispensed": totals["ledger"], "sim_dropped": totals["sim"],
-                "central_dispensed": totals["central"], "stock": stock,
-                "units": [u.spec.unit_id for u in self.units]}
+        return {
+            "presses": presses,
+            "ledger_dispensed": totals["ledger"],
+            "sim_dropped": totals["sim"],
+            "central_dispensed": totals["central"],
+            "stock": stock,
+            "units": [u.spec.unit_id for u in self.units],
+        }
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -163,8 +182,11 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"nalox demo: {args.units} units in this process; files and logs in {workdir}", flush=True)
     try:
         fleet.start()
-        print(f"dashboard: http://127.0.0.1:{http_port}/   broker: mqtt://127.0.0.1:{mqtt_port}\n"
-              "Ctrl-C stops everything.", flush=True)
+        print(
+            f"dashboard: http://127.0.0.1:{http_port}/   broker: mqtt://127.0.0.1:{mqtt_port}\n"
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
         presses = _press_loop(fleet, args)
         if args.vends:
             _wait_caught_up(fleet, presses, timeout=120)
@@ -192,7 +214,11 @@ def _press_loop(fleet: Fleet, args: argparse.Namespace) -> int:
 
 def _wait_caught_up(fleet: Fleet, presses: int, timeout: float) -> None:
     try:
-        wait_until("the central store to catch up with every unit", lambda: agrees(fleet.summary(presses)),
-                   timeout, interval=1.0)
+        wait_until(
+            "the central store to catch up with every unit",
+            lambda: agrees(fleet.summary(presses)),
+            timeout,
+            interval=1.0,
+        )
     except DemoError:
         log.warning("central store did not catch up", timeout_s=timeout)

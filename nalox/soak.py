@@ -82,8 +82,13 @@ class Soak:
         self.stack.ctl("press", "--lang", self.plan.language())
         self.presses += 1
         try:
-            wait_until("the press to end in a ledger event", lambda: self.ledger()["terminal"] > before,
-                       self.opts.settle_timeout, interval=0.05, alive=self.check_alive)
+            wait_until(
+                "the press to end in a ledger event",
+                lambda: self.ledger()["terminal"] > before,
+                self.opts.settle_timeout,
+                interval=0.05,
+                alive=self.check_alive,
+            )
             return True
         except DemoError:
             self.unsettled += 1
@@ -121,8 +126,12 @@ class Soak:
         self.presses += 1
         path = self.stack.unit_dir / "ledger.sqlite3"
         try:
-            wait_until("a pending dispense command in the ledger", lambda: pending_command(path),
-                       self.opts.video_seconds + 10, interval=0.01)
+            wait_until(
+                "a pending dispense command in the ledger",
+                lambda: pending_command(path),
+                self.opts.video_seconds + 10,
+                interval=0.01,
+            )
             self.kills_in_dispense += 1
         except DemoError:
             log.warning("no dispense seen before the kill", presses=self.presses)
@@ -186,8 +195,11 @@ class Soak:
             "events_unknown_to_ledger": len(set(central_ids) - set(ledger_ids)),
             "kits_dispensed_twice": len(sim.get("double_drops", [])),
             "outbox_depth": led["outbox"],
-            "stock": {"ledger": led["stock"], "sim": {str(k): int(v) for k, v in sim["stock"].items()},
-                      "central": self.stack.central.stock(uid)},
+            "stock": {
+                "ledger": led["stock"],
+                "sim": {str(k): int(v) for k, v in sim["stock"].items()},
+                "central": self.stack.central.stock(uid),
+            },
             "faults_injected": dict(sorted(self.plan.injected.items())),
             "unit_kills_during_dispense": self.kills_in_dispense,
             "board": {k: sim.get(k) for k in ("boots", "faults", "presses")},
@@ -231,13 +243,20 @@ def build(opts: Options) -> Soak:
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="nalox-soak-"))
     columns = 6
     stock = max(20, min(1000, opts.presses // columns + 20))
-    spec = UnitSpec("soak-unit-1", columns=columns, stock=stock, spin_ms=100,
-                    video_seconds=opts.video_seconds, multi_kit_window_s=3)
+    spec = UnitSpec(
+        "soak-unit-1",
+        columns=columns,
+        stock=stock,
+        spin_ms=100,
+        video_seconds=opts.video_seconds,
+        multi_kit_window_s=3,
+    )
     mqtt_port = free_port()
     proxy = TcpProxy(mqtt_port).start()
     conf = {k: v.replace("/tmp/", f"{workdir}/broker/") for k, v in PERSISTENT.items()}
-    stack = Stack(workdir, spec, mqtt_port, free_port(), seed=opts.seed, unit_mqtt_port=proxy.port,
-                  broker_conf=conf)
+    stack = Stack(
+        workdir, spec, mqtt_port, free_port(), seed=opts.seed, unit_mqtt_port=proxy.port, broker_conf=conf
+    )
     stack.workdir.mkdir(parents=True, exist_ok=True)
     stack.notify = NotifySocket(workdir / "notify.sock")
     return Soak(opts, stack, proxy, ChaosPlan(opts.seed, rate=opts.fault_rate))
@@ -255,8 +274,12 @@ def run(opts: Options) -> dict[str, Any]:
                 print(f"  presses {soak.presses}, faults {dict(soak.plan.injected)}", flush=True)
         soak.expire_faults(force=True)
         try:
-            wait_until("central, ledger and board to agree with an empty outbox", lambda: caught_up(soak),
-                       180, interval=1.0)
+            wait_until(
+                "central, ledger and board to agree with an empty outbox",
+                lambda: caught_up(soak),
+                180,
+                interval=1.0,
+            )
         except DemoError as e:
             log.warning("did not catch up", error=str(e))
         return soak.figures()
@@ -268,10 +291,12 @@ def run(opts: Options) -> dict[str, Any]:
 def report(f: dict[str, Any]) -> int:
     problems = verdict(f)
     print(json.dumps(f, indent=2, sort_keys=True))
-    print(f"presses {f['presses']}: board dropped {f['sim_dropped']}, ledger {f['ledger_dispensed']}, "
-          f"central {f['central_dispensed']}; events lost {f['events_lost']}, counted twice "
-          f"{f['events_counted_twice']}, kits dispensed twice {f['kits_dispensed_twice']}; "
-          f"faults {sum(f['faults_injected'].values())}")
+    print(
+        f"presses {f['presses']}: board dropped {f['sim_dropped']}, ledger {f['ledger_dispensed']}, "
+        f"central {f['central_dispensed']}; events lost {f['events_lost']}, counted twice "
+        f"{f['events_counted_twice']}, kits dispensed twice {f['kits_dispensed_twice']}; "
+        f"faults {sum(f['faults_injected'].values())}"
+    )
     for p in problems:
         print(f"DIFFERENCE: {p}")
     print("soak: PASS" if not problems else "soak: FAIL")
@@ -289,8 +314,15 @@ def parse_args(argv: list[str]) -> Options:
     p.add_argument("--summary", type=Path, help="also write the figures as JSON here")
     p.add_argument("--workdir", type=Path)
     a = p.parse_args(argv)
-    return Options(a.presses, a.seed, a.minutes, a.fault_rate, (a.cut_min, a.cut_max), workdir=a.workdir,
-                   summary=a.summary)
+    return Options(
+        a.presses,
+        a.seed,
+        a.minutes,
+        a.fault_rate,
+        (a.cut_min, a.cut_max),
+        workdir=a.workdir,
+        summary=a.summary,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,4 +345,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
