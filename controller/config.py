@@ -1,0 +1,234 @@
+"""The unit's TOML configuration, validated by pydantic; a bad file gets one clear ConfigError."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from schemas.models import UnitId
+
+
+class ConfigError(Exception):
+    """The configuration file is missing or wrong; the message names file, field, expected and found."""
+
+    exit_code = 2
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UnitSection(Section):
+    id: UnitId
+    site: str = Field(min_length=1, max_length=200)
+
+
+class SerialSection(Section):
+    port: str = Field(min_length=1, description="serial device, udev symlink or pyserial URL")
+    baudrate: int = Field(default=115200, gt=0)
+    ack_timeout_s: float = Field(default=0.1, gt=0)
+    reply_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class Product(Section):
+    name: str = Field(min_length=1)
+    doses: int = Field(default=2, ge=1, le=20, description="doses per kit (a nasal-spray kit holds 2)")
+
+
+class ColumnConfig(Section):
+    column: int = Field(ge=1, le=64)
+    product: str
+    capacity: int = Field(ge=1, le=1000)
+    par: int = Field(default=0, ge=0)
+    initial_stock: int = Field(default=0, ge=0, description="kits loaded when the ledger is first created")
+    lot: str | None = None
+    expiry: date | None = None
+
+    @model_validator(mode="after")
+    def _fits(self) -> ColumnConfig:
+        if self.initial_stock > self.capacity:
+            raise ValueError(f"initial_stock at most capacity {self.capacity}")
+        if self.par > self.capacity:
+            raise ValueError(f"par at most capacity {self.capacity}")
+        return self
+
+
+class VideoSection(Section):
+    files: dict[str, Path]
+    default_language: str = "en"
+    expected_length_s: float = Field(default=120.0, gt=0, description="used until the player reports it")
+    grace_s: float = Field(default=30.0, ge=0, description="beyond the clip length before abandonment")
+    fallback: Literal["dispense", "block"] = "dispense"
+    headless: bool = Field(default=False, description="--vo=null --ao=null (tests, bench, demo)")
+    mpv: str = "mpv"
+    mpv_args: list[str] = []
+    start_timeout_s: float = Field(default=5.0, gt=0)
+    stall_timeout_s: float = Field(default=5.0, gt=0, description="no progress this long: the player hangs")
+
+    @field_validator("files")
+    @classmethod
+    def _english_and_spanish(cls, v: dict[str, Path]) -> dict[str, Path]:
+        missing = [lang for lang in ("en", "es") if lang not in v]
+        if missing:
+            raise ValueError(f"a clip for en and es (missing {', '.join(missing)})")
+        return v
+
+
+class Policies(Section):
+    multi_kit_window_s: float = Field(default=300.0, ge=0, description="0 replays the video for each kit")
+    max_attempts: int = Field(default=3, ge=1, le=64, description="columns tried per press")
+    product: str | None = Field(default=None, description="product vended on a press (default: the first)")
+    out_of_stock_message: str = (
+        "This machine is out of naloxone. Free naloxone: ask the release desk, or any pharmacy."
+    )
+    thank_you_message: str = "Take your naloxone kit from the tray. Call 911 for an overdose."
+    self_test_on_close: bool = True
+    status_poll_s: float = Field(default=30.0, gt=0)
+
+
+class PathsSection(Section):
+    data_dir: Path
+    ledger: Path | None = None
+    control_socket: Path | None = None
+
+    def ledger_path(self) -> Path:
+        return self.ledger or self.data_dir / "ledger.sqlite3"
+
+
+class TemperatureSection(Section):
+    storage_min_c: float = 20.0
+    storage_max_c: float = 25.0
+    excursion_min_c: float = 5.0
+    excursion_max_c: float = 40.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TemperatureSection:
+        if not self.excursion_min_c <= self.storage_min_c < self.storage_max_c <= self.excursion_max_c:
+            raise ValueError("excursion_min_c <= storage_min_c < storage_max_c <= excursion_max_c")
+        return self
+
+
+class UnitConfig(Section):
+    unit: UnitSection
+    serial: SerialSection
+    products: dict[str, Product]
+    columns: list[ColumnConfig] = Field(min_length=1)
+    videos: VideoSection
+    policies: Policies = Policies()
+    paths: PathsSection
+    temperature: TemperatureSection = TemperatureSection()
+    mqtt: Any = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    config_version: str = "unversioned"
+
+    @field_validator("mqtt", mode="before")
+    @classmethod
+    def _mqtt_settings(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        try:
+            from controller.mqtt import MqttSettings  # E4's model; optional until it lands
+        except ImportError:
+            return v
+        return MqttSettings.model_validate(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UnitConfig:
+        numbers = [c.column for c in self.columns]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError(f"each column number once, found {numbers}")
+        for c in self.columns:
+            if c.product not in self.products:
+                raise ValueError(f"column {c.column} product one of {sorted(self.products)}, found {c.product!r}")
+        if self.policies.product is not None and self.policies.product not in self.products:
+            raise ValueError(f"policies.product one of {sorted(self.products)}")
+        if self.videos.default_language not in self.videos.files:
+            raise ValueError("videos.default_language one of the languages in videos.files")
+        return self
+
+    @property
+    def vend_product(self) -> str:
+        return self.policies.product or self.columns[0].product
+
+    def column(self, number: int) -> ColumnConfig:
+        for c in self.columns:
+            if c.column == number:
+                return c
+        raise KeyError(number)
+
+
+def load_config(path: str | Path) -> UnitConfig:
+    """Read and validate a unit configuration file; raises ConfigError with one clear message."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: expected a readable TOML file, found {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: expected valid TOML, found a syntax error: {exc}") from None
+    data.setdefault("config_version", hashlib.sha256(raw).hexdigest()[:12])
+    return parse_config(data, source=str(path), base_dir=path.parent)
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path | None = None) -> UnitConfig:
+    try:
+        config = UnitConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, source)) from None
+    return _resolve_paths(config, base_dir) if base_dir else config
+
+
+def describe(exc: ValidationError, source: str) -> str:
+    """One message for the first problem (and how many more there are)."""
+    errors = exc.errors()
+    first = errors[0]
+    field = _field_name(first["loc"])
+    expected = _expected(first)
+    found = "nothing (the field is missing)" if first["type"] == "missing" else repr(first.get("input"))
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"{source}: field {field}: expected {expected}, found {found}{more}"
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    name = ""
+    for part in loc:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif str(part).startswith(("function-", "model-")):
+            continue
+        else:
+            name += ("." if name else "") + str(part)
+    return name or "(top level)"
+
+
+def _expected(error: Any) -> str:
+    msg = str(error["msg"])
+    if error["type"] == "missing":
+        return "a value"
+    if error["type"] == "extra_forbidden":
+        return "no such field (a typo?)"
+    for prefix in ("Value error, ", "Input should be ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return msg
+
+
+def _resolve_paths(config: UnitConfig, base: Path) -> UnitConfig:
+    """Relative paths in the file are relative to the file's folder."""
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p)
+
+    config.videos.files = {k: fix(v) for k, v in config.videos.files.items()}
+    config.paths.data_dir = fix(config.paths.data_dir)
+    if config.paths.ledger:
+        config.paths.ledger = fix(config.paths.ledger)
+    if config.paths.control_socket:
+        config.paths.control_socket = fix(config.paths.control_socket)
+    return config

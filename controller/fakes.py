@@ -1,0 +1,192 @@
+"""Scripted stand-ins for the dispenser board and the video player, for unit tests with an injected clock.
+
+FakeBoard keeps the physical truth (kits that really dropped, per column and per command id) and a
+command journal like the firmware's: a repeated command id returns its first outcome and never drops again.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from controller.board import (
+    BoardError,
+    BoardEvent,
+    BoardInfo,
+    BoardRebooted,
+    BoardStatus,
+    BoardTimeout,
+    ButtonPressed,
+    DispenseOutcome,
+    DoorChanged,
+    LinkCounters,
+    MotorTestOutcome,
+)
+from controller.clock import Clock
+from controller.video import OnPlayerEvent, VideoCompleted, VideoFailed, VideoProgress
+
+
+class SimulatedCrash(BaseException):  # noqa: N818 - a test's stand-in for kill -9, not an error
+    """Raised by FakeBoard to stop the daemon dead at a chosen moment (the test's kill -9)."""
+
+
+class FakeBoard:
+    def __init__(self, columns: int = 6, stock: int = 20, jam_p: float = 0.0, seed: int = 0) -> None:
+        self.counters = LinkCounters()
+        self.stock = {c: stock for c in range(1, columns + 1)}
+        self.per_column = {c: 0 for c in range(1, columns + 1)}
+        self.journal: dict[int, DispenseOutcome] = {}
+        self.script: dict[int, deque[str]] = {}  # column -> outcomes to return next
+        self.jam_p = jam_p
+        self.rng = random.Random(seed)
+        self.door_open = False
+        self.temperature_c = 22.0
+        self.boots = 1
+        self.presses = 0
+        self.link_down = False
+        self.crash_after_dispense = False  # drop (or not) then raise SimulatedCrash
+        self.crash_before_dispense = False  # raise SimulatedCrash before the board sees the command
+        self.closed = False
+        self._on_event: Callable[[BoardEvent], None] = lambda e: None
+
+    # ------------------------------------------------------------ Board interface
+
+    def start(self, on_event: Callable[[BoardEvent], None]) -> BoardInfo:
+        self._check_link()
+        self._on_event = on_event
+        return BoardInfo(protocol=1, firmware="fake-1.0", board_id="fake", columns=len(self.stock),
+                         boot_count=self.boots)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def ping(self, timeout: float = 1.0) -> float:
+        self._check_link()
+        return 0.001
+
+    def status(self) -> BoardStatus:
+        self._check_link()
+        n = len(self.stock)
+        return BoardStatus(self.door_open, self.temperature_c, frozenset(), (0,) * n, (0,) * n)
+
+    def dispense(self, command_id: int, column: int) -> DispenseOutcome:
+        if self.crash_before_dispense:
+            self.crash_before_dispense = False
+            raise SimulatedCrash("before dispense")
+        self._check_link()
+        if command_id in self.journal:
+            return self.journal[command_id]
+        result = DispenseOutcome(command_id, column, self._physical(column))
+        self.journal[command_id] = result
+        if self.crash_after_dispense:
+            self.crash_after_dispense = False
+            raise SimulatedCrash(f"after dispense {command_id}: {result.outcome}")
+        return result
+
+    def query_result(self, command_id: int) -> DispenseOutcome:
+        self._check_link()
+        return self.journal.get(command_id, DispenseOutcome(command_id, 0, "unknown_command"))
+
+    def motor_test(self, column: int) -> MotorTestOutcome:
+        self._check_link()
+        return MotorTestOutcome(column, "ok" if column in self.stock else "bad_column", 120)
+
+    # ------------------------------------------------------------ the physical machine
+
+    def _check_link(self) -> None:
+        if self.link_down:
+            self.counters.timeouts += 1
+            raise BoardTimeout("expected a reply from the board, found none (fake link down)")
+        if self.closed:
+            raise BoardError("expected an open board, found it closed")
+
+    def _physical(self, column: int) -> str:
+        if column not in self.stock:
+            return "bad_column"
+        if self.door_open:
+            return "door_open"
+        scripted = self.script.get(column)
+        outcome = scripted.popleft() if scripted else ("jammed" if self.rng.random() < self.jam_p else "dropped")
+        if outcome == "dropped" and self.stock[column] == 0:
+            outcome = "empty"
+        if outcome == "dropped":
+            self.stock[column] -= 1
+            self.per_column[column] += 1
+        return outcome
+
+    # ------------------------------------------------------------ what a test does to the machine
+
+    def press(self, language: str = "en") -> None:
+        self.presses += 1
+        self._on_event(ButtonPressed(language))
+
+    def set_door(self, open_: bool) -> None:
+        self.door_open = open_
+        self._on_event(DoorChanged(open_))
+
+    def reboot(self) -> None:
+        self.boots += 1
+        self._on_event(BoardRebooted(self.boots, "test"))
+
+    def stats(self) -> dict[str, Any]:
+        per_command = {str(c): 1 for c, r in self.journal.items() if r.dropped}
+        return {"dropped": sum(self.per_column.values()),
+                "per_column": {str(c): n for c, n in self.per_column.items()},
+                "per_command": per_command, "double_drops": [],
+                "stock": {str(c): n for c, n in self.stock.items()}, "presses": self.presses, "boots": self.boots}
+
+
+class FakePlayer:
+    """A player whose outcome the test decides. `auto` answers every play at once:
+    "complete", or a failure reason ("crash", "hang", "missing_file", "unavailable")."""
+
+    def __init__(self, clock: Clock, duration_s: float = 3.0, auto: str | None = None) -> None:
+        self.clock = clock
+        self.duration_s = duration_s
+        self.auto = auto
+        self.plays: list[tuple[Path, int]] = []
+        self.texts: list[str] = []
+        self.token: int | None = None
+        self.started_at: float | None = None
+        self.closed = False
+        self._on_event: OnPlayerEvent = lambda e: None
+
+    def start(self, on_event: OnPlayerEvent) -> None:
+        self._on_event = on_event
+
+    def play(self, path: Path, token: int) -> None:
+        self.plays.append((Path(path), token))
+        self.token, self.started_at = token, self.clock.monotonic()
+        if self.auto == "complete":
+            self.complete()
+        elif self.auto is not None:
+            self.fail(self.auto)
+        else:
+            self._on_event(VideoProgress(token, 0.0, self.duration_s))
+
+    def complete(self) -> None:
+        """The clip played to its end (the test advanced the clock or does not care)."""
+        token = self._take()
+        self._on_event(VideoCompleted(token, self.duration_s, self.duration_s))
+
+    def fail(self, reason: str) -> None:
+        token = self._take()
+        self._on_event(VideoFailed(token, reason, 0.0, detail=f"fake player: {reason}"))
+
+    def _take(self) -> int:
+        if self.token is None:
+            raise AssertionError("expected a clip playing in the fake player, found none")
+        token, self.token = self.token, None
+        return token
+
+    def stop_playback(self) -> None:
+        self.token = None
+
+    def show_text(self, text: str, seconds: float = 10.0) -> None:
+        self.texts.append(text)
+
+    def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,336 @@
+"""The unit's local ledger: every event (with its stock change, in one transaction), the outbox the
+reporter drains, the controller command ids, column stock/lots/faults, and active alarms.
+
+SQLite in WAL mode with synchronous=FULL: a committed row survives power loss. `seq` is allocated
+here, persisted, and only increases. Thread-safe: the reporter reads from its own thread.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from controller.clock import Clock
+from schemas.models import AlarmState, EventBase, parse_event
+
+E = TypeVar("E", bound=EventBase)
+U32 = 2**32
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE,
+    event_type TEXT NOT NULL, payload BLOB NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox(seq INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS columns(col INTEGER PRIMARY KEY, product TEXT NOT NULL,
+    stock INTEGER NOT NULL CHECK (stock >= 0), lot TEXT, expiry TEXT, fault TEXT);
+CREATE TABLE IF NOT EXISTS commands(command_id INTEGER PRIMARY KEY, col INTEGER NOT NULL,
+    language TEXT, via TEXT NOT NULL, state TEXT NOT NULL, outcome TEXT, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alarms(code TEXT PRIMARY KEY, severity TEXT NOT NULL, message TEXT NOT NULL,
+    since TEXT NOT NULL, col INTEGER);
+CREATE TABLE IF NOT EXISTS lot_excursions(lot TEXT PRIMARY KEY, seconds REAL NOT NULL);
+"""
+
+
+class LedgerError(Exception):
+    """The ledger refused a change (it would break an invariant) or its file is unusable."""
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    seq: int
+    event_type: str
+    payload: bytes
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ColumnRow:
+    column: int
+    product: str
+    stock: int
+    lot: str | None
+    expiry: date | None
+    fault: str | None
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    command_id: int
+    column: int
+    language: str | None
+    via: str
+    state: str  # "pending" until settled
+    outcome: str | None
+
+
+@dataclass(frozen=True)
+class ColumnChange:
+    """A change to one column applied in the same transaction as an event."""
+
+    column: int
+    stock_delta: int = 0
+    stock: int | None = None
+    lot: str | None = None
+    expiry: date | None = None
+    set_lot: bool = False
+    fault: str | None = None
+    set_fault: bool = False
+
+
+class Ledger:
+    def __init__(self, path: str | Path, clock: Clock, unit_id: str | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+        self.unit_id = unit_id or self._meta("unit_id")
+        if unit_id:
+            self._check_unit(unit_id)
+
+    # ------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _meta(self, key: str, default: str | None = None) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    @staticmethod
+    def _set_meta(db: sqlite3.Connection, key: str, value: object) -> None:
+        db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                   (key, str(value)))
+
+    def _check_unit(self, unit_id: str) -> None:
+        stored = self._meta("unit_id")
+        if stored is None:
+            with self._tx() as db:
+                self._set_meta(db, "unit_id", unit_id)
+        elif stored != unit_id:
+            raise LedgerError(f"{self.path}: expected the ledger of unit {unit_id!r}, found unit {stored!r}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------ events
+
+    def record(self, event_cls: type[E], *, changes: tuple[ColumnChange, ...] = (),
+               settle: tuple[int, str] | None = None, **fields: Any) -> E:
+        """Append one event; apply its column changes and settle its command in the same transaction.
+        A `stock_after` field, when the event has one, is filled from the first change's column."""
+        if self.unit_id is None:
+            raise LedgerError("expected a unit id before recording events, found none")
+        with self._tx() as db:
+            for change in changes:
+                after = self._apply(db, change)
+                if "stock_after" in event_cls.model_fields and "stock_after" not in fields:
+                    fields["stock_after"] = after
+            if settle is not None:
+                self._settle(db, *settle)
+            return self._append(db, event_cls, fields)
+
+    def _append(self, db: sqlite3.Connection, event_cls: type[E], fields: dict[str, Any]) -> E:
+        seq = int(self._meta("last_seq", "0") or 0) + 1
+        now = self.clock.now()
+        event = event_cls(event_id=uuid.uuid4().hex, seq=seq, ts=now, unit=str(self.unit_id), **fields)
+        db.execute("INSERT INTO events(seq, event_id, event_type, payload, created_at) VALUES(?,?,?,?,?)",
+                   (seq, event.event_id, getattr(event, "type", "event"),
+                    event.model_dump_json().encode(), now.isoformat()))
+        db.execute("INSERT INTO outbox(seq) VALUES(?)", (seq,))
+        self._set_meta(db, "last_seq", seq)
+        return event
+
+    def _apply(self, db: sqlite3.Connection, c: ColumnChange) -> int:
+        row = db.execute("SELECT stock FROM columns WHERE col=?", (c.column,)).fetchone()
+        if row is None:
+            raise LedgerError(f"expected a known column, found column {c.column}")
+        stock = c.stock if c.stock is not None else row[0] + c.stock_delta
+        if stock < 0:
+            raise LedgerError(f"column {c.column}: expected stock >= 0 after the change, found {stock}")
+        db.execute("UPDATE columns SET stock=? WHERE col=?", (stock, c.column))
+        if c.set_lot:
+            db.execute("UPDATE columns SET lot=?, expiry=? WHERE col=?",
+                       (c.lot, c.expiry.isoformat() if c.expiry else None, c.column))
+        if c.set_fault:
+            db.execute("UPDATE columns SET fault=? WHERE col=?", (c.fault, c.column))
+        return int(stock)
+
+    def events(self, after_seq: int = 0, event_type: str | None = None) -> list[EventBase]:
+        sql = "SELECT payload FROM events WHERE seq > ?" + (" AND event_type=?" if event_type else "")
+        args: tuple[Any, ...] = (after_seq, event_type) if event_type else (after_seq,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
+        return [parse_event(r[0]) for r in rows]
+
+    def count(self, event_type: str) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM events WHERE event_type=?",
+                                        (event_type,)).fetchone()[0])
+
+    # ------------------------------------------------------------ outbox (the reporter's API)
+
+    def pending(self, after_seq: int, limit: int) -> list[OutboxRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT e.seq, e.event_type, e.payload, e.created_at FROM outbox o JOIN events e USING(seq)"
+                " WHERE o.seq > ? ORDER BY o.seq LIMIT ?", (after_seq, limit)).fetchall()
+        return [OutboxRow(r[0], r[1], bytes(r[2]), datetime.fromisoformat(r[3])) for r in rows]
+
+    def prune(self, acked_seq: int) -> int:
+        """Drop outbox rows up to acked_seq (clamped to last_seq). Events stay in the ledger."""
+        with self._tx() as db:
+            acked = min(acked_seq, self.last_seq())
+            if acked <= self.acked_seq():
+                return 0
+            removed = db.execute("DELETE FROM outbox WHERE seq <= ?", (acked,)).rowcount
+            self._set_meta(db, "acked_seq", acked)
+        return int(removed)
+
+    def depth(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def oldest_pending_at(self) -> datetime | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(e.created_at) FROM outbox o JOIN events e USING(seq)").fetchone()
+        return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+    def last_seq(self) -> int:
+        return int(self._meta("last_seq", "0") or 0)
+
+    def acked_seq(self) -> int:
+        return int(self._meta("acked_seq", "0") or 0)
+
+    # ------------------------------------------------------------ columns
+
+    def ensure_column(self, column: int, product: str) -> bool:
+        """Create the column row (stock 0) if new; returns True when it was created."""
+        with self._tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO columns(col, product, stock) VALUES(?, ?, 0)",
+                             (column, product))
+            if cur.rowcount == 0:
+                db.execute("UPDATE columns SET product=? WHERE col=?", (product, column))
+            return bool(cur.rowcount)
+
+    def columns(self) -> list[ColumnRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT col, product, stock, lot, expiry, fault FROM columns ORDER BY col").fetchall()
+        return [ColumnRow(r[0], r[1], r[2], r[3], date.fromisoformat(r[4]) if r[4] else None, r[5])
+                for r in rows]
+
+    def column(self, number: int) -> ColumnRow:
+        for row in self.columns():
+            if row.column == number:
+                return row
+        raise LedgerError(f"expected a known column, found column {number}")
+
+    def set_fault(self, column: int, fault: str | None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE columns SET fault=? WHERE col=?", (fault, column))
+
+    # ------------------------------------------------------------ controller command ids
+
+    def allocate_command(self, column: int, language: str | None, via: str) -> int:
+        """A new u32 command id, persisted as pending BEFORE the DISPENSE goes to the board.
+        The first id of a new ledger is random, so a wiped ledger never reuses ids the board journaled."""
+        with self._tx() as db:
+            raw = self._meta("next_command_id")
+            cid = int(raw) if raw else secrets.randbelow(U32 // 2) + 1
+            nxt = cid + 1 if cid + 1 < U32 else 1
+            db.execute("INSERT INTO commands(command_id, col, language, via, state, created_at)"
+                       " VALUES(?,?,?,?,'pending',?)", (cid, column, language, via, self.clock.now().isoformat()))
+            self._set_meta(db, "next_command_id", nxt)
+        return cid
+
+    @staticmethod
+    def _settle(db: sqlite3.Connection, command_id: int, outcome: str) -> None:
+        cur = db.execute("UPDATE commands SET state='settled', outcome=? WHERE command_id=? AND state='pending'",
+                         (outcome, command_id))
+        if cur.rowcount != 1:
+            raise LedgerError(f"expected pending command {command_id} to settle, found none pending")
+
+    def settle(self, command_id: int, outcome: str) -> None:
+        with self._tx() as db:
+            self._settle(db, command_id, outcome)
+
+    def pending_commands(self) -> list[CommandRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT command_id, col, language, via, state, outcome FROM commands"
+                                    " WHERE state='pending' ORDER BY created_at").fetchall()
+        return [CommandRow(*r) for r in rows]
+
+    def command(self, command_id: int) -> CommandRow | None:
+        with self._lock:
+            r = self._db.execute("SELECT command_id, col, language, via, state, outcome FROM commands"
+                                 " WHERE command_id=?", (command_id,)).fetchone()
+        return CommandRow(*r) if r else None
+
+    # ------------------------------------------------------------ alarms and excursions
+
+    def active_alarms(self) -> list[AlarmState]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT code, severity, message, since, col FROM alarms ORDER BY since, code").fetchall()
+        return [AlarmState(code=r[0], severity=r[1], message=r[2], since=datetime.fromisoformat(r[3]), column=r[4])
+                for r in rows]
+
+    def alarm_active(self, code: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM alarms WHERE code=?", (code,)).fetchone() is not None
+
+    def upsert_alarm(self, db: sqlite3.Connection, code: str, severity: str, message: str,
+                     column: int | None) -> None:
+        db.execute("INSERT OR REPLACE INTO alarms(code, severity, message, since, col) VALUES(?,?,?,?,?)",
+                   (code, severity, message, self.clock.now().isoformat(), column))
+
+    def record_alarm(self, event_cls: type[E], *, raised: bool, **fields: Any) -> E:
+        """Record an AlarmEvent and update the active set in one transaction."""
+        with self._tx() as db:
+            if raised:
+                self.upsert_alarm(db, fields["code"], fields.get("severity", "warning"), fields["message"],
+                                  fields.get("column"))
+            else:
+                db.execute("DELETE FROM alarms WHERE code=?", (fields["code"],))
+            return self._append(db, event_cls, fields)
+
+    def add_excursion(self, lots: list[str], seconds: float) -> None:
+        with self._tx() as db:
+            for lot in lots:
+                db.execute("INSERT INTO lot_excursions(lot, seconds) VALUES(?, ?) ON CONFLICT(lot)"
+                           " DO UPDATE SET seconds = seconds + excluded.seconds", (lot, seconds))
+
+    def excursions(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._db.execute("SELECT lot, seconds FROM lot_excursions").fetchall())
+
+    def get_meta(self, key: str) -> str | None:
+        return self._meta(key)
+
+    def set_meta(self, key: str, value: object) -> None:
+        with self._tx() as db:
+            self._set_meta(db, key, value)

@@ -1,0 +1,282 @@
+"""The training-video gate's player: mpv as its own process, driven over its JSON IPC socket.
+
+The daemon asks for a clip with play(path, token); the player reports exactly one outcome per token:
+VideoCompleted only when mpv reports end-file reason `eof` after the clip played to its end, or
+VideoFailed (missing_file, unavailable, crash, hang, error). Keys and mouse are off, so nobody can skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from controller import log
+from controller.config import VideoSection
+
+LOG = log.get("video")
+
+
+@dataclass(frozen=True)
+class VideoProgress:
+    token: int
+    position_s: float | None
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class VideoCompleted:
+    token: int
+    position_s: float | None
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class VideoFailed:
+    token: int
+    reason: str  # missing_file | unavailable | crash | hang | error
+    position_s: float | None = None
+    detail: str | None = None
+
+
+PlayerEvent = VideoProgress | VideoCompleted | VideoFailed
+OnPlayerEvent = Callable[[PlayerEvent], None]
+
+
+class VideoPlayer(Protocol):
+    def start(self, on_event: OnPlayerEvent) -> None: ...
+    def play(self, path: Path, token: int) -> None: ...  # outcome arrives through on_event
+    def stop_playback(self) -> None: ...
+    def show_text(self, text: str, seconds: float = 10.0) -> None: ...
+    def close(self) -> None: ...
+
+
+def mpv_command(settings: VideoSection, socket_path: Path) -> list[str]:
+    args = [settings.mpv, "--fs", "--no-input-default-bindings", "--input-vo-keyboard=no", "--no-osc",
+            "--idle=yes", f"--input-ipc-server={socket_path}", "--no-terminal"]
+    if settings.headless:
+        args += ["--vo=null", "--ao=null", "--force-window=no"]
+    return args + list(settings.mpv_args)
+
+
+class MpvPlayer:
+    """One long-running mpv; relaunched on the next play after it crashed or hung."""
+
+    def __init__(self, settings: VideoSection) -> None:
+        self.settings = settings
+        self._on_event: OnPlayerEvent = lambda e: None
+        self._lock = threading.RLock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._dir = Path(tempfile.mkdtemp(prefix="nalox-mpv-"))
+        self._launches = 0
+        self._token: int | None = None  # the clip playing now
+        self._pos: float | None = None
+        self._max_pos = 0.0
+        self._duration: float | None = None
+        self._last_progress = 0.0
+        self._closed = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="mpv-watchdog", daemon=True)
+
+    # ------------------------------------------------------------ public
+
+    def start(self, on_event: OnPlayerEvent) -> None:
+        self._on_event = on_event
+        self._watchdog.start()
+        try:
+            self._ensure_running()
+        except PlayerUnavailable as exc:
+            LOG.warning("player_unavailable", detail=str(exc))
+
+    def play(self, path: Path, token: int) -> None:
+        if not Path(path).is_file():
+            self._emit(VideoFailed(token, "missing_file", detail=f"expected a clip at {path}, found no file"))
+            return
+        try:
+            self._ensure_running()
+        except PlayerUnavailable as exc:
+            self._emit(VideoFailed(token, "unavailable", detail=str(exc)))
+            return
+        with self._lock:
+            self._token, self._pos, self._max_pos, self._duration = token, None, 0.0, None
+            self._last_progress = time.monotonic()
+        self._send(["loadfile", str(path), "replace"])
+        LOG.info("video_play", token=token, clip=Path(path).name)
+
+    def stop_playback(self) -> None:
+        with self._lock:
+            self._token = None
+        self._send(["stop"])
+
+    def show_text(self, text: str, seconds: float = 10.0) -> None:
+        self._send(["show-text", text, int(seconds * 1000)])
+
+    def close(self) -> None:
+        self._closed.set()
+        self._kill()
+        if self._watchdog.is_alive():
+            self._watchdog.join(timeout=5)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    # ------------------------------------------------------------ process
+
+    def _ensure_running(self) -> None:
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None and self._sock is not None:
+                return
+            self._kill()
+            self._launch()
+
+    def _launch(self) -> None:
+        self._launches += 1
+        sock_path = self._dir / f"ipc{self._launches}.sock"
+        try:
+            self._proc = subprocess.Popen(mpv_command(self.settings, sock_path), stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            raise PlayerUnavailable(f"expected to start {self.settings.mpv!r}, found {exc}") from None
+        self._sock = self._connect(sock_path)
+        reader = threading.Thread(target=self._read, args=(self._sock, self._proc), name="mpv-reader", daemon=True)
+        reader.start()
+        self._send(["observe_property", 1, "time-pos"])
+        self._send(["observe_property", 2, "duration"])
+        LOG.info("player_started", pid=self._proc.pid)
+
+    def _connect(self, path: Path) -> socket.socket:
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                break
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(path))
+                return sock
+            except OSError:
+                sock.close()
+                self._closed.wait(0.02)  # mpv creates its socket shortly after starting
+        self._kill()
+        raise PlayerUnavailable(f"expected mpv's IPC socket within {self.settings.start_timeout_s}s, found none")
+
+    def _kill(self) -> None:
+        with self._lock:
+            sock, proc = self._sock, self._proc
+            self._sock, self._proc = None, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if proc is not None:
+            proc.wait(timeout=10)
+
+    def _send(self, command: list[Any]) -> None:
+        data = (json.dumps({"command": command}) + "\n").encode()
+        with self._lock:
+            if self._sock is None:
+                return
+            try:
+                self._sock.sendall(data)
+            except OSError as exc:
+                LOG.warning("player_send_failed", error=str(exc))
+
+    # ------------------------------------------------------------ reader and watchdog
+
+    def _read(self, sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                self._handle_line(line)
+        self._lost(proc)
+
+    def _handle_line(self, line: bytes) -> None:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            return
+        if msg.get("event") == "property-change":
+            self._property(msg.get("name"), msg.get("data"))
+        elif msg.get("event") == "end-file":
+            self._end_file(str(msg.get("reason")), msg.get("file_error"))
+
+    def _property(self, name: Any, value: Any) -> None:
+        with self._lock:
+            token = self._token
+            if token is None or not isinstance(value, int | float):
+                return
+            if name == "time-pos":
+                if self._pos is None or value != self._pos:
+                    self._last_progress = time.monotonic()
+                self._pos, self._max_pos = float(value), max(self._max_pos, float(value))
+                return
+            if name != "duration" or self._duration == value:
+                return
+            self._duration = float(value)
+        self._emit(VideoProgress(token, self._pos, self._duration))
+
+    def _end_file(self, reason: str, file_error: Any) -> None:
+        with self._lock:
+            token, pos, dur, max_pos = self._token, self._pos, self._duration, self._max_pos
+            if token is None or reason not in ("eof", "error"):
+                return  # our own stop, or the end of a clip we no longer follow
+            self._token = None
+        if reason == "error":
+            self._emit(VideoFailed(token, "error", pos, detail=f"mpv: {file_error}"))
+        elif dur is not None and max_pos < dur - 1.0:
+            self._emit(VideoFailed(token, "error", pos, detail=f"eof at {max_pos:.1f}s of {dur:.1f}s"))
+        else:
+            self._emit(VideoCompleted(token, max_pos if max_pos else pos, dur))
+
+    def _lost(self, proc: subprocess.Popen[bytes]) -> None:
+        """mpv's socket closed: it exited or was killed."""
+        with self._lock:
+            if self._proc is not proc and self._proc is not None:
+                return
+            token, pos = self._token, self._pos
+            self._token = None
+        if token is not None and not self._closed.is_set():
+            self._emit(VideoFailed(token, "crash", pos, detail="mpv exited during playback"))
+
+    def _watch(self) -> None:
+        while not self._closed.wait(0.2):
+            with self._lock:
+                token, pos = self._token, self._pos
+                stalled = token is not None and time.monotonic() - self._last_progress > self.settings.stall_timeout_s
+                if stalled:
+                    self._token = None
+            if stalled and token is not None:
+                self._emit(VideoFailed(token, "hang", pos, detail=f"no progress for {self.settings.stall_timeout_s}s"))
+                self._kill()
+
+    def _emit(self, event: PlayerEvent) -> None:
+        if not isinstance(event, VideoProgress):
+            LOG.info("video_outcome", kind=type(event).__name__, **{k: v for k, v in event.__dict__.items()})
+        try:
+            self._on_event(event)
+        except Exception:  # the daemon's callback must not kill the reader
+            LOG.exception("player_callback_failed")
+
+
+class PlayerUnavailable(Exception):
+    """mpv could not be started or did not open its IPC socket."""
