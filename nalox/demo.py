@@ -116,7 +116,7 @@ def display_available() -> bool:
 # ------------------------------------------------------------------ processes
 
 
-@dataclass
+@dataclass(eq=False)
 class Proc:
     """One supervised child in its own process group; stop() takes the whole tree down."""
 

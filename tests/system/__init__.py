@@ -1,0 +1,1 @@
+"""System tests: the demo, the soak and their process supervision, across every room."""
