@@ -264,13 +264,14 @@ class Message:
     """Base of every typed message. Subclasses declare TYPE and FIELDS ((name, code), ...)."""
 
     TYPE = -1
-    FIELDS = ()
+    FIELDS = ()  # type: tuple
 
     def __init__(self, *args, **kwargs):
         names = [f[0] for f in self.FIELDS]
         if len(args) > len(names):
-            raise TypeError("%s: expected at most %d fields, got %d" % (self.__class__.__name__, len(names), len(args)))
-        for name, value in zip(names, args):
+            raise TypeError("%s: expected at most %d fields, got %d" % (
+                self.__class__.__name__, len(names), len(args)))
+        for name, value in zip(names, args):  # noqa: B905 - MicroPython zip has no strict=
             setattr(self, name, value)
         for name in names[len(args):]:
             if name not in kwargs:
@@ -302,50 +303,57 @@ class Message:
                 if code == "s":
                     raw = value.encode("utf-8")
                     if len(raw) > 255:
-                        raise CodecError("%s.%s: expected at most 255 bytes, got %d" % (self.__class__.__name__, name, len(raw)))
+                        raise CodecError("%s.%s: expected at most 255 bytes, got %d" % (
+                            self.__class__.__name__, name, len(raw)))
                     out.append(len(raw))
                     out.extend(raw)
                 elif code == "y":
                     raw = bytes(value)
                     if len(raw) > 255:
-                        raise CodecError("%s.%s: expected at most 255 bytes, got %d" % (self.__class__.__name__, name, len(raw)))
+                        raise CodecError("%s.%s: expected at most 255 bytes, got %d" % (
+                            self.__class__.__name__, name, len(raw)))
                     out.append(len(raw))
                     out.extend(raw)
                 else:
                     out.extend(struct.pack(">" + code, value))
             except (struct.error, OverflowError, ValueError, TypeError, AttributeError) as exc:
                 raise CodecError("%s.%s: expected a value for code %r, got %r (%s)" % (
-                    self.__class__.__name__, name, code, value, exc))
+                    self.__class__.__name__, name, code, value, exc)) from exc
         if len(out) > MAX_PAYLOAD:
-            raise CodecError("%s: payload expected at most %d bytes, got %d" % (self.__class__.__name__, MAX_PAYLOAD, len(out)))
+            raise CodecError("%s: payload expected at most %d bytes, got %d" % (
+                self.__class__.__name__, MAX_PAYLOAD, len(out)))
         return bytes(out)
 
     @classmethod
     def decode(cls, payload):
-        values = []
+        values = []  # type: list
         i = 0
         n = len(payload)
         for name, code in cls.FIELDS:
             if code in ("s", "y"):
                 if i >= n:
-                    raise CodecError("%s.%s: expected a length byte at offset %d, payload has %d bytes" % (cls.__name__, name, i, n))
+                    raise CodecError("%s.%s: expected a length byte at offset %d, payload has %d bytes" % (
+                        cls.__name__, name, i, n))
                 length = payload[i]
                 i += 1
                 if i + length > n:
-                    raise CodecError("%s.%s: expected %d bytes at offset %d, payload has %d" % (cls.__name__, name, length, i, n))
+                    raise CodecError("%s.%s: expected %d bytes at offset %d, payload has %d" % (
+                        cls.__name__, name, length, i, n))
                 raw = bytes(payload[i:i + length])
                 i += length
                 if code == "s":
                     try:
                         values.append(raw.decode("utf-8"))
                     except UnicodeError:
-                        raise CodecError("%s.%s: expected UTF-8 text, got %r" % (cls.__name__, name, raw))
+                        raise CodecError("%s.%s: expected UTF-8 text, got %r" % (
+                            cls.__name__, name, raw)) from None
                 else:
                     values.append(raw)
             else:
                 size = struct.calcsize(">" + code)
                 if i + size > n:
-                    raise CodecError("%s.%s: expected %d bytes at offset %d, payload has %d" % (cls.__name__, name, size, i, n))
+                    raise CodecError("%s.%s: expected %d bytes at offset %d, payload has %d" % (
+                        cls.__name__, name, size, i, n))
                 values.append(struct.unpack(">" + code, payload[i:i + size])[0])
                 i += size
         if i != n:
@@ -382,7 +390,8 @@ class StatusRequest(Message):
 
 class Status(Message):
     """board -> controller: door (1 open), temperature in centi-degrees C, fault bit mask,
-    per-column motor state (0 idle, 1 running, 2 fault) and drop-sensor state (0 clear, 1 blocked, 2 fault)."""
+    per-column motor state (0 idle, 1 running, 2 fault) and drop-sensor state (0 clear, 1 blocked,
+    2 fault). temp_centi 0x7FFF means no reading (sensor open or shorted)."""
     TYPE = STATUS
     FIELDS = (("door_open", "B"), ("temp_centi", "h"), ("faults", "H"), ("motors", "y"), ("sensors", "y"))
 

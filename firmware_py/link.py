@@ -1,0 +1,128 @@
+"""Board side of the serial link layer: ACK/NAK, stop-and-wait retransmission, duplicate filter.
+
+Rules (PROTOCOL.md, "Link layer"): every frame except ACK/NAK is reliable and numbered 1..255
+(wrapping to 1). One reliable frame is outstanding at a time; the rest queue. A good reliable
+frame is always ACKed with its seq, and delivered unless its seq equals the last delivered seq
+(a duplicate); HELLO and BOOT are always delivered and reset that seq. A frame that fails to
+decode is counted and answered with NAK (seq 0). NAK or ACK timeout retransmits the outstanding
+frame unchanged. Replies give up after `reply_tries`; events (persistent) retry forever with a
+doubling timeout capped at `max_backoff_ms`.
+"""
+
+from firmware_py import codec
+from firmware_py.hal import ticks_diff
+
+COUNTER_NAMES = (
+    "frames_sent", "frames_received", "bytes_received", "decode_errors", "resyncs", "naks_sent",
+    "naks_received", "acks_stale", "retransmissions", "duplicates", "give_ups", "queue_overflows",
+)
+
+
+class Link:
+    def __init__(self, uart, ack_timeout_ms=100, reply_tries=20, max_backoff_ms=1000, queue_max=32):
+        self.uart = uart
+        self.ack_timeout_ms = ack_timeout_ms
+        self.reply_tries = reply_tries
+        self.max_backoff_ms = max_backoff_ms
+        self.queue_max = queue_max
+        self.deframer = codec.Deframer()
+        self.queue = []  # [(message, persistent)]
+        self.out = None  # [seq, wire, sent_at, tries, persistent, timeout_ms]
+        self.tx_seq = 0
+        self.last_rx_seq = None
+        self.counters = dict((name, 0) for name in COUNTER_NAMES)
+
+    # ------------------------------------------------------------ sending
+
+    def send(self, message, persistent=False):
+        """Queue a reliable message; persistent ones (events) are retried until acknowledged."""
+        if len(self.queue) >= self.queue_max:
+            self.counters["queue_overflows"] += 1
+            return False
+        self.queue.append((message, persistent))
+        return True
+
+    def idle(self):
+        return self.out is None and not self.queue
+
+    def _write(self, wire):
+        self.uart.write(wire)
+
+    def _next_seq(self):
+        self.tx_seq = self.tx_seq % 255 + 1
+        return self.tx_seq
+
+    def service(self, now):
+        """Retransmit on timeout, give up on replies, send the next queued frame."""
+        out = self.out
+        if out is not None and ticks_diff(now, out[2]) >= out[5]:
+            if not out[4] and out[3] >= self.reply_tries:
+                self.counters["give_ups"] += 1
+                self.out = None
+            else:
+                self._retransmit(now, backoff=True)
+        if self.out is None and self.queue:
+            message, persistent = self.queue.pop(0)
+            seq = self._next_seq()
+            wire = codec.encode_frame(codec.message_frame(seq, message))
+            self.out = [seq, wire, now, 1, persistent, self.ack_timeout_ms]
+            self._write(wire)
+            self.counters["frames_sent"] += 1
+
+    def _retransmit(self, now, backoff):
+        out = self.out
+        if out is None:
+            return
+        out[2] = now
+        out[3] += 1
+        if backoff and out[4]:
+            out[5] = min(out[5] * 2, self.max_backoff_ms)
+        self._write(out[1])
+        self.counters["retransmissions"] += 1
+
+    # ------------------------------------------------------------ receiving
+
+    def poll(self, now):
+        """Read what the UART has; return delivered items as (message or None, error text or None, frame)."""
+        data = self.uart.read(256)
+        if not data:
+            return []
+        self.counters["bytes_received"] += len(data)
+        errors, resyncs = self.deframer.errors, self.deframer.resyncs
+        frames = self.deframer.feed(data)
+        bad = self.deframer.errors - errors + self.deframer.resyncs - resyncs
+        self.counters["decode_errors"] += self.deframer.errors - errors
+        self.counters["resyncs"] += self.deframer.resyncs - resyncs
+        for _ in range(bad):
+            self._write(codec.encode_frame(codec.Frame(0, codec.NAK)))
+            self.counters["naks_sent"] += 1
+        delivered = []
+        for frame in frames:
+            item = self._receive(frame, now)
+            if item is not None:
+                delivered.append(item)
+        return delivered
+
+    def _receive(self, frame, now):
+        if frame.type == codec.ACK:
+            if self.out is not None and frame.seq == self.out[0]:
+                self.out = None
+            else:
+                self.counters["acks_stale"] += 1
+            return None
+        if frame.type == codec.NAK:
+            self.counters["naks_received"] += 1
+            if self.out is not None:
+                self._retransmit(now, backoff=False)
+            return None
+        self.counters["frames_received"] += 1
+        self._write(codec.encode_frame(codec.Frame(frame.seq, codec.ACK)))
+        resets = frame.type in (codec.HELLO, codec.BOOT)
+        if not resets and frame.seq == self.last_rx_seq:
+            self.counters["duplicates"] += 1
+            return None
+        self.last_rx_seq = frame.seq
+        try:
+            return (codec.decode_message(frame), None, frame)
+        except codec.CodecError as exc:
+            return (None, str(exc), frame)

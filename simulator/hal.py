@@ -1,0 +1,280 @@
+"""Simulated dispenser hardware: the physical world (coils, kits, beam, door, temperature, buttons)
+and the HAL pins the real firmware reads.
+
+Physical truth is decided where the firmware looks: a coil advances only when the firmware reads
+that column's drop-sensor pin, and a kit falls (and is counted as ground truth) inside that read,
+so the drop, the sensor edge and the firmware's journal write of "dropped" happen in one main-loop
+step. A simulated reboot is only ever applied between steps, so the journal and the physical
+truth always agree (except for the deliberate `miss_drop` fault: a kit falls unseen).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from firmware_py.hal import CURRENT_FULL_SCALE_MA, TICKS_PERIOD
+from firmware_py.temp import raw_from_centi
+
+RUN_MA = 300
+JAM_MA = 1800
+FAULT_NAMES = ("jam", "miss_drop", "stuck_sensor", "dead_motor", "noise", "reboot_during_dispense", "slow")
+
+
+def now_ms() -> float:
+    return time.monotonic() * 1000.0
+
+
+@dataclass
+class Column:
+    """One coil column: kits loaded, coil position within a revolution, this spin's faults."""
+
+    stock: int
+    motor_on: bool = False
+    last_t: float = 0.0
+    pos: float = 0.0  # ms of coil travel since the last kit left
+    dropped_this_spin: bool = False
+    jam_at: float | None = None
+    dead: bool = False
+    miss: bool = False
+    stuck: bool = False
+
+
+@dataclass
+class Truth:
+    """What really happened, for stats(): the ground truth tests compare against."""
+
+    dropped: int = 0
+    per_column: dict[int, int] = field(default_factory=dict)
+    per_command: dict[int, int] = field(default_factory=dict)
+    unattributed: int = 0
+    presses: int = 0
+    boots: int = 0
+    injected: dict[str, int] = field(default_factory=dict)
+
+
+class World:
+    """The machine's physical state, shared by the firmware thread (pins) and the control API."""
+
+    def __init__(self, columns: int, stock: int, spin_ms: float, seed: int = 0) -> None:
+        self.spin_ms = float(spin_ms)
+        self.columns = [Column(stock) for _ in range(columns)]
+        self.lock = threading.RLock()
+        self.rng = random.Random(seed)
+        self.faults: dict[str, tuple[float, int | None]] = {}
+        self.door_open = False
+        self.temp_c = 4.0
+        self._drift = 0.0
+        self.buttons = [[0, 0], [0, 0]]  # per language: [pending presses, last value read]
+        self.reboot_at: float | None = None
+        self.truth = Truth()
+        self.on_drop: Callable[[int], int | None] = lambda column: None  # -> command id or None
+
+    # ------------------------------------------------------------ faults
+
+    def set_fault(self, name: str, p: float, column: int | None = None) -> None:
+        with self.lock:
+            if p <= 0:
+                self.faults.pop(name, None)
+                if name == "stuck_sensor":
+                    for col in self.columns:
+                        col.stuck = False
+            else:
+                self.faults[name] = (p, column)
+
+    def _roll(self, name: str, column: int) -> bool:
+        p, only = self.faults.get(name, (0.0, None))
+        if p <= 0 or (only is not None and only != column) or self.rng.random() >= p:
+            return False
+        self.truth.injected[name] = self.truth.injected.get(name, 0) + 1
+        return True
+
+    # ------------------------------------------------------------ coils
+
+    def motor(self, column: int, on: bool) -> None:
+        with self.lock:
+            col = self.columns[column - 1]
+            if on and not col.motor_on:
+                self._start_spin(col, column)
+            elif not on and col.motor_on:
+                col.motor_on = False
+                if self._roll("stuck_sensor", column):
+                    col.stuck = True
+
+    def _start_spin(self, col: Column, column: int) -> None:
+        col.motor_on = True
+        col.last_t = now_ms()
+        col.dropped_this_spin = False
+        col.dead = self._roll("dead_motor", column)
+        col.jam_at = None
+        if not col.dead and self._roll("jam", column):
+            col.jam_at = min(col.pos + self.rng.uniform(0.1, 0.9) * self.spin_ms, self.spin_ms * 0.95)
+        col.miss = self._roll("miss_drop", column)
+        if self.reboot_at is None and self._roll("reboot_during_dispense", column):
+            self.reboot_at = col.last_t + self.rng.uniform(0.0, 1.2 * self.spin_ms)
+
+    def _travel(self, col: Column, t: float) -> float:
+        if not col.motor_on or col.dead or col.dropped_this_spin:
+            return col.pos
+        pos = col.pos + max(0.0, t - col.last_t)
+        return pos if col.jam_at is None else min(pos, col.jam_at)
+
+    def current_ma(self, column: int) -> int:
+        with self.lock:
+            col = self.columns[column - 1]
+            if not col.motor_on or col.dead:
+                return 0
+            if col.jam_at is not None and self._travel(col, now_ms()) >= col.jam_at:
+                return JAM_MA
+            return RUN_MA
+
+    def read_drop(self, column: int) -> int:
+        """The beam pin: advancing the coil here is what makes a kit fall (see module docstring)."""
+        with self.lock:
+            col = self.columns[column - 1]
+            t = now_ms()
+            col.pos = self._travel(col, t)
+            col.last_t = t
+            seen = False
+            if col.motor_on and not col.dropped_this_spin and col.pos >= self.spin_ms:
+                seen = self._kit_falls(col, column)
+            return 1 if (seen or col.stuck) else 0
+
+    def _kit_falls(self, col: Column, column: int) -> bool:
+        col.pos = 0.0
+        col.dropped_this_spin = True
+        if col.stock <= 0:
+            return False  # the coil turned a full revolution over an empty column
+        col.stock -= 1
+        truth = self.truth
+        truth.dropped += 1
+        truth.per_column[column] = truth.per_column.get(column, 0) + 1
+        cid = self.on_drop(column)
+        if cid is None:
+            truth.unattributed += 1
+        else:
+            truth.per_command[cid] = truth.per_command.get(cid, 0) + 1
+        return not col.miss
+
+    def reset_outputs(self) -> None:
+        """Power cycle: every motor stops (no fault rolls), a pending reboot is consumed."""
+        with self.lock:
+            for col in self.columns:
+                col.motor_on = False
+            self.reboot_at = None
+
+    def reboot_due(self) -> bool:
+        with self.lock:
+            return self.reboot_at is not None and now_ms() >= self.reboot_at
+
+    # ------------------------------------------------------------ operator side
+
+    def set_door(self, is_open: bool) -> None:
+        with self.lock:
+            self.door_open = is_open
+            if is_open:
+                for col in self.columns:
+                    col.stuck = False  # the technician clears whatever blocked the beam
+
+    def set_stock(self, column: int, count: int) -> None:
+        with self.lock:
+            self.columns[column - 1].stock = count
+
+    def press(self, language: int) -> None:
+        with self.lock:
+            self.buttons[language][0] += 1
+            self.truth.presses += 1
+
+    def read_button(self, language: int) -> int:
+        with self.lock:
+            state = self.buttons[language]
+            if state[1] == 1:
+                state[1] = 0
+            elif state[0] > 0:
+                state[0] -= 1
+                state[1] = 1
+            return state[1]
+
+    def temperature_centi(self) -> int:
+        with self.lock:
+            self._drift = max(-0.3, min(0.3, self._drift + self.rng.gauss(0.0, 0.01)))
+            return round((self.temp_c + self._drift) * 100)
+
+
+# ---------------------------------------------------------------- HAL pins over the world
+
+
+class MotorPin:
+    def __init__(self, world: World, column: int) -> None:
+        self.world, self.column, self._value = world, column, 0
+
+    def value(self, v: int | None = None) -> int | None:
+        if v is None:
+            return self._value
+        self._value = 1 if v else 0
+        self.world.motor(self.column, bool(v))
+        return None
+
+
+class CurrentADC:
+    def __init__(self, world: World, column: int) -> None:
+        self.world, self.column = world, column
+
+    def read_u16(self) -> int:
+        return min(65535, self.world.current_ma(self.column) * 65535 // CURRENT_FULL_SCALE_MA + 1)
+
+
+class DropPin:
+    def __init__(self, world: World, column: int) -> None:
+        self.world, self.column = world, column
+
+    def value(self) -> int:
+        return self.world.read_drop(self.column)
+
+
+class DoorPin:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def value(self) -> int:
+        return 1 if self.world.door_open else 0
+
+
+class ButtonPin:
+    def __init__(self, world: World, language: int) -> None:
+        self.world, self.language = world, language
+
+    def value(self) -> int:
+        return self.world.read_button(self.language)
+
+
+class TempADC:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def read_u16(self) -> int:
+        return raw_from_centi(self.world.temperature_centi())
+
+
+class SimHal:
+    """The HAL object of firmware_py/hal.py, built over a World, a UART and a key->bytes store."""
+
+    def __init__(self, world: World, uart: object, nvs: object, board_id: str, reset_cause: str) -> None:
+        n = len(world.columns)
+        self.uart = uart
+        self.motor_pins = [MotorPin(world, c) for c in range(1, n + 1)]
+        self.current_adcs = [CurrentADC(world, c) for c in range(1, n + 1)]
+        self.drop_pins = [DropPin(world, c) for c in range(1, n + 1)]
+        self.empty_pins = None
+        self.door_pin = DoorPin(world)
+        self.temp_adc = TempADC(world)
+        self.button_pins = [ButtonPin(world, 0), ButtonPin(world, 1)]
+        self.nvs = nvs
+        self.board_id = board_id
+        self.reset_cause = reset_cause
+
+    def ticks_ms(self) -> int:
+        return int(now_ms()) & (TICKS_PERIOD - 1)
