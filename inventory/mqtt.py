@@ -58,6 +58,8 @@ class IngestWorker:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.subscribed = threading.Event()
         self.ingestor = Ingestor(store, config, clock, self.publish, self.response_topic)
         self.connected = threading.Event()
         self._queue: queue.Queue[Incoming] = queue.Queue()
@@ -96,9 +98,19 @@ class IngestWorker:
         self.log.info("mqtt_connected", session_present=flags.session_present, events=events,
                       generation=self._generation)
 
+    def _on_subscribe(self, client: paho.Client, userdata: object, mid: int, reasons: list[paho.ReasonCode],
+                      properties: Properties | None) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            self.log.error("mqtt_subscribe_refused", reasons=failed)
+            return
+        self.subscribed.set()
+        self.log.info("mqtt_subscribed", topics=len(reasons))
+
     def _on_disconnect(self, client: paho.Client, userdata: object, flags: paho.DisconnectFlags,
                        reason: paho.ReasonCode, properties: Properties | None) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         self.log.warning("mqtt_disconnected", reason=str(reason))
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
@@ -152,7 +164,9 @@ class IngestWorker:
         while True:
             try:
                 if failures < 3:
-                    self.ingestor.process(batch)
+                    r = self.ingestor.process(batch)
+                    self.log.info("batch_committed", messages=len(batch), inserted=r.inserted,
+                                  duplicates=r.duplicates, rejected=r.rejected)
                 else:
                     self.ingestor.process_each(batch)
                 break

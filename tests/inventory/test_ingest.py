@@ -143,7 +143,7 @@ def bad_messages() -> dict[str, tuple[str, bytes]]:
         "oversized": (t, json.dumps({**obj, "reason": "x" * 70_000}).encode()),
         "invalid_payload": (t, json.dumps({**obj, "stock_after": -4}).encode()),
         "type_mismatch": (topic("unit-001", "event", "dispense"), good),
-        "bad_topic": ("nalox/v1/unit-001/gossip", good),
+        "bad_topic": ("nalox/v1/unit-001/event/gossip", good),
     }
 
 

@@ -1,0 +1,161 @@
+"""Alerts evaluated on an injected clock: what should be raised now, diffed against what is raised.
+
+A raised or cleared alert is stored (active_alerts + alert_history), published on
+`nalox/v1/_central/alert` (schemas.models.Alert) and optionally POSTed to a webhook. The store
+decides who raised it first, so several service processes never publish one alert twice.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from inventory import log
+from inventory.clock import Clock
+from inventory.config import AlertSettings
+from inventory.fleet import UnitView, fleet
+from inventory.store import Store
+from schemas.models import TOPIC_ROOT, Alert
+
+ALERT_TOPIC = f"{TOPIC_ROOT}/_central/alert"
+
+
+@dataclass(frozen=True)
+class Wanted:
+    key: str
+    unit: str | None
+    site: str | None
+    kind: str
+    severity: str
+    message: str
+
+
+def evaluate(units: list[UnitView], store: Store, cfg: AlertSettings, now: datetime) -> list[Wanted]:
+    last_dispense = store.last_event_ts("dispense")
+    window = store.counts_since(now - timedelta(hours=cfg.vend_failure_window_hours))
+    wanted: list[Wanted] = []
+    for u in units:
+        wanted += _connection(u, cfg, now) + _stock(u) + _expiry(u, cfg, now) + _temperature(u, cfg)
+        wanted += _quiet(u, last_dispense.get(u.unit), cfg, now) + _failures(u, window, cfg)
+        wanted += [Wanted(f"unit_alarm:{code}:{u.unit}", u.unit, u.site, "unit_alarm", sev,
+                          f"{u.unit}: {code}: {msg}") for sev, code, msg in u.alarms]
+    return wanted
+
+
+def _w(kind: str, u: UnitView, severity: str, message: str, suffix: str = "") -> Wanted:
+    return Wanted(f"{kind}:{u.unit}{suffix}", u.unit, u.site, kind, severity, f"{u.unit}: {message}")
+
+
+def _connection(u: UnitView, cfg: AlertSettings, now: datetime) -> list[Wanted]:
+    if u.online:
+        return []
+    if u.since is None:
+        return [_w("offline", u, "warning", "has never reported its status")]
+    minutes = (now - u.since).total_seconds() / 60
+    if minutes < cfg.offline_minutes:
+        return []
+    return [_w("offline", u, "critical", f"offline for {minutes:.0f} min (since {u.since:%Y-%m-%d %H:%M} UTC)")]
+
+
+def _stock(u: UnitView) -> list[Wanted]:
+    out = []
+    for c in u.columns:
+        if c.stock == 0:
+            out.append(_w("sold_out", u, "critical", f"column {c.column} ({c.product}) is sold out", f":{c.column}"))
+        elif c.stock < c.par:
+            out.append(_w("low_stock", u, "warning", f"column {c.column} ({c.product}) has {c.stock} kits, "
+                          f"under par {c.par}", f":{c.column}"))
+    return out
+
+
+def _expiry(u: UnitView, cfg: AlertSettings, now: datetime) -> list[Wanted]:
+    out, today = [], now.date()
+    for c in u.columns:
+        days = c.expires_in_days(today)
+        if days is None or days > cfg.expiry_days[-1]:
+            continue
+        if days < 0:
+            out.append(_w("lot_expired", u, "critical", f"column {c.column} lot {c.lot} expired on {c.expiry}",
+                          f":{c.column}"))
+            continue
+        window = next(d for d in cfg.expiry_days if days <= d)
+        severity = "critical" if window == cfg.expiry_days[0] else (
+            "warning" if len(cfg.expiry_days) > 2 and window == cfg.expiry_days[1] else "info")
+        out.append(_w(f"lot_expiring_{window}d", u, severity, f"column {c.column} lot {c.lot} expires on "
+                      f"{c.expiry} (in {days} days)", f":{c.column}"))
+    return out
+
+
+def _temperature(u: UnitView, cfg: AlertSettings) -> list[Wanted]:
+    t = u.temperature_c
+    if t is None or cfg.temperature_min_c <= t <= cfg.temperature_max_c:
+        return []
+    return [_w("temperature", u, "warning", f"temperature {t:.1f} °C is outside "
+               f"{cfg.temperature_min_c:.0f}-{cfg.temperature_max_c:.0f} °C")]
+
+
+def _quiet(u: UnitView, last: datetime | None, cfg: AlertSettings, now: datetime) -> list[Wanted]:
+    if last is None or now - last < timedelta(hours=cfg.no_dispense_hours):
+        return []
+    hours = (now - last).total_seconds() / 3600
+    return [_w("no_dispense", u, "info", f"no kit dispensed for {hours:.0f} h")]
+
+
+def _failures(u: UnitView, window: dict[tuple[str, str], int], cfg: AlertSettings) -> list[Wanted]:
+    failed = window.get((u.unit, "vend_failed"), 0)
+    attempts = failed + window.get((u.unit, "dispense"), 0)
+    if attempts < cfg.vend_failure_min_attempts or failed / attempts <= cfg.vend_failure_rate:
+        return []
+    return [_w("vend_failure_rate", u, "warning", f"{failed} of {attempts} vends failed in the last "
+               f"{cfg.vend_failure_window_hours:.0f} h ({100 * failed / attempts:.0f}%)")]
+
+
+class AlertManager:
+    """Runs evaluate() and turns the difference into raised/cleared alerts."""
+
+    def __init__(self, store: Store, cfg: AlertSettings, clock: Clock,
+                 publish: Callable[[str, bytes], None] | None = None) -> None:
+        self.store, self.cfg, self.clock, self.publish = store, cfg, clock, publish
+        self.log = log.get("alerts")
+
+    def run_once(self) -> list[Alert]:
+        now = self.clock.now()
+        wanted = {w.key: w for w in evaluate(fleet(self.store, now), self.store, self.cfg, now)}
+        active = {a["alert_key"] for a in self.store.active_alerts()}
+        changes: list[Alert] = []
+        for w in wanted.values():
+            if self.store.raise_alert(w.key, w.unit, w.site, w.kind, w.severity, w.message, now):
+                changes.append(Alert(alert_id=w.key, unit=w.unit, site=w.site, kind=w.kind,
+                                     severity=w.severity, state="raised", message=w.message, ts=now))  # type: ignore[arg-type]
+        for key in active - wanted.keys():
+            row = self.store.clear_alert(key, now)
+            if row is not None:
+                changes.append(Alert(alert_id=key, unit=row[1], site=row[2], kind=row[3], severity=row[4],
+                                     state="cleared", message=row[5], ts=now))
+        for a in changes:
+            self._announce(a)
+        return changes
+
+    def _announce(self, a: Alert) -> None:
+        self.log.info("alert", **a.model_dump(mode="json"))
+        body = a.model_dump_json().encode()
+        if self.publish is not None:
+            self.publish(ALERT_TOPIC, body)
+        if self.cfg.webhook_url:
+            post_webhook(self.cfg.webhook_url, body)  # this runs on the alert thread, never on ingest
+
+
+def post_webhook(url: str, body: bytes) -> bool:
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 (operator-configured URL)
+            ok = 200 <= resp.status < 300
+    except OSError as e:
+        log.get("alerts").warning("webhook_failed", url=url, error=str(e))
+        return False
+    if not ok:
+        log.get("alerts").warning("webhook_refused", url=url, body=json.loads(body).get("alert_id"))
+    return ok

@@ -1,0 +1,126 @@
+"""The central service put together: store connections, ingest workers, the alert loop and the
+web server, started and stopped as one (in-process for tests and the demo, or by the CLI)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import uvicorn
+
+from inventory import log
+from inventory.alerts import AlertManager
+from inventory.clock import Clock, RealClock
+from inventory.config import CentralConfig
+from inventory.mqtt import IngestWorker
+from inventory.store import Store, open_store
+from inventory.web import create_app
+
+
+class Service:
+    """`nalox inventory serve` as an object: start(), url, stop()."""
+
+    def __init__(self, config: CentralConfig, clock: Clock | None = None, schema: str | None = None,
+                 client_id: str | None = None, http: bool = True, alerts: bool = True) -> None:
+        self.config, self.clock, self.schema = config, clock or RealClock(), schema
+        self.client_id = client_id or config.mqtt.client_id
+        self.http, self.run_alerts = http, alerts
+        self.log = log.get("service")
+        self.workers: list[IngestWorker] = []
+        self.stores: list[Store] = []
+        self.store: Store | None = None
+        self.alerts: AlertManager | None = None
+        self.port: int | None = None
+        self._server: uvicorn.Server | None = None
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    def _open(self) -> Store:
+        s = open_store(self.config.store.db, schema=self.schema)
+        self.stores.append(s)
+        return s
+
+    def start(self) -> Service:
+        self.store = self._open()
+        self.store.sync_config_units([(u.id, u.site, u.name) for u in self.config.units], self.clock.now())
+        n = self.config.mqtt.workers
+        shared = self.config.mqtt.shared or n > 1
+        for i in range(n):
+            cid = self.client_id if n == 1 else f"{self.client_id}-{i}"
+            self.workers.append(IngestWorker(self.config, self._open(), self.clock, cid, shared))
+        for w in self.workers:
+            w.start()
+        if self.run_alerts:
+            self.alerts = AlertManager(self.store, self.config.alerts, self.clock, self._publish_alert)
+            self._spawn(self._alert_loop, "alerts")
+        if self.http:
+            self._start_http()
+        self.log.info("service_started", db=self.store.dialect, workers=n, shared=shared, url=self.url)
+        return self
+
+    def _spawn(self, target: Any, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _publish_alert(self, topic: str, body: bytes) -> None:
+        if self.workers:
+            self.workers[0].publish(topic, body, 1, None, None, None)
+
+    def _alert_loop(self) -> None:
+        assert self.alerts is not None
+        while not self._stop.is_set():
+            try:
+                self.alerts.run_once()
+            except Exception as e:
+                self.log.error("alert_evaluation_failed", error=repr(e))
+            self._stop.wait(self.config.alerts.interval_s)
+
+    def _start_http(self) -> None:
+        assert self.store is not None
+        app = create_app(self.store, self.config, self.clock, self.runtime)
+        cfg = uvicorn.Config(app, host=self.config.server.host, port=self.config.server.port, log_config=None,
+                             access_log=False, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(cfg)
+        self._spawn(self._server.run, "http")
+        while not self._server.started:
+            if not self._threads[-1].is_alive():
+                raise OSError(f"the web server could not listen on {self.config.server.host}:"
+                              f"{self.config.server.port} (port in use?)")
+            self._stop.wait(0.02)
+        self.port = int(self._server.servers[0].sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str | None:
+        return f"http://{self.config.server.host}:{self.port}" if self.port else None
+
+    def runtime(self) -> dict[str, Any]:
+        gaps: dict[str, int] = {}
+        for w in self.workers:
+            gaps |= w.ingestor.open_gaps()
+        return {"mqtt_connected": all(w.connected.is_set() for w in self.workers),
+                "workers": [{"client_id": w.client_id, "connected": w.connected.is_set(), "shared": w.shared}
+                            for w in self.workers],
+                "open_gaps": {u: {"missing_from_seq": s} for u, s in sorted(gaps.items())}}
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once every worker is connected and its subscriptions are granted."""
+        return all(w.subscribed.wait(timeout) for w in self.workers)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.should_exit = True
+        for w in self.workers:
+            w.stop()
+        for t in self._threads:
+            t.join(timeout=10)
+        for s in self.stores:
+            s.close()
+        self.log.info("service_stopped")
+
+    def __enter__(self) -> Service:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

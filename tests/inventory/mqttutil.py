@@ -1,0 +1,59 @@
+"""Test helpers: a paho v5 publisher/subscriber playing the unit side, and waiting on conditions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as paho
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `cond` until true; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        pause.wait(0.05)
+
+
+class UnitSide:
+    """Publishes like a unit and records what the central service sends back."""
+
+    def __init__(self, port: int, client_id: str, subscribe: tuple[str, ...] = ()) -> None:
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        self.received: list[paho.MQTTMessage] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if subscribe:
+            self.client.subscribe([(t, 1) for t in subscribe])
+            assert self._subscribed.wait(10), "subscription not granted"
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.received.append(msg)
+
+    def messages(self, topic: str) -> list[paho.MQTTMessage]:
+        with self._lock:
+            return [m for m in self.received if m.topic == topic]
+
+    def publish_all(self, msgs: list[tuple[str, bytes]], retain: bool = False, window: int = 500) -> None:
+        """QoS 1, a bounded window of unacknowledged publishes, every one confirmed."""
+        infos: list[paho.MQTTMessageInfo] = []
+        for t, p in msgs:
+            infos.append(self.client.publish(t, p, qos=1, retain=retain))
+            if len(infos) >= window:
+                infos.pop(0).wait_for_publish(10)
+        for i in infos:
+            i.wait_for_publish(10)
+            assert i.is_published()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
