@@ -114,17 +114,29 @@ def vend_overhead(port: int, sizes: Sizes) -> dict[str, Any]:
 
 
 def outbox_drain(port: int, sizes: Sizes) -> dict[str, Any]:
-    base = baselines.window_publish(port, sizes.drain_events)
+    window = unit_inflight_window()
+    base = baselines.window_publish(port, sizes.drain_events, window=window)
     drain = rooms.outbox_drain(port, sizes.drain_events)
     return {
         "events": sizes.drain_events,
         "drain_events_per_s": round(drain["events_per_s"]),
         "baseline_window_publisher_per_s": round(base),
+        "window": window,
         "ratio": ratio(drain["events_per_s"], base),
         "target": "ratio >= 0.5",
         "met": drain["events_per_s"] >= 0.5 * base,
         "detail": drain,
     }
+
+
+def unit_inflight_window() -> int:
+    """The reporter's default in-flight window, so the baseline publisher gets the same one."""
+    try:
+        from controller.mqtt import MqttSettings
+
+        return int(MqttSettings().inflight_window)
+    except ImportError:
+        return 100
 
 
 def central_ingest(port: int, sizes: Sizes) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import argparse
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,9 @@ class SimUnit:
             self.board.stop()
 
 
-def start_unit(spec: UnitSpec, workdir: Path, mqtt_port: int, seed: int) -> SimUnit:
+def start_unit(
+    spec: UnitSpec, workdir: Path, mqtt_port: int, seed: int, wrap_board: Callable[[Any], Any] | None = None
+) -> SimUnit:
     """Build one unit from a generated unit.toml, exactly as `nalox unit run` would load it."""
     from controller.clock import RealClock
     from controller.config import load_config
@@ -88,9 +91,10 @@ def start_unit(spec: UnitSpec, workdir: Path, mqtt_port: int, seed: int) -> SimU
     board.attach(board_end)
     board.start()
     try:
-        daemon = UnitDaemon(
-            config, SerialBoard.from_port(controller_end), MpvPlayer(config.videos), RealClock()
-        )
+        link: Any = SerialBoard.from_port(controller_end)
+        if wrap_board is not None:
+            link = wrap_board(link)
+        daemon = UnitDaemon(config, link, MpvPlayer(config.videos), RealClock())
         daemon.start()
     except Exception:
         board.stop()

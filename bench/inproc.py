@@ -1,0 +1,202 @@
+"""In-process nalox measurements: the vend path from drop detection to PUBACK (a real UnitDaemon on a
+SimulatedBoard over the in-memory line) and the outbox drain of a large backlog through the real
+Reporter. Timestamps are taken by wrapping, never by changing, the code under measurement."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import baselines
+from nalox.demo import UnitSpec, wait_until
+from schemas.models import DispenseEvent, Telemetry, UnitState
+
+
+class PubackClock:
+    """Wraps controller.mqtt.MqttClient.publish for this process: when a dispense event's PUBACK
+    arrives, records perf_counter() under the event's command_id."""
+
+    def __init__(self) -> None:
+        from controller import mqtt as unit_mqtt
+
+        self.module = unit_mqtt
+        self.original = unit_mqtt.MqttClient.publish
+        self.acked: dict[int, float] = {}
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> PubackClock:
+        original, acked, lock = self.original, self.acked, self.lock
+
+        def publish(client: Any, topic: str, payload: Any, *args: Any, **kwargs: Any) -> Any:
+            handle = original(client, topic, payload, *args, **kwargs)
+            if topic.endswith("/event/dispense"):
+                cid = int(json.loads(payload)["command_id"])
+
+                def done(h: Any) -> None:
+                    if h.result is not None and h.result.delivered:
+                        with lock:
+                            acked.setdefault(cid, time.perf_counter())
+
+                handle.add_done_callback(done)
+            return handle
+
+        self.module.MqttClient.publish = publish  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.module.MqttClient.publish = self.original  # type: ignore[method-assign]
+
+
+class DropClock:
+    """A Board wrapper: records perf_counter() when dispense() returns a drop, by command_id."""
+
+    def __init__(self, board: Any) -> None:
+        self._board = board
+        self.dropped: dict[int, float] = {}
+
+    def dispense(self, command_id: int, column: int) -> Any:
+        outcome = self._board.dispense(command_id, column)
+        if outcome.dropped:
+            self.dropped[command_id] = time.perf_counter()
+        return outcome
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._board, name)
+
+
+def vend_overhead(port: int, count: int) -> dict[str, Any]:
+    """Drop detected at the controller -> dispense event PUBACKed by the broker, per vend."""
+    from nalox import fleet
+
+    work = Path(tempfile.mkdtemp(prefix="nalox-bench-vend-"))
+    per_column = count // 6 + 5
+    spec = UnitSpec(
+        "bench-vend-1", stock=min(per_column, 1000), spin_ms=10, video_seconds=1.0, multi_kit_window_s=3600
+    )
+    clocks: list[DropClock] = []
+    with PubackClock() as pubacks:
+        unit = fleet.start_unit(spec, work, port, seed=1, wrap_board=lambda b: _keep(clocks, DropClock(b)))
+        try:
+            for _ in range(count + 1):  # the first press plays the video; the window covers the rest
+                before = unit.terminal()
+                unit.press("en")
+                wait_until("the vend to end", lambda b=before: unit.terminal() > b, 30, interval=0.005)
+            wait_until("every dispense PUBACKed", lambda: len(pubacks.acked) >= len(clocks[0].dropped), 30)
+        finally:
+            unit.stop()
+    drops = clocks[0].dropped
+    samples = [pubacks.acked[c] - t for c, t in drops.items() if c in pubacks.acked]
+    return baselines.summary_ms(samples[1:])
+
+
+def _keep(bucket: list[DropClock], clock: DropClock) -> DropClock:
+    bucket.append(clock)
+    return clock
+
+
+class BenchUnit:
+    """The little the Reporter asks of a unit, for draining a backlog without a board."""
+
+    def __init__(self, unit_id: str) -> None:
+        self.unit_id = unit_id
+
+    def snapshot_state(self) -> UnitState:
+        return UnitState(
+            unit=self.unit_id,
+            site="bench",
+            ts=datetime.now(UTC),
+            mode="vending",
+            config_version="bench",
+            columns=[],
+            outbox_depth=0,
+            last_seq=0,
+        )
+
+    def telemetry(self) -> Telemetry:
+        return Telemetry(unit=self.unit_id, ts=datetime.now(UTC), uptime_s=0, outbox_depth=0)
+
+    def handle_command(self, name: str, cmd: Any) -> Any:
+        raise RuntimeError(f"bench unit takes no commands, got {name}")
+
+    def raise_alarm(
+        self, code: str, message: str, severity: str = "warning", column: int | None = None
+    ) -> None:
+        pass
+
+    def clear_alarm(self, code: str) -> None:
+        pass
+
+
+def fill_ledger(path: Path, unit_id: str, count: int) -> Any:
+    """A real Ledger holding `count` dispense events, all still in the outbox (one bulk transaction)."""
+    from controller.clock import RealClock
+    from controller.ledger import Ledger
+
+    ledger = Ledger(path, RealClock(), unit_id=unit_id)
+    now = datetime.now(UTC)
+    rows = []
+    for seq in range(1, count + 1):
+        ev = DispenseEvent(
+            event_id=uuid.uuid4().hex,
+            seq=seq,
+            ts=now,
+            unit=unit_id,
+            column=1 + seq % 6,
+            product="nasal-4mg",
+            doses=2,
+            command_id=seq,
+            via="video",
+            stock_after=max(0, 100_000 - seq),
+        )
+        rows.append((seq, ev.event_id, "dispense", ev.model_dump_json().encode(), now.isoformat()))
+    con = sqlite3.connect(path)
+    with con:
+        con.executemany(
+            "INSERT INTO events(seq, event_id, event_type, payload, created_at) VALUES(?,?,?,?,?)", rows
+        )
+        con.executemany("INSERT INTO outbox(seq) VALUES(?)", [(r[0],) for r in rows])
+        con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('last_seq', ?)", (str(count),))
+    con.close()
+    return ledger
+
+
+def outbox_drain(port: int, count: int) -> dict[str, Any]:
+    """Events/s the real Reporter moves from a `count`-row outbox to the broker (PUBACKed)."""
+    from controller.clock import RealClock
+    from controller.mqtt import MqttSettings
+    from controller.reporter import Reporter
+
+    work = Path(tempfile.mkdtemp(prefix="nalox-bench-drain-"))
+    unit_id = f"bench-drain-{uuid.uuid4().hex[:6]}"
+    ledger = fill_ledger(work / "ledger.sqlite3", unit_id, count)
+    settings = MqttSettings(port=port, client_id=unit_id, state_db=work / "reporter.sqlite")
+    reporter = Reporter(settings, BenchUnit(unit_id), ledger, RealClock(), unit_id=unit_id)
+    start = time.perf_counter()
+    reporter.start()
+    try:
+        _wait(lambda: reporter.delivered >= count, 600, lambda: f"{reporter.delivered} delivered")
+        took = time.perf_counter() - start
+    finally:
+        reporter.stop()
+        ledger.close()
+    return {
+        "events_per_s": count / took,
+        "seconds": round(took, 2),
+        "inflight_window": settings.inflight_window,
+    }
+
+
+def _wait(check: Callable[[], bool], timeout: float, status: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise baselines.BenchError(f"expected the outbox drained within {timeout:g} s, got {status()}")
+        time.sleep(0.01)
