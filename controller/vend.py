@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 from controller import log, stock
 from controller.board import Board, BoardError
@@ -27,6 +28,7 @@ from schemas.models import (
 )
 
 LOG = log.get("vend")
+Mode = Literal["vending", "service", "locked", "starting"]
 COLUMN_FAULTS = {"jammed", "no_drop_detected", "motor_fault", "empty", "bad_column"}
 
 
@@ -92,7 +94,7 @@ class VendFlow:
     # ------------------------------------------------------------ mode
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Mode:
         if not self.ready:
             return "starting"
         if self.locked:

@@ -1,0 +1,478 @@
+"""The unit daemon: wires board, player, ledger, vend flow, temperature, reporter and control socket,
+and runs them on one loop thread fed by a queue (board and player callbacks only enqueue)."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from datetime import date
+from typing import Any
+
+from controller import log
+from controller.board import (
+    Board,
+    BoardError,
+    BoardEvent,
+    BoardFault,
+    BoardInfo,
+    BoardRebooted,
+    ButtonPressed,
+    DoorChanged,
+)
+from controller.clock import Clock
+from controller.config import UnitConfig
+from controller.ledger import ColumnChange, Ledger
+from controller.sdnotify import Notifier
+from controller.temperature import BandChange, TemperatureMonitor
+from controller.vend import Alarms, Mode, VendFlow
+from controller.video import PlayerEvent, VideoPlayer
+from schemas.models import (
+    ColumnState,
+    CommandBase,
+    DispenseEvent,
+    RestockEvent,
+    Telemetry,
+    TemperatureEvent,
+    UnitState,
+    VendAttempt,
+    VendFailedEvent,
+)
+
+LOG = log.get("daemon")
+LOOP_POLL_S = 0.2
+
+
+class CommandRefused(Exception):
+    """A command (MQTT, control socket) the daemon will not carry out; the message says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnitDaemon:
+    def __init__(self, config: UnitConfig, board: Board, player: VideoPlayer, clock: Clock,
+                 notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.board = board
+        self.player = player
+        self.clock = clock
+        self.unit_id = config.unit.id
+        self.notifier = notifier or Notifier()
+        self.ledger = Ledger(config.paths.ledger_path(), clock, unit_id=config.unit.id)
+        self.alarms = Alarms(self.ledger, self._changed)
+        self.flow = VendFlow(config, self.ledger, board, player, clock, self.alarms, self._changed)
+        self.temperature = TemperatureMonitor(config.temperature)
+        self.board_info: BoardInfo | None = None
+        self.reporter: Any = None
+        self.control: Any = None
+        self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started_at = clock.monotonic()
+        self._next_poll = 0.0
+        self._next_watchdog = 0.0
+        self._opened = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def mode(self) -> Mode:
+        return self.flow.mode
+
+    def open(self) -> None:
+        """Everything before the loop: board HELLO, ledger columns and initial stock, reconcile, reporter."""
+        self._init_columns()
+        self.board_info = self.board.start(self._on_board_event)
+        LOG.info("board_started", firmware=self.board_info.firmware, board=self.board_info.board_id,
+                 boots=self.board_info.boot_count)
+        self.player.start(self._on_player_event)
+        self.reconcile()
+        self.flow.check_expiry()
+        self._poll_status()
+        self.flow.ready = True
+        self._opened = True
+        self._start_reporter()
+        self._start_control()
+        LOG.info("unit_ready", unit=self.unit_id, mode=self.mode, last_seq=self.ledger.last_seq())
+        self._changed()
+
+    def start(self) -> None:
+        """open() and run the loop on a thread."""
+        self.open()
+        self._thread = threading.Thread(target=self._loop, name=f"unit-{self.unit_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+        for name, closer in (("reporter", lambda: self.reporter and self.reporter.stop()),
+                             ("control", lambda: self.control and self.control.close()),
+                             ("player", self.player.close), ("board", self.board.close),
+                             ("ledger", self.ledger.close)):
+            try:
+                closer()
+            except Exception as exc:  # one part failing to stop must not keep the rest running
+                LOG.warning("stop_failed", part=name, error=str(exc))
+        LOG.info("unit_stopped", unit=self.unit_id)
+
+    def run_forever(self) -> None:
+        """Run until SIGTERM or SIGINT; tells systemd READY=1 once serving."""
+        stop = threading.Event()
+        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            self.notifier.ready(f"vending as {self.unit_id}")
+            while not stop.wait(1.0):
+                if self._thread is not None and not self._thread.is_alive():
+                    raise RuntimeError("expected the unit loop to run, found it stopped")
+            self.notifier.stopping()
+        finally:
+            self.stop()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    # ------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self._inbox.get(timeout=LOOP_POLL_S)
+            except queue.Empty:
+                item = None
+            if item is not None:
+                self._handle(item)
+            self._tick()
+
+    def pump(self) -> int:
+        """Handle everything queued, then one tick (tests drive the daemon this way with a FakeClock)."""
+        handled = 0
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            self._handle(item)
+            handled += 1
+        self._tick()
+        return handled
+
+    def _handle(self, item: tuple[str, Any]) -> None:
+        kind, value = item
+        try:
+            if kind == "board":
+                self._board_event(value)
+            elif kind == "player":
+                self.flow.on_player(value)
+            elif kind == "call":
+                fn, future = value
+                self._run_call(fn, future)
+        except Exception:
+            LOG.exception("handle_failed", kind=kind)
+
+    @staticmethod
+    def _run_call(fn: Callable[[], Any], future: Future[Any]) -> None:
+        try:
+            future.set_result(fn())
+        except Exception as exc:
+            future.set_exception(exc)
+
+    def _tick(self) -> None:
+        try:
+            self.flow.tick()
+            now = self.clock.monotonic()
+            if now >= self._next_poll:
+                self._next_poll = now + self.config.policies.status_poll_s
+                self._poll_status()
+                self.flow.check_expiry()
+        except Exception:
+            LOG.exception("tick_failed")
+        self._watchdog()
+
+    def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval_s
+        if interval is None:
+            return
+        now = time.monotonic()  # systemd's watchdog runs on real time, whatever clock the unit uses
+        if now >= self._next_watchdog:
+            self._next_watchdog = now + interval
+            self.notifier.watchdog()
+
+    def _call(self, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
+        """Run fn on the loop thread (commands come from the reporter's and control socket's threads)."""
+        loop = self._thread
+        if loop is None or not loop.is_alive() or loop is threading.current_thread():
+            return fn()
+        future: Future[Any] = Future()
+        self._inbox.put(("call", (fn, future)))
+        return future.result(timeout=timeout)
+
+    # ------------------------------------------------------------ inputs from other threads
+
+    def _on_board_event(self, event: BoardEvent) -> None:
+        self._inbox.put(("board", event))
+
+    def _on_player_event(self, event: PlayerEvent) -> None:
+        self._inbox.put(("player", event))
+
+    def _board_event(self, event: BoardEvent) -> None:
+        if isinstance(event, ButtonPressed):
+            self.flow.on_press(event.language)
+        elif isinstance(event, DoorChanged):
+            self.flow.on_door(event.open)
+        elif isinstance(event, BoardRebooted):
+            LOG.warning("board_rebooted", boots=event.boot_count, reason=event.reason)
+            self.reconcile()
+            self._poll_status()
+        elif isinstance(event, BoardFault):
+            code = f"board_{event.code}" + (f"_{event.column}" if event.column else "")
+            self.alarms.raise_(code, f"board fault {event.code}: {event.detail}", "warning", event.column or None)
+
+    def _changed(self) -> None:
+        if self.reporter is None:
+            return
+        try:
+            self.reporter.wake()
+            self.reporter.state_changed()
+        except Exception as exc:
+            LOG.warning("reporter_notify_failed", error=str(exc))
+
+    # ------------------------------------------------------------ start-up work
+
+    def _init_columns(self) -> None:
+        fresh = self.ledger.last_seq() == 0
+        for col in self.config.columns:
+            self.ledger.ensure_column(col.column, col.product)
+        if not fresh:
+            return
+        for col in self.config.columns:
+            change = ColumnChange(col.column, stock=col.initial_stock, lot=col.lot, expiry=col.expiry, set_lot=True)
+            self.ledger.record(RestockEvent, changes=(change,), column=col.column, added=col.initial_stock,
+                               lot=col.lot, expiry=col.expiry, expected_before=0, source="initial")
+        LOG.info("initial_stock_recorded", columns=len(self.config.columns))
+
+    def reconcile(self) -> int:
+        """Settle every command journaled as pending (the daemon died or the link failed mid-dispense)
+        with the board's own journal: dropped -> the dispense is recorded once; anything else -> vend_failed."""
+        settled = 0
+        for cmd in self.ledger.pending_commands():
+            try:
+                outcome = self.board.query_result(cmd.command_id).outcome
+            except BoardError as exc:
+                LOG.error("reconcile_unreachable", command_id=cmd.command_id, error=str(exc))
+                self.alarms.raise_("board_unreachable", "cannot settle a pending dispense yet", "critical")
+                continue
+            if outcome == "dropped":
+                self.flow.record_drop(cmd.command_id, cmd.column, cmd.language, cmd.via)
+            else:
+                attempt = VendAttempt(column=cmd.column, command_id=cmd.command_id, outcome=outcome)
+                self.ledger.record(VendFailedEvent, settle=(cmd.command_id, outcome),
+                                   reason="interrupted", attempts=[attempt])
+            LOG.warning("reconciled", command_id=cmd.command_id, outcome=outcome, via=cmd.via)
+            settled += 1
+        if settled or not self.ledger.pending_commands():
+            self.alarms.clear("board_unreachable", "pending dispenses settled")
+        return settled
+
+    def _start_reporter(self) -> None:
+        if self.config.mqtt is None:
+            return
+        from controller.reporter import Reporter  # E4's; only when MQTT is configured
+
+        self.reporter = Reporter(self.config.mqtt, self, self.ledger, self.clock)
+        self.reporter.start()
+
+    def _start_control(self) -> None:
+        path = self.config.paths.control_socket
+        if path is None:
+            return
+        try:
+            from controller.control import serve
+        except ImportError as exc:
+            LOG.warning("control_socket_unavailable", error=str(exc))
+            return
+        self.control = serve(self, path)
+
+    # ------------------------------------------------------------ status and temperature
+
+    def _poll_status(self) -> None:
+        try:
+            status = self.board.status()
+        except BoardError as exc:
+            LOG.warning("status_failed", error=str(exc))
+            return
+        if status.door_open != self.flow.door_open:
+            self.flow.on_door(status.door_open)
+        for change in self.temperature.update(status.temperature_c, self.clock.monotonic()):
+            self._temperature_change(change)
+        self.reconcile_if_pending()
+
+    def reconcile_if_pending(self) -> None:
+        if self.ledger.pending_commands() and self.flow.phase.value == "idle":
+            self.reconcile()
+
+    def _temperature_change(self, change: BandChange) -> None:
+        lots = sorted({r.lot for r in self.ledger.columns() if r.lot and r.stock > 0})
+        self.ledger.record(TemperatureEvent, celsius=change.celsius, band=change.band, state=change.state,
+                           lots=lots, seconds_out_of_range=round(change.seconds_out_of_range, 1))
+        LOG.warning("temperature", band=change.band, state=change.state, celsius=change.celsius)
+        if change.band != "excursion":
+            return
+        if change.state == "entered":
+            lim = self.config.temperature
+            self.alarms.raise_("temperature_excursion", f"{change.celsius:.1f} C outside "
+                               f"{lim.excursion_min_c}-{lim.excursion_max_c} C", "critical")
+        else:
+            self.ledger.add_excursion(lots, change.seconds_out_of_range)
+            self.alarms.clear("temperature_excursion", f"back to {change.celsius:.1f} C")
+
+    # ------------------------------------------------------------ API for reporter, control socket, diag
+
+    def raise_alarm(self, code: str, message: str, severity: str = "warning", column: int | None = None) -> bool:
+        return self.alarms.raise_(code, message, severity, column)
+
+    def clear_alarm(self, code: str) -> bool:
+        return self.alarms.clear(code)
+
+    def restock(self, column: int, count: int, counted_before: int | None = None, lot: str | None = None,
+                expiry: date | None = None, reason: str | None = None, source: str = "local") -> RestockEvent:
+        return self._call(lambda: self._restock(column, count, counted_before, lot, expiry, reason, source))
+
+    def _restock(self, column: int, count: int, counted_before: int | None, lot: str | None,
+                 expiry: date | None, reason: str | None, source: str) -> RestockEvent:
+        try:
+            cfg = self.config.column(column)
+        except KeyError:
+            raise CommandRefused(f"expected a configured column, found column {column}") from None
+        if not 0 <= count <= cfg.capacity:
+            raise CommandRefused(f"column {column}: expected a count 0..{cfg.capacity}, found {count}")
+        row = self.ledger.column(column)
+        discrepancy = 0 if counted_before is None else counted_before - row.stock
+        if discrepancy and not (reason or "").strip():
+            raise CommandRefused(f"column {column}: blind count {counted_before} differs from the ledger's "
+                                 f"{row.stock}; expected a reason")
+        before = row.stock if counted_before is None else counted_before
+        new_lot = lot if lot is not None else row.lot
+        new_expiry = expiry if expiry is not None else row.expiry
+        fault = None if row.fault == "empty" else row.fault
+        change = ColumnChange(column, stock=count, lot=new_lot, expiry=new_expiry, set_lot=True,
+                              fault=fault, set_fault=True)
+        event = self.ledger.record(RestockEvent, changes=(change,), column=column, added=count - before,
+                                   lot=new_lot, expiry=new_expiry, expected_before=row.stock,
+                                   counted_before=counted_before, discrepancy=discrepancy, reason=reason,
+                                   source=source)
+        LOG.info("restocked", column=column, stock_after=count, discrepancy=discrepancy, source=source)
+        if count > 0:
+            self.alarms.clear("out_of_stock", f"column {column} restocked")
+            if fault is None:
+                self.alarms.clear(f"column_fault_{column}", "restocked")
+        self.flow.check_expiry()
+        self._changed()
+        return event
+
+    def handle_command(self, name: str, cmd: CommandBase) -> dict[str, Any]:
+        handler = getattr(self, f"_cmd_{name}", None)
+        if handler is None:
+            raise CommandRefused(f"expected a known command, found {name!r}")
+        LOG.info("command", name=name, command_id=cmd.command_id)
+        return dict(self._call(lambda: handler(cmd)))
+
+    def _cmd_restock(self, cmd: Any) -> dict[str, Any]:
+        ev = self._restock(cmd.column, cmd.count, cmd.counted_before, cmd.lot, cmd.expiry, cmd.reason, "remote")
+        return {"seq": ev.seq, "stock_after": ev.stock_after, "discrepancy": ev.discrepancy}
+
+    def _cmd_set_lot(self, cmd: Any) -> dict[str, Any]:
+        row = self.ledger.column(cmd.column) if self._known(cmd.column) else None
+        if row is None:
+            raise CommandRefused(f"expected a configured column, found column {cmd.column}")
+        ev = self._restock(cmd.column, row.stock, None, cmd.lot, cmd.expiry, "lot set", "remote")
+        return {"seq": ev.seq, "lot": ev.lot, "expiry": str(ev.expiry)}
+
+    def _cmd_lock(self, cmd: Any) -> dict[str, Any]:
+        self.flow.set_locked(True)
+        return {"mode": self.mode}
+
+    def _cmd_unlock(self, cmd: Any) -> dict[str, Any]:
+        self.flow.set_locked(False)
+        return {"mode": self.mode}
+
+    def _cmd_rebirth(self, cmd: Any) -> dict[str, Any]:
+        self._changed()
+        return {"last_seq": self.ledger.last_seq()}
+
+    def _cmd_replay(self, cmd: Any) -> dict[str, Any]:
+        self._changed()
+        return {"last_seq": self.ledger.last_seq(), "acked_seq": self.ledger.acked_seq()}
+
+    def _cmd_diag(self, cmd: Any) -> dict[str, Any]:
+        try:
+            from controller.diagrun import build_report
+        except ImportError:
+            return self._basic_diag()
+        return build_report(self)
+
+    def _basic_diag(self) -> dict[str, Any]:
+        status = self.board.status()
+        return {"door_open": status.door_open, "temperature_c": status.temperature_c,
+                "faults": sorted(status.faults), "link": self.board.counters.as_dict()}
+
+    def _cmd_test_vend(self, cmd: Any) -> dict[str, Any]:
+        if not self._known(cmd.column):
+            raise CommandRefused(f"expected a configured column, found column {cmd.column}")
+        if self.flow.phase.value != "idle":
+            raise CommandRefused(f"expected the unit idle, found it in {self.flow.phase.value}")
+        if self.ledger.column(cmd.column).stock == 0:
+            raise CommandRefused(f"column {cmd.column}: expected stock for a test vend, found 0")
+        return self._test_vend(cmd.column)
+
+    def _test_vend(self, column: int) -> dict[str, Any]:
+        cid = self.ledger.allocate_command(column, None, "test")
+        try:
+            outcome = self.board.dispense(cid, column).outcome
+        except BoardError as exc:
+            self.alarms.raise_("board_unreachable", f"test vend {cid}: {exc}", "critical")
+            return {"command_id": cid, "outcome": "unknown"}
+        if outcome == "dropped":
+            ev: DispenseEvent = self.flow.record_drop(cid, column, None, "test")
+            return {"command_id": cid, "outcome": outcome, "seq": ev.seq, "stock_after": ev.stock_after}
+        self.ledger.record(VendFailedEvent, settle=(cid, outcome), reason="test_vend_failed",
+                           attempts=[VendAttempt(column=column, command_id=cid, outcome=outcome)])
+        return {"command_id": cid, "outcome": outcome}
+
+    def _known(self, column: int) -> bool:
+        return any(c.column == column for c in self.config.columns)
+
+    # ------------------------------------------------------------ views
+
+    def snapshot_state(self) -> UnitState:
+        oldest = self.ledger.oldest_pending_at()
+        return UnitState(unit=self.unit_id, site=self.config.unit.site, ts=self.clock.now(), mode=self.mode,
+                         firmware_version=self.board_info.firmware if self.board_info else None,
+                         config_version=self.config.config_version, columns=self._column_states(),
+                         alarms=self.ledger.active_alarms(), outbox_depth=self.ledger.depth(),
+                         outbox_oldest_age_s=self._age(oldest), last_seq=self.ledger.last_seq(),
+                         temperature_c=self.temperature.last_c)
+
+    def _column_states(self) -> list[ColumnState]:
+        rows = {r.column: r for r in self.ledger.columns()}
+        out = []
+        for cfg in self.config.columns:
+            r = rows.get(cfg.column)
+            out.append(ColumnState(column=cfg.column, product=cfg.product, capacity=cfg.capacity, par=cfg.par,
+                                   stock=r.stock if r else 0, lot=r.lot if r else None,
+                                   expiry=r.expiry if r else None, fault=r.fault if r else None))
+        return out
+
+    def telemetry(self) -> Telemetry:
+        return Telemetry(unit=self.unit_id, ts=self.clock.now(), temperature_c=self.temperature.last_c,
+                         uptime_s=max(0.0, self.clock.monotonic() - self._started_at),
+                         link=self.board.counters.as_dict(), outbox_depth=self.ledger.depth(),
+                         outbox_oldest_age_s=self._age(self.ledger.oldest_pending_at()))
+
+    def _age(self, when: Any) -> float | None:
+        return None if when is None else max(0.0, (self.clock.now() - when).total_seconds())
