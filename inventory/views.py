@@ -70,7 +70,7 @@ def bar_chart(series: list[tuple[date, int]], title: str) -> Markup:
         x = pad + i * bw
         parts.append(f'<rect x="{x + 1:.1f}" y="{h - bh:.1f}" width="{max(bw - 2, 1):.1f}" height="{bh:.1f}">'
                      f'<title>{d.isoformat()}: {n}</title></rect>')
-        if i % 7 == 0 or i == len(series) - 1:
+        if i % 7 == 0 and len(series) - i > 3 or i == len(series) - 1:
             parts.append(f'<text x="{x:.1f}" y="{h + 15}" class="axis">{d:%d %b}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))

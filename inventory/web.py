@@ -69,6 +69,13 @@ def unit_out(u: UnitView) -> UnitOut:
                    last_seq=u.last_seq, days_left=round(u.days_left, 1) if u.days_left is not None else None)
 
 
+def attention(u: UnitView) -> tuple[int, str, str]:
+    """Units that need someone first: offline, then sold out, then under par, then the rest."""
+    levels = {c.level for c in u.columns}
+    rank = 0 if not u.online else 1 if "out" in levels else 2 if "low" in levels else 3
+    return rank, u.site, u.unit
+
+
 def create_app(store: Store, config: CentralConfig, clock: Clock,
                runtime: Callable[[], dict[str, Any]] | None = None) -> FastAPI:
     app = FastAPI(title="nalox central inventory", version="1",
@@ -102,13 +109,14 @@ def create_app(store: Store, config: CentralConfig, clock: Clock,
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def fleet_page(request: Request) -> HTMLResponse:
-        units = fleet(store, clock.now())
+        units = sorted(fleet(store, clock.now()), key=attention)
         active = store.active_alerts()
         return page(request, "fleet.html", "fleet", units=units, online=sum(u.online for u in units),
                     kits_total=sum(u.total_stock for u in units),
                     kits_week=sum(u.dispenses_recent for u in units),
                     critical=sum(a["severity"] == "critical" for a in active),
                     warning=sum(a["severity"] == "warning" for a in active), expiring=expiring,
+                    last_kit=store.last_event_ts("dispense"),
                     tmin=config.alerts.temperature_min_c, tmax=config.alerts.temperature_max_c)
 
     @app.get("/units/{unit}", response_class=HTMLResponse, include_in_schema=False)

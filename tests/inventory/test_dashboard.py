@@ -1,0 +1,129 @@
+"""The dashboard in headless Chromium, fed through a real broker: a unit's stock changes after a vend,
+a low-stock alert appears; screenshots saved as test artifacts. Plus the JSON API and CSV over HTTP."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, expect, sync_playwright
+
+from inventory.clock import RealClock
+from inventory.service import Service
+from nalox.broker import Broker
+from schemas.models import topic
+from tests.inventory.conftest import make_config
+from tests.inventory.gen import UnitStream
+from tests.inventory.mqttutil import UnitSide, wait_for
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def central(broker: Broker, tmp_path: Path) -> Iterator[Service]:
+    cfg = make_config(3, mqtt={"port": broker.port, "client_id": "central-dash"},
+                      store={"db": str(tmp_path / "central.db")}, server={"port": 0, "refresh_s": 2},
+                      alerts={"interval_s": 0.2})
+    svc = Service(cfg, RealClock()).start()
+    assert svc.wait_connected(10)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def now_stream(unit: str, site: str) -> UnitStream:
+    """A history over the last three weeks, ending now, so the chart and the rates are live."""
+    s = UnitStream(unit, site, start=datetime.now(UTC) - timedelta(days=21))
+    s.random_day(random.Random(hash(unit) % 1000), days=20, vends=25)
+    return s
+
+
+def test_dashboard_shows_a_vend_and_a_low_stock_alert(central: Service, broker: Broker, browser: Browser,
+                                                      artifacts: Path) -> None:
+    feed = UnitSide(broker.port, "feeder")
+    try:
+        units = [now_stream(f"unit-{i:03d}", f"Site {'AB'[i % 2]}") for i in (1, 2, 3)]
+        target = units[0]
+        target.restock(21 * 24 * 60 - 30, 1, 6)  # column 1 of unit-001: 6 kits, par 5
+        for s in units:
+            feed.publish_all([(topic(s.unit, "status"), s.status(datetime.now(UTC)).model_dump_json().encode()),
+                              (topic(s.unit, "state"), s.state(datetime.now(UTC)).model_dump_json().encode())],
+                             retain=True)
+            feed.publish_all(s.messages())
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(central.url or "")
+        card = page.locator("#unit-unit-001")
+        c1 = card.locator('[data-column="1"] .stock')
+        expect(c1).to_have_text("6", timeout=15_000)
+        expect(card.locator(".pill")).to_have_text("online")
+        # one vend, then another: 6 -> 5 (at par) -> 4 (under par)
+        for _ in range(2):
+            target.vend(21 * 24 * 60 - 10, 1)
+            feed.publish_all(target.messages()[-3:])
+        expect(c1).to_have_text("4", timeout=15_000)  # the page refreshed itself (meta refresh)
+        expect(card.locator('[data-column="1"]')).to_have_class("col low")
+        page.goto(f"{central.url}/alerts")
+        low = page.locator('#active-alerts tr[data-kind="low_stock"]', has_text="unit-001")
+        expect(low).to_contain_text("column 1", timeout=15_000)
+        expect(low).to_contain_text("under par 5")
+        page.screenshot(path=str(artifacts / "inventory-alerts.png"), full_page=True)
+        page.goto(central.url or "")
+        expect(page.locator("#alert-count")).not_to_have_text("0")
+        page.screenshot(path=str(artifacts / "inventory-fleet.png"), full_page=True)
+        page.goto(f"{central.url}/units/unit-001")
+        expect(page.locator("svg.chart")).to_be_visible()
+        expect(page.locator("#events tr").nth(1)).to_contain_text("stock now 4")
+        page.screenshot(path=str(artifacts / "inventory-unit.png"), full_page=True)
+        phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+        phone.goto(central.url or "")
+        expect(phone.locator("#unit-unit-001 [data-column='1'] .stock")).to_have_text("4")
+        width = phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the fleet page must fit a phone without sideways scrolling, is {width}px wide"
+        phone.screenshot(path=str(artifacts / "inventory-phone.png"), full_page=True)
+        phone.close()
+        page.close()
+    finally:
+        feed.close()
+
+
+def test_api_and_csv_over_http(central: Service, broker: Broker) -> None:
+    feed = UnitSide(broker.port, "feeder")
+    try:
+        s = now_stream("unit-002", "Site A")
+        feed.publish_all([(topic(s.unit, "state"), s.state(datetime.now(UTC)).model_dump_json().encode())]
+                         + s.messages())
+        with httpx.Client(base_url=central.url or "", timeout=10) as http:
+            wait_for(lambda: len(http.get("/api/units/unit-002/events", params={"limit": 1000}).json())
+                     == len(s.events), 20, "all events over the API")
+            units = {u["id"]: u for u in http.get("/api/units").json()}
+            assert set(units) == {"unit-001", "unit-002", "unit-003"}
+            assert units["unit-002"]["stock"] == {str(c): n for c, n in s.stock.items()}
+            assert units["unit-002"]["site"] == "Site A"
+            rows = list(csv.DictReader(io.StringIO(http.get("/reports/monthly.csv").text)))
+            assert sum(int(r["kits"]) for r in rows if r["unit"] == "unit-002") == sum(s.kits.values())
+            spec = http.get("/openapi.json").json()
+            assert {"/api/units", "/api/units/{unit}/events", "/healthz"} <= set(spec["paths"])
+            assert http.get("/healthz").json()["ok"] is True
+            assert http.get("/api/units/nope/events").status_code == 404
+            assert http.get("/docs").status_code == 200
+            for path in ("/", "/alerts", "/discrepancies", "/reports", "/units/unit-002"):
+                assert http.get(path).status_code == 200, path
+    finally:
+        feed.close()
