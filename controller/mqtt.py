@@ -35,6 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ConfigDict, Field
 
 log = structlog.get_logger("nalox.mqtt")
@@ -81,7 +82,8 @@ class MqttSettings(BaseModel):
 
 @dataclass(frozen=True)
 class InboundMessage:
-    """A message the broker delivered to us, with the v5 properties we use."""
+    """A message the broker delivered to us, with the v5 properties we use. We subscribe with
+    retain-as-published, so `retain` is the publisher's flag even on live delivery."""
 
     topic: str
     payload: bytes
@@ -469,7 +471,8 @@ class MqttClient:
         if not self.subscriptions:
             return True
         self._suback.clear()
-        client.subscribe(self.subscriptions)
+        # retainAsPublished: a retained publish keeps its flag on live delivery too, so it can be refused
+        client.subscribe([(f, SubscribeOptions(qos=q, retainAsPublished=True)) for f, q in self.subscriptions])
         if not self._suback.wait(self.settings.connect_timeout_s) or self._lost.is_set():
             log.warning("mqtt_no_suback", subscriptions=self.subscriptions)
             return False

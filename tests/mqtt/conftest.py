@@ -1,0 +1,53 @@
+"""Fixtures for the MQTT tests: a stand-in unit and ledger, a reporter on the dev broker, a watcher."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.clock import RealClock
+from controller.mqtt import MqttSettings
+from controller.reporter import Reporter
+from nalox.broker import Broker
+from tests.mqtt.standins import MemoryLedger, StandInUnit, Watcher
+
+
+def fast_settings(port: int, tmp_path: Path, **overrides: Any) -> MqttSettings:
+    base: dict[str, Any] = dict(port=port, reconnect_min_s=0.05, reconnect_max_s=0.5, connect_timeout_s=5,
+                                telemetry_interval_s=3600, state_db=tmp_path / "reporter.sqlite")
+    base.update(overrides)
+    return MqttSettings(**base)
+
+
+@pytest.fixture
+def unit_id() -> str:
+    return f"unit-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def make_reporter(broker: Broker, tmp_path: Path, unit_id: str) -> Iterator[Callable[..., Reporter]]:
+    made: list[Reporter] = []
+
+    def make(clock: Any = None, ledger: MemoryLedger | None = None, unit: StandInUnit | None = None,
+             **overrides: Any) -> Reporter:
+        clock = clock or RealClock()
+        unit = unit or StandInUnit(unit_id, clock)
+        ledger = ledger or MemoryLedger(unit_id, clock)
+        reporter = Reporter(fast_settings(broker.port, tmp_path, **overrides), unit, ledger, clock)
+        made.append(reporter)
+        return reporter
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+@pytest.fixture
+def watcher(broker: Broker, unit_id: str) -> Iterator[Watcher]:
+    w = Watcher(broker.port, [f"nalox/v1/{unit_id}/#"])
+    yield w
+    w.close()
