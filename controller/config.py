@@ -214,9 +214,11 @@ def _expected(error: Any) -> str:
         return "a value"
     if error["type"] == "extra_forbidden":
         return "no such field (a typo?)"
-    for prefix in ("Value error, ", "Input should be ", "Assertion failed, "):
+    for prefix, replacement in (("Value error, ", ""), ("Input should be ", ""), ("Assertion failed, ", ""),
+                                ("String should match ", "a string matching "),
+                                ("String should have ", "a string with "), ("List should have ", "a list with ")):
         if msg.startswith(prefix):
-            msg = msg[len(prefix):]
+            return replacement + msg[len(prefix):]
     return msg
 
 

@@ -1,0 +1,148 @@
+"""The ledger: durable settings, strictly increasing seq, unique event ids, outbox API, stock in the same
+transaction as its event, command ids persisted before use."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.clock import FakeClock
+from controller.ledger import ColumnChange, Ledger, LedgerError
+from schemas.models import DispenseEvent, DoorEvent, RestockEvent, parse_event
+
+
+def new_ledger(path: Path) -> Ledger:
+    led = Ledger(path / "ledger.sqlite3", FakeClock(), unit_id="u1")
+    led.ensure_column(1, "nasal")
+    return led
+
+
+def test_wal_and_synchronous_full(tmp_path: Path) -> None:
+    led = new_ledger(tmp_path)
+    assert led._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert led._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    led.close()
+
+
+def test_seq_increases_and_survives_reopen(tmp_path: Path) -> None:
+    led = new_ledger(tmp_path)
+    seqs = [led.record(DoorEvent, open=i % 2 == 0).seq for i in range(5)]
+    led.close()
+    led = new_ledger(tmp_path)
+    seqs.append(led.record(DoorEvent, open=True).seq)
+    assert seqs == [1, 2, 3, 4, 5, 6]
+    ids = [e.event_id for e in led.events()]
+    assert len(set(ids)) == 6 and all(len(i) == 32 for i in ids)
+    led.close()
+
+
+def test_stock_change_in_same_transaction_as_event(tmp_path: Path) -> None:
+    led = new_ledger(tmp_path)
+    led.record(RestockEvent, changes=(ColumnChange(1, stock=2),), column=1, added=2)
+    cid = led.allocate_command(1, "en", "video")
+    ev = led.record(DispenseEvent, changes=(ColumnChange(1, stock_delta=-1),), settle=(cid, "dropped"),
+                    column=1, product="nasal", doses=2, command_id=cid, via="video")
+    assert ev.stock_after == 1 and led.column(1).stock == 1
+    with pytest.raises(LedgerError, match="expected stock >= 0"):
+        led.record(DispenseEvent, changes=(ColumnChange(1, stock_delta=-2),), column=1, product="nasal",
+                   doses=2, command_id=cid, via="video")
+    assert led.column(1).stock == 1 and led.last_seq() == 2, "a refused change leaves no event behind"
+    led.close()
+
+
+def test_command_ids_persist_before_use_and_settle_once(tmp_path: Path) -> None:
+    led = new_ledger(tmp_path)
+    a, b = led.allocate_command(1, "en", "video"), led.allocate_command(1, "es", "window")
+    assert b == a + 1 and 0 < a < 2**32
+    led.close()
+    led = new_ledger(tmp_path)
+    assert [c.command_id for c in led.pending_commands()] == [a, b]
+    led.settle(a, "jammed")
+    with pytest.raises(LedgerError, match=f"expected pending command {a}"):
+        led.settle(a, "dropped")
+    assert led.allocate_command(1, None, "test") == b + 1
+    led.close()
+
+
+def test_outbox_pending_prune_depth(tmp_path: Path) -> None:
+    led = new_ledger(tmp_path)
+    for i in range(10):
+        led.record(DoorEvent, open=bool(i % 2))
+    rows = led.pending(after_seq=3, limit=4)
+    assert [r.seq for r in rows] == [4, 5, 6, 7]
+    assert parse_event(rows[0].payload).seq == 4 and rows[0].event_type == "door"
+    assert led.depth() == 10 and led.oldest_pending_at() is not None
+    assert led.prune(6) == 6 and led.depth() == 4 and led.acked_seq() == 6
+    assert led.prune(5) == 0 and led.acked_seq() == 6, "acks never go backwards"
+    assert led.prune(99) == 4 and led.acked_seq() == 10, "an ack past last_seq is clamped"
+    assert led.pending(0, 100) == [] and led.oldest_pending_at() is None
+    assert len(led.events()) == 10, "pruning the outbox keeps the events"
+    led.close()
+
+
+def test_wrong_unit_refused(tmp_path: Path) -> None:
+    new_ledger(tmp_path).close()
+    with pytest.raises(LedgerError, match="expected the ledger of unit 'u2', found unit 'u1'"):
+        Ledger(tmp_path / "ledger.sqlite3", FakeClock(), unit_id="u2")
+
+
+def test_concurrent_writers_and_reader(tmp_path: Path) -> None:
+    led = new_ledger(tmp_path)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for _ in range(50):
+                led.record(DoorEvent, open=True)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def read() -> None:
+        for _ in range(50):
+            led.pending(0, 10)
+            led.depth()
+
+    threads = [threading.Thread(target=write) for _ in range(3)] + [threading.Thread(target=read)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    seqs = [e.seq for e in led.events()]
+    assert seqs == list(range(1, 151))
+    led.close()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(-3, 3), st.booleans()), max_size=30))
+def test_stock_never_negative_and_matches_events(tmp_path_factory: pytest.TempPathFactory,
+                                                 ops: list[tuple[int, bool]]) -> None:
+    led = new_ledger(tmp_path_factory.mktemp("led"))
+    expected = 0
+    for delta, absolute in ops:
+        change = ColumnChange(1, stock=abs(delta)) if absolute else ColumnChange(1, stock_delta=delta)
+        target = abs(delta) if absolute else expected + delta
+        try:
+            led.record(RestockEvent, changes=(change,), column=1, added=delta)
+        except LedgerError:
+            assert target < 0
+            continue
+        expected = target
+    assert led.column(1).stock == expected >= 0
+    afters = [e.stock_after for e in led.events() if isinstance(e, RestockEvent)]
+    assert (afters[-1] if afters else 0) == expected
+    led.close()
+
+
+def test_file_readable_by_others_while_open(tmp_path: Path) -> None:
+    led = new_ledger(tmp_path)
+    led.record(DoorEvent, open=True)
+    con = sqlite3.connect(f"file:{tmp_path / 'ledger.sqlite3'}?mode=ro", uri=True)
+    assert con.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+    con.close()
+    led.close()
