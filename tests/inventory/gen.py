@@ -34,6 +34,7 @@ class UnitStream:
     kits: Counter[str] = field(default_factory=Counter)  # month -> kits
     doses: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    tests: Counter[str] = field(default_factory=Counter)
     started: Counter[str] = field(default_factory=Counter)
     completed: Counter[str] = field(default_factory=Counter)
 
@@ -68,6 +69,13 @@ class UnitStream:
         self.kits[month] += 1
         self.doses[month] += doses
 
+    def test_vend(self, minutes: float, column: int) -> None:
+        """A technician's test vend: a kit drops but nobody was given it."""
+        self.stock[column] -= 1
+        self.events.append(DispenseEvent(**self._base(minutes), column=column, product="naloxone-4mg", doses=2,
+                                         command_id=self.seq, via="test", stock_after=self.stock[column]))
+        self.tests[(self.start + timedelta(minutes=minutes)).strftime("%Y-%m")] += 1
+
     def random_day(self, rng: random.Random, days: int = 60, vends: int = 40) -> None:
         for c in range(1, self.columns + 1):
             self.restock(0, c, 30)
@@ -76,7 +84,10 @@ class UnitStream:
             minutes = (i + 1) * days * 24 * 60 / (vends + 1)
             if self.stock[col] == 0:
                 self.restock(minutes - 5, col, 30)
-            self.vend(minutes, col, doses=rng.choice([1, 2]), ok=rng.random() > 0.15)
+            if rng.random() < 0.05:
+                self.test_vend(minutes, col)
+            else:
+                self.vend(minutes, col, doses=rng.choice([1, 2]), ok=rng.random() > 0.15)
 
     def messages(self) -> list[tuple[str, bytes]]:
         return [(topic(self.unit, "event", e.type), e.model_dump_json().encode())  # type: ignore[attr-defined]

@@ -54,7 +54,7 @@ def stream(unit: str = "unit-001", seed: int = 1, vends: int = 30) -> UnitStream
 
 def assert_counted_once(store: Store, s: UnitStream) -> None:
     assert store.count_events(unit=s.unit) == len(s.events)
-    assert store.count_events("dispense", s.unit) == sum(s.kits.values())
+    assert store.count_events("dispense", s.unit) == sum(s.kits.values()) + sum(s.tests.values())
     row = store.unit(s.unit)
     assert row is not None
     assert row.stock == s.stock, f"expected stock {s.stock}, store has {row.stock}"

@@ -156,7 +156,7 @@ def _check_exact(store: Store, ss: list[UnitStream]) -> None:
         row = store.unit(s.unit)
         assert row is not None
         assert row.stock == s.stock
-        assert store.count_events("dispense", s.unit) == sum(s.kits.values())
+        assert store.count_events("dispense", s.unit) == sum(s.kits.values()) + sum(s.tests.values())
         wait_for(lambda s=s: (r := store.unit(s.unit)) is not None and r.acked_seq == s.seq,  # type: ignore[misc]
                  10, f"acked seq of {s.unit}")
 
