@@ -64,6 +64,7 @@ EXTRA_COUNTERS = (
     "boots",
     "hellos",
     "request_resends",
+    "reader_errors",
 )
 
 
@@ -412,7 +413,7 @@ class SerialBoard:
                     break
                 continue
             if data:
-                self._on_bytes(data)
+                self._on_bytes_safely(data)
         log.debug("board_reader_stopped", port=self.port_name)
 
     def _reopen(self) -> bool:
@@ -425,6 +426,13 @@ class SerialBoard:
         self._seen_errors = self._seen_resyncs = 0
         self._resync_all("port_reopened")
         return True
+
+    def _on_bytes_safely(self, data: bytes) -> None:
+        try:
+            self._on_bytes(data)
+        except Exception:  # the reader must outlive any bug in one frame's handling
+            self._count("reader_errors")
+            log.exception("board_link_reader_error", port=self.port_name)
 
     def _on_bytes(self, data: bytes) -> None:
         frames = self._deframer.feed(data)
@@ -554,12 +562,12 @@ class SerialBoard:
     def _emit(self, event: BoardEvent) -> None:
         handler = self._on_event
         if handler is None:
-            log.warning("board_event_dropped", event=repr(event), reason="no on_event handler")
+            log.debug("board_event_dropped", board_event=repr(event), reason="no on_event handler")
             return
         try:
             handler(event)
         except Exception:  # a bad handler must not kill the link
-            log.exception("board_event_handler_failed", event=repr(event))
+            log.exception("board_event_handler_failed", board_event=repr(event))
 
     # ------------------------------------------------------------ bookkeeping
 

@@ -96,8 +96,11 @@ class SerialPort:
         return cls(url, lambda: open_url(url, baudrate, read_timeout))
 
     @classmethod
-    def for_object(cls, port: PortLike, name: str = "in-memory") -> SerialPort:
-        return cls(name, None, port)
+    def for_object(cls, port: PortLike, name: str | None = None) -> SerialPort:
+        """An already-open pyserial-like end; a blocking one (timeout None) gets the read timeout."""
+        if port.timeout is None:
+            port.timeout = READ_TIMEOUT
+        return cls(name or str(getattr(port, "name", None) or "in-memory"), None, port)
 
     @property
     def is_up(self) -> bool:
