@@ -1,0 +1,231 @@
+"""The production broker config with generated certificates: TLS client auth, ACL, CRL, refused PUBACKs."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from controller.clock import RealClock
+from controller.mqtt import MqttClient, MqttSettings, TlsSettings
+from controller.reporter import REFUSED_ALARM, Reporter
+from nalox.broker import DEPLOY, Broker
+from tests.mqtt.standins import MemoryLedger, StandInUnit, Watcher
+
+MAKE_CERTS = DEPLOY.parent / "pki" / "make-certs.sh"
+NOT_AUTHORIZED = 0x87
+
+
+@dataclass(frozen=True)
+class Pki:
+    root: Path
+
+    def tls(self, name: str, revoked: bool = False) -> dict[str, str]:
+        folder = self.root / "clients" / name
+        return {"ca": str(folder / "ca.crt"), "cert": str(folder / (f"{name}.crt" + (".revoked" if revoked else ""))),
+                "key": str(folder / f"{name}.key")}
+
+    def settings(self, port: int, name: str, tmp: Path, **extra: object) -> MqttSettings:
+        t = self.tls(name)
+        return MqttSettings(port=port, client_id=name, reconnect_min_s=0.05, reconnect_max_s=0.5,
+                            connect_timeout_s=5, telemetry_interval_s=3600, state_db=tmp / f"{name}.sqlite",
+                            tls=TlsSettings(ca_file=Path(t["ca"]), cert_file=Path(t["cert"]),
+                                            key_file=Path(t["key"])), **extra)  # type: ignore[arg-type]
+
+
+def make_certs(root: Path, *args: str) -> None:
+    done = subprocess.run(["sh", str(MAKE_CERTS), str(root), *args], capture_output=True, text=True)
+    assert done.returncode == 0, f"make-certs.sh {' '.join(args)} failed: {done.stderr}"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    root = tmp_path_factory.mktemp("pki") / "pki"
+    make_certs(root, "init")
+    for name in ("unit-a", "unit-b", "unit-c"):
+        make_certs(root, "unit", name)
+    for name in ("inventory", "operations"):
+        make_certs(root, "service", name)
+    make_certs(root, "revoke", "unit-c")
+    return Pki(root)
+
+
+@pytest.fixture(scope="module")
+def prod_broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    workdir = tmp_path_factory.mktemp("prod-broker")
+    broker = Broker(DEPLOY / "prod.conf", workdir=workdir, replacements={
+        "/etc/nalox/pki/device-ca.crt": str(pki.root / "device-ca" / "ca.crt"),
+        "/etc/nalox/pki/broker.crt": str(pki.root / "broker" / "broker.crt"),
+        "/etc/nalox/pki/broker.key": str(pki.root / "broker" / "broker.key"),
+        "/etc/nalox/pki/crl.pem": str(pki.root / "device-ca" / "crl.pem"),
+        "/etc/nalox/mosquitto/acl": str(DEPLOY / "acl"),
+    })
+    with broker:
+        yield broker
+
+
+def tls_watcher(broker: Broker, pki: Pki, name: str, filters: list[str]) -> Watcher:
+    return Watcher(broker.port, filters, client_id=f"{name}-{uuid.uuid4().hex[:6]}" if name in (
+        "inventory", "operations") else name, tls=pki.tls(name))
+
+
+def try_connect(broker: Broker, tls: dict[str, str] | None, client_id: str) -> str:
+    """'connected' or what went wrong, within 5 s."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    if tls:
+        client.tls_set(ca_certs=tls["ca"], certfile=tls.get("cert"), keyfile=tls.get("key"))
+    outcome: list[str] = []
+    done = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: (outcome.append("connected" if not rc.is_failure else str(rc)),
+                                                 done.set())
+    client.on_disconnect = lambda c, u, f, rc, p: (outcome.append(f"disconnected: {rc}"), done.set())
+    try:
+        client.connect("127.0.0.1", broker.port)
+    except (OSError, ssl.SSLError) as exc:
+        return f"refused: {exc}"
+    client.loop_start()
+    try:
+        done.wait(5)
+        return outcome[0] if outcome else "no answer"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_valid_unit_certificate_connects(prod_broker: Broker, pki: Pki) -> None:
+    assert try_connect(prod_broker, pki.tls("unit-a"), "unit-a") == "connected"
+
+
+def test_revoked_certificate_cannot_connect(prod_broker: Broker, pki: Pki) -> None:
+    outcome = try_connect(prod_broker, pki.tls("unit-c", revoked=True), "unit-c")
+    assert outcome != "connected", outcome
+
+
+def test_no_certificate_or_foreign_ca_cannot_connect(prod_broker: Broker, pki: Pki, tmp_path: Path) -> None:
+    ca = pki.tls("unit-a")["ca"]
+    assert try_connect(prod_broker, {"ca": ca}, "nobody") != "connected"
+    foreign = tmp_path / "foreign"
+    make_certs(foreign, "init")
+    make_certs(foreign, "unit", "unit-a")  # same CN, signed by another device CA
+    impostor = {"ca": ca, "cert": str(foreign / "clients/unit-a/unit-a.crt"),
+                "key": str(foreign / "clients/unit-a/unit-a.key")}
+    assert try_connect(prod_broker, impostor, "unit-a") != "connected"
+
+
+def test_plain_tcp_is_not_served(prod_broker: Broker) -> None:
+    assert try_connect(prod_broker, None, "plain") != "connected"
+
+
+@pytest.fixture
+def unit_a(prod_broker: Broker, pki: Pki, tmp_path: Path) -> Iterator[MqttClient]:
+    client = MqttClient(pki.settings(prod_broker.port, "unit-a", tmp_path), "unit-a").start()
+    assert client.wait_connected(5), "expected unit-a to connect with its certificate"
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize("topic", ["nalox/v1/unit-b/status", "nalox/v1/unit-b/state", "nalox/v1/unit-b/event/dispense",
+                                   "nalox/v1/unit-b/telemetry", "nalox/v1/unit-b/cmd_response",
+                                   "nalox/v1/unit-b/cmd/lock", "nalox/v1/unit-a/cmd/lock", "nalox/v1/unit-a/ack",
+                                   "nalox/v1/unit-b/ack", "nalox/v1/_central/alert", "elsewhere"])
+def test_unit_cannot_publish_outside_its_own_report_topics(unit_a: MqttClient, topic: str) -> None:
+    result = unit_a.publish(topic, b"{}", qos=1).wait(5)
+    assert (result.reason_code, result.delivered) == (NOT_AUTHORIZED, False), result
+
+
+@pytest.mark.parametrize("topic", ["nalox/v1/unit-a/status", "nalox/v1/unit-a/state", "nalox/v1/unit-a/event/door",
+                                   "nalox/v1/unit-a/telemetry", "nalox/v1/unit-a/cmd_response/ops-1"])
+def test_unit_can_publish_its_own_report_topics(unit_a: MqttClient, topic: str) -> None:
+    result = unit_a.publish(topic, b"{}", qos=1).wait(5)
+    assert result.delivered and result.reason_code in (0x00, 0x10), result
+
+
+def test_unit_subscribed_to_everything_receives_only_its_own_commands_and_acks(
+        prod_broker: Broker, pki: Pki) -> None:
+    spy = tls_watcher(prod_broker, pki, "unit-a", ["#"])
+    unit_b = tls_watcher(prod_broker, pki, "unit-b", [])
+    inventory = tls_watcher(prod_broker, pki, "inventory", [])
+    operations = tls_watcher(prod_broker, pki, "operations", [])
+    try:
+        for sub in ("status", "state", "telemetry", "event/dispense", "cmd_response"):
+            assert unit_b.publish(f"nalox/v1/unit-b/{sub}", b"{}").wait_for_publish(5) is None
+        inventory.publish("nalox/v1/unit-b/ack", json.dumps({"acked_seq": 3})).wait_for_publish(5)
+        operations.publish("nalox/v1/unit-b/cmd/lock", b"{}").wait_for_publish(5)
+        inventory.publish("nalox/v1/_central/alert", b"{}").wait_for_publish(5)
+        inventory.publish("nalox/v1/unit-a/ack", json.dumps({"acked_seq": 1})).wait_for_publish(5)
+        operations.publish("nalox/v1/unit-a/cmd/unlock", b"marker").wait_for_publish(5)
+        got = [spy.next("nalox/v1/unit-a/ack"), spy.next("nalox/v1/unit-a/cmd/unlock")]
+        assert [m.payload for m in got] == [b'{"acked_seq": 1}', b"marker"]
+        with pytest.raises(AssertionError):
+            spy.next(timeout=0.5)  # nothing else arrived: none of unit-b's topics, no alerts
+        assert spy.stash == []
+    finally:
+        for w in (spy, unit_b, inventory, operations):
+            w.close()
+
+
+def test_services_have_their_own_rights(prod_broker: Broker, pki: Pki) -> None:
+    inventory = tls_watcher(prod_broker, pki, "inventory", [])
+    operations = tls_watcher(prod_broker, pki, "operations", [])
+    codes = {}
+
+    def code(w: Watcher, topic: str) -> int:
+        refused = threading.Event()
+        rc: list[int] = []
+        w.client.on_publish = lambda c, u, mid, r, p: (rc.append(r.value), refused.set())
+        w.publish(topic, b"{}")
+        assert refused.wait(5)
+        return rc[0]
+
+    try:
+        codes["inventory ack"] = code(inventory, "nalox/v1/unit-a/ack")
+        codes["inventory replay"] = code(inventory, "nalox/v1/unit-a/cmd/replay")
+        codes["inventory lock"] = code(inventory, "nalox/v1/unit-a/cmd/lock")
+        codes["inventory state"] = code(inventory, "nalox/v1/unit-a/state")
+        codes["operations lock"] = code(operations, "nalox/v1/unit-a/cmd/lock")
+        codes["operations ack"] = code(operations, "nalox/v1/unit-a/ack")
+        codes["operations event"] = code(operations, "nalox/v1/unit-a/event/dispense")
+    finally:
+        inventory.close()
+        operations.close()
+    allowed = {k: v < 0x80 for k, v in codes.items()}
+    assert allowed == {"inventory ack": True, "inventory replay": True, "inventory lock": False,
+                       "inventory state": False, "operations lock": True, "operations ack": False,
+                       "operations event": False}, codes
+
+
+def test_reporter_speaking_for_another_unit_keeps_rows_and_raises_alarm(prod_broker: Broker, pki: Pki,
+                                                                        tmp_path: Path) -> None:
+    clock = RealClock()
+    unit = StandInUnit("unit-b", clock)  # configured as unit-b, holding unit-a's certificate
+    ledger = MemoryLedger("unit-b", clock)
+    events = [ledger.append_door() for _ in range(3)]
+    reporter = Reporter(pki.settings(prod_broker.port, "unit-a", tmp_path, refused_retry_s=0.2), unit, ledger,
+                        clock).start()
+    inventory = tls_watcher(prod_broker, pki, "inventory", ["nalox/v1/#"])
+    try:
+        assert unit.alarm_raised.wait(10), "expected the reporter to raise an alarm on a refused PUBACK"
+        assert REFUSED_ALARM in unit.alarms and "0x87" in unit.alarms[REFUSED_ALARM].message
+        deadline = time.monotonic() + 10
+        while reporter.refusals < 2 * len(events) and time.monotonic() < deadline:
+            reporter.wake()
+            unit.alarm_raised.wait(0.05)  # the alarm is set already: this only paces the polling
+        assert reporter.refusals >= 2 * len(events), "expected refused rows to be retried"
+        assert ledger.depth() == 3 and reporter.delivered == 0
+        assert ledger.pending(0, 10)[0].seq == events[0].seq
+        with pytest.raises(AssertionError):
+            inventory.next(timeout=0.3)  # nothing of it reached anyone
+        assert unit.alarm_log.count(("raised", REFUSED_ALARM)) == 1
+    finally:
+        reporter.stop()
+        inventory.close()
