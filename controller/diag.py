@@ -1,10 +1,15 @@
-"""`nalox diag`: technician checks of a unit's dispenser board (first check: `ping`, the serial link).
+"""`nalox diag`: technician diagnostics of a nalox unit (entry point; the checks live in controller.diag*).
 
-    nalox diag --port /dev/serial/by-id/... ping [--count N] [--interval S] [--json]
-    nalox diag --config unit.toml ping
+    nalox diag --port /dev/nalox-dispenser ping|sensors|motor-test COL|drop-test|report [--json]
+    nalox diag --config /etc/nalox/unit.toml ping|sensors|...|broker|ledger|video|disk|report|restock
 
-Exit status: 0 the check passed, 1 it failed (the message says what was expected and what came),
-2 the command line or the config is wrong.
+With --port the board is opened directly (the daemon must be stopped). With --config the running
+daemon is asked over its control socket; when none runs, the configured port is opened. Exit codes
+(controller.diagresult.EXIT_CODES, docs/technician.md): 0 all passed, 1 board link, 2 usage/config,
+3 sensors, 4 motor, 5 drop, 6 broker, 7 ledger, 8 video, 9 disk, 10 restock, 70 internal error.
+
+`ping` straight on a port keeps the serial engineer's round-trip printout (one line per ping).
+`build_report(daemon_or_board, config)` gives the full report as a dict (`cmd/diag` over MQTT).
 """
 
 from __future__ import annotations
@@ -20,10 +25,14 @@ from typing import Any
 
 import structlog
 
+from controller import diagcli
 from controller.board import BoardError
+from controller.diagrun import build_report
 from controller.link import SerialBoard
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+__all__ = ["build_report", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2  # EXIT_FAILED is the link family's code
 
 
 class UsageError(Exception):
@@ -34,21 +43,6 @@ class UsageError(Exception):
 class Target:
     port: str
     baudrate: int
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nalox diag", description="technician checks of the dispenser board")
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--port", help="serial device, udev symlink or pyserial URL of the board")
-    where.add_argument("--config", help="unit config (unit.toml); its [serial] section names the port")
-    p.add_argument("--baudrate", type=int, default=None, help="default 115200 (or the config's)")
-    sub = p.add_subparsers(dest="check", required=True)
-    ping = sub.add_parser("ping", help="round trips over the serial link, with p50/p99 and link counters")
-    ping.add_argument("--count", type=int, default=10, help="pings to send (default 10)")
-    ping.add_argument("--interval", type=float, default=0.0, help="seconds between pings (default 0)")
-    ping.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each pong (default 2)")
-    ping.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    return p
 
 
 def resolve_target(args: argparse.Namespace) -> Target:
@@ -165,12 +159,8 @@ def quiet_logs() -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    quiet_logs()
+def run_direct_ping(args: argparse.Namespace) -> int:
+    """`ping` on the port itself (no daemon): one line per round trip, then the summary."""
     try:
         target = resolve_target(args)
     except UsageError as exc:
@@ -180,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nalox diag: --count: expected at least 1, got {args.count}", file=sys.stderr)
         return EXIT_USAGE
     return run_ping(target, args.count, args.interval, args.timeout, args.json)
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
+    return diagcli.main(sys.argv[1:] if argv is None else argv, direct_ping=run_direct_ping)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,12 +35,16 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="check", required=True, metavar="CHECK")
     _board_parsers(sub)
     _host_parsers(sub)
+    for each in sub.choices.values():  # --json also after the subcommand: `report --json`
+        each.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     return p
 
 
 def _board_parsers(sub: Any) -> None:
     ping = sub.add_parser("ping", help="round trips over the serial link: p50/p99, link counters")
-    ping.add_argument("--count", type=int, default=20, help="pings to send (default 20)")
+    ping.add_argument("--count", type=int, default=10, help="pings to send (default 10)")
+    ping.add_argument("--interval", type=float, default=0.0, help="seconds between pings (default 0)")
+    ping.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each pong (default 2)")
     sensors = sub.add_parser("sensors", help="door, temperature, drop sensors, motors, a live button test")
     sensors.add_argument("--button", type=float, default=0.0, metavar="SECONDS",
                          help="wait this long for a button press (default: no button test)")
@@ -125,9 +129,8 @@ def direct_context(port: str, baudrate: int, config: Any | None, need_board: boo
             board.close()
 
 
-def run(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
+def run(args: argparse.Namespace, config: Any | None) -> tuple[list[Check], dict[str, Any]]:
     cargs = check_args(args)
-    config = load_unit_config(args.config) if args.config else None
     if config is not None:
         report = via_daemon(config, args.check, cargs)
         if report is not None:
@@ -146,18 +149,25 @@ def output_format(args: argparse.Namespace) -> str:
     return "table" if sys.stdout.isatty() else "plain"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser()
+def daemon_serves(config: Any | None) -> bool:
+    sock = getattr(getattr(config, "paths", None), "control_socket", None)
+    return sock is not None and control.is_served(sock)
+
+
+def main(argv: list[str], direct_ping: Callable[[argparse.Namespace], int] | None = None) -> int:
     try:
-        args = p.parse_args(sys.argv[1:] if argv is None else argv)
+        args = parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) and EXIT_USAGE
     try:
+        config = load_unit_config(args.config) if args.config else None
         if args.check == "restock":
             from controller.diagrestock import run_restock
 
-            return run_restock(args, load_unit_config(args.config) if args.config else None)
-        checks, context = run(args)
+            return run_restock(args, config)
+        if args.check == "ping" and direct_ping is not None and not daemon_serves(config):
+            return direct_ping(args)
+        checks, context = run(args, config)
     except UsageError as exc:
         print(f"nalox diag: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -11,19 +11,19 @@ Status = Literal["pass", "warn", "fail", "skipped"]
 
 # Exit codes of `nalox diag`, one per check family (documented in docs/technician.md).
 EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_USAGE = 2
+EXIT_USAGE = 2   # the command line or the config is wrong
+EXIT_INTERNAL = 70  # a bug in nalox diag (EX_SOFTWARE)
 EXIT_CODES: dict[str, int] = {
-    "link": 3,       # no board answers on the port, the port is busy, or the daemon's socket refused us
-    "ping": 4,       # round trips too slow or lost, link errors
-    "sensors": 5,    # door, temperature, drop sensor, motor state, board faults, button test
-    "motor": 6,      # motor-test: jam, dead motor
-    "drop": 7,       # drop-test: no drop seen, jam
-    "broker": 8,     # broker unreachable, TLS handshake, certificate expired
-    "ledger": 9,     # outbox too deep or too old
-    "video": 10,     # a clip missing or not playable
-    "disk": 11,      # data disk nearly full
-    "restock": 12,   # restock refused: discrepancy without a reason, bad column, daemon not running
+    "link": 1,       # no board answers: port missing or busy, no HELLO reply, daemon socket refused
+    "ping": 1,       # round trips lost or too slow (a link problem too)
+    "sensors": 3,    # door, temperature, drop sensor, motor state, board faults, button test
+    "motor": 4,      # motor-test: jam, dead motor
+    "drop": 5,       # drop-test: no drop seen, jam
+    "broker": 6,     # broker unreachable, TLS handshake, certificate expired
+    "ledger": 7,     # outbox too deep or too old
+    "video": 8,      # a clip missing or not playable
+    "disk": 9,       # data disk nearly full
+    "restock": 10,   # restock refused: discrepancy without a reason, bad column, daemon not running
 }
 # Report order: the first failing family in this order gives the exit code of `report`.
 FAMILY_ORDER = ("link", "ping", "sensors", "motor", "drop", "broker", "ledger", "video", "disk", "restock")
@@ -68,7 +68,7 @@ def warned(name: str, summary: str, expected: str, found: str, action: str, **da
 
 
 def skipped(name: str, reason: str) -> Check:
-    return Check(name, "skipped", f"skipped: {reason}")
+    return Check(name, "skipped", reason)
 
 
 def exit_code(checks: list[Check]) -> int:
@@ -87,7 +87,7 @@ def report_dict(checks: list[Check], **context: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- rendering
 
-MARK = {"pass": "ok", "warn": "WARN", "fail": "FAIL", "skipped": "-"}
+MARK = {"pass": "ok", "warn": "WARN", "fail": "FAIL", "skipped": "skip"}
 
 
 def render_plain(checks: list[Check]) -> str:
