@@ -40,6 +40,7 @@ from nalox.broker import DEPLOY, Broker, free_port
 log = structlog.get_logger("nalox.demo")
 NALOX = [sys.executable, "-m", "nalox.cli"]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nalox"
+ROOM_TEMPERATURE_C = 22.0
 TERMINAL_EVENTS = {"dispense", "vend_failed", "out_of_stock"}
 
 
@@ -396,7 +397,7 @@ class Watcher:
     def __init__(self, port: int) -> None:
         self.port = port
         self.units: dict[str, UnitView] = {}
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"nalox-demo-watch-{os.getpid()}", protocol=mqtt.MQTTv5
@@ -619,6 +620,7 @@ class Stack:
             30,
             alive=lambda: self.check_alive(self.board),
         )
+        self.ctl("temp", str(ROOM_TEMPERATURE_C))  # a unit in a heated lobby, inside 20-25 C storage
 
     def write_unit_config(self, mqtt_port: int) -> Path:
         videos = {lang: make_clip(lang, self.spec.video_seconds) for lang in ("en", "es")}

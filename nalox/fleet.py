@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from nalox.demo import (
+    ROOM_TEMPERATURE_C,
     TERMINAL_EVENTS,
     DemoError,
     Stack,
@@ -89,6 +90,7 @@ def start_unit(
         board_id=f"sim-{spec.unit_id}",
     )
     board.attach(board_end)
+    board.set_temperature(ROOM_TEMPERATURE_C)
     board.start()
     try:
         link: Any = SerialBoard.from_port(controller_end)
