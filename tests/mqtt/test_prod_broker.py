@@ -60,17 +60,20 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(root)
 
 
-@pytest.fixture(scope="module")
-def prod_broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    workdir = tmp_path_factory.mktemp("prod-broker")
-    broker = Broker(DEPLOY / "prod.conf", workdir=workdir, replacements={
+def prod_config(pki: Pki, workdir: Path) -> Broker:
+    """A Broker with deploy/mosquitto/prod.conf pointed at the generated certificates and the real ACL."""
+    return Broker(DEPLOY / "prod.conf", workdir=workdir, replacements={
         "/etc/nalox/pki/device-ca.crt": str(pki.root / "device-ca" / "ca.crt"),
         "/etc/nalox/pki/broker.crt": str(pki.root / "broker" / "broker.crt"),
         "/etc/nalox/pki/broker.key": str(pki.root / "broker" / "broker.key"),
         "/etc/nalox/pki/crl.pem": str(pki.root / "device-ca" / "crl.pem"),
         "/etc/nalox/mosquitto/acl": str(DEPLOY / "acl"),
     })
-    with broker:
+
+
+@pytest.fixture(scope="module")
+def prod_broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    with prod_config(pki, tmp_path_factory.mktemp("prod-broker")) as broker:
         yield broker
 
 
@@ -109,6 +112,23 @@ def test_valid_unit_certificate_connects(prod_broker: Broker, pki: Pki) -> None:
 def test_revoked_certificate_cannot_connect(prod_broker: Broker, pki: Pki) -> None:
     outcome = try_connect(prod_broker, pki.tls("unit-c", revoked=True), "unit-c")
     assert outcome != "connected", outcome
+
+
+def test_certificate_that_worked_is_refused_once_revoked(pki: Pki, tmp_path: Path) -> None:
+    make_certs(pki.root, "unit", "unit-d")
+    broker = prod_config(pki, tmp_path)
+    try:
+        broker.start()
+        assert try_connect(broker, pki.tls("unit-d"), "unit-d") == "connected"
+        broker.stop()
+        make_certs(pki.root, "revoke", "unit-d")
+        broker.start()  # mosquitto reads the CRL at start; SIGHUP also reloads it (checked on 2.0.11)
+        outcome = try_connect(broker, pki.tls("unit-d", revoked=True), "unit-d")
+        assert outcome != "connected", outcome
+        assert try_connect(broker, pki.tls("unit-a"), "unit-a") == "connected"
+    finally:
+        broker.stop()
+        broker.cleanup()
 
 
 def test_no_certificate_or_foreign_ca_cannot_connect(prod_broker: Broker, pki: Pki, tmp_path: Path) -> None:
