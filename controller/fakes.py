@@ -47,14 +47,13 @@ class FakeBoard:
         self.boots = 1
         self.presses = 0
         self.link_down = False
-        self.crash_after_dispense = False  # drop (or not) then raise SimulatedCrash
-        self.crash_before_dispense = False  # raise SimulatedCrash before the board sees the command
         self.closed = False
         self._on_event: Callable[[BoardEvent], None] = lambda e: None
 
     # ------------------------------------------------------------ Board interface
 
     def start(self, on_event: Callable[[BoardEvent], None]) -> BoardInfo:
+        self.closed = False  # a restarted daemon opens the port again
         self._check_link()
         self._on_event = on_event
         return BoardInfo(protocol=1, firmware="fake-1.0", board_id="fake", columns=len(self.stock),
@@ -73,17 +72,11 @@ class FakeBoard:
         return BoardStatus(self.door_open, self.temperature_c, frozenset(), (0,) * n, (0,) * n)
 
     def dispense(self, command_id: int, column: int) -> DispenseOutcome:
-        if self.crash_before_dispense:
-            self.crash_before_dispense = False
-            raise SimulatedCrash("before dispense")
         self._check_link()
         if command_id in self.journal:
             return self.journal[command_id]
         result = DispenseOutcome(command_id, column, self._physical(column))
         self.journal[command_id] = result
-        if self.crash_after_dispense:
-            self.crash_after_dispense = False
-            raise SimulatedCrash(f"after dispense {command_id}: {result.outcome}")
         return result
 
     def query_result(self, command_id: int) -> DispenseOutcome:
@@ -137,6 +130,29 @@ class FakeBoard:
                 "per_column": {str(c): n for c, n in self.per_column.items()},
                 "per_command": per_command, "double_drops": [],
                 "stock": {str(c): n for c, n in self.stock.items()}, "presses": self.presses, "boots": self.boots}
+
+
+class CrashingBoard:
+    """Wraps any Board; on request the next dispense stops the daemon dead (SimulatedCrash) either before
+    the command reaches the board or after the board acted but before the daemon saw the outcome."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.crash_before = False
+        self.crash_after = False
+
+    def dispense(self, command_id: int, column: int) -> DispenseOutcome:
+        if self.crash_before:
+            self.crash_before = False
+            raise SimulatedCrash(f"before dispense {command_id}")
+        result: DispenseOutcome = self.inner.dispense(command_id, column)
+        if self.crash_after:
+            self.crash_after = False
+            raise SimulatedCrash(f"after dispense {command_id}: {result.outcome}")
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 class FakePlayer:
