@@ -33,12 +33,15 @@ class Wanted:
     message: str
 
 
-def evaluate(units: list[UnitView], store: Store, cfg: AlertSettings, now: datetime) -> list[Wanted]:
+def evaluate(units: list[UnitView], store: Store, cfg: AlertSettings, now: datetime,
+             watching_since: datetime | None = None) -> list[Wanted]:
+    """Every alert that should be active at `now`. A unit that never reported counts as offline
+    from `watching_since` (when this service started looking)."""
     last_dispense = store.last_event_ts("dispense")
     window = store.counts_since(now - timedelta(hours=cfg.vend_failure_window_hours))
     wanted: list[Wanted] = []
     for u in units:
-        wanted += _connection(u, cfg, now) + _stock(u) + _expiry(u, cfg, now) + _temperature(u, cfg)
+        wanted += _connection(u, cfg, now, watching_since or now) + _stock(u) + _expiry(u, cfg, now) + _temperature(u, cfg)
         wanted += _quiet(u, last_dispense.get(u.unit), cfg, now) + _failures(u, window, cfg)
         wanted += [Wanted(f"unit_alarm:{code}:{u.unit}", u.unit, u.site, "unit_alarm", sev,
                           f"{u.unit}: {code}: {msg}") for sev, code, msg in u.alarms]
@@ -49,11 +52,14 @@ def _w(kind: str, u: UnitView, severity: str, message: str, suffix: str = "") ->
     return Wanted(f"{kind}:{u.unit}{suffix}", u.unit, u.site, kind, severity, f"{u.unit}: {message}")
 
 
-def _connection(u: UnitView, cfg: AlertSettings, now: datetime) -> list[Wanted]:
+def _connection(u: UnitView, cfg: AlertSettings, now: datetime, watching_since: datetime) -> list[Wanted]:
     if u.online:
         return []
     if u.since is None:
-        return [_w("offline", u, "warning", "has never reported its status")]
+        if (now - watching_since).total_seconds() / 60 < cfg.offline_minutes:
+            return []
+        return [_w("offline", u, "critical", f"has not reported since the service started "
+                   f"({watching_since:%Y-%m-%d %H:%M} UTC)")]
     minutes = (now - u.since).total_seconds() / 60
     if minutes < cfg.offline_minutes:
         return []
@@ -120,10 +126,11 @@ class AlertManager:
                  publish: Callable[[str, bytes], None] | None = None) -> None:
         self.store, self.cfg, self.clock, self.publish = store, cfg, clock, publish
         self.log = log.get("alerts")
+        self.started = clock.now()
 
     def run_once(self) -> list[Alert]:
         now = self.clock.now()
-        wanted = {w.key: w for w in evaluate(fleet(self.store, now), self.store, self.cfg, now)}
+        wanted = {w.key: w for w in evaluate(fleet(self.store, now), self.store, self.cfg, now, self.started)}
         active = {a["alert_key"] for a in self.store.active_alerts()}
         changes: list[Alert] = []
         for w in wanted.values():

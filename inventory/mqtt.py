@@ -165,7 +165,8 @@ class IngestWorker:
             try:
                 if failures < 3:
                     r = self.ingestor.process(batch)
-                    self.log.info("batch_committed", messages=len(batch), inserted=r.inserted,
+                    level = self.log.info if r.inserted or r.rejected else self.log.debug
+                    level("batch_committed", messages=len(batch), inserted=r.inserted,
                                   duplicates=r.duplicates, rejected=r.rejected)
                 else:
                     self.ingestor.process_each(batch)

@@ -147,3 +147,11 @@ def test_a_dead_webhook_never_stops_alerting(store: Store, clock: FakeClock) -> 
     ing.process([state("unit-001", clock, (0, 20)), online("unit-001", clock, True)])
     assert [a.kind for a in mgr.run_once()] == ["sold_out"]
     assert len(pub.alerts) == 1
+
+
+def test_a_unit_that_never_reports_is_offline_after_the_grace(store: Store, clock: FakeClock) -> None:
+    _, mgr, pub = setup(store, clock, make_config(1, alerts={"offline_minutes": 15}))
+    assert mgr.run_once() == [], "no alert at start-up before the retained status had a chance to arrive"
+    clock.advance(16 * 60)
+    assert [(a.kind, a.severity) for a in mgr.run_once()] == [("offline", "critical")]
+    assert "has not reported since the service started" in pub.alerts[0].message

@@ -1,5 +1,6 @@
-"""The dashboard in headless Chromium, fed through a real broker: a unit's stock changes after a vend,
-a low-stock alert appears; screenshots saved as test artifacts. Plus the JSON API and CSV over HTTP."""
+"""The dashboard in headless Chromium fed by a real simulated unit (board, link, daemon, mpv, reporter)
+through a real broker: its stock changes after a vend and a low-stock alert appears; screenshots are
+saved as test artifacts. Plus the JSON API and CSV over HTTP."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, expect, sync_playwright
 
+from inventory.alerts import ALERT_TOPIC
 from inventory.clock import RealClock
 from inventory.service import Service
 from nalox.broker import Broker
-from schemas.models import topic
+from schemas.models import Alert, topic
 from tests.inventory.conftest import make_config
 from tests.inventory.gen import UnitStream
 from tests.inventory.mqttutil import UnitSide, wait_for
+from tests.inventory.simunit import SimUnit, make_clip, start_unit
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
@@ -55,14 +58,29 @@ def now_stream(unit: str, site: str) -> UnitStream:
     return s
 
 
-def test_dashboard_shows_a_vend_and_a_low_stock_alert(central: Service, broker: Broker, browser: Browser,
-                                                      artifacts: Path) -> None:
-    feed = UnitSide(broker.port, "feeder")
+@pytest.fixture
+def real_unit(broker: Broker, tmp_path: Path) -> Iterator[SimUnit]:
+    """unit-001 is a real simulated unit: 2 columns of 5 kits, par 5."""
+    u = start_unit("unit-001", "Site B", tmp_path / "unit-001", broker.port, make_clip(tmp_path / "clips"),
+                   columns=2, stock=5, par=5)
+    u.board.set_temperature(21.0)  # a heated release area
     try:
-        units = [now_stream(f"unit-{i:03d}", f"Site {'AB'[i % 2]}") for i in (1, 2, 3)]
-        target = units[0]
-        target.restock(21 * 24 * 60 - 30, 1, 6)  # column 1 of unit-001: 6 kits, par 5
-        for s in units:
+        yield u
+    finally:
+        u.stop()
+
+
+def stock_on_page(card: Locator) -> dict[int, int]:
+    cols = card.locator("[data-column]")
+    return {int(cols.nth(i).get_attribute("data-column") or 0): int(cols.nth(i).locator(".stock").inner_text())
+            for i in range(cols.count())}
+
+
+def test_dashboard_fed_by_a_real_unit_shows_a_vend_and_a_low_stock_alert(
+        central: Service, broker: Broker, real_unit: SimUnit, browser: Browser, artifacts: Path) -> None:
+    feed = UnitSide(broker.port, "feeder", subscribe=(ALERT_TOPIC,))
+    try:
+        for s in (now_stream(f"unit-{i:03d}", f"Site {'AB'[i % 2]}") for i in (2, 3)):  # two more, from history
             feed.publish_all([(topic(s.unit, "status"), s.status(datetime.now(UTC)).model_dump_json().encode()),
                               (topic(s.unit, "state"), s.state(datetime.now(UTC)).model_dump_json().encode())],
                              retain=True)
@@ -70,30 +88,32 @@ def test_dashboard_shows_a_vend_and_a_low_stock_alert(central: Service, broker: 
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(central.url or "")
         card = page.locator("#unit-unit-001")
-        c1 = card.locator('[data-column="1"] .stock')
-        expect(c1).to_have_text("6", timeout=15_000)
-        expect(card.locator(".pill")).to_have_text("online")
-        # one vend, then another: 6 -> 5 (at par) -> 4 (under par)
-        for _ in range(2):
-            target.vend(21 * 24 * 60 - 10, 1)
-            feed.publish_all(target.messages()[-3:])
-        expect(c1).to_have_text("4", timeout=15_000)  # the page refreshed itself (meta refresh)
-        expect(card.locator('[data-column="1"]')).to_have_class("col low")
+        expect(card.locator(".pill")).to_have_text("online", timeout=20_000)
+        expect(card.locator(".stock").first).to_have_text("5", timeout=20_000)
+        assert stock_on_page(card) == {1: 5, 2: 5}
+        real_unit.press()  # a person presses, watches the clip, takes a kit
+        wait_for(lambda: real_unit.physical_dropped() == 1, 30, "the board to drop one kit")
+        expect(card.locator(".col.low")).to_have_count(1, timeout=20_000)  # the page refreshed itself
+        physical = real_unit.physical_stock()
+        assert stock_on_page(card) == physical and sum(physical.values()) == 9
+        low_col = next(c for c, n in physical.items() if n == 4)
         page.goto(f"{central.url}/alerts")
         low = page.locator('#active-alerts tr[data-kind="low_stock"]', has_text="unit-001")
-        expect(low).to_contain_text("column 1", timeout=15_000)
+        expect(low).to_contain_text(f"column {low_col}", timeout=15_000)
         expect(low).to_contain_text("under par 5")
+        wait_for(lambda: any(Alert.model_validate_json(m.payload).kind == "low_stock"
+                             for m in feed.messages(ALERT_TOPIC)), 10, "the low-stock alert on MQTT")
         page.screenshot(path=str(artifacts / "inventory-alerts.png"), full_page=True)
         page.goto(central.url or "")
-        expect(page.locator("#alert-count")).not_to_have_text("0")
+        expect(page.locator("#alert-count")).to_be_visible()
         page.screenshot(path=str(artifacts / "inventory-fleet.png"), full_page=True)
         page.goto(f"{central.url}/units/unit-001")
         expect(page.locator("svg.chart")).to_be_visible()
-        expect(page.locator("#events tr").nth(1)).to_contain_text("stock now 4")
+        expect(page.locator("#events")).to_contain_text("stock now 4; via video")
         page.screenshot(path=str(artifacts / "inventory-unit.png"), full_page=True)
         phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
         phone.goto(central.url or "")
-        expect(phone.locator("#unit-unit-001 [data-column='1'] .stock")).to_have_text("4")
+        expect(phone.locator("#unit-unit-001 .col.low")).to_have_count(1)
         width = phone.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the fleet page must fit a phone without sideways scrolling, is {width}px wide"
         phone.screenshot(path=str(artifacts / "inventory-phone.png"), full_page=True)
