@@ -222,10 +222,10 @@ class Board:
         col = job.column
         if job.kind == "test":
             return self._check_test(job, elapsed)
-        if elapsed >= self.opt["spin_timeout_ms"]:
-            return codec.NO_DROP_DETECTED  # checked before the sensor: no look after the deadline
         if self.drops[col - 1].fired():
             return codec.DROPPED
+        if elapsed >= self.opt["spin_timeout_ms"]:
+            return codec.NO_DROP_DETECTED
         if self.hal.door_pin.value() == 1:
             return codec.DOOR_OPEN
         return self._check_current(job, elapsed)

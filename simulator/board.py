@@ -167,7 +167,7 @@ class SimulatedBoard:
     def _firmware_options(self) -> dict[str, int]:
         spin = self.spin_ms
         return {
-            "spin_timeout_ms": int(spin * 2 + 50),
+            "spin_timeout_ms": int(spin * 2 + 100),
             "settle_ms": max(2, int(spin // 10)),
             "test_ms": max(2, int(spin // 4)),
             "button_debounce_ms": 0,

@@ -59,7 +59,9 @@ class Truth:
 class World:
     """The machine's physical state, shared by the firmware thread (pins) and the control API."""
 
-    def __init__(self, columns: int, stock: int, spin_ms: float, seed: int = 0) -> None:
+    def __init__(self, columns: int, stock: int, spin_ms: float, seed: int = 0,
+                 clock: Callable[[], float] = now_ms) -> None:
+        self.clock = clock  # milliseconds; tests inject a scripted one
         self.spin_ms = float(spin_ms)
         self.columns = [Column(stock) for _ in range(columns)]
         self.lock = threading.RLock()
@@ -106,7 +108,7 @@ class World:
 
     def _start_spin(self, col: Column, column: int) -> None:
         col.motor_on = True
-        col.last_t = now_ms()
+        col.last_t = self.clock()
         col.dropped_this_spin = False
         col.dead = self._roll("dead_motor", column)
         col.jam_at = None
@@ -127,7 +129,7 @@ class World:
             col = self.columns[column - 1]
             if not col.motor_on or col.dead:
                 return 0
-            if col.jam_at is not None and self._travel(col, now_ms()) >= col.jam_at:
+            if col.jam_at is not None and self._travel(col, self.clock()) >= col.jam_at:
                 return JAM_MA
             return RUN_MA
 
@@ -135,7 +137,7 @@ class World:
         """The beam pin: advancing the coil here is what makes a kit fall (see module docstring)."""
         with self.lock:
             col = self.columns[column - 1]
-            t = now_ms()
+            t = self.clock()
             col.pos = self._travel(col, t)
             col.last_t = t
             seen = False
@@ -168,7 +170,7 @@ class World:
 
     def reboot_due(self) -> bool:
         with self.lock:
-            return self.reboot_at is not None and now_ms() >= self.reboot_at
+            return self.reboot_at is not None and self.clock() >= self.reboot_at
 
     # ------------------------------------------------------------ operator side
 
@@ -275,6 +277,7 @@ class SimHal:
         self.nvs = nvs
         self.board_id = board_id
         self.reset_cause = reset_cause
+        self._clock = world.clock
 
     def ticks_ms(self) -> int:
-        return int(now_ms()) & (TICKS_PERIOD - 1)
+        return int(self._clock()) & (TICKS_PERIOD - 1)
