@@ -254,3 +254,36 @@ def test_rebirth_republishes_state_and_replay_resends(make_reporter: Callable[..
     watcher.publish(f"nalox/v1/{unit_id}/cmd/replay", _cmd("rp", from_seq=3)).wait_for_publish(5)
     again = [parse_event(watcher.next(f"nalox/v1/{unit_id}/event/door").payload).seq for _ in range(3)]
     assert again == [3, 4, 5]
+
+
+def test_fuzzed_commands_through_the_broker_each_get_one_answer(make_reporter: Callable[..., Reporter],
+                                                                 broker: Broker, unit_id: str) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from tests.mqtt.test_commands import names, payloads
+
+    unit = StandInUnit(unit_id, RealClock())
+    reporter = make_reporter(unit=unit).start()
+    assert reporter.client is not None and reporter.client.wait_connected(5)
+    ops = Watcher(broker.port, [f"nalox/v1/{unit_id}/cmd_response/#"])
+    counter = iter(range(1_000_000))
+
+    @settings(max_examples=40, deadline=None)
+    # topic names the broker accepts (no wildcards, separators or control characters)
+    @given(name=names.filter(lambda n: n.isprintable() and n and not set(n) & set("/+#")), payload=payloads)
+    def one(name: str, payload: bytes) -> None:
+        corr = f"fz-{next(counter)}".encode()
+        reply_to = f"nalox/v1/{unit_id}/cmd_response/fuzz"
+        ops.publish(f"nalox/v1/{unit_id}/cmd/{name}", payload, ResponseTopic=reply_to,
+                    CorrelationData=corr).wait_for_publish(5)
+        answer = ops.next(reply_to)
+        assert answer.properties.CorrelationData == corr
+        response = CommandResponse.model_validate_json(answer.payload)
+        assert response.status == "ok" or (response.reason and len(response.reason) > 5)
+
+    try:
+        one()
+        assert reporter.connected and reporter.client.connects == 1
+    finally:
+        ops.close()
