@@ -280,6 +280,7 @@ class NotifySocket:
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
         try:
             s.bind(("127.0.0.1", port))
             return True

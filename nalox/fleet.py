@@ -86,7 +86,7 @@ def start_unit(
         stock=spec.stock,
         seed=seed,
         spin_ms=spec.spin_ms,
-        nvs_path=workdir / "board-nvs.json",
+        nvs_path=str(workdir / "board-nvs"),
         board_id=f"sim-{spec.unit_id}",
     )
     board.attach(board_end)
