@@ -145,7 +145,8 @@ class MpvPlayer:
         sock_path = self._dir / f"ipc{self._launches}.sock"
         try:
             self._proc = subprocess.Popen(mpv_command(self.settings, sock_path), stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          preexec_fn=_die_with_parent)
         except OSError as exc:
             raise PlayerUnavailable(f"expected to start {self.settings.mpv!r}, found {exc}") from None
         self._sock = self._connect(sock_path)
@@ -276,6 +277,16 @@ class MpvPlayer:
             self._on_event(event)
         except Exception:  # the daemon's callback must not kill the reader
             LOG.exception("player_callback_failed")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: Linux kills mpv when the daemon dies (kill -9 leaves no orphan player)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
 
 
 class PlayerUnavailable(Exception):

@@ -1,0 +1,125 @@
+"""Helpers for tests that run `nalox sim board` and `nalox unit run` as separate processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from controller.cli import example_text
+from simulator.control import request
+
+NALOX = [sys.executable, "-m", "nalox.cli"]
+
+
+def wait_until(what: str, predicate: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"expected {what} within {timeout}s, found it not so")
+        pause.wait(0.02)
+
+
+class SimBoardProcess:
+    def __init__(self, workdir: Path, *args: str) -> None:
+        self.link = workdir / "dispenser"
+        self.log = open(workdir / "board.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([*NALOX, "sim", "board", "--link", str(self.link), *args],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until("the simulated board's control socket", lambda: Path(f"{self.link}.ctl").exists(), 20)
+
+    def ctl(self, **message: Any) -> dict[str, Any]:
+        reply = request(f"{self.link}.ctl", message)
+        assert reply["ok"], reply
+        return reply
+
+    def stats_cli(self) -> dict[str, Any]:
+        """Ground truth the way an operator reads it: `nalox sim ctl --link PATH stats`."""
+        out = subprocess.run([*NALOX, "sim", "ctl", "--link", str(self.link), "stats"], check=True,
+                             capture_output=True, timeout=30).stdout
+        return dict(json.loads(out))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=15)
+        self.log.close()
+
+
+class UnitProcess:
+    def __init__(self, config: Path, workdir: Path) -> None:
+        self.config = config
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> UnitProcess:
+        self.starts += 1
+        log = open(self.workdir / f"unit-{self.starts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([*NALOX, "unit", "run", "--config", str(self.config)], stdout=log,
+                                     stderr=subprocess.STDOUT)
+        log.close()
+        wait_until("the unit to log unit_ready", lambda: b"unit_ready" in self.log_bytes(), 30)
+        return self
+
+    def log_bytes(self) -> bytes:
+        return (self.workdir / f"unit-{self.starts}.log").read_bytes()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+def unit_config(workdir: Path, link: Path, clips: dict[str, Path], **replace: str) -> Path:
+    text = example_text().replace("/tmp/nalox/dispenser", str(link)).replace(
+        "/tmp/nalox/unit", str(workdir / "unit"))
+    for lang, clip in clips.items():
+        text = text.replace(f"/tmp/nalox/videos/{lang}.mp4", str(clip))
+    text = text.replace("mpv_args = []", 'mpv_args = ["--no-config"]')
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path = workdir / "unit.toml"
+    path.write_text(text)
+    return path
+
+
+def ledger_rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def ledger_truth(path: Path) -> dict[str, Any]:
+    """What the ledger says, in the shape of the simulator's stats."""
+    per_col = dict(ledger_rows(path, "SELECT col, COUNT(*) FROM events e JOIN (SELECT seq, "
+                                     "json_extract(payload, '$.column') AS col FROM events WHERE "
+                                     "event_type='dispense') d USING(seq) GROUP BY col"))
+    stock = dict(ledger_rows(path, "SELECT col, stock FROM columns"))
+    cids = [r[0] for r in ledger_rows(path, "SELECT json_extract(payload, '$.command_id') FROM events "
+                                            "WHERE event_type='dispense'")]
+    return {"dropped": sum(per_col.values()),
+            "per_column": {str(c): per_col.get(c, 0) for c in stock},
+            "stock": {str(c): n for c, n in stock.items()},
+            "per_command": {str(c): 1 for c in sorted(cids)}}
