@@ -37,6 +37,8 @@ class Status(Payload):
 
 
 class ColumnState(Payload):
+    """One column of the dispenser: its product, stock and the lot loaded in it."""
+
     column: Column
     product: str
     capacity: Count
@@ -48,6 +50,8 @@ class ColumnState(Payload):
 
 
 class AlarmState(Payload):
+    """An alarm that is active on the unit now."""
+
     code: str
     severity: Literal["info", "warning", "critical"] = "warning"
     message: str
@@ -111,18 +115,24 @@ class DispenseEvent(EventBase):
 
 
 class VendAttempt(Payload):
+    """One dispense command sent to the board while trying to vend."""
+
     column: Column
     command_id: int = Field(ge=0)
     outcome: str
 
 
 class VendFailedEvent(EventBase):
+    """A vend that ended without a kit (every column tried jammed, empty or faulted)."""
+
     type: Literal["vend_failed"] = "vend_failed"
     reason: str
     attempts: list[VendAttempt] = []
 
 
 class VideoEvent(EventBase):
+    """The overdose-response video started, completed, was abandoned or failed to play."""
+
     type: Literal["video"] = "video"
     phase: Literal["started", "completed", "abandoned", "failed"]
     language: str
@@ -131,6 +141,8 @@ class VideoEvent(EventBase):
 
 
 class OutOfStockEvent(EventBase):
+    """A button press that found no vendable kit."""
+
     type: Literal["out_of_stock"] = "out_of_stock"
     product: str
     language: str | None = None
@@ -154,11 +166,15 @@ class RestockEvent(EventBase):
 
 
 class DoorEvent(EventBase):
+    """The service door opened or closed."""
+
     type: Literal["door"] = "door"
     open: bool
 
 
 class AlarmEvent(EventBase):
+    """An alarm raised or cleared on the unit."""
+
     type: Literal["alarm"] = "alarm"
     code: str
     state: Literal["raised", "cleared"]
@@ -168,6 +184,8 @@ class AlarmEvent(EventBase):
 
 
 class TemperatureEvent(EventBase):
+    """Storage temperature entered or left a band; `lots` are the lots exposed."""
+
     type: Literal["temperature"] = "temperature"
     celsius: float
     band: Literal["storage", "excursion", "normal"]
@@ -206,11 +224,15 @@ class Ack(Payload):
 
 
 class CommandBase(Payload):
+    """Fields every command carries. `command_id` makes a command idempotent; `issued_at` bounds its age."""
+
     command_id: str = Field(min_length=1, max_length=64)
     issued_at: datetime
 
 
 class RestockCommand(CommandBase):
+    """`cmd/restock`: a column was loaded (remote record of a technician's restock)."""
+
     column: Column
     count: Count = Field(description="kits in the column after loading")
     counted_before: Count | None = Field(default=None, description="blind count of kits found before loading")
@@ -220,32 +242,47 @@ class RestockCommand(CommandBase):
 
 
 class SetLotCommand(CommandBase):
+    """`cmd/set_lot`: the lot and expiry of the kits in a column."""
+
     column: Column
     lot: str = Field(min_length=1, max_length=64)
     expiry: date
 
 
 class LockCommand(CommandBase):
+    """`cmd/lock`: stop vending until unlocked."""
+
     reason: str | None = None
 
 
 class UnlockCommand(CommandBase):
+    """`cmd/unlock`: resume vending."""
+
     pass
 
 
 class RebirthCommand(CommandBase):
+    """`cmd/rebirth`: publish status and the full state again."""
+
     pass
 
 
 class ReplayCommand(CommandBase):
+    """`cmd/replay`: send the outbox again from `from_seq` (the central saw a gap)."""
+
     from_seq: int = Field(ge=1)
 
 
 class DiagCommand(CommandBase):
+    """`cmd/diag`: run the diagnostics and return the report."""
+
     pass
 
 
 class TestVendCommand(CommandBase):
+    """`cmd/test_vend`: dispense one kit from a column for a test; only in service mode."""
+
+    __test__ = False  # not a pytest test class
     column: Column
 
 
