@@ -83,11 +83,12 @@ def create_app(store: Store, config: CentralConfig, clock: Clock,
     templates = Jinja2Templates(directory=str(TEMPLATES))
     runtime = runtime or (lambda: {})
 
-    def ingest_summary() -> dict[str, int]:
-        c = store.counters()
+    def ingest_summary() -> dict[str, Any]:
+        c, rejects = store.counters(), store.rejects()
         return {"messages": c.get("messages", 0), "events": c.get("events_inserted", 0),
                 "duplicates": c.get("events_duplicate", 0),
-                "rejected": sum(r["count"] for r in store.rejects().values())}
+                "rejected": sum(r["count"] for r in rejects.values()),
+                "by_reason": sorted((reason, r["count"]) for reason, r in rejects.items())}
 
     def page(request: Request, name: str, page_name: str, refresh: bool = True, **ctx: Any) -> HTMLResponse:
         now = clock.now()

@@ -28,7 +28,7 @@ from tests.inventory.simunit import SimUnit, make_clip, start_unit
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -145,5 +145,29 @@ def test_api_and_csv_over_http(central: Service, broker: Broker) -> None:
             assert http.get("/docs").status_code == 200
             for path in ("/", "/alerts", "/discrepancies", "/reports", "/units/unit-002"):
                 assert http.get(path).status_code == 200, path
+    finally:
+        feed.close()
+
+
+def test_restock_discrepancy_is_listed_until_resolved_and_refusals_show(central: Service, broker: Broker) -> None:
+    feed = UnitSide(broker.port, "feeder")
+    try:
+        s = UnitStream("unit-003", "Site B", start=datetime.now(UTC) - timedelta(hours=1))
+        s.restock(0, 1, 10)
+        s.restock(30, 1, 20, counted_before=8)  # the ledger expected 10, the technician counted 8
+        feed.publish_all(s.messages() + [(topic("unit-003", "event", "door"), b"{not json")])
+        with httpx.Client(base_url=central.url or "", timeout=10) as http:
+            wait_for(lambda: len(http.get("/api/discrepancies").json()) == 1, 20, "one discrepancy")
+            page = http.get("/discrepancies").text
+            assert "blind count 8 vs expected 10 (-2)" in page
+            event_id = http.get("/api/discrepancies").json()[0]["event_id"]
+            r = http.post(f"/discrepancies/unit-003/{event_id}/resolve", content="note=recounted+OK",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+            assert r.status_code == 303
+            assert http.get("/api/discrepancies").json()[0]["resolved_at"] is not None
+            assert 'id="open-discrepancies"' in http.get("/discrepancies").text
+            assert "None open." in http.get("/discrepancies").text
+            wait_for(lambda: "malformed json: 1" in http.get("/").text, 10, "the refusal on the dashboard")
+            assert http.get("/api/ingest").json()["rejected"]["malformed_json"]["count"] == 1
     finally:
         feed.close()
