@@ -1,0 +1,249 @@
+"""`nalox diag --config` with the unit daemon running (`nalox unit run`, a separate process that owns the
+port): checks go through its control socket, restock with a blind count through the CLI and through
+`cmd/restock` over a real mosquitto, `cmd/diag` returns the same report. With the daemon stopped, the
+same command opens the configured port itself."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import redirect_stdout
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from controller import control
+from controller.clock import RealClock
+from controller.config import load_config
+from controller.diagcli import parser
+from controller.diagrestock import run_restock
+from controller.diagresult import EXIT_CODES
+from controller.ledger import Ledger
+from nalox.broker import Broker
+from schemas.models import RestockEvent, parse_event
+from tests.diag.conftest import NALOX, ROOT, SimProcess, config_data, run_diag, write_config
+
+UNIT = "diag-unit-1"
+
+
+class UnitProcess:
+    """`nalox unit run --config unit.toml` against the simulated board, reporting to `broker`."""
+
+    def __init__(self, tmp_path: Path, clips: dict[str, Path], sim: SimProcess, broker: Broker) -> None:
+        data = config_data(tmp_path, clips)
+        data["serial"]["port"] = str(sim.link)
+        data["mqtt"] = {"host": "127.0.0.1", "port": broker.port, "telemetry_interval_s": 3600}
+        self.config_path = write_config(tmp_path, data)
+        self.config = load_config(self.config_path)
+        self.socket = Path(str(self.config.paths.control_socket))
+        self.log = open(tmp_path / "unit.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([*NALOX, "unit", "run", "--config", str(self.config_path)], cwd=ROOT,
+                                     stdout=self.log, stderr=self.log, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not control.is_served(self.socket):
+            assert self.proc.poll() is None, f"nalox unit run exited: {self.log_tail()}"
+            assert time.monotonic() < deadline, f"no control socket within 30 s: {self.log_tail()}"
+            time.sleep(0.05)  # polling for the daemon's socket, with a deadline
+
+    def log_tail(self) -> str:
+        return (Path(self.log.name).read_text(errors="replace"))[-2000:]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None
+
+    def restock_events(self) -> list[RestockEvent]:
+        ledger = Ledger(self.config.paths.ledger_path(), RealClock(), unit_id=UNIT)
+        try:
+            events = [parse_event(row.payload) for row in ledger.pending(0, 1000)]
+        finally:
+            ledger.close()
+        return [e for e in events if isinstance(e, RestockEvent) and e.source != "initial"]
+
+
+@pytest.fixture
+def unit(tmp_path: Path, clips: dict[str, Path], sim_process: SimProcess,
+         broker: Broker) -> Iterator[UnitProcess]:
+    u = UnitProcess(tmp_path, clips, sim_process, broker)
+    u.start()
+    yield u
+    u.stop()
+    u.log.close()
+
+
+def test_report_goes_through_the_daemon(unit: UnitProcess) -> None:
+    out = run_diag("--config", str(unit.config_path), "report", "--json")
+    report = json.loads(out.stdout)
+    assert report["via"] == "daemon" and report["unit"] == UNIT, report
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["ledger"]["status"] == "pass" and checks["ledger"]["data"]["last_seq"] >= 3
+    assert checks["broker.reach"]["status"] == "pass" and checks["broker.tls"]["status"] == "warn"
+    assert checks["video.en"]["status"] == "pass" and checks["sensors.door"]["status"] == "pass"
+    assert out.returncode == 0, [c for c in report["checks"] if c["status"] == "fail"]
+
+
+def test_the_port_is_never_fought_over(unit: UnitProcess) -> None:
+    direct = run_diag("--port", str(unit.config.serial.port), "sensors")
+    assert direct.returncode == EXIT_CODES["link"] and "no dispenser board answers" in direct.stdout
+    via = run_diag("--config", str(unit.config_path), "ping", "--json")
+    assert via.returncode == 0 and json.loads(via.stdout)["via"] == "daemon"
+
+
+def test_without_the_daemon_the_config_opens_the_port(unit: UnitProcess) -> None:
+    unit.stop()
+    out = run_diag("--config", str(unit.config_path), "sensors", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["via"] == "port"
+
+
+def test_blind_count_matching_the_ledger(unit: UnitProcess) -> None:
+    out = run_diag("--config", str(unit.config_path), "restock", "--column", "1", "--count", "30",
+                   "--found", "10", "--lot", "LOT-NEW", "--expiry", "2029-01-31")
+    assert out.returncode == 0, out.stderr
+    assert "column 1: found 10, ledger expected 10; now 30 kits, lot LOT-NEW" in out.stdout
+    [event] = unit.restock_events()
+    assert (event.counted_before, event.expected_before, event.discrepancy, event.added) == (10, 10, 0, 20)
+
+
+def test_blind_count_discrepancy_needs_a_reason(unit: UnitProcess) -> None:
+    args = ["--config", str(unit.config_path), "restock", "--column", "2", "--count", "30", "--found", "8"]
+    refused = run_diag(*args)
+    assert refused.returncode == EXIT_CODES["restock"]
+    assert "counted 8 kits, ledger expected 10" in refused.stderr and "--reason" in refused.stderr
+    assert unit.restock_events() == []  # nothing recorded until it is resolved
+    done = run_diag(*args, "--reason", "two kits taken while the door was open")
+    assert done.returncode == 0, done.stderr
+    assert "discrepancy -2 (reason: two kits taken while the door was open)" in done.stdout
+    [event] = unit.restock_events()
+    assert (event.counted_before, event.expected_before, event.discrepancy) == (8, 10, -2)
+    assert event.reason == "two kits taken while the door was open" and event.stock_after == 30
+
+
+def test_blind_count_is_required_when_piped(unit: UnitProcess) -> None:
+    out = run_diag("--config", str(unit.config_path), "restock", "--column", "1", "--count", "30")
+    assert out.returncode == 2 and "blind count: expected --found" in out.stderr
+
+
+def test_interactive_blind_count_asks_before_it_shows(unit: UnitProcess) -> None:
+    prompts: list[str] = []
+    answers = iter(["seven", "7", "", "one kit fell behind the spiral"])
+    printed = io.StringIO()
+
+    def ask(prompt: str) -> str:
+        prompts.append(printed.getvalue() + "|" + prompt)
+        return next(answers)
+
+    argv = ["--config", str(unit.config_path), "restock", "--column", "3", "--count", "25"]
+    args = parser().parse_args(argv)
+    with redirect_stdout(printed):
+        code = run_restock(args, unit.config, ask=ask, interactive=True)
+    assert code == 0, printed.getvalue()
+    before_count = prompts[1]
+    assert "How many did you find?" in before_count and "10" not in before_count  # blind: not shown yet
+    assert "Ledger expected 10 kits in column 3; you counted 7" in prompts[2]
+    [event] = unit.restock_events()
+    assert (event.counted_before, event.discrepancy) == (7, -3)
+    assert event.reason == "one kit fell behind the spiral"
+
+
+def test_no_daemon_no_restock(tmp_path: Path, clips: dict[str, Path]) -> None:
+    path = write_config(tmp_path, config_data(tmp_path, clips))
+    out = run_diag("--config", str(path), "restock", "--column", "1", "--count", "5", "--found", "0")
+    assert out.returncode == EXIT_CODES["restock"] and "systemctl start nalox-unit" in out.stderr
+    port_only = run_diag("--port", "/dev/null", "restock", "--column", "1", "--count", "5", "--found", "0")
+    assert port_only.returncode == 2 and "expected --config" in port_only.stderr
+
+
+# ---------------------------------------------------------------- over MQTT
+
+
+class Commander:
+    """Central's side: publishes `cmd/<name>` with a v5 response topic and waits for the answer."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.answers: dict[bytes, dict[str, Any]] = {}
+        self.cond = threading.Condition()
+        self.reply_topic = f"nalox/v1/{UNIT}/cmd_response/test-{uuid.uuid4().hex[:8]}"
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"central-{uuid.uuid4().hex[:8]}",
+                                  protocol=paho.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+        result, mid = self.client.subscribe(self.reply_topic, qos=1)
+        assert result == paho.MQTT_ERR_SUCCESS
+
+    def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
+        corr = getattr(msg.properties, "CorrelationData", b"")
+        with self.cond:
+            self.answers[bytes(corr)] = json.loads(msg.payload)
+            self.cond.notify_all()
+
+    def command(self, name: str, timeout: float = 60.0, **fields: Any) -> dict[str, Any]:
+        corr = uuid.uuid4().bytes
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = self.reply_topic
+        props.CorrelationData = corr
+        props.MessageExpiryInterval = 120
+        body = {"command_id": f"t-{uuid.uuid4().hex[:12]}", "issued_at": datetime.now(UTC).isoformat(),
+                **fields}
+        info = self.client.publish(f"nalox/v1/{UNIT}/cmd/{name}", json.dumps(body), qos=1, properties=props)
+        info.wait_for_publish(10)
+        with self.cond:
+            assert self.cond.wait_for(lambda: corr in self.answers, timeout), f"no answer to cmd/{name}"
+            return self.answers[corr]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def central(broker: Broker) -> Iterator[Commander]:
+    c = Commander(broker)
+    yield c
+    c.close()
+
+
+def test_cmd_restock_blind_count_over_mqtt(unit: UnitProcess, central: Commander) -> None:
+    refused = central.command("restock", column=1, count=30, counted_before=9)
+    assert refused["status"] == "error" and "differs" in refused["reason"] and "reason" in refused["reason"]
+    assert unit.restock_events() == []
+    same = central.command("restock", column=2, count=30, counted_before=10, lot="LOT-R", expiry="2029-02-28")
+    assert same["status"] == "ok" and same["result"]["discrepancy"] == 0
+    explained = central.command("restock", column=1, count=30, counted_before=9, reason="miscount last visit")
+    assert explained["status"] == "ok" and explained["result"]["discrepancy"] == -1
+    events = {e.column: e for e in unit.restock_events()}
+    assert events[1].source == "remote" and (events[1].counted_before, events[1].expected_before) == (9, 10)
+    assert events[2].lot == "LOT-R" and events[2].discrepancy == 0
+
+
+def test_cmd_diag_returns_the_same_report(unit: UnitProcess, central: Commander) -> None:
+    answer = central.command("diag")
+    assert answer["status"] == "ok", answer
+    remote = answer["result"]
+    local = json.loads(run_diag("--config", str(unit.config_path), "report", "--json").stdout)
+    assert remote["unit"] == local["unit"] == UNIT and remote["via"] == local["via"] == "daemon"
+    assert [c["name"] for c in remote["checks"]] == [c["name"] for c in local["checks"]]
+    assert remote["exit_code"] == local["exit_code"] == 0
