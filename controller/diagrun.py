@@ -10,7 +10,7 @@ from typing import Any
 from controller import diagchecks as dc
 from controller import diaghost as dh
 from controller.clock import RealClock
-from controller.diagresult import Check, report_dict
+from controller.diagresult import Check, passed, report_dict, warned
 
 CHECKS = ("ping", "sensors", "motor-test", "drop-test", "broker", "ledger", "video", "disk", "report")
 
@@ -39,19 +39,39 @@ def run_check(ctx: dc.DiagContext, check: str, args: dict[str, Any]) -> list[Che
 
 
 def full_report(ctx: dc.DiagContext, args: dict[str, Any]) -> list[Check]:
-    """Everything at once: link, sensors, motors (door open only), broker, ledger, videos, disk."""
+    """Everything at once: the daemon's mode and alarms (when it runs), link, sensors, motors (door open
+    only), broker, ledger, videos, disk."""
+    unit = [check_unit(ctx.daemon)] if ctx.daemon is not None else []
+    return unit + _board_part(ctx, args) + [
+        *dh.check_broker(ctx.config, ctx.clock),
+        *dh.check_ledger(ctx.config, getattr(ctx.daemon, "ledger", None), ctx.clock),
+        *dh.check_video(ctx.config, seconds=float(args.get("seconds", 1.0))),
+        *dh.check_disk(ctx.config),
+    ]
+
+
+def _board_part(ctx: dc.DiagContext, args: dict[str, Any]) -> list[Check]:
     if ctx.board is None:
         board_checks = [dc.link_unreachable(ctx)]
     else:
         board_checks = dc.check_ping(ctx, count=int(args.get("count", 10)))
         board_checks += dc.check_sensors(ctx, button_wait_s=float(args.get("button", 0.0)))
         board_checks += dc.check_all_motors(ctx)
-    return board_checks + [
-        *dh.check_broker(ctx.config, ctx.clock),
-        *dh.check_ledger(ctx.config, getattr(ctx.daemon, "ledger", None), ctx.clock),
-        *dh.check_video(ctx.config, seconds=float(args.get("seconds", 1.0))),
-        *dh.check_disk(ctx.config),
-    ]
+    return board_checks
+
+
+def check_unit(daemon: Any) -> Check:
+    """The daemon's mode and active alarms: information for the technician (a warning, never the exit
+    code: the checks below find the cause)."""
+    state = daemon.snapshot_state()
+    alarms = [f"{a.code} ({a.severity}): {a.message}" for a in state.alarms]
+    data = {"mode": state.mode, "alarms": [a.model_dump(mode="json") for a in state.alarms],
+            "stock": {str(c.column): c.stock for c in state.columns}}
+    summary = f"mode {state.mode}, {len(alarms)} active alarm(s)"
+    if alarms:
+        return warned("unit", summary, expected="no active alarms", found="; ".join(alarms),
+                      action="the checks below show the cause; alarms clear when it is fixed", **data)
+    return passed("unit", summary, **data)
 
 
 def report_context(ctx: dc.DiagContext) -> dict[str, Any]:

@@ -101,6 +101,8 @@ def test_report_goes_through_the_daemon(unit: UnitProcess) -> None:
     assert checks["ledger"]["status"] == "pass" and checks["ledger"]["data"]["last_seq"] >= 3
     assert checks["broker.reach"]["status"] == "pass" and checks["broker.tls"]["status"] == "warn"
     assert checks["video.en"]["status"] == "pass" and checks["sensors.door"]["status"] == "pass"
+    assert report["checks"][0]["name"] == "unit" and checks["unit"]["data"]["mode"] == "vending"
+    assert checks["unit"]["data"]["stock"] == {"1": 10, "2": 10, "3": 10}
     assert out.returncode == 0, [c for c in report["checks"] if c["status"] == "fail"]
 
 
