@@ -33,18 +33,32 @@ class Wanted:
     message: str
 
 
-def evaluate(units: list[UnitView], store: Store, cfg: AlertSettings, now: datetime,
-             watching_since: datetime | None = None) -> list[Wanted]:
+def evaluate(
+    units: list[UnitView],
+    store: Store,
+    cfg: AlertSettings,
+    now: datetime,
+    watching_since: datetime | None = None,
+) -> list[Wanted]:
     """Every alert that should be active at `now`. A unit that never reported counts as offline
     from `watching_since` (when this service started looking)."""
     last_dispense = store.last_event_ts("dispense")
     window = store.counts_since(now - timedelta(hours=cfg.vend_failure_window_hours))
     wanted: list[Wanted] = []
     for u in units:
-        wanted += _connection(u, cfg, now, watching_since or now) + _stock(u) + _expiry(u, cfg, now) + _temperature(u, cfg)
+        wanted += (
+            _connection(u, cfg, now, watching_since or now)
+            + _stock(u)
+            + _expiry(u, cfg, now)
+            + _temperature(u, cfg)
+        )
         wanted += _quiet(u, last_dispense.get(u.unit), cfg, now) + _failures(u, window, cfg)
-        wanted += [Wanted(f"unit_alarm:{code}:{u.unit}", u.unit, u.site, "unit_alarm", sev,
-                          f"{u.unit}: {code}: {msg}") for sev, code, msg in u.alarms]
+        wanted += [
+            Wanted(
+                f"unit_alarm:{code}:{u.unit}", u.unit, u.site, "unit_alarm", sev, f"{u.unit}: {code}: {msg}"
+            )
+            for sev, code, msg in u.alarms
+        ]
     return wanted
 
 
@@ -58,22 +72,39 @@ def _connection(u: UnitView, cfg: AlertSettings, now: datetime, watching_since: 
     if u.since is None:
         if (now - watching_since).total_seconds() / 60 < cfg.offline_minutes:
             return []
-        return [_w("offline", u, "critical", f"has not reported since the service started "
-                   f"({watching_since:%Y-%m-%d %H:%M} UTC)")]
+        return [
+            _w(
+                "offline",
+                u,
+                "critical",
+                f"has not reported since the service started ({watching_since:%Y-%m-%d %H:%M} UTC)",
+            )
+        ]
     minutes = (now - u.since).total_seconds() / 60
     if minutes < cfg.offline_minutes:
         return []
-    return [_w("offline", u, "critical", f"offline for {minutes:.0f} min (since {u.since:%Y-%m-%d %H:%M} UTC)")]
+    return [
+        _w("offline", u, "critical", f"offline for {minutes:.0f} min (since {u.since:%Y-%m-%d %H:%M} UTC)")
+    ]
 
 
 def _stock(u: UnitView) -> list[Wanted]:
     out = []
     for c in u.columns:
         if c.stock == 0:
-            out.append(_w("sold_out", u, "critical", f"column {c.column} ({c.product}) is sold out", f":{c.column}"))
+            out.append(
+                _w("sold_out", u, "critical", f"column {c.column} ({c.product}) is sold out", f":{c.column}")
+            )
         elif c.stock < c.par:
-            out.append(_w("low_stock", u, "warning", f"column {c.column} ({c.product}) has {c.stock} kits, "
-                          f"under par {c.par}", f":{c.column}"))
+            out.append(
+                _w(
+                    "low_stock",
+                    u,
+                    "warning",
+                    f"column {c.column} ({c.product}) has {c.stock} kits, under par {c.par}",
+                    f":{c.column}",
+                )
+            )
     return out
 
 
@@ -84,14 +115,31 @@ def _expiry(u: UnitView, cfg: AlertSettings, now: datetime) -> list[Wanted]:
         if days is None or days > cfg.expiry_days[-1]:
             continue
         if days < 0:
-            out.append(_w("lot_expired", u, "critical", f"column {c.column} lot {c.lot} expired on {c.expiry}",
-                          f":{c.column}"))
+            out.append(
+                _w(
+                    "lot_expired",
+                    u,
+                    "critical",
+                    f"column {c.column} lot {c.lot} expired on {c.expiry}",
+                    f":{c.column}",
+                )
+            )
             continue
         window = next(d for d in cfg.expiry_days if days <= d)
-        severity = "critical" if window == cfg.expiry_days[0] else (
-            "warning" if len(cfg.expiry_days) > 2 and window == cfg.expiry_days[1] else "info")
-        out.append(_w(f"lot_expiring_{window}d", u, severity, f"column {c.column} lot {c.lot} expires on "
-                      f"{c.expiry} (in {days} days)", f":{c.column}"))
+        severity = (
+            "critical"
+            if window == cfg.expiry_days[0]
+            else ("warning" if len(cfg.expiry_days) > 2 and window == cfg.expiry_days[1] else "info")
+        )
+        out.append(
+            _w(
+                f"lot_expiring_{window}d",
+                u,
+                severity,
+                f"column {c.column} lot {c.lot} expires on {c.expiry} (in {days} days)",
+                f":{c.column}",
+            )
+        )
     return out
 
 
@@ -99,8 +147,14 @@ def _temperature(u: UnitView, cfg: AlertSettings) -> list[Wanted]:
     t = u.temperature_c
     if t is None or cfg.temperature_min_c <= t <= cfg.temperature_max_c:
         return []
-    return [_w("temperature", u, "warning", f"temperature {t:.1f} °C is outside "
-               f"{cfg.temperature_min_c:.0f}-{cfg.temperature_max_c:.0f} °C")]
+    return [
+        _w(
+            "temperature",
+            u,
+            "warning",
+            f"temperature {t:.1f} °C is outside {cfg.temperature_min_c:.0f}-{cfg.temperature_max_c:.0f} °C",
+        )
+    ]
 
 
 def _quiet(u: UnitView, last: datetime | None, cfg: AlertSettings, now: datetime) -> list[Wanted]:
@@ -115,15 +169,27 @@ def _failures(u: UnitView, window: dict[tuple[str, str], int], cfg: AlertSetting
     attempts = failed + window.get((u.unit, "dispense"), 0)
     if attempts < cfg.vend_failure_min_attempts or failed / attempts <= cfg.vend_failure_rate:
         return []
-    return [_w("vend_failure_rate", u, "warning", f"{failed} of {attempts} vends failed in the last "
-               f"{cfg.vend_failure_window_hours:.0f} h ({100 * failed / attempts:.0f}%)")]
+    return [
+        _w(
+            "vend_failure_rate",
+            u,
+            "warning",
+            f"{failed} of {attempts} vends failed in the last "
+            f"{cfg.vend_failure_window_hours:.0f} h ({100 * failed / attempts:.0f}%)",
+        )
+    ]
 
 
 class AlertManager:
     """Runs evaluate() and turns the difference into raised/cleared alerts."""
 
-    def __init__(self, store: Store, cfg: AlertSettings, clock: Clock,
-                 publish: Callable[[str, bytes], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cfg: AlertSettings,
+        clock: Clock,
+        publish: Callable[[str, bytes], None] | None = None,
+    ) -> None:
         self.store, self.cfg, self.clock, self.publish = store, cfg, clock, publish
         self.log = log.get("alerts")
         self.started = clock.now()
@@ -135,13 +201,33 @@ class AlertManager:
         changes: list[Alert] = []
         for w in wanted.values():
             if self.store.raise_alert(w.key, w.unit, w.site, w.kind, w.severity, w.message, now):
-                changes.append(Alert(alert_id=w.key, unit=w.unit, site=w.site, kind=w.kind,
-                                     severity=w.severity, state="raised", message=w.message, ts=now))  # type: ignore[arg-type]
+                changes.append(
+                    Alert(
+                        alert_id=w.key,
+                        unit=w.unit,
+                        site=w.site,
+                        kind=w.kind,
+                        severity=w.severity,  # type: ignore[arg-type]
+                        state="raised",
+                        message=w.message,
+                        ts=now,
+                    )
+                )
         for key in active - wanted.keys():
             row = self.store.clear_alert(key, now)
             if row is not None:
-                changes.append(Alert(alert_id=key, unit=row[1], site=row[2], kind=row[3], severity=row[4],
-                                     state="cleared", message=row[5], ts=now))
+                changes.append(
+                    Alert(
+                        alert_id=key,
+                        unit=row[1],
+                        site=row[2],
+                        kind=row[3],
+                        severity=row[4],
+                        state="cleared",
+                        message=row[5],
+                        ts=now,
+                    )
+                )
         for a in changes:
             self._announce(a)
         return changes

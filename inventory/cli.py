@@ -34,8 +34,14 @@ def parser() -> argparse.ArgumentParser:
 
 def apply_overrides(cfg: CentralConfig, a: argparse.Namespace) -> CentralConfig:
     data = cfg.model_dump()
-    pairs = [("store", "db", a.db), ("server", "host", a.http_host), ("server", "port", a.http_port),
-             ("mqtt", "host", a.mqtt_host), ("mqtt", "port", a.mqtt_port), ("mqtt", "workers", a.workers)]
+    pairs = [
+        ("store", "db", a.db),
+        ("server", "host", a.http_host),
+        ("server", "port", a.http_port),
+        ("mqtt", "host", a.mqtt_host),
+        ("mqtt", "port", a.mqtt_port),
+        ("mqtt", "workers", a.workers),
+    ]
     for section, key, value in pairs:
         if value is not None:
             data[section][key] = value
@@ -59,8 +65,11 @@ def serve(a: argparse.Namespace) -> int:
         service.stop()
         print(f"nalox inventory: {e}", file=sys.stderr)
         return 1
-    print(f"nalox inventory: serving {service.url or '(no http)'}; database {cfg.store.db.split('@')[-1]}",
-          file=sys.stderr, flush=True)
+    print(
+        f"nalox inventory: serving {service.url or '(no http)'}; database {cfg.store.db.split('@')[-1]}",
+        file=sys.stderr,
+        flush=True,
+    )
     stop.wait()
     service.stop()
     return 0

@@ -54,13 +54,17 @@ class MqttSettings(Section):
 
 
 class IngestSettings(Section):
-    gap_timeout_s: float = Field(default=30.0, gt=0, description="ask for a replay when a seq gap lasts this long")
+    gap_timeout_s: float = Field(
+        default=30.0, gt=0, description="ask for a replay when a seq gap lasts this long"
+    )
     max_payload_bytes: int = Field(default=65536, ge=256)
     batch_size: int = Field(default=200, ge=1, le=10_000)
 
 
 class EnrollmentSettings(Section):
-    from_state: bool = Field(default=False, description="enroll an unknown unit from its first retained state")
+    from_state: bool = Field(
+        default=False, description="enroll an unknown unit from its first retained state"
+    )
 
 
 class UnitEntry(Section):
@@ -131,7 +135,7 @@ def parse_config(data: dict[str, object], source: str = "<config>") -> CentralCo
         raise ConfigError(f"{source}: field {where}: {err['msg']} (found {found!r})") from e
 
 
-EXAMPLE = '''\
+EXAMPLE = """\
 # central.toml: the nalox central inventory service (`nalox inventory serve --config central.toml`)
 
 log_level = "info"
@@ -184,4 +188,4 @@ site = "County Jail - Release Lobby"
 [[units]]
 id = "unit-002"
 site = "County Jail - Annex"
-'''
+"""

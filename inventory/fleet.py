@@ -68,24 +68,51 @@ def columns_of(row: UnitRow) -> list[ColumnView]:
     for col in sorted(set(state_cols) | set(row.stock)):
         sc = state_cols.get(col)
         stock = row.stock.get(col, sc.stock if sc else 0)
-        views.append(ColumnView(col, sc.product if sc else "?", stock, sc.par if sc else 0,
-                                sc.capacity if sc else 0, sc.lot if sc else None, sc.expiry if sc else None,
-                                sc.fault if sc else None))
+        views.append(
+            ColumnView(
+                col,
+                sc.product if sc else "?",
+                stock,
+                sc.par if sc else 0,
+                sc.capacity if sc else 0,
+                sc.lot if sc else None,
+                sc.expiry if sc else None,
+                sc.fault if sc else None,
+            )
+        )
     return views
 
 
 def unit_view(row: UnitRow, recent: int) -> UnitView:
-    temp = row.telemetry.temperature_c if row.telemetry and row.telemetry.temperature_c is not None else (
-        row.state.temperature_c if row.state else None)
+    temp = (
+        row.telemetry.temperature_c
+        if row.telemetry and row.telemetry.temperature_c is not None
+        else (row.state.temperature_c if row.state else None)
+    )
     depth = row.telemetry.outbox_depth if row.telemetry else (row.state.outbox_depth if row.state else None)
-    age = row.telemetry.outbox_oldest_age_s if row.telemetry else (
-        row.state.outbox_oldest_age_s if row.state else None)
+    age = (
+        row.telemetry.outbox_oldest_age_s
+        if row.telemetry
+        else (row.state.outbox_oldest_age_s if row.state else None)
+    )
     alarms = [(str(a.severity), a.code, a.message) for a in row.state.alarms] if row.state else []
-    return UnitView(unit=row.unit, site=row.site, name=row.name, online=row.status == "online",
-                    status=row.status or "unknown", since=row.status_since, columns=columns_of(row),
-                    temperature_c=temp, alarms=alarms, outbox_depth=depth, outbox_oldest_age_s=age,
-                    acked_seq=row.acked_seq, last_seq=max(row.reported_last_seq, row.acked_seq),
-                    dispenses_recent=recent, mode=row.state.mode if row.state else None)
+    return UnitView(
+        unit=row.unit,
+        site=row.site,
+        name=row.name,
+        online=row.status == "online",
+        status=row.status or "unknown",
+        since=row.status_since,
+        columns=columns_of(row),
+        temperature_c=temp,
+        alarms=alarms,
+        outbox_depth=depth,
+        outbox_oldest_age_s=age,
+        acked_seq=row.acked_seq,
+        last_seq=max(row.reported_last_seq, row.acked_seq),
+        dispenses_recent=recent,
+        mode=row.state.mode if row.state else None,
+    )
 
 
 def fleet(store: Store, now: datetime) -> list[UnitView]:

@@ -38,8 +38,17 @@ from schemas.models import (
 )
 
 CENTRAL = "_central"
-REJECT_REASONS = ("oversized", "bad_topic", "malformed_json", "unknown_schema_version", "invalid_payload",
-                  "unit_mismatch", "type_mismatch", "unknown_unit", "internal_error")
+REJECT_REASONS = (
+    "oversized",
+    "bad_topic",
+    "malformed_json",
+    "unknown_schema_version",
+    "invalid_payload",
+    "unit_mismatch",
+    "type_mismatch",
+    "unknown_unit",
+    "internal_error",
+)
 
 # publish(topic, payload, qos, response_topic, correlation, expiry_s)
 Publish = Callable[[str, bytes, int, str | None, bytes | None, int | None], None]
@@ -98,7 +107,9 @@ def _classify(msg: Incoming, max_bytes: int) -> Parsed:
         text = msg.payload.decode("utf-8")
         obj = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise Refused("malformed_json", f"expected a UTF-8 JSON object, got {msg.payload[:40]!r} ({e})") from e
+        raise Refused(
+            "malformed_json", f"expected a UTF-8 JSON object, got {msg.payload[:40]!r} ({e})"
+        ) from e
     if not isinstance(obj, dict):
         raise Refused("malformed_json", f"expected a JSON object, got {type(obj).__name__}")
     version = obj.get("schema_version", SCHEMA_VERSION)
@@ -109,7 +120,9 @@ def _classify(msg: Incoming, max_bytes: int) -> Parsed:
     if payload_unit != unit:
         raise Refused("unit_mismatch", f"topic is for unit {unit!r}, payload says {payload_unit!r}")
     if kind == "event" and getattr(model, "type", None) != etype:
-        raise Refused("type_mismatch", f"topic is event/{etype}, payload type is {getattr(model, 'type', None)!r}")
+        raise Refused(
+            "type_mismatch", f"topic is event/{etype}, payload type is {getattr(model, 'type', None)!r}"
+        )
     return Parsed(kind, unit, model, text)
 
 
@@ -124,7 +137,9 @@ def _parse_topic(t: str) -> tuple[str, str, str | None]:
         return kind, unit, None
     if kind == "event" and len(parts) == 5 and parts[4] in EVENT_TYPES:
         return kind, unit, parts[4]
-    raise Refused("bad_topic", f"expected status, state, telemetry or event/<{'|'.join(EVENT_TYPES)}>, got {t!r}")
+    raise Refused(
+        "bad_topic", f"expected status, state, telemetry or event/<{'|'.join(EVENT_TYPES)}>, got {t!r}"
+    )
 
 
 def _validate(kind: str, text: str) -> pydantic.BaseModel:
@@ -132,7 +147,11 @@ def _validate(kind: str, text: str) -> pydantic.BaseModel:
         if kind == "event":
             return parse_event(text)
         models: dict[str, type[pydantic.BaseModel]] = {
-            "status": Status, "state": UnitState, "telemetry": Telemetry, "response": CommandResponse}
+            "status": Status,
+            "state": UnitState,
+            "telemetry": Telemetry,
+            "response": CommandResponse,
+        }
         model = models[kind]
         return model.model_validate_json(text)
     except pydantic.ValidationError as e:
@@ -160,8 +179,9 @@ class BatchResult:
 class Ingestor:
     """Writes classified messages to the store; tracks seq gaps on an injected clock."""
 
-    def __init__(self, store: Store, config: CentralConfig, clock: Clock, publish: Publish,
-                 response_topic: str) -> None:
+    def __init__(
+        self, store: Store, config: CentralConfig, clock: Clock, publish: Publish, response_topic: str
+    ) -> None:
         self.store, self.config, self.clock, self.publish = store, config, clock, publish
         self.response_topic = response_topic
         self.log = log.get("ingest")
@@ -269,8 +289,14 @@ class Ingestor:
 
     def _progress(self, p: SeqProgress, announce: bool) -> None:
         if announce and p.acked_seq > 0:
-            self.publish(topic(p.unit, "ack"), Ack(acked_seq=p.acked_seq).model_dump_json().encode(), 1,
-                         None, None, None)
+            self.publish(
+                topic(p.unit, "ack"),
+                Ack(acked_seq=p.acked_seq).model_dump_json().encode(),
+                1,
+                None,
+                None,
+                None,
+            )
         with self._lock:
             if p.max_seq <= p.acked_seq:
                 self._gaps.pop(p.unit, None)
@@ -295,15 +321,25 @@ class Ingestor:
     def _request_replays(self) -> list[ReplayCommand]:
         timeout, now, sent = self.config.ingest.gap_timeout_s, self.clock.monotonic(), []
         with self._lock:
-            due = [(u, g) for u, g in self._gaps.items()
-                   if now - g.since >= timeout and (g.requested_at is None or now - g.requested_at >= timeout)]
+            due = [
+                (u, g)
+                for u, g in self._gaps.items()
+                if now - g.since >= timeout and (g.requested_at is None or now - g.requested_at >= timeout)
+            ]
             for _, g in due:
                 g.requested_at = now
         for unit, g in due:
-            cmd = ReplayCommand(command_id=f"replay-{uuid.uuid4().hex[:16]}", issued_at=self.clock.now(),
-                                from_seq=g.acked + 1)
-            self.publish(topic(unit, "cmd", "replay"), cmd.model_dump_json().encode(), 1, self.response_topic,
-                         cmd.command_id.encode(), int(max(timeout * 2, 60)))
+            cmd = ReplayCommand(
+                command_id=f"replay-{uuid.uuid4().hex[:16]}", issued_at=self.clock.now(), from_seq=g.acked + 1
+            )
+            self.publish(
+                topic(unit, "cmd", "replay"),
+                cmd.model_dump_json().encode(),
+                1,
+                self.response_topic,
+                cmd.command_id.encode(),
+                int(max(timeout * 2, 60)),
+            )
             self.log.warning("replay_requested", unit=unit, from_seq=g.acked + 1, command_id=cmd.command_id)
             sent.append(cmd)
         return sent
@@ -314,7 +350,7 @@ class Ingestor:
 
 
 def _order(c: Parsed | Rejected) -> int:
-    """State before status before the rest: a unit enrolled by its state in this batch is known to the rest."""
+    """State, then status, then the rest: a unit enrolled by its state is known to the rest of its batch."""
     if isinstance(c, Rejected):
         return 3
     return {"state": 0, "status": 1}.get(c.kind, 2)

@@ -4,8 +4,11 @@ PostgreSQL (only portable SQL here), each recorded in the schema_version table."
 from __future__ import annotations
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
-    (1, "units, events, stock, ingest counters", [
-        """CREATE TABLE units (
+    (
+        1,
+        "units, events, stock, ingest counters",
+        [
+            """CREATE TABLE units (
             unit TEXT PRIMARY KEY,
             site TEXT NOT NULL,
             name TEXT,
@@ -22,7 +25,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             acked_seq BIGINT NOT NULL DEFAULT 0,
             reported_last_seq BIGINT NOT NULL DEFAULT 0
         )""",
-        """CREATE TABLE events (
+            """CREATE TABLE events (
             unit TEXT NOT NULL,
             event_id TEXT NOT NULL,
             seq BIGINT NOT NULL,
@@ -41,9 +44,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             received_at TEXT NOT NULL,
             PRIMARY KEY (unit, event_id)
         )""",
-        "CREATE INDEX events_unit_seq ON events (unit, seq)",
-        "CREATE INDEX events_type_ts ON events (type, ts)",
-        """CREATE TABLE stock (
+            "CREATE INDEX events_unit_seq ON events (unit, seq)",
+            "CREATE INDEX events_type_ts ON events (type, ts)",
+            """CREATE TABLE stock (
             unit TEXT NOT NULL,
             col INTEGER NOT NULL,
             stock INTEGER NOT NULL,
@@ -51,20 +54,24 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             ts TEXT NOT NULL,
             PRIMARY KEY (unit, col)
         )""",
-        """CREATE TABLE ingest_rejects (
+            """CREATE TABLE ingest_rejects (
             reason TEXT PRIMARY KEY,
             count BIGINT NOT NULL,
             last_at TEXT NOT NULL,
             last_topic TEXT,
             last_detail TEXT
         )""",
-        """CREATE TABLE ingest_counters (
+            """CREATE TABLE ingest_counters (
             name TEXT PRIMARY KEY,
             count BIGINT NOT NULL
         )""",
-    ]),
-    (2, "alerts and restock discrepancy follow-up", [
-        """CREATE TABLE active_alerts (
+        ],
+    ),
+    (
+        2,
+        "alerts and restock discrepancy follow-up",
+        [
+            """CREATE TABLE active_alerts (
             alert_key TEXT PRIMARY KEY,
             unit TEXT,
             site TEXT,
@@ -73,7 +80,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             message TEXT NOT NULL,
             raised_at TEXT NOT NULL
         )""",
-        """CREATE TABLE alert_history (
+            """CREATE TABLE alert_history (
             alert_key TEXT NOT NULL,
             raised_at TEXT NOT NULL,
             unit TEXT,
@@ -84,12 +91,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             cleared_at TEXT,
             PRIMARY KEY (alert_key, raised_at)
         )""",
-        """CREATE TABLE resolved_discrepancies (
+            """CREATE TABLE resolved_discrepancies (
             unit TEXT NOT NULL,
             event_id TEXT NOT NULL,
             resolved_at TEXT NOT NULL,
             note TEXT,
             PRIMARY KEY (unit, event_id)
         )""",
-    ]),
+        ],
+    ),
 ]

@@ -30,13 +30,16 @@ PLAIN = (f"{TOPIC_ROOT}/+/state", f"{TOPIC_ROOT}/+/status", f"{TOPIC_ROOT}/+/tel
 
 
 def make_client(settings: MqttSettings, client_id: str) -> paho.Client:
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5,
-                         manual_ack=True)
+    client = paho.Client(
+        paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5, manual_ack=True
+    )
     if settings.tls is not None:
-        client.tls_set(ca_certs=str(settings.tls.ca_file),
-                       certfile=str(settings.tls.cert_file) if settings.tls.cert_file else None,
-                       keyfile=str(settings.tls.key_file) if settings.tls.key_file else None,
-                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.tls_set(
+            ca_certs=str(settings.tls.ca_file),
+            certfile=str(settings.tls.cert_file) if settings.tls.cert_file else None,
+            keyfile=str(settings.tls.key_file) if settings.tls.key_file else None,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
     if settings.username:
         client.username_pw_set(settings.username, settings.password)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -47,8 +50,9 @@ def make_client(settings: MqttSettings, client_id: str) -> paho.Client:
 class IngestWorker:
     """One MQTT session + one store connection + one writer thread."""
 
-    def __init__(self, config: CentralConfig, store: Store, clock: Clock, client_id: str,
-                 shared: bool) -> None:
+    def __init__(
+        self, config: CentralConfig, store: Store, clock: Clock, client_id: str, shared: bool
+    ) -> None:
         self.config, self.store, self.clock, self.client_id = config, store, clock, client_id
         self.settings = config.mqtt
         self.shared = shared
@@ -72,8 +76,13 @@ class IngestWorker:
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.settings.session_expiry_s
-        self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive,
-                                  clean_start=False, properties=props)
+        self.client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            keepalive=self.settings.keepalive,
+            clean_start=False,
+            properties=props,
+        )
         self.client.loop_start()
         self._thread.start()
 
@@ -84,9 +93,15 @@ class IngestWorker:
         self.client.disconnect()
         self.client.loop_stop()
 
-    # ---------------------------------------------------------------- paho callbacks (paho's thread: be quick)
-    def _on_connect(self, client: paho.Client, userdata: object, flags: paho.ConnectFlags,
-                    reason: paho.ReasonCode, properties: Properties | None) -> None:
+    # ------------------------------------------------ paho callbacks (paho's thread: be quick)
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.ConnectFlags,
+        reason: paho.ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason.is_failure:
             self.log.error("mqtt_connect_refused", reason=str(reason))
             return
@@ -95,11 +110,21 @@ class IngestWorker:
         topics = [(t, 1) for t in (*PLAIN, events, self.response_topic)]
         client.subscribe(topics)
         self.connected.set()
-        self.log.info("mqtt_connected", session_present=flags.session_present, events=events,
-                      generation=self._generation)
+        self.log.info(
+            "mqtt_connected",
+            session_present=flags.session_present,
+            events=events,
+            generation=self._generation,
+        )
 
-    def _on_subscribe(self, client: paho.Client, userdata: object, mid: int, reasons: list[paho.ReasonCode],
-                      properties: Properties | None) -> None:
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: object,
+        mid: int,
+        reasons: list[paho.ReasonCode],
+        properties: Properties | None,
+    ) -> None:
         failed = [str(r) for r in reasons if r.is_failure]
         if failed:
             self.log.error("mqtt_subscribe_refused", reasons=failed)
@@ -107,8 +132,14 @@ class IngestWorker:
         self.subscribed.set()
         self.log.info("mqtt_subscribed", topics=len(reasons))
 
-    def _on_disconnect(self, client: paho.Client, userdata: object, flags: paho.DisconnectFlags,
-                       reason: paho.ReasonCode, properties: Properties | None) -> None:
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.DisconnectFlags,
+        reason: paho.ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         self.connected.clear()
         self.subscribed.clear()
         self.log.warning("mqtt_disconnected", reason=str(reason))
@@ -121,8 +152,15 @@ class IngestWorker:
         self._queue.put(Incoming(t, bytes(msg.payload), msg.mid, msg.qos, self._generation))
 
     # ---------------------------------------------------------------- publishing
-    def publish(self, t: str, payload: bytes, qos: int, response_topic: str | None, correlation: bytes | None,
-                expiry_s: int | None) -> None:
+    def publish(
+        self,
+        t: str,
+        payload: bytes,
+        qos: int,
+        response_topic: str | None,
+        correlation: bytes | None,
+        expiry_s: int | None,
+    ) -> None:
         props = None
         if response_topic or expiry_s:
             props = Properties(PacketTypes.PUBLISH)
@@ -166,8 +204,13 @@ class IngestWorker:
                 if failures < 3:
                     r = self.ingestor.process(batch)
                     level = self.log.info if r.inserted or r.rejected else self.log.debug
-                    level("batch_committed", messages=len(batch), inserted=r.inserted,
-                                  duplicates=r.duplicates, rejected=r.rejected)
+                    level(
+                        "batch_committed",
+                        messages=len(batch),
+                        inserted=r.inserted,
+                        duplicates=r.duplicates,
+                        rejected=r.rejected,
+                    )
                 else:
                     self.ingestor.process_each(batch)
                 break

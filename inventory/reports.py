@@ -10,8 +10,16 @@ from typing import Any
 
 from inventory.store import Store
 
-COUNTS = ("kits", "doses", "test_vends", "vend_failures", "videos_started", "videos_completed",
-          "kits_after_video", "out_of_stock")
+COUNTS = (
+    "kits",
+    "doses",
+    "test_vends",
+    "vend_failures",
+    "videos_started",
+    "videos_completed",
+    "kits_after_video",
+    "out_of_stock",
+)
 CSV_FIELDS = ("month", "site", "unit", *COUNTS, "vend_failure_rate")
 
 
@@ -54,9 +62,13 @@ def by_site_month(store: Store) -> list[dict[str, Any]]:
 
 def funnel(rows: list[dict[str, Any]]) -> dict[str, Any]:
     total = rollup(rows, ())[0] if rows else dict.fromkeys(COUNTS, 0) | {"vend_failure_rate": 0.0}
-    return {"videos_started": total["videos_started"], "videos_completed": total["videos_completed"],
-            "kits_after_video": total["kits_after_video"], "kits": total["kits"],
-            "vend_failure_rate": total["vend_failure_rate"]}
+    return {
+        "videos_started": total["videos_started"],
+        "videos_completed": total["videos_completed"],
+        "kits_after_video": total["kits_after_video"],
+        "kits": total["kits"],
+        "vend_failure_rate": total["vend_failure_rate"],
+    }
 
 
 def monthly_csv(store: Store) -> str:

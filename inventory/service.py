@@ -20,8 +20,15 @@ from inventory.web import create_app
 class Service:
     """`nalox inventory serve` as an object: start(), url, stop()."""
 
-    def __init__(self, config: CentralConfig, clock: Clock | None = None, schema: str | None = None,
-                 client_id: str | None = None, http: bool = True, alerts: bool = True) -> None:
+    def __init__(
+        self,
+        config: CentralConfig,
+        clock: Clock | None = None,
+        schema: str | None = None,
+        client_id: str | None = None,
+        http: bool = True,
+        alerts: bool = True,
+    ) -> None:
         self.config, self.clock, self.schema = config, clock or RealClock(), schema
         self.client_id = client_id or config.mqtt.client_id
         self.http, self.run_alerts = http, alerts
@@ -79,14 +86,23 @@ class Service:
     def _start_http(self) -> None:
         assert self.store is not None
         app = create_app(self.store, self.config, self.clock, self.runtime)
-        cfg = uvicorn.Config(app, host=self.config.server.host, port=self.config.server.port, log_config=None,
-                             access_log=False, log_level="warning", lifespan="off")
+        cfg = uvicorn.Config(
+            app,
+            host=self.config.server.host,
+            port=self.config.server.port,
+            log_config=None,
+            access_log=False,
+            log_level="warning",
+            lifespan="off",
+        )
         self._server = uvicorn.Server(cfg)
         self._spawn(self._server.run, "http")
         while not self._server.started:
             if not self._threads[-1].is_alive():
-                raise OSError(f"the web server could not listen on {self.config.server.host}:"
-                              f"{self.config.server.port} (port in use?)")
+                raise OSError(
+                    f"the web server could not listen on {self.config.server.host}:"
+                    f"{self.config.server.port} (port in use?)"
+                )
             self._stop.wait(0.02)
         self.port = int(self._server.servers[0].sockets[0].getsockname()[1])
 
@@ -98,10 +114,14 @@ class Service:
         gaps: dict[str, int] = {}
         for w in self.workers:
             gaps |= w.ingestor.open_gaps()
-        return {"mqtt_connected": all(w.connected.is_set() for w in self.workers),
-                "workers": [{"client_id": w.client_id, "connected": w.connected.is_set(), "shared": w.shared}
-                            for w in self.workers],
-                "open_gaps": {u: {"missing_from_seq": s} for u, s in sorted(gaps.items())}}
+        return {
+            "mqtt_connected": all(w.connected.is_set() for w in self.workers),
+            "workers": [
+                {"client_id": w.client_id, "connected": w.connected.is_set(), "shared": w.shared}
+                for w in self.workers
+            ],
+            "open_gaps": {u: {"missing_from_seq": s} for u, s in sorted(gaps.items())},
+        }
 
     def wait_connected(self, timeout: float) -> bool:
         """True once every worker is connected and its subscriptions are granted."""

@@ -123,16 +123,20 @@ class Store:
         """Apply every migration not yet recorded; returns the schema version now in force."""
         with self.tx() as tx:
             self._lock_migrations(tx)
-            tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
-                       "description TEXT NOT NULL, applied_at TEXT NOT NULL)")
+            tx.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                "description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
             done = {int(r[0]) for r in tx.rows("SELECT version FROM schema_version")}
             for version, description, statements in MIGRATIONS:
                 if version in done:
                     continue
                 for sql in statements:
                     tx.execute(sql)
-                tx.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
-                           (version, description, iso(datetime.now(UTC))))
+                tx.execute(
+                    "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                    (version, description, iso(datetime.now(UTC))),
+                )
         return self.schema_version()
 
     def schema_version(self) -> int:
@@ -141,17 +145,25 @@ class Store:
         return int(row[0]) if row and row[0] is not None else 0
 
     # ------------------------------------------------------------------ units
-    def enroll(self, tx: Tx, unit: str, site: str, source: str, now: datetime, name: str | None = None) -> bool:
-        n = tx.execute("INSERT INTO units (unit, site, name, source, enrolled_at) VALUES (?, ?, ?, ?, ?) "
-                       "ON CONFLICT (unit) DO NOTHING", (unit, site, name, source, iso(now)))
+    def enroll(
+        self, tx: Tx, unit: str, site: str, source: str, now: datetime, name: str | None = None
+    ) -> bool:
+        n = tx.execute(
+            "INSERT INTO units (unit, site, name, source, enrolled_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (unit) DO NOTHING",
+            (unit, site, name, source, iso(now)),
+        )
         return n == 1
 
     def sync_config_units(self, units: Sequence[tuple[str, str, str | None]], now: datetime) -> None:
         with self.tx() as tx:
             for unit, site, name in units:
-                tx.execute("INSERT INTO units (unit, site, name, source, enrolled_at) VALUES (?, ?, ?, 'config', ?) "
-                           "ON CONFLICT (unit) DO UPDATE SET site = excluded.site, name = excluded.name, "
-                           "source = 'config'", (unit, site, name, iso(now)))
+                tx.execute(
+                    "INSERT INTO units (unit, site, name, source, enrolled_at) VALUES (?, ?, ?, 'config', ?) "
+                    "ON CONFLICT (unit) DO UPDATE SET site = excluded.site, name = excluded.name, "
+                    "source = 'config'",
+                    (unit, site, name, iso(now)),
+                )
 
     def known_units(self) -> set[str]:
         with self.tx() as tx:
@@ -162,51 +174,98 @@ class Store:
         """Insert once per (unit, event_id); on first insert move the column's stock if this is its newest."""
         f = _flatten(event)
         n = tx.execute(
-            "INSERT INTO events (unit, event_id, seq, type, ts, month, col, product, doses, stock_after, via, "
-            "phase, language, discrepancy, payload, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "INSERT INTO events (unit, event_id, seq, type, ts, month, col, product, doses, stock_after, "
+            "via, phase, language, discrepancy, payload, received_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT (unit, event_id) DO NOTHING",
-            (event.unit, event.event_id, event.seq, f["type"], iso(event.ts), iso(event.ts)[:7], f["col"],
-             f["product"], f["doses"], f["stock_after"], f["via"], f["phase"], f["language"],
-             f["discrepancy"], raw, iso(received_at)))
+            (
+                event.unit,
+                event.event_id,
+                event.seq,
+                f["type"],
+                iso(event.ts),
+                iso(event.ts)[:7],
+                f["col"],
+                f["product"],
+                f["doses"],
+                f["stock_after"],
+                f["via"],
+                f["phase"],
+                f["language"],
+                f["discrepancy"],
+                raw,
+                iso(received_at),
+            ),
+        )
         if n == 1 and f["type"] in STOCK_EVENTS and f["col"] is not None:
             tx.execute(
                 "INSERT INTO stock (unit, col, stock, seq, ts) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (unit, col) DO UPDATE SET stock = excluded.stock, seq = excluded.seq, ts = excluded.ts "
+                "ON CONFLICT (unit, col) DO UPDATE SET stock = excluded.stock, seq = excluded.seq, "
+                "ts = excluded.ts "
                 "WHERE excluded.seq > stock.seq",
-                (event.unit, f["col"], f["stock_after"], event.seq, iso(event.ts)))
+                (event.unit, f["col"], f["stock_after"], event.seq, iso(event.ts)),
+            )
         return n == 1
 
     def put_status(self, tx: Tx, unit: str, status: Status, now: datetime) -> bool:
         """A newer session wins; within one session `offline` (the Last Will) is final."""
-        return tx.execute(
-            "UPDATE units SET status_since = CASE WHEN status = ? THEN status_since ELSE ? END, "
-            "status = ?, status_session = ?, status_ts = ? "
-            "WHERE unit = ? AND (status_session IS NULL OR status_session < ? "
-            "OR (status_session = ? AND ? = 'offline'))",
-            (status.state, iso(now), status.state, status.session, iso(status.ts), unit, status.session,
-             status.session, status.state)) == 1
+        return (
+            tx.execute(
+                "UPDATE units SET status_since = CASE WHEN status = ? THEN status_since ELSE ? END, "
+                "status = ?, status_session = ?, status_ts = ? "
+                "WHERE unit = ? AND (status_session IS NULL OR status_session < ? "
+                "OR (status_session = ? AND ? = 'offline'))",
+                (
+                    status.state,
+                    iso(now),
+                    status.state,
+                    status.session,
+                    iso(status.ts),
+                    unit,
+                    status.session,
+                    status.session,
+                    status.state,
+                ),
+            )
+            == 1
+        )
 
     def put_state(self, tx: Tx, state: UnitState, raw: str) -> bool:
-        return tx.execute(
-            "UPDATE units SET state_json = ?, state_ts = ?, reported_last_seq = CASE WHEN reported_last_seq > ? "
-            "THEN reported_last_seq ELSE ? END WHERE unit = ? AND (state_ts IS NULL OR state_ts <= ?)",
-            (raw, iso(state.ts), state.last_seq, state.last_seq, state.unit, iso(state.ts))) == 1
+        return (
+            tx.execute(
+                "UPDATE units SET state_json = ?, state_ts = ?, "
+                "reported_last_seq = CASE WHEN reported_last_seq > ? THEN reported_last_seq ELSE ? END "
+                "WHERE unit = ? AND (state_ts IS NULL OR state_ts <= ?)",
+                (raw, iso(state.ts), state.last_seq, state.last_seq, state.unit, iso(state.ts)),
+            )
+            == 1
+        )
 
     def put_telemetry(self, tx: Tx, telemetry: Telemetry, raw: str) -> bool:
-        return tx.execute(
-            "UPDATE units SET telemetry_json = ?, telemetry_ts = ? "
-            "WHERE unit = ? AND (telemetry_ts IS NULL OR telemetry_ts <= ?)",
-            (raw, iso(telemetry.ts), telemetry.unit, iso(telemetry.ts))) == 1
+        return (
+            tx.execute(
+                "UPDATE units SET telemetry_json = ?, telemetry_ts = ? "
+                "WHERE unit = ? AND (telemetry_ts IS NULL OR telemetry_ts <= ?)",
+                (raw, iso(telemetry.ts), telemetry.unit, iso(telemetry.ts)),
+            )
+            == 1
+        )
 
     def count_reject(self, tx: Tx, reason: str, topic: str, detail: str, now: datetime) -> None:
-        tx.execute("INSERT INTO ingest_rejects (reason, count, last_at, last_topic, last_detail) "
-                   "VALUES (?, 1, ?, ?, ?) ON CONFLICT (reason) DO UPDATE SET count = ingest_rejects.count + 1, "
-                   "last_at = excluded.last_at, last_topic = excluded.last_topic, "
-                   "last_detail = excluded.last_detail", (reason, iso(now), topic[:200], detail[:500]))
+        tx.execute(
+            "INSERT INTO ingest_rejects (reason, count, last_at, last_topic, last_detail) "
+            "VALUES (?, 1, ?, ?, ?) ON CONFLICT (reason) DO UPDATE SET count = ingest_rejects.count + 1, "
+            "last_at = excluded.last_at, last_topic = excluded.last_topic, "
+            "last_detail = excluded.last_detail",
+            (reason, iso(now), topic[:200], detail[:500]),
+        )
 
     def bump(self, tx: Tx, name: str, by: int = 1) -> None:
-        tx.execute("INSERT INTO ingest_counters (name, count) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
-                   "SET count = ingest_counters.count + excluded.count", (name, by))
+        tx.execute(
+            "INSERT INTO ingest_counters (name, count) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+            "SET count = ingest_counters.count + excluded.count",
+            (name, by),
+        )
 
     # ------------------------------------------------------------------ seq tracking
     def advance_acked(self, unit: str) -> SeqProgress:
@@ -217,9 +276,13 @@ class Store:
                 return SeqProgress(unit, 0, 0)
             acked, reported = int(row[0]), int(row[1])
             while True:
-                seqs = [int(r[0]) for r in tx.rows(
-                    "SELECT DISTINCT seq FROM events WHERE unit = ? AND seq > ? ORDER BY seq LIMIT 5000",
-                    (unit, acked))]
+                seqs = [
+                    int(r[0])
+                    for r in tx.rows(
+                        "SELECT DISTINCT seq FROM events WHERE unit = ? AND seq > ? ORDER BY seq LIMIT 5000",
+                        (unit, acked),
+                    )
+                ]
                 start = acked
                 for s in seqs:
                     if s != acked + 1:
@@ -227,7 +290,9 @@ class Store:
                     acked = s
                 if acked == start or len(seqs) < 5000 or acked != seqs[-1]:
                     break
-            tx.execute("UPDATE units SET acked_seq = ? WHERE unit = ? AND acked_seq < ?", (acked, unit, acked))
+            tx.execute(
+                "UPDATE units SET acked_seq = ? WHERE unit = ? AND acked_seq < ?", (acked, unit, acked)
+            )
             top = tx.one("SELECT MAX(seq) FROM events WHERE unit = ?", (unit,))
             committed_max = int(top[0]) if top and top[0] is not None else 0
             final = tx.one("SELECT acked_seq FROM units WHERE unit = ?", (unit,))
@@ -237,8 +302,10 @@ class Store:
     # ------------------------------------------------------------------ reads
     def units(self) -> list[UnitRow]:
         with self.tx() as tx:
-            rows = tx.rows("SELECT unit, site, name, source, status, status_session, status_since, state_json, "
-                           "telemetry_json, acked_seq, reported_last_seq FROM units ORDER BY site, unit")
+            rows = tx.rows(
+                "SELECT unit, site, name, source, status, status_session, status_since, state_json, "
+                "telemetry_json, acked_seq, reported_last_seq FROM units ORDER BY site, unit"
+            )
             stock_rows = tx.rows("SELECT unit, col, stock FROM stock")
         stock: dict[str, dict[int, int]] = {}
         for unit, col, n in stock_rows:
@@ -248,8 +315,9 @@ class Store:
     def unit(self, unit: str) -> UnitRow | None:
         return next((u for u in self.units() if u.unit == unit), None)
 
-    def events(self, unit: str, limit: int = 100, before_seq: int | None = None,
-               type_: str | None = None) -> list[EventRow]:
+    def events(
+        self, unit: str, limit: int = 100, before_seq: int | None = None, type_: str | None = None
+    ) -> list[EventRow]:
         sql = "SELECT unit, event_id, seq, type, ts, col, payload FROM events WHERE unit = ?"
         params: list[Any] = [unit]
         if before_seq is not None:
@@ -262,7 +330,9 @@ class Store:
         params.append(limit)
         with self.tx() as tx:
             rows = tx.rows(sql, params)
-        return [EventRow(r[0], r[1], int(r[2]), r[3], parse_iso(r[4]) or datetime.min, r[5], r[6]) for r in rows]
+        return [
+            EventRow(r[0], r[1], int(r[2]), r[3], parse_iso(r[4]) or datetime.min, r[5], r[6]) for r in rows
+        ]
 
     def count_events(self, type_: str | None = None, unit: str | None = None) -> int:
         sql, params = "SELECT COUNT(*) FROM events WHERE 1 = 1", list[Any]()
@@ -277,8 +347,11 @@ class Store:
     def daily_counts(self, type_: str, since: datetime) -> dict[tuple[str, str], int]:
         """(unit, YYYY-MM-DD) -> number of events of that type since `since`."""
         with self.tx() as tx:
-            rows = tx.rows("SELECT unit, substr(ts, 1, 10), COUNT(*) FROM events WHERE type = ? AND ts >= ? "
-                           "GROUP BY unit, substr(ts, 1, 10)", (type_, iso(since)))
+            rows = tx.rows(
+                "SELECT unit, substr(ts, 1, 10), COUNT(*) FROM events WHERE type = ? AND ts >= ? "
+                "GROUP BY unit, substr(ts, 1, 10)",
+                (type_, iso(since)),
+            )
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
     def last_event_ts(self, type_: str) -> dict[str, datetime]:
@@ -289,8 +362,9 @@ class Store:
     def counts_since(self, since: datetime) -> dict[tuple[str, str], int]:
         """(unit, type) -> events since `since` (ts of the event)."""
         with self.tx() as tx:
-            rows = tx.rows("SELECT unit, type, COUNT(*) FROM events WHERE ts >= ? GROUP BY unit, type",
-                           (iso(since),))
+            rows = tx.rows(
+                "SELECT unit, type, COUNT(*) FROM events WHERE ts >= ? GROUP BY unit, type", (iso(since),)
+            )
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
     def monthly(self) -> list[dict[str, Any]]:
@@ -307,82 +381,132 @@ class Store:
                 "SUM(CASE WHEN e.type = 'dispense' AND e.via = 'video' THEN 1 ELSE 0 END), "
                 "SUM(CASE WHEN e.type = 'out_of_stock' THEN 1 ELSE 0 END) "
                 "FROM events e JOIN units u ON u.unit = e.unit GROUP BY e.month, u.site, e.unit "
-                "ORDER BY e.month, u.site, e.unit")
-        keys = ("month", "site", "unit", "kits", "doses", "test_vends", "vend_failures", "videos_started",
-                "videos_completed", "kits_after_video", "out_of_stock")
+                "ORDER BY e.month, u.site, e.unit"
+            )
+        keys = (
+            "month",
+            "site",
+            "unit",
+            "kits",
+            "doses",
+            "test_vends",
+            "vend_failures",
+            "videos_started",
+            "videos_completed",
+            "kits_after_video",
+            "out_of_stock",
+        )
         return [dict(zip(keys, (r[0], r[1], r[2], *(int(x or 0) for x in r[3:])), strict=True)) for r in rows]
 
     def restocks_with_discrepancy(self) -> list[tuple[EventRow, str | None]]:
         """Restock events whose blind count differed, each with its resolution time (None: still open)."""
         with self.tx() as tx:
             rows = tx.rows(
-                "SELECT e.unit, e.event_id, e.seq, e.type, e.ts, e.col, e.payload, r.resolved_at FROM events e "
+                "SELECT e.unit, e.event_id, e.seq, e.type, e.ts, e.col, e.payload, r.resolved_at "
+                "FROM events e "
                 "LEFT JOIN resolved_discrepancies r ON r.unit = e.unit AND r.event_id = e.event_id "
-                "WHERE e.type = 'restock' AND e.discrepancy <> 0 ORDER BY e.ts DESC LIMIT 500")
-        return [(EventRow(r[0], r[1], int(r[2]), r[3], parse_iso(r[4]) or datetime.min, r[5], r[6]), r[7])
-                for r in rows]
+                "WHERE e.type = 'restock' AND e.discrepancy <> 0 ORDER BY e.ts DESC LIMIT 500"
+            )
+        return [
+            (EventRow(r[0], r[1], int(r[2]), r[3], parse_iso(r[4]) or datetime.min, r[5], r[6]), r[7])
+            for r in rows
+        ]
 
     def resolve_discrepancy(self, unit: str, event_id: str, note: str | None, now: datetime) -> bool:
         with self.tx() as tx:
-            return tx.execute("INSERT INTO resolved_discrepancies (unit, event_id, resolved_at, note) "
-                              "VALUES (?, ?, ?, ?) ON CONFLICT (unit, event_id) DO NOTHING",
-                              (unit, event_id, iso(now), note)) == 1
+            return (
+                tx.execute(
+                    "INSERT INTO resolved_discrepancies (unit, event_id, resolved_at, note) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (unit, event_id) DO NOTHING",
+                    (unit, event_id, iso(now), note),
+                )
+                == 1
+            )
 
     def rejects(self) -> dict[str, dict[str, Any]]:
         with self.tx() as tx:
             rows = tx.rows("SELECT reason, count, last_at, last_topic, last_detail FROM ingest_rejects")
-        return {r[0]: {"count": int(r[1]), "last_at": r[2], "last_topic": r[3], "last_detail": r[4]} for r in rows}
+        return {
+            r[0]: {"count": int(r[1]), "last_at": r[2], "last_topic": r[3], "last_detail": r[4]} for r in rows
+        }
 
     def counters(self) -> dict[str, int]:
         with self.tx() as tx:
             return {r[0]: int(r[1]) for r in tx.rows("SELECT name, count FROM ingest_counters")}
 
     # ------------------------------------------------------------------ alerts
-    def raise_alert(self, key: str, unit: str | None, site: str | None, kind: str, severity: str,
-                    message: str, now: datetime) -> bool:
+    def raise_alert(
+        self,
+        key: str,
+        unit: str | None,
+        site: str | None,
+        kind: str,
+        severity: str,
+        message: str,
+        now: datetime,
+    ) -> bool:
         """True when this call raised it (so exactly one process publishes it)."""
         with self.tx() as tx:
-            n = tx.execute("INSERT INTO active_alerts (alert_key, unit, site, kind, severity, message, raised_at) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_key) DO NOTHING",
-                           (key, unit, site, kind, severity, message, iso(now)))
+            n = tx.execute(
+                "INSERT INTO active_alerts (alert_key, unit, site, kind, severity, message, raised_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_key) DO NOTHING",
+                (key, unit, site, kind, severity, message, iso(now)),
+            )
             if n == 1:
-                tx.execute("INSERT INTO alert_history (alert_key, raised_at, unit, site, kind, severity, message) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?)", (key, iso(now), unit, site, kind, severity, message))
+                tx.execute(
+                    "INSERT INTO alert_history (alert_key, raised_at, unit, site, kind, severity, message) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (key, iso(now), unit, site, kind, severity, message),
+                )
             else:
-                tx.execute("UPDATE active_alerts SET message = ?, severity = ? WHERE alert_key = ?",
-                           (message, severity, key))
+                tx.execute(
+                    "UPDATE active_alerts SET message = ?, severity = ? WHERE alert_key = ?",
+                    (message, severity, key),
+                )
         return n == 1
 
     def clear_alert(self, key: str, now: datetime) -> tuple[Any, ...] | None:
         """Remove an active alert; returns its row when this call cleared it."""
         with self.tx() as tx:
-            row = tx.one("SELECT alert_key, unit, site, kind, severity, message, raised_at FROM active_alerts "
-                         "WHERE alert_key = ?", (key,))
+            row = tx.one(
+                "SELECT alert_key, unit, site, kind, severity, message, raised_at FROM active_alerts "
+                "WHERE alert_key = ?",
+                (key,),
+            )
             if row is None or tx.execute("DELETE FROM active_alerts WHERE alert_key = ?", (key,)) != 1:
                 return None
-            tx.execute("UPDATE alert_history SET cleared_at = ? WHERE alert_key = ? AND raised_at = ?",
-                       (iso(now), key, row[6]))
+            tx.execute(
+                "UPDATE alert_history SET cleared_at = ? WHERE alert_key = ? AND raised_at = ?",
+                (iso(now), key, row[6]),
+            )
         return row
 
     def active_alerts(self) -> list[dict[str, Any]]:
         with self.tx() as tx:
-            rows = tx.rows("SELECT alert_key, unit, site, kind, severity, message, raised_at FROM active_alerts "
-                           "ORDER BY raised_at DESC")
+            rows = tx.rows(
+                "SELECT alert_key, unit, site, kind, severity, message, raised_at FROM active_alerts "
+                "ORDER BY raised_at DESC"
+            )
         keys = ("alert_key", "unit", "site", "kind", "severity", "message", "raised_at")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def alert_history(self, limit: int = 200) -> list[dict[str, Any]]:
         with self.tx() as tx:
-            rows = tx.rows("SELECT alert_key, unit, site, kind, severity, message, raised_at, cleared_at "
-                           "FROM alert_history ORDER BY raised_at DESC LIMIT ?", (limit,))
+            rows = tx.rows(
+                "SELECT alert_key, unit, site, kind, severity, message, raised_at, cleared_at "
+                "FROM alert_history ORDER BY raised_at DESC LIMIT ?",
+                (limit,),
+            )
         keys = ("alert_key", "unit", "site", "kind", "severity", "message", "raised_at", "cleared_at")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
 def _flatten(event: EventBase) -> dict[str, Any]:
     d = event.model_dump()
-    f: dict[str, Any] = {k: d.get(k) for k in ("type", "product", "doses", "stock_after", "via", "phase",
-                                               "language", "discrepancy")}
+    f: dict[str, Any] = {
+        k: d.get(k)
+        for k in ("type", "product", "doses", "stock_after", "via", "phase", "language", "discrepancy")
+    }
     f["col"] = d.get("column")
     if isinstance(event, DispenseEvent | RestockEvent):
         f["col"] = event.column
@@ -392,10 +516,20 @@ def _flatten(event: EventBase) -> dict[str, Any]:
 def _unit_row(r: tuple[Any, ...], stock: dict[int, int]) -> UnitRow:
     state = UnitState.model_validate_json(r[7]) if r[7] else None
     telemetry = Telemetry.model_validate_json(r[8]) if r[8] else None
-    return UnitRow(unit=r[0], site=r[1], name=r[2], source=r[3], status=r[4],
-                   status_session=int(r[5]) if r[5] is not None else None, status_since=parse_iso(r[6]),
-                   state=state, telemetry=telemetry, acked_seq=int(r[9]), reported_last_seq=int(r[10]),
-                   stock=stock)
+    return UnitRow(
+        unit=r[0],
+        site=r[1],
+        name=r[2],
+        source=r[3],
+        status=r[4],
+        status_session=int(r[5]) if r[5] is not None else None,
+        status_since=parse_iso(r[6]),
+        state=state,
+        telemetry=telemetry,
+        acked_seq=int(r[9]),
+        reported_last_seq=int(r[10]),
+        stock=stock,
+    )
 
 
 class SqliteStore(Store):

@@ -29,13 +29,17 @@ def describe(e: EventRow) -> str:
     d = json.loads(e.payload)
     t = e.type
     if t == "dispense":
-        return (f"kit from column {d['column']} ({d['product']}, {d['doses']} doses, lot {d.get('lot') or '-'}); "
-                f"stock now {d['stock_after']}; via {d['via']}")
+        return (
+            f"kit from column {d['column']} ({d['product']}, {d['doses']} doses, lot {d.get('lot') or '-'}); "
+            f"stock now {d['stock_after']}; via {d['via']}"
+        )
     if t == "restock":
         text = f"column {d['column']}: {d['added']:+d} kits, stock now {d['stock_after']} ({d.get('source')})"
         if d.get("discrepancy"):
-            text += (f"; blind count {d.get('counted_before')} vs expected {d.get('expected_before')}"
-                     f" ({d['discrepancy']:+d}), reason: {d.get('reason') or 'none given'}")
+            text += (
+                f"; blind count {d.get('counted_before')} vs expected {d.get('expected_before')}"
+                f" ({d['discrepancy']:+d}), reason: {d.get('reason') or 'none given'}"
+            )
         return text
     if t == "vend_failed":
         return f"vend failed: {d['reason']} ({len(d.get('attempts', []))} attempts)"
@@ -53,7 +57,9 @@ def describe(e: EventRow) -> str:
 
 
 def daily_series(counts: dict[str, int], end: date, days: int) -> list[tuple[date, int]]:
-    return [(d, counts.get(d.isoformat(), 0)) for d in (end - timedelta(days=days - 1 - i) for i in range(days))]
+    return [
+        (d, counts.get(d.isoformat(), 0)) for d in (end - timedelta(days=days - 1 - i) for i in range(days))
+    ]
 
 
 def bar_chart(series: list[tuple[date, int]], title: str) -> Markup:
@@ -61,15 +67,19 @@ def bar_chart(series: list[tuple[date, int]], title: str) -> Markup:
     w, h, pad = 600, 160, 24
     top = max([n for _, n in series] + [1])
     bw = (w - pad) / max(len(series), 1)
-    parts = [f'<svg viewBox="0 0 {w} {h + 20}" class="chart" role="img" aria-label="{escape(title)}">',
-             f'<title>{escape(title)}</title>',
-             f'<text x="0" y="12" class="axis">{top}</text>',
-             f'<line x1="{pad}" y1="{h}" x2="{w}" y2="{h}" class="base"/>']
+    parts = [
+        f'<svg viewBox="0 0 {w} {h + 20}" class="chart" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+        f'<text x="0" y="12" class="axis">{top}</text>',
+        f'<line x1="{pad}" y1="{h}" x2="{w}" y2="{h}" class="base"/>',
+    ]
     for i, (d, n) in enumerate(series):
         bh = (h - 20) * n / top
         x = pad + i * bw
-        parts.append(f'<rect x="{x + 1:.1f}" y="{h - bh:.1f}" width="{max(bw - 2, 1):.1f}" height="{bh:.1f}">'
-                     f'<title>{d.isoformat()}: {n}</title></rect>')
+        parts.append(
+            f'<rect x="{x + 1:.1f}" y="{h - bh:.1f}" width="{max(bw - 2, 1):.1f}" height="{bh:.1f}">'
+            f"<title>{d.isoformat()}: {n}</title></rect>"
+        )
         if i % 7 == 0 and len(series) - i > 3 or i == len(series) - 1:
             parts.append(f'<text x="{x:.1f}" y="{h + 15}" class="axis">{d:%d %b}</text>')
     parts.append("</svg>")

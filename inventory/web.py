@@ -60,13 +60,32 @@ class EventOut(BaseModel):
 
 
 def unit_out(u: UnitView) -> UnitOut:
-    return UnitOut(id=u.unit, site=u.site, name=u.name, online=u.online, status=u.status,
-                   status_since=u.since.isoformat() if u.since else None,
-                   stock={c.column: c.stock for c in u.columns},
-                   columns=[ColumnOut(column=c.column, product=c.product, stock=c.stock, par=c.par,
-                                      capacity=c.capacity, lot=c.lot, expiry=c.expiry) for c in u.columns],
-                   temperature_c=u.temperature_c, outbox_depth=u.outbox_depth, acked_seq=u.acked_seq,
-                   last_seq=u.last_seq, days_left=round(u.days_left, 1) if u.days_left is not None else None)
+    return UnitOut(
+        id=u.unit,
+        site=u.site,
+        name=u.name,
+        online=u.online,
+        status=u.status,
+        status_since=u.since.isoformat() if u.since else None,
+        stock={c.column: c.stock for c in u.columns},
+        columns=[
+            ColumnOut(
+                column=c.column,
+                product=c.product,
+                stock=c.stock,
+                par=c.par,
+                capacity=c.capacity,
+                lot=c.lot,
+                expiry=c.expiry,
+            )
+            for c in u.columns
+        ],
+        temperature_c=u.temperature_c,
+        outbox_depth=u.outbox_depth,
+        acked_seq=u.acked_seq,
+        last_seq=u.last_seq,
+        days_left=round(u.days_left, 1) if u.days_left is not None else None,
+    )
 
 
 def attention(u: UnitView) -> tuple[int, str, str]:
@@ -76,25 +95,38 @@ def attention(u: UnitView) -> tuple[int, str, str]:
     return rank, u.site, u.unit
 
 
-def create_app(store: Store, config: CentralConfig, clock: Clock,
-               runtime: Callable[[], dict[str, Any]] | None = None) -> FastAPI:
-    app = FastAPI(title="nalox central inventory", version="1",
-                  description="Fleet stock, events, alerts and reports for naloxone vending units.")
+def create_app(
+    store: Store, config: CentralConfig, clock: Clock, runtime: Callable[[], dict[str, Any]] | None = None
+) -> FastAPI:
+    app = FastAPI(
+        title="nalox central inventory",
+        version="1",
+        description="Fleet stock, events, alerts and reports for naloxone vending units.",
+    )
     templates = Jinja2Templates(directory=str(TEMPLATES))
     runtime = runtime or (lambda: {})
 
     def ingest_summary() -> dict[str, Any]:
         c, rejects = store.counters(), store.rejects()
-        return {"messages": c.get("messages", 0), "events": c.get("events_inserted", 0),
-                "duplicates": c.get("events_duplicate", 0),
-                "rejected": sum(r["count"] for r in rejects.values()),
-                "by_reason": sorted((reason, r["count"]) for reason, r in rejects.items())}
+        return {
+            "messages": c.get("messages", 0),
+            "events": c.get("events_inserted", 0),
+            "duplicates": c.get("events_duplicate", 0),
+            "rejected": sum(r["count"] for r in rejects.values()),
+            "by_reason": sorted((reason, r["count"]) for reason, r in rejects.items()),
+        }
 
     def page(request: Request, name: str, page_name: str, refresh: bool = True, **ctx: Any) -> HTMLResponse:
         now = clock.now()
-        base = {"now": now, "page": page_name, "refresh": config.server.refresh_s if refresh else None,
-                "alert_count": len(store.active_alerts()), "ingest": ingest_summary(),
-                "ago": lambda t: ago(t, now), "describe": describe}
+        base = {
+            "now": now,
+            "page": page_name,
+            "refresh": config.server.refresh_s if refresh else None,
+            "alert_count": len(store.active_alerts()),
+            "ingest": ingest_summary(),
+            "ago": lambda t: ago(t, now),
+            "describe": describe,
+        }
         return templates.TemplateResponse(request, name, base | ctx)
 
     def find_unit(unit: str) -> UnitView:
@@ -112,13 +144,21 @@ def create_app(store: Store, config: CentralConfig, clock: Clock,
     def fleet_page(request: Request) -> HTMLResponse:
         units = sorted(fleet(store, clock.now()), key=attention)
         active = store.active_alerts()
-        return page(request, "fleet.html", "fleet", units=units, online=sum(u.online for u in units),
-                    kits_total=sum(u.total_stock for u in units),
-                    kits_week=sum(u.dispenses_recent for u in units),
-                    critical=sum(a["severity"] == "critical" for a in active),
-                    warning=sum(a["severity"] == "warning" for a in active), expiring=expiring,
-                    last_kit=store.last_event_ts("dispense"),
-                    tmin=config.alerts.temperature_min_c, tmax=config.alerts.temperature_max_c)
+        return page(
+            request,
+            "fleet.html",
+            "fleet",
+            units=units,
+            online=sum(u.online for u in units),
+            kits_total=sum(u.total_stock for u in units),
+            kits_week=sum(u.dispenses_recent for u in units),
+            critical=sum(a["severity"] == "critical" for a in active),
+            warning=sum(a["severity"] == "warning" for a in active),
+            expiring=expiring,
+            last_kit=store.last_event_ts("dispense"),
+            tmin=config.alerts.temperature_min_c,
+            tmax=config.alerts.temperature_max_c,
+        )
 
     @app.get("/units/{unit}", response_class=HTMLResponse, include_in_schema=False)
     def unit_page(request: Request, unit: str, before: int | None = None) -> HTMLResponse:
@@ -126,9 +166,16 @@ def create_app(store: Store, config: CentralConfig, clock: Clock,
         today = clock.now().date()
         counts = store.daily_counts("dispense", clock.now() - timedelta(days=days + 1))
         series = daily_series({d: n for (un, d), n in counts.items() if un == unit}, today, days)
-        return page(request, "unit.html", "unit", u=u, days=days, limit=limit,
-                    chart=bar_chart(series, f"kits dispensed per day at {unit}"),
-                    events=store.events(unit, limit=limit, before_seq=before))
+        return page(
+            request,
+            "unit.html",
+            "unit",
+            u=u,
+            days=days,
+            limit=limit,
+            chart=bar_chart(series, f"kits dispensed per day at {unit}"),
+            events=store.events(unit, limit=limit, before_seq=before),
+        )
 
     @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
     def alerts_page(request: Request) -> HTMLResponse:
@@ -139,8 +186,13 @@ def create_app(store: Store, config: CentralConfig, clock: Clock,
     @app.get("/discrepancies", response_class=HTMLResponse, include_in_schema=False)
     def discrepancies_page(request: Request) -> HTMLResponse:
         rows = store.restocks_with_discrepancy()
-        return page(request, "discrepancies.html", "discrepancies",
-                    open=[e for e, at in rows if at is None], resolved=[(e, at) for e, at in rows if at])
+        return page(
+            request,
+            "discrepancies.html",
+            "discrepancies",
+            open=[e for e, at in rows if at is None],
+            resolved=[(e, at) for e, at in rows if at],
+        )
 
     @app.post("/discrepancies/{unit}/{event_id}/resolve", include_in_schema=False)
     async def resolve(request: Request, unit: str, event_id: str) -> RedirectResponse:
@@ -152,15 +204,25 @@ def create_app(store: Store, config: CentralConfig, clock: Clock,
     @app.get("/reports", response_class=HTMLResponse, include_in_schema=False)
     def reports_page(request: Request) -> HTMLResponse:
         monthly = reports.monthly(store)
-        return page(request, "reports.html", "reports", refresh=False, monthly=monthly,
-                    site_month=reports.rollup(monthly, ("month", "site")),
-                    yearly_site=reports.rollup(monthly, ("year", "site")), funnel=reports.funnel(monthly))
+        return page(
+            request,
+            "reports.html",
+            "reports",
+            refresh=False,
+            monthly=monthly,
+            site_month=reports.rollup(monthly, ("month", "site")),
+            yearly_site=reports.rollup(monthly, ("year", "site")),
+            funnel=reports.funnel(monthly),
+        )
 
     @app.get("/reports/monthly.csv", response_class=PlainTextResponse, tags=["reports"])
     def monthly_csv() -> Response:
         """Kits, doses, test vends, vend failures and the video funnel per month, site and unit."""
-        return Response(reports.monthly_csv(store), media_type="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="nalox-monthly.csv"'})
+        return Response(
+            reports.monthly_csv(store),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="nalox-monthly.csv"'},
+        )
 
     @app.get("/api/reports/monthly", tags=["reports"])
     def monthly_json() -> list[dict[str, Any]]:
@@ -184,14 +246,25 @@ def create_app(store: Store, config: CentralConfig, clock: Clock,
         return unit_out(find_unit(unit))
 
     @app.get("/api/units/{unit}/events", tags=["units"])
-    def api_events(unit: str, limit: int = Query(100, ge=1, le=1000), before_seq: int | None = None,
-                   type: str | None = None) -> list[EventOut]:  # noqa: A002 (query parameter name)
+    def api_events(
+        unit: str,
+        limit: int = Query(100, ge=1, le=1000),
+        before_seq: int | None = None,
+        type: str | None = None,
+    ) -> list[EventOut]:  # noqa: A002 (query parameter name)
         """A unit's events, newest first; page with before_seq."""
         find_unit(unit)
 
-        return [EventOut(seq=e.seq, event_id=e.event_id, type=e.type, ts=e.ts.isoformat(),
-                         payload=json.loads(e.payload))
-                for e in store.events(unit, limit=limit, before_seq=before_seq, type_=type)]
+        return [
+            EventOut(
+                seq=e.seq,
+                event_id=e.event_id,
+                type=e.type,
+                ts=e.ts.isoformat(),
+                payload=json.loads(e.payload),
+            )
+            for e in store.events(unit, limit=limit, before_seq=before_seq, type_=type)
+        ]
 
     @app.get("/api/alerts", tags=["alerts"])
     def api_alerts() -> dict[str, Any]:
@@ -199,8 +272,17 @@ def create_app(store: Store, config: CentralConfig, clock: Clock,
 
     @app.get("/api/discrepancies", tags=["alerts"])
     def api_discrepancies() -> list[dict[str, Any]]:
-        return [{"unit": e.unit, "event_id": e.event_id, "seq": e.seq, "ts": e.ts.isoformat(),
-                 "summary": describe(e), "resolved_at": at} for e, at in store.restocks_with_discrepancy()]
+        return [
+            {
+                "unit": e.unit,
+                "event_id": e.event_id,
+                "seq": e.seq,
+                "ts": e.ts.isoformat(),
+                "summary": describe(e),
+                "resolved_at": at,
+            }
+            for e, at in store.restocks_with_discrepancy()
+        ]
 
     @app.get("/api/ingest", tags=["ingest"])
     def api_ingest() -> dict[str, Any]:
@@ -213,10 +295,10 @@ def create_app(store: Store, config: CentralConfig, clock: Clock,
         try:
             version = store.schema_version()
         except Exception as e:
-            return Response(f'{{"ok": false, "error": "database: {type(e).__name__}"}}', 503,
-                            media_type="application/json")
+            body = json.dumps({"ok": False, "error": f"database: {type(e).__name__}"})
+            return Response(body, 503, media_type="application/json")
         ok = info.get("mqtt_connected", True)
-        body = f'{{"ok": {str(bool(ok)).lower()}, "schema_version": {version}, "mqtt_connected": {str(ok).lower()}}}'
+        body = json.dumps({"ok": bool(ok), "schema_version": version, "mqtt_connected": bool(ok)})
         return Response(body, 200 if ok else 503, media_type="application/json")
 
     return app

@@ -34,13 +34,18 @@ def events(units: int, per_unit: int) -> list[tuple[str, bytes]]:
     return msgs
 
 
-def measure(db: str, schema: str | None, msgs: list[tuple[str, bytes]], units: int, workers: int,
-            workdir: Path) -> dict[str, float | int | str]:
+def measure(
+    db: str, schema: str | None, msgs: list[tuple[str, bytes]], units: int, workers: int, workdir: Path
+) -> dict[str, float | int | str]:
     broker = Broker(workdir=workdir / "broker")
     broker.workdir.mkdir(parents=True)
     with broker:
-        cfg = make_config(units, mqtt={"port": broker.port, "client_id": "bench", "workers": workers},
-                          store={"db": db}, ingest={"batch_size": 500})
+        cfg = make_config(
+            units,
+            mqtt={"port": broker.port, "client_id": "bench", "workers": workers},
+            store={"db": db},
+            ingest={"batch_size": 500},
+        )
         svc = Service(cfg, RealClock(), schema=schema, http=False, alerts=False).start()
         assert svc.wait_connected(10)
         svc.stop()  # the session (and its subscriptions) stays on the broker
@@ -56,8 +61,13 @@ def measure(db: str, schema: str | None, msgs: list[tuple[str, bytes]], units: i
         finally:
             svc.stop()
             store.close()
-    return {"backend": db.split(":")[0] if "://" in db else "sqlite", "workers": workers, "events": len(msgs),
-            "seconds": round(elapsed, 2), "events_per_s": round(len(msgs) / elapsed)}
+    return {
+        "backend": db.split(":")[0] if "://" in db else "sqlite",
+        "workers": workers,
+        "events": len(msgs),
+        "seconds": round(elapsed, 2),
+        "events_per_s": round(len(msgs) / elapsed),
+    }
 
 
 def main() -> None:

@@ -83,7 +83,8 @@ def no_leaked_threads() -> Iterator[None]:
     yield
     deadline = time.monotonic() + 5
     pause = threading.Event()
-    while (left := [t for t in threading.enumerate() if t not in before and t.is_alive()]) and \
-            time.monotonic() < deadline:
+    while (
+        left := [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    ) and time.monotonic() < deadline:
         pause.wait(0.05)
     assert not left, f"threads left running: {[t.name for t in left]}"

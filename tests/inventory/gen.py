@@ -6,6 +6,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from schemas.models import (
     DispenseEvent,
@@ -38,19 +39,33 @@ class UnitStream:
     started: Counter[str] = field(default_factory=Counter)
     completed: Counter[str] = field(default_factory=Counter)
 
-    def _base(self, minutes: float) -> dict[str, object]:
+    def _base(self, minutes: float) -> dict[str, Any]:
         self.seq += 1
-        return {"event_id": f"{self.unit}-{self.seq:08d}", "seq": self.seq, "unit": self.unit,
-                "ts": self.start + timedelta(minutes=minutes)}
+        return {
+            "event_id": f"{self.unit}-{self.seq:08d}",
+            "seq": self.seq,
+            "unit": self.unit,
+            "ts": self.start + timedelta(minutes=minutes),
+        }
 
     def restock(self, minutes: float, column: int, count: int, counted_before: int | None = None) -> None:
         before = self.stock.get(column, 0)
         disc = (counted_before - before) if counted_before is not None else 0
         self.stock[column] = count
-        self.events.append(RestockEvent(**self._base(minutes), column=column, added=count - before,
-                                        stock_after=count, expected_before=before, counted_before=counted_before,
-                                        discrepancy=disc, reason="miscount" if disc else None,
-                                        lot="LOT-A1", source="local"))
+        self.events.append(
+            RestockEvent(
+                **self._base(minutes),
+                column=column,
+                added=count - before,
+                stock_after=count,
+                expected_before=before,
+                counted_before=counted_before,
+                discrepancy=disc,
+                reason="miscount" if disc else None,
+                lot="LOT-A1",
+                source="local",
+            )
+        )
 
     def vend(self, minutes: float, column: int, doses: int = 2, ok: bool = True) -> None:
         month = (self.start + timedelta(minutes=minutes)).strftime("%Y-%m")
@@ -63,17 +78,36 @@ class UnitStream:
             self.failures[month] += 1
             return
         self.stock[column] -= 1
-        self.events.append(DispenseEvent(**self._base(minutes + 2), column=column, product="naloxone-4mg",
-                                         doses=doses, lot="LOT-A1", command_id=self.seq, language="en",
-                                         via="video", stock_after=self.stock[column]))
+        self.events.append(
+            DispenseEvent(
+                **self._base(minutes + 2),
+                column=column,
+                product="naloxone-4mg",
+                doses=doses,
+                lot="LOT-A1",
+                command_id=self.seq,
+                language="en",
+                via="video",
+                stock_after=self.stock[column],
+            )
+        )
         self.kits[month] += 1
         self.doses[month] += doses
 
     def test_vend(self, minutes: float, column: int) -> None:
         """A technician's test vend: a kit drops but nobody was given it."""
         self.stock[column] -= 1
-        self.events.append(DispenseEvent(**self._base(minutes), column=column, product="naloxone-4mg", doses=2,
-                                         command_id=self.seq, via="test", stock_after=self.stock[column]))
+        self.events.append(
+            DispenseEvent(
+                **self._base(minutes),
+                column=column,
+                product="naloxone-4mg",
+                doses=2,
+                command_id=self.seq,
+                via="test",
+                stock_after=self.stock[column],
+            )
+        )
         self.tests[(self.start + timedelta(minutes=minutes)).strftime("%Y-%m")] += 1
 
     def random_day(self, rng: random.Random, days: int = 60, vends: int = 40) -> None:
@@ -90,17 +124,29 @@ class UnitStream:
                 self.vend(minutes, col, doses=rng.choice([1, 2]), ok=rng.random() > 0.15)
 
     def messages(self) -> list[tuple[str, bytes]]:
-        return [(topic(self.unit, "event", e.type), e.model_dump_json().encode())  # type: ignore[attr-defined]
-                for e in self.events]
+        return [
+            (topic(self.unit, "event", e.type), e.model_dump_json().encode())  # type: ignore[attr-defined]
+            for e in self.events
+        ]
 
     def state(self, ts: datetime, par: int = 5, last_seq: int | None = None) -> UnitState:
         from schemas.models import ColumnState
 
-        cols = [ColumnState(column=c, product="naloxone-4mg", capacity=30, par=par, stock=n, lot="LOT-A1")
-                for c, n in sorted(self.stock.items())]
-        return UnitState(unit=self.unit, site=self.site, ts=ts, mode="vending", config_version="1",
-                         columns=cols, outbox_depth=0, last_seq=self.seq if last_seq is None else last_seq,
-                         temperature_c=21.0)
+        cols = [
+            ColumnState(column=c, product="naloxone-4mg", capacity=30, par=par, stock=n, lot="LOT-A1")
+            for c, n in sorted(self.stock.items())
+        ]
+        return UnitState(
+            unit=self.unit,
+            site=self.site,
+            ts=ts,
+            mode="vending",
+            config_version="1",
+            columns=cols,
+            outbox_depth=0,
+            last_seq=self.seq if last_seq is None else last_seq,
+            temperature_c=21.0,
+        )
 
     def status(self, ts: datetime, state: str = "online", session: int = 1) -> Status:
         return Status(state=state, session=session, ts=ts)  # type: ignore[arg-type]

@@ -16,16 +16,35 @@ def make_clip(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "clip-1s.mp4"
     if not path.exists():
-        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                        f"testsrc=duration={CLIP_SECONDS}:size=160x120:rate=10", "-pix_fmt", "yuv420p",
-                        str(path)], check=True, timeout=60)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                f"testsrc=duration={CLIP_SECONDS}:size=160x120:rate=10",
+                "-pix_fmt",
+                "yuv420p",
+                str(path),
+            ],
+            check=True,
+            timeout=60,
+        )
     return path
 
 
-def unit_toml(unit: str, site: str, workdir: Path, mqtt_port: int, clip: Path, columns: int, stock: int,
-              par: int) -> str:
-    cols = "".join(f'[[columns]]\ncolumn = {c}\nproduct = "nasal-4mg"\ncapacity = 30\npar = {par}\n'
-                   f'initial_stock = {stock}\nlot = "LOT-{c}"\nexpiry = 2028-06-30\n' for c in range(1, columns + 1))
+def unit_toml(
+    unit: str, site: str, workdir: Path, mqtt_port: int, clip: Path, columns: int, stock: int, par: int
+) -> str:
+    cols = "".join(
+        f'[[columns]]\ncolumn = {c}\nproduct = "nasal-4mg"\ncapacity = 30\npar = {par}\n'
+        f'initial_stock = {stock}\nlot = "LOT-{c}"\nexpiry = 2028-06-30\n'
+        for c in range(1, columns + 1)
+    )
     return f'''[unit]
 id = "{unit}"
 site = "{site}"
@@ -82,8 +101,18 @@ class SimUnit:
             self.board.stop()
 
 
-def start_unit(unit: str, site: str, workdir: Path, mqtt_port: int, clip: Path, columns: int = 2,
-               stock: int = 6, par: int = 5, seed: int = 0, spin_ms: int = 50) -> SimUnit:
+def start_unit(
+    unit: str,
+    site: str,
+    workdir: Path,
+    mqtt_port: int,
+    clip: Path,
+    columns: int = 2,
+    stock: int = 6,
+    par: int = 5,
+    seed: int = 0,
+    spin_ms: int = 50,
+) -> SimUnit:
     from controller.clock import RealClock
     from controller.config import load_config
     from controller.daemon import UnitDaemon
@@ -97,12 +126,20 @@ def start_unit(unit: str, site: str, workdir: Path, mqtt_port: int, clip: Path, 
     conf.write_text(unit_toml(unit, site, workdir, mqtt_port, clip, columns, stock, par))
     config = load_config(conf)
     controller_end, board_end = serial_pair(seed=seed)
-    board = SimulatedBoard(columns=columns, stock=stock, seed=seed, spin_ms=spin_ms,
-                           nvs_path=str(workdir / "nvs"), board_id=f"sim-{unit}")
+    board = SimulatedBoard(
+        columns=columns,
+        stock=stock,
+        seed=seed,
+        spin_ms=spin_ms,
+        nvs_path=str(workdir / "nvs"),
+        board_id=f"sim-{unit}",
+    )
     board.attach(board_end)
     board.start()
     try:
-        daemon = UnitDaemon(config, SerialBoard.from_port(controller_end), MpvPlayer(config.videos), RealClock())
+        daemon = UnitDaemon(
+            config, SerialBoard.from_port(controller_end), MpvPlayer(config.videos), RealClock()
+        )
         daemon.start()
     except Exception:
         board.stop()

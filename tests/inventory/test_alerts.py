@@ -34,12 +34,24 @@ class Published:
         return {(a.kind, a.unit) for a in self.alerts if a.state == state}
 
 
-def state(unit: str, clock: FakeClock, stock: tuple[int, int], expiry: date | None = None,
-          temperature: float = 21.0) -> Incoming:
-    cols = [ColumnState(column=c, product="naloxone-4mg", capacity=30, par=5, stock=n, lot="LOT-7",
-                        expiry=expiry) for c, n in ((1, stock[0]), (2, stock[1]))]
-    st = UnitState(unit=unit, site="Site A", ts=clock.now(), mode="vending", config_version="1", columns=cols,
-                   outbox_depth=0, last_seq=0, temperature_c=temperature)
+def state(
+    unit: str, clock: FakeClock, stock: tuple[int, int], expiry: date | None = None, temperature: float = 21.0
+) -> Incoming:
+    cols = [
+        ColumnState(column=c, product="naloxone-4mg", capacity=30, par=5, stock=n, lot="LOT-7", expiry=expiry)
+        for c, n in ((1, stock[0]), (2, stock[1]))
+    ]
+    st = UnitState(
+        unit=unit,
+        site="Site A",
+        ts=clock.now(),
+        mode="vending",
+        config_version="1",
+        columns=cols,
+        outbox_depth=0,
+        last_seq=0,
+        temperature_c=temperature,
+    )
     return Incoming(topic(unit, "state"), st.model_dump_json().encode())
 
 
@@ -55,11 +67,19 @@ def setup(store: Store, clock: FakeClock, cfg: CentralConfig) -> tuple[Ingestor,
 
 
 def test_each_alert_kind_is_raised_once_and_cleared(store: Store, clock: FakeClock) -> None:
-    cfg = make_config(2, alerts={"offline_minutes": 10, "no_dispense_hours": 12, "vend_failure_min_attempts": 4})
+    cfg = make_config(
+        2, alerts={"offline_minutes": 10, "no_dispense_hours": 12, "vend_failure_min_attempts": 4}
+    )
     ing, mgr, pub = setup(store, clock, cfg)
     soon = clock.now().date() + timedelta(days=20)
-    ing.process([state("unit-001", clock, (3, 0), expiry=soon, temperature=31.0), online("unit-001", clock, True),
-                 state("unit-002", clock, (20, 20)), online("unit-002", clock, True)])
+    ing.process(
+        [
+            state("unit-001", clock, (3, 0), expiry=soon, temperature=31.0),
+            online("unit-001", clock, True),
+            state("unit-002", clock, (20, 20)),
+            online("unit-002", clock, True),
+        ]
+    )
     s = UnitStream("unit-001", "Site A", start=clock.now() - timedelta(hours=20))
     s.restock(0, 1, 3)
     s.restock(0, 2, 1)
@@ -68,9 +88,14 @@ def test_each_alert_kind_is_raised_once_and_cleared(store: Store, clock: FakeClo
         s.vend(10 + m * 5, 1, ok=False)  # 4 failures of 5 attempts
     ing.process([Incoming(t, p) for t, p in s.messages()])
     mgr.run_once()
-    assert pub.kinds("raised") == {("low_stock", "unit-001"), ("sold_out", "unit-001"),
-                                   ("lot_expiring_30d", "unit-001"), ("temperature", "unit-001"),
-                                   ("vend_failure_rate", "unit-001"), ("no_dispense", "unit-001")}
+    assert pub.kinds("raised") == {
+        ("low_stock", "unit-001"),
+        ("sold_out", "unit-001"),
+        ("lot_expiring_30d", "unit-001"),
+        ("temperature", "unit-001"),
+        ("vend_failure_rate", "unit-001"),
+        ("no_dispense", "unit-001"),
+    }
     assert mgr.run_once() == [], "an alert already raised is not published again"
     ing.process([online("unit-002", clock, False)])
     clock.advance(9 * 60)
@@ -78,8 +103,12 @@ def test_each_alert_kind_is_raised_once_and_cleared(store: Store, clock: FakeClo
     clock.advance(2 * 60)
     assert [(a.kind, a.unit, a.severity) for a in mgr.run_once()] == [("offline", "unit-002", "critical")]
     # fixes: unit back online, restocked, cooled down, lot replaced
-    ing.process([online("unit-002", clock, True, session=2),
-                 state("unit-001", clock, (20, 20), expiry=soon + timedelta(days=365))])
+    ing.process(
+        [
+            online("unit-002", clock, True, session=2),
+            state("unit-001", clock, (20, 20), expiry=soon + timedelta(days=365)),
+        ]
+    )
     s.restock(60, 1, 20)
     s.restock(60, 2, 20)
     ing.process([Incoming(t, p) for t, p in s.messages()[-2:]])
@@ -91,12 +120,23 @@ def test_each_alert_kind_is_raised_once_and_cleared(store: Store, clock: FakeClo
     assert len(history) == 8 and sum(h["cleared_at"] is not None for h in history) == 6  # expiry: 2 columns
 
 
-@pytest.mark.parametrize(("days", "kind", "severity"), [(-1, "lot_expired", "critical"), (25, "lot_expiring_30d", "critical"),
-                                                        (45, "lot_expiring_60d", "warning"), (80, "lot_expiring_90d", "info")])
+@pytest.mark.parametrize(
+    ("days", "kind", "severity"),
+    [
+        (-1, "lot_expired", "critical"),
+        (25, "lot_expiring_30d", "critical"),
+        (45, "lot_expiring_60d", "warning"),
+        (80, "lot_expiring_90d", "info"),
+    ],
+)
 def test_expiry_windows(store: Store, clock: FakeClock, days: int, kind: str, severity: str) -> None:
     ing, mgr, pub = setup(store, clock, make_config(1))
-    ing.process([state("unit-001", clock, (20, 20), expiry=clock.now().date() + timedelta(days=days)),
-                 online("unit-001", clock, True)])
+    ing.process(
+        [
+            state("unit-001", clock, (20, 20), expiry=clock.now().date() + timedelta(days=days)),
+            online("unit-001", clock, True),
+        ]
+    )
     mgr.run_once()
     assert {(a.kind, a.severity) for a in pub.alerts} == {(kind, severity)}
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from inventory.cli import main
-from inventory.config import EXAMPLE, ConfigError, load_config
+from inventory.config import ConfigError, load_config
 from nalox.broker import Broker
 from tests.inventory.mqttutil import wait_for
 
@@ -28,15 +28,19 @@ def test_config_example_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["check-config", "--config", str(path)]) == 0
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("[mqtt]\nport = 99999\n", "field mqtt.port"),
-    ("[server]\nprot = 8080\n", "field server.prot"),
-    ("[[units]]\nid = \"bad id!\"\nsite = \"x\"\n", "field units.0.id"),
-    ("[[units]]\nid = \"u1\"\nsite = \"x\"\n[[units]]\nid = \"u1\"\nsite = \"y\"\n", "found 'u1' twice"),
-    ("[store\n", "expected TOML"),
-])
-def test_bad_config_says_what_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                          text: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[mqtt]\nport = 99999\n", "field mqtt.port"),
+        ("[server]\nprot = 8080\n", "field server.prot"),
+        ('[[units]]\nid = "bad id!"\nsite = "x"\n', "field units.0.id"),
+        ('[[units]]\nid = "u1"\nsite = "x"\n[[units]]\nid = "u1"\nsite = "y"\n', "found 'u1' twice"),
+        ("[store\n", "expected TOML"),
+    ],
+)
+def test_bad_config_says_what_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
     path = tmp_path / "central.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match="central.toml"):
@@ -63,10 +67,28 @@ def test_serve_answers_and_stops_on_sigterm(broker: Broker, tmp_path: Path) -> N
     port = free_port()
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "nalox.cli", "inventory", "serve", "--config", str(conf),
-                                 "--db", str(tmp_path / "c.db"), "--http-port", str(port),
-                                 "--mqtt-port", str(broker.port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nalox.cli",
+                "inventory",
+                "serve",
+                "--config",
+                str(conf),
+                "--db",
+                str(tmp_path / "c.db"),
+                "--http-port",
+                str(port),
+                "--mqtt-port",
+                str(broker.port),
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
+
         def healthy() -> bool:
             try:
                 return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200

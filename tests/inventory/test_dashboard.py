@@ -25,7 +25,12 @@ from tests.inventory.gen import UnitStream
 from tests.inventory.mqttutil import UnitSide, wait_for
 from tests.inventory.simunit import SimUnit, make_clip, start_unit
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 
 
 @pytest.fixture
@@ -40,9 +45,13 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def central(broker: Broker, tmp_path: Path) -> Iterator[Service]:
-    cfg = make_config(3, mqtt={"port": broker.port, "client_id": "central-dash"},
-                      store={"db": str(tmp_path / "central.db")}, server={"port": 0, "refresh_s": 2},
-                      alerts={"interval_s": 0.2})
+    cfg = make_config(
+        3,
+        mqtt={"port": broker.port, "client_id": "central-dash"},
+        store={"db": str(tmp_path / "central.db")},
+        server={"port": 0, "refresh_s": 2},
+        alerts={"interval_s": 0.2},
+    )
     svc = Service(cfg, RealClock()).start()
     assert svc.wait_connected(10)
     try:
@@ -61,8 +70,16 @@ def now_stream(unit: str, site: str) -> UnitStream:
 @pytest.fixture
 def real_unit(broker: Broker, tmp_path: Path) -> Iterator[SimUnit]:
     """unit-001 is a real simulated unit: 2 columns of 5 kits, par 5."""
-    u = start_unit("unit-001", "Site B", tmp_path / "unit-001", broker.port, make_clip(tmp_path / "clips"),
-                   columns=2, stock=5, par=5)
+    u = start_unit(
+        "unit-001",
+        "Site B",
+        tmp_path / "unit-001",
+        broker.port,
+        make_clip(tmp_path / "clips"),
+        columns=2,
+        stock=5,
+        par=5,
+    )
     u.board.set_temperature(21.0)  # a heated release area
     try:
         yield u
@@ -72,18 +89,27 @@ def real_unit(broker: Broker, tmp_path: Path) -> Iterator[SimUnit]:
 
 def stock_on_page(card: Locator) -> dict[int, int]:
     cols = card.locator("[data-column]")
-    return {int(cols.nth(i).get_attribute("data-column") or 0): int(cols.nth(i).locator(".stock").inner_text())
-            for i in range(cols.count())}
+    return {
+        int(cols.nth(i).get_attribute("data-column") or 0): int(cols.nth(i).locator(".stock").inner_text())
+        for i in range(cols.count())
+    }
 
 
 def test_dashboard_fed_by_a_real_unit_shows_a_vend_and_a_low_stock_alert(
-        central: Service, broker: Broker, real_unit: SimUnit, browser: Browser, artifacts: Path) -> None:
+    central: Service, broker: Broker, real_unit: SimUnit, browser: Browser, artifacts: Path
+) -> None:
     feed = UnitSide(broker.port, "feeder", subscribe=(ALERT_TOPIC,))
     try:
-        for s in (now_stream(f"unit-{i:03d}", f"Site {'AB'[i % 2]}") for i in (2, 3)):  # two more, from history
-            feed.publish_all([(topic(s.unit, "status"), s.status(datetime.now(UTC)).model_dump_json().encode()),
-                              (topic(s.unit, "state"), s.state(datetime.now(UTC)).model_dump_json().encode())],
-                             retain=True)
+        for s in (
+            now_stream(f"unit-{i:03d}", f"Site {'AB'[i % 2]}") for i in (2, 3)
+        ):  # two more, from history
+            feed.publish_all(
+                [
+                    (topic(s.unit, "status"), s.status(datetime.now(UTC)).model_dump_json().encode()),
+                    (topic(s.unit, "state"), s.state(datetime.now(UTC)).model_dump_json().encode()),
+                ],
+                retain=True,
+            )
             feed.publish_all(s.messages())
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(central.url or "")
@@ -101,8 +127,13 @@ def test_dashboard_fed_by_a_real_unit_shows_a_vend_and_a_low_stock_alert(
         low = page.locator('#active-alerts tr[data-kind="low_stock"]', has_text="unit-001")
         expect(low).to_contain_text(f"column {low_col}", timeout=15_000)
         expect(low).to_contain_text("under par 5")
-        wait_for(lambda: any(Alert.model_validate_json(m.payload).kind == "low_stock"
-                             for m in feed.messages(ALERT_TOPIC)), 10, "the low-stock alert on MQTT")
+        wait_for(
+            lambda: any(
+                Alert.model_validate_json(m.payload).kind == "low_stock" for m in feed.messages(ALERT_TOPIC)
+            ),
+            10,
+            "the low-stock alert on MQTT",
+        )
         page.screenshot(path=str(artifacts / "inventory-alerts.png"), full_page=True)
         page.goto(central.url or "")
         expect(page.locator("#alert-count")).to_be_visible()
@@ -127,11 +158,18 @@ def test_api_and_csv_over_http(central: Service, broker: Broker) -> None:
     feed = UnitSide(broker.port, "feeder")
     try:
         s = now_stream("unit-002", "Site A")
-        feed.publish_all([(topic(s.unit, "state"), s.state(datetime.now(UTC)).model_dump_json().encode())]
-                         + s.messages())
+        feed.publish_all(
+            [(topic(s.unit, "state"), s.state(datetime.now(UTC)).model_dump_json().encode())] + s.messages()
+        )
         with httpx.Client(base_url=central.url or "", timeout=10) as http:
-            wait_for(lambda: len(http.get("/api/units/unit-002/events", params={"limit": 1000}).json())
-                     == len(s.events), 20, "all events over the API")
+            wait_for(
+                lambda: (
+                    len(http.get("/api/units/unit-002/events", params={"limit": 1000}).json())
+                    == len(s.events)
+                ),
+                20,
+                "all events over the API",
+            )
             units = {u["id"]: u for u in http.get("/api/units").json()}
             assert set(units) == {"unit-001", "unit-002", "unit-003"}
             assert units["unit-002"]["stock"] == {str(c): n for c, n in s.stock.items()}
@@ -149,7 +187,9 @@ def test_api_and_csv_over_http(central: Service, broker: Broker) -> None:
         feed.close()
 
 
-def test_restock_discrepancy_is_listed_until_resolved_and_refusals_show(central: Service, broker: Broker) -> None:
+def test_restock_discrepancy_is_listed_until_resolved_and_refusals_show(
+    central: Service, broker: Broker
+) -> None:
     feed = UnitSide(broker.port, "feeder")
     try:
         s = UnitStream("unit-003", "Site B", start=datetime.now(UTC) - timedelta(hours=1))
@@ -161,8 +201,11 @@ def test_restock_discrepancy_is_listed_until_resolved_and_refusals_show(central:
             page = http.get("/discrepancies").text
             assert "blind count 8 vs expected 10 (-2)" in page
             event_id = http.get("/api/discrepancies").json()[0]["event_id"]
-            r = http.post(f"/discrepancies/unit-003/{event_id}/resolve", content="note=recounted+OK",
-                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+            r = http.post(
+                f"/discrepancies/unit-003/{event_id}/resolve",
+                content="note=recounted+OK",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
             assert r.status_code == 303
             assert http.get("/api/discrepancies").json()[0]["resolved_at"] is not None
             assert 'id="open-discrepancies"' in http.get("/discrepancies").text

@@ -31,33 +31,53 @@ def fleet(broker: Broker, tmp_path: Path) -> Iterator[list[SimUnit]]:
     units: list[SimUnit] = []
     try:
         for i in range(1, UNITS + 1):
-            units.append(start_unit(f"unit-{i:03d}", f"Site {'ABC'[i % 3]}", tmp_path / f"unit-{i:03d}",
-                                    broker.port, clip, columns=2, stock=4, par=2, seed=i))
+            units.append(
+                start_unit(
+                    f"unit-{i:03d}",
+                    f"Site {'ABC'[i % 3]}",
+                    tmp_path / f"unit-{i:03d}",
+                    broker.port,
+                    clip,
+                    columns=2,
+                    stock=4,
+                    par=2,
+                    seed=i,
+                )
+            )
         yield units
     finally:
         for u in units:
             u.stop()
 
 
-def test_fleet_reports_every_kit_and_the_csv_matches_the_boards(broker: Broker, tmp_path: Path,
-                                                                fleet: list[SimUnit]) -> None:
-    cfg = make_config(0, mqtt={"port": broker.port, "client_id": "central-fleet"}, enrollment={"from_state": True},
-                      store={"db": str(tmp_path / "central.db")}, server={"port": 0})
+def test_fleet_reports_every_kit_and_the_csv_matches_the_boards(
+    broker: Broker, tmp_path: Path, fleet: list[SimUnit]
+) -> None:
+    cfg = make_config(
+        0,
+        mqtt={"port": broker.port, "client_id": "central-fleet"},
+        enrollment={"from_state": True},
+        store={"db": str(tmp_path / "central.db")},
+        server={"port": 0},
+    )
     with Service(cfg, RealClock()) as central, httpx.Client(base_url=central.url or "", timeout=10) as http:
         assert central.wait_connected(10)
         t0 = time.monotonic()
         for r in range(1, ROUNDS + 1):
             for u in fleet:
                 u.press()
-            wait_for(lambda r=r: all(u.physical_dropped() >= r for u in fleet), 120,  # type: ignore[misc]
-                     f"round {r}: every board dropped a kit")
+            def dropped_all(r: int = r) -> bool:
+                return all(u.physical_dropped() >= r for u in fleet)
+
+            wait_for(dropped_all, 120, f"round {r}: every board dropped a kit")
         dropped = {u.unit: u.physical_dropped() for u in fleet}
         assert all(n == ROUNDS for n in dropped.values()), f"no faults injected, one kit per press: {dropped}"
 
         def converged() -> bool:
             units = {x["id"]: x for x in http.get("/api/units").json()}
             return len(units) == UNITS and all(
-                {int(c): n for c, n in units[u.unit]["stock"].items()} == u.physical_stock() for u in fleet)
+                {int(c): n for c, n in units[u.unit]["stock"].items()} == u.physical_stock() for u in fleet
+            )
 
         wait_for(converged, 120, "central stock to equal every board's physical stock")
         elapsed = time.monotonic() - t0
@@ -69,4 +89,6 @@ def test_fleet_reports_every_kit_and_the_csv_matches_the_boards(broker: Broker, 
         assert sum(int(r["doses"]) for r in rows) == 2 * sum(dropped.values())
         page = http.get("/").text
         assert all(f'id="unit-{u.unit}"' in page for u in fleet), "the dashboard shows every unit"
-        print(f"fleet: {UNITS} units x {ROUNDS} presses, central caught up {elapsed:.1f}s after the first press")
+        print(
+            f"fleet: {UNITS} units x {ROUNDS} presses, central caught up {elapsed:.1f}s after the first press"
+        )

@@ -23,16 +23,24 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, str | None]] = []
 
-    def __call__(self, t: str, payload: bytes, qos: int, response_topic: str | None,
-                 correlation: bytes | None, expiry_s: int | None) -> None:
+    def __call__(
+        self,
+        t: str,
+        payload: bytes,
+        qos: int,
+        response_topic: str | None,
+        correlation: bytes | None,
+        expiry_s: int | None,
+    ) -> None:
         self.sent.append((t, payload, response_topic))
 
     def acks(self, unit: str) -> list[int]:
         return [Ack.model_validate_json(p).acked_seq for t, p, _ in self.sent if t == topic(unit, "ack")]
 
     def replays(self, unit: str) -> list[ReplayCommand]:
-        return [ReplayCommand.model_validate_json(p) for t, p, _ in self.sent
-                if t == topic(unit, "cmd", "replay")]
+        return [
+            ReplayCommand.model_validate_json(p) for t, p, _ in self.sent if t == topic(unit, "cmd", "replay")
+        ]
 
 
 def ingestor(store: Store, config: CentralConfig, clock: FakeClock) -> tuple[Ingestor, Recorder]:
@@ -43,7 +51,7 @@ def ingestor(store: Store, config: CentralConfig, clock: FakeClock) -> tuple[Ing
 
 def feed(ing: Ingestor, msgs: list[tuple[str, bytes]], batch: int = 7) -> None:
     for i in range(0, len(msgs), batch):
-        ing.process([Incoming(t, p) for t, p in msgs[i:i + batch]])
+        ing.process([Incoming(t, p) for t, p in msgs[i : i + batch]])
 
 
 def stream(unit: str = "unit-001", seed: int = 1, vends: int = 30) -> UnitStream:
@@ -61,8 +69,9 @@ def assert_counted_once(store: Store, s: UnitStream) -> None:
     assert row.acked_seq == s.seq
 
 
-def test_duplicates_and_reordering_count_each_event_once(store: Store, config: CentralConfig,
-                                                         clock: FakeClock) -> None:
+def test_duplicates_and_reordering_count_each_event_once(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
     ing, rec = ingestor(store, config, clock)
     s = stream()
     msgs = s.messages()
@@ -76,8 +85,9 @@ def test_duplicates_and_reordering_count_each_event_once(store: Store, config: C
     assert ing.tick() == []
 
 
-def test_missing_then_replayed_events_are_requested_and_counted_once(store: Store, config: CentralConfig,
-                                                                     clock: FakeClock) -> None:
+def test_missing_then_replayed_events_are_requested_and_counted_once(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
     ing, rec = ingestor(store, config, clock)
     s = stream(seed=3)
     msgs = s.messages()
@@ -111,7 +121,9 @@ def test_tail_gap_known_from_state_is_replayed(store: Store, config: CentralConf
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(order=st.randoms(use_true_random=False), dup_rate=st.floats(0, 1), batch=st.integers(1, 50))
-def test_any_delivery_order_ends_with_the_same_store(order: random.Random, dup_rate: float, batch: int) -> None:
+def test_any_delivery_order_ends_with_the_same_store(
+    order: random.Random, dup_rate: float, batch: int
+) -> None:
     store = SqliteStore(":memory:")
     store.migrate()
     clock = FakeClock()
@@ -147,11 +159,14 @@ def bad_messages() -> dict[str, tuple[str, bytes]]:
     }
 
 
-def test_bad_input_is_refused_counted_and_never_stops_ingest(store: Store, config: CentralConfig,
-                                                             clock: FakeClock) -> None:
+def test_bad_input_is_refused_counted_and_never_stops_ingest(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
     ing, _ = ingestor(store, config, clock)
     bad = bad_messages()
-    batch = [Incoming(*good_event(seq=1))] + [Incoming(*m) for m in bad.values()] + [Incoming(*good_event(seq=2))]
+    batch = (
+        [Incoming(*good_event(seq=1))] + [Incoming(*m) for m in bad.values()] + [Incoming(*good_event(seq=2))]
+    )
     result = ing.process(batch)
     assert result.rejected == len(bad)
     assert result.inserted == 2, "good messages in the same batch as bad ones are still stored"
@@ -169,20 +184,28 @@ def test_a_state_enrolls_an_unknown_unit_only_when_configured(store: Store, cloc
     strict.process([Incoming(*state)])
     assert store.unit("unit-777") is None
     auto, _ = ingestor(store, make_config(enrollment={"from_state": True}), clock)
-    auto.process([Incoming(topic(s.unit, "status"), s.status(ts(0)).model_dump_json().encode()),
-                  Incoming(*s.messages()[0]), Incoming(*state)])
+    auto.process(
+        [
+            Incoming(topic(s.unit, "status"), s.status(ts(0)).model_dump_json().encode()),
+            Incoming(*s.messages()[0]),
+            Incoming(*state),
+        ]
+    )
     row = store.unit("unit-777")
     assert row is not None and row.site == "Site Z" and row.status == "online"
     assert row.stock == {1: 10}
 
 
-def test_status_newer_session_wins_and_last_will_is_final(store: Store, config: CentralConfig,
-                                                          clock: FakeClock) -> None:
+def test_status_newer_session_wins_and_last_will_is_final(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
     ing, _ = ingestor(store, config, clock)
     s = UnitStream("unit-001", "Site B")
 
     def status(state: str, session: int, minutes: float) -> Incoming:
-        return Incoming(topic(s.unit, "status"), s.status(ts(minutes), state, session).model_dump_json().encode())
+        return Incoming(
+            topic(s.unit, "status"), s.status(ts(minutes), state, session).model_dump_json().encode()
+        )
 
     ing.process([status("online", 2, 10)])
     ing.process([status("offline", 1, 20)])  # a stale session's will

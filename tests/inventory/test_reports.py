@@ -24,8 +24,9 @@ def fleet_streams() -> list[UnitStream]:
     return out
 
 
-def test_monthly_and_yearly_reports_match_independent_totals(store: Store, config: CentralConfig,
-                                                             clock: FakeClock) -> None:
+def test_monthly_and_yearly_reports_match_independent_totals(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
     ing, _ = ingestor(store, config, clock)
     ss = fleet_streams()
     msgs = [m for s in ss for m in s.messages()]
@@ -41,13 +42,18 @@ def test_monthly_and_yearly_reports_match_independent_totals(store: Store, confi
             assert r["site"] == s.site
             assert (r["kits"], r["doses"], r["test_vends"]) == (s.kits[month], s.doses[month], s.tests[month])
             assert (r["vend_failures"], r["videos_started"], r["videos_completed"]) == (
-                s.failures[month], s.started[month], s.completed[month])
+                s.failures[month],
+                s.started[month],
+                s.completed[month],
+            )
             assert r["kits_after_video"] == s.kits[month]
     by_site: Counter[tuple[str, str]] = Counter()
     for s in ss:
         for month, n in s.kits.items():
             by_site[(month[:4], s.site)] += n
-    yearly = {(r["year"], r["site"]): r["kits"] for r in reports.rollup(reports.monthly(store), ("year", "site"))}
+    yearly = {
+        (r["year"], r["site"]): r["kits"] for r in reports.rollup(reports.monthly(store), ("year", "site"))
+    }
     assert yearly == dict(by_site)
     funnel = reports.funnel(reports.monthly(store))
     assert funnel["videos_started"] == sum(sum(s.started.values()) for s in ss)
@@ -55,7 +61,9 @@ def test_monthly_and_yearly_reports_match_independent_totals(store: Store, confi
     assert abs(funnel["vend_failure_rate"] - sum(sum(s.failures.values()) for s in ss) / attempts) < 1e-4
 
 
-def test_monthly_csv_has_one_row_per_month_and_unit(store: Store, config: CentralConfig, clock: FakeClock) -> None:
+def test_monthly_csv_has_one_row_per_month_and_unit(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
     ing, _ = ingestor(store, config, clock)
     ss = fleet_streams()
     feed(ing, [m for s in ss for m in s.messages()], batch=100)
