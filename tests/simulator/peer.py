@@ -29,6 +29,7 @@ class Peer:
         self.seq = 0
         self.messages: queue.Queue[codec.Message] = queue.Queue()
         self.seen: list[codec.Message] = []
+        self.backlog: list[codec.Message] = []
         self._acked: dict[int, threading.Event] = {}
         self._nak = threading.Event()
         self._lock = threading.Lock()
@@ -89,6 +90,10 @@ class Peer:
 
     def expect(self, match: Callable[[codec.Message], bool], timeout: float = 5.0,
                what: str = "a message") -> codec.Message:
+        """The first message not yet taken that matches; others stay for later expects."""
+        for i, message in enumerate(self.backlog):
+            if match(message):
+                return self.backlog.pop(i)
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -100,6 +105,7 @@ class Peer:
                 continue
             if match(message):
                 return message
+            self.backlog.append(message)
 
     def expect_type(self, name: str, timeout: float = 5.0) -> Any:
         return self.expect(lambda m: type(m).__name__ == name, timeout, name)
