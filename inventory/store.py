@@ -563,24 +563,35 @@ class SqliteStore(Store):
 
 
 class PostgresStore(Store):
-    """PostgreSQL via psycopg 3. `schema` (tests) puts every table in its own schema."""
+    """PostgreSQL via psycopg 3. `schema` (tests) puts every table in its own schema. A connection
+    the server dropped is replaced on the next transaction (the failed one raised, nothing committed)."""
 
     dialect = "postgresql"
 
     def __init__(self, url: str, schema: str | None = None) -> None:
+        super().__init__()
+        self.url, self.schema = url, schema
+        self._conn = self._connect()
+
+    def _connect(self) -> Any:
         import psycopg
 
-        super().__init__()
-        self.url = url
-        self._conn = psycopg.connect(url, autocommit=True)
-        if schema:
-            self._conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-            self._conn.execute(f'SET search_path TO "{schema}"')
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        if self.schema:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            conn.execute(f'SET search_path TO "{self.schema}"')
+        return conn
 
     @contextmanager
     def tx(self) -> Iterator[Tx]:
-        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
-            yield Tx(cur, "pg")
+        with self._lock:
+            if self._conn.closed or self._conn.broken:
+                self._conn = self._connect()
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                yield Tx(cur, "pg")
+
+    def backend_pid(self) -> int:
+        return int(self._conn.info.backend_pid)
 
     def _lock_migrations(self, tx: Tx) -> None:
         tx.execute("SELECT pg_advisory_xact_lock(7461)")

@@ -66,6 +66,7 @@ def test_fleet_reports_every_kit_and_the_csv_matches_the_boards(
         for r in range(1, ROUNDS + 1):
             for u in fleet:
                 u.press()
+
             def dropped_all(r: int = r) -> bool:
                 return all(u.physical_dropped() >= r for u in fleet)
 

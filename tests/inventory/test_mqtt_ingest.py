@@ -202,3 +202,42 @@ def _stop_and_count(procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> l
         lines = [json.loads(x) for x in path.read_text().splitlines() if x.startswith("{")]
         counts.append(sum(x.get("inserted", 0) for x in lines if x.get("event") == "batch_committed"))
     return counts
+
+
+def test_ingest_survives_postgresql_dropping_its_connections(broker: Broker, tmp_path: Path) -> None:
+    """A real fault on demand: the server terminates the service's sessions; nothing is lost."""
+    import psycopg
+
+    from inventory.store import PostgresStore
+    from tests.inventory.conftest import PG_URL, drop_schema, pg_schema
+
+    schema = pg_schema()
+    cfg = service_config(PG_URL, broker.port)
+    svc = Service(cfg, RealClock(), schema=schema, http=False, alerts=False).start()
+    unit = UnitSide(broker.port, "unit-side")
+    try:
+        assert svc.wait_connected(10)
+        ss = streams(2, 30)
+        msgs = [m for s in ss for m in s.messages()]
+        unit.publish_all(msgs[:40])
+        store = svc.store
+        assert isinstance(store, PostgresStore)
+        wait_for(lambda: store.count_events() == 40, 20, "the first 40 events")
+        pids = [s.backend_pid() for s in svc.stores if isinstance(s, PostgresStore)]
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            for pid in pids:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        unit.publish_all(msgs[40:])
+        wait_for(lambda: _count_or_none(store) == len(msgs), 30, "every event after the reconnect")
+        _check_exact(store, ss)
+    finally:
+        unit.close()
+        svc.stop()
+        drop_schema(schema)
+
+
+def _count_or_none(store: Store) -> int | None:
+    try:
+        return store.count_events()
+    except Exception:  # this connection was terminated too: the next call reconnects
+        return None
