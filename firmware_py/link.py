@@ -6,7 +6,7 @@ frame is always ACKed with its seq, and delivered unless its seq equals the last
 (a duplicate); HELLO and BOOT are always delivered and reset that seq. A frame that fails to
 decode is counted and answered with NAK (seq 0). NAK or ACK timeout retransmits the outstanding
 frame unchanged. Replies give up after `reply_tries`; events (persistent) retry forever with a
-doubling timeout capped at `max_backoff_ms`.
+doubling timeout capped at `max_backoff_ms`. A full queue drops its oldest event first.
 """
 
 from firmware_py import codec
@@ -35,10 +35,21 @@ class Link:
     # ------------------------------------------------------------ sending
 
     def send(self, message, persistent=False):
-        """Queue a reliable message; persistent ones (events) are retried until acknowledged."""
+        """Queue a reliable message; persistent ones (events) are retried until acknowledged.
+
+        When the queue is full (the controller has been away a long time) the oldest queued
+        event makes room, so replies to a returning controller are never crowded out.
+        """
         if len(self.queue) >= self.queue_max:
             self.counters["queue_overflows"] += 1
-            return False
+            oldest_event = None
+            for i in range(len(self.queue)):
+                if self.queue[i][1]:
+                    oldest_event = i
+                    break
+            if oldest_event is None:
+                return False
+            self.queue.pop(oldest_event)
         self.queue.append((message, persistent))
         return True
 

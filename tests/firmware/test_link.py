@@ -134,6 +134,16 @@ def test_queue_is_bounded():
     assert link.counters["queue_overflows"] == 1
 
 
+def test_full_queue_drops_the_oldest_event_not_a_reply():
+    link = Link(FakeUart(), queue_max=3)
+    link.send(codec.Button(0), persistent=True)
+    link.send(codec.Button(1), persistent=True)
+    link.send(codec.Door(1), persistent=True)
+    reply = codec.HelloReply(1, "0.1.0", "b", 6, 1)
+    assert link.send(reply) is True
+    assert [m for m, _ in link.queue] == [codec.Button(1), codec.Door(1), reply]
+
+
 def test_ticks_diff_across_wrap():
     near_end = (1 << 30) - 5
     assert ticks_diff(ticks_add(near_end, 10), near_end) == 10
