@@ -146,14 +146,19 @@ class ChaosPlan:
             "central_kill": 1,
         }
     )
+    cover_all: bool = False  # the first faults go through every kind once (in a seeded order)
     injected: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self.uncovered = list(self.weights) if self.cover_all else []
+        self.rng.shuffle(self.uncovered)
 
     def next_fault(self) -> str | None:
         if self.rng.random() >= self.rate:
             return None
+        if self.uncovered:
+            return self.uncovered.pop()
         names = list(self.weights)
         return self.rng.choices(names, weights=[self.weights[n] for n in names])[0]
 

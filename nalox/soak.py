@@ -51,6 +51,7 @@ class Options:
     workdir: Path | None = None
     settle_timeout: float = 20.0
     summary: Path | None = None
+    cover_all: bool = True  # every fault kind at least once, early
 
 
 @dataclass
@@ -259,7 +260,7 @@ def build(opts: Options) -> Soak:
     )
     stack.workdir.mkdir(parents=True, exist_ok=True)
     stack.notify = NotifySocket(workdir / "notify.sock")
-    return Soak(opts, stack, proxy, ChaosPlan(opts.seed, rate=opts.fault_rate))
+    return Soak(opts, stack, proxy, ChaosPlan(opts.seed, rate=opts.fault_rate, cover_all=opts.cover_all))
 
 
 def run(opts: Options) -> dict[str, Any]:

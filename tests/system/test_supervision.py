@@ -90,3 +90,9 @@ def test_chaos_plan_is_reproducible_from_its_seed() -> None:
     assert seq_a == [b.next_fault() for _ in range(200)]
     assert seq_a != [c.next_fault() for _ in range(200)]
     assert {f for f in seq_a if f} == set(a.weights), "expected every fault kind to come up in 200 draws"
+
+
+def test_cover_all_injects_every_kind_first() -> None:
+    plan = ChaosPlan(5, rate=1.0, cover_all=True)
+    first = [plan.next_fault() for _ in range(len(plan.weights))]
+    assert sorted(f for f in first if f) == sorted(plan.weights)

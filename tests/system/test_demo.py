@@ -1,0 +1,83 @@
+"""`nalox demo` as a new user runs it: every room as its own process, the three counts agree,
+and SIGTERM leaves nothing running."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psutil
+
+from nalox.broker import free_port
+from nalox.demo import port_free, wait_until
+
+NALOX = [sys.executable, "-m", "nalox.cli"]
+
+
+def test_demo_vends_and_the_ledger_simulator_and_central_store_agree(tmp_path: Path) -> None:
+    summary = tmp_path / "summary.json"
+    done = subprocess.run([*NALOX, "demo", "--vends", "5", "--headless", "--summary", str(summary),
+                           "--mqtt-port", str(free_port()), "--http-port", str(free_port()),
+                           "--workdir", str(tmp_path / "demo")],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, f"demo exited {done.returncode}: {done.stderr[-2000:]}"
+    s = json.loads(summary.read_text())
+    assert s["presses"] == 5
+    assert s["sim_dropped"] == 5, "a headless demo with no faults drops one kit per press"
+    assert s["ledger_dispensed"] == s["sim_dropped"] == s["central_dispensed"]
+    unit = s["units"][0]
+    sim_stock = s["stock"]["sim"][unit]
+    assert sum(20 - n for n in sim_stock.values()) == 5
+    assert s["stock"]["ledger"][unit] == sim_stock == s["stock"]["central"][unit]
+    assert "dashboard: http://127.0.0.1:" in done.stdout
+
+
+def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:
+    out: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return out
+
+
+def _wait_for_line(lines: queue.Queue[str], prefix: str, timeout: float) -> None:
+    seen: list[str] = []
+
+    def arrived() -> bool:
+        try:
+            seen.append(lines.get(timeout=0.5))
+        except queue.Empty:
+            return False
+        return seen[-1].startswith(prefix)
+
+    wait_until(f"a line starting {prefix!r} from the demo (got {seen[-3:]})", arrived, timeout)
+
+
+def test_sigterm_stops_every_process_the_demo_started(tmp_path: Path) -> None:
+    mqtt_port, http_port = free_port(), free_port()
+    proc = subprocess.Popen([*NALOX, "demo", "--headless", "--interval", "1", "--mqtt-port", str(mqtt_port),
+                             "--http-port", str(http_port), "--workdir", str(tmp_path / "demo")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        _wait_for_line(_lines(proc), "presses", 120)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        names = {p.name() for p in family}
+        assert {"mosquitto", "mpv"} <= names, f"expected broker and player among the demo's children: {names}"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 130
+        gone, alive = psutil.wait_procs(family, timeout=10)
+        assert not alive, f"left running after SIGTERM: {[(p.pid, p.name()) for p in alive]}"
+        assert port_free(mqtt_port) and port_free(http_port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
