@@ -48,7 +48,7 @@ class PubackClock:
                 handle.add_done_callback(done)
             return handle
 
-        self.module.MqttClient.publish = publish  # type: ignore[method-assign]
+        self.module.MqttClient.publish = publish  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -86,15 +86,19 @@ def vend_overhead(port: int, count: int) -> dict[str, Any]:
         unit = fleet.start_unit(spec, work, port, seed=1, wrap_board=lambda b: _keep(clocks, DropClock(b)))
         try:
             for _ in range(count + 1):  # the first press plays the video; the window covers the rest
-                before = unit.terminal()
-                unit.press("en")
-                wait_until("the vend to end", lambda b=before: unit.terminal() > b, 30, interval=0.005)
+                _press_and_wait(unit)
             wait_until("every dispense PUBACKed", lambda: len(pubacks.acked) >= len(clocks[0].dropped), 30)
         finally:
             unit.stop()
     drops = clocks[0].dropped
     samples = [pubacks.acked[c] - t for c, t in drops.items() if c in pubacks.acked]
     return baselines.summary_ms(samples[1:])
+
+
+def _press_and_wait(unit: Any) -> None:
+    before = unit.terminal()
+    unit.press("en")
+    wait_until("the vend to end", lambda: unit.terminal() > before, 30, interval=0.005)
 
 
 def _keep(bucket: list[DropClock], clock: DropClock) -> DropClock:

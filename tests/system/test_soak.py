@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -26,7 +27,7 @@ def test_short_soak_with_faults_reconciles_exactly(tmp_path: Path) -> None:
 
 
 def test_verdict_names_every_kind_of_difference() -> None:
-    good = {"sim_dropped": 3, "ledger_dispensed": 3, "central_dispensed": 3, "events_lost": 0,
+    good: dict[str, Any] = {"sim_dropped": 3, "ledger_dispensed": 3, "central_dispensed": 3, "events_lost": 0,
             "events_counted_twice": 0, "events_unknown_to_ledger": 0, "kits_dispensed_twice": 0,
             "stock": {"ledger": {"1": 2}, "sim": {"1": 2}, "central": {"1": 2}}}
     assert soak.verdict(good) == []
