@@ -472,7 +472,8 @@ class MqttClient:
             return True
         self._suback.clear()
         # retainAsPublished: a retained publish keeps its flag on live delivery too, so it can be refused
-        client.subscribe([(f, SubscribeOptions(qos=q, retainAsPublished=True)) for f, q in self.subscriptions])
+        options = [(f, SubscribeOptions(qos=q, retainAsPublished=True)) for f, q in self.subscriptions]
+        client.subscribe(options)
         if not self._suback.wait(self.settings.connect_timeout_s) or self._lost.is_set():
             log.warning("mqtt_no_suback", subscriptions=self.subscriptions)
             return False

@@ -13,12 +13,18 @@ from controller.clock import RealClock
 from controller.mqtt import MqttSettings
 from controller.reporter import Reporter
 from nalox.broker import Broker
-from tests.mqtt.standins import MemoryLedger, StandInUnit, Watcher
+from tests.mqtt.standins import SqliteLedger, StandInUnit, Watcher, real_ledger
 
 
 def fast_settings(port: int, tmp_path: Path, **overrides: Any) -> MqttSettings:
-    base: dict[str, Any] = dict(port=port, reconnect_min_s=0.05, reconnect_max_s=0.5, connect_timeout_s=5,
-                                telemetry_interval_s=3600, state_db=tmp_path / "reporter.sqlite")
+    base: dict[str, Any] = dict(
+        port=port,
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.5,
+        connect_timeout_s=5,
+        telemetry_interval_s=3600,
+        state_db=tmp_path / "reporter.sqlite",
+    )
     base.update(overrides)
     return MqttSettings(**base)
 
@@ -32,11 +38,15 @@ def unit_id() -> str:
 def make_reporter(broker: Broker, tmp_path: Path, unit_id: str) -> Iterator[Callable[..., Reporter]]:
     made: list[Reporter] = []
 
-    def make(clock: Any = None, ledger: MemoryLedger | None = None, unit: StandInUnit | None = None,
-             **overrides: Any) -> Reporter:
+    def make(
+        clock: Any = None,
+        ledger: SqliteLedger | None = None,
+        unit: StandInUnit | None = None,
+        **overrides: Any,
+    ) -> Reporter:
         clock = clock or RealClock()
         unit = unit or StandInUnit(unit_id, clock)
-        ledger = ledger or MemoryLedger(unit_id, clock)
+        ledger = ledger or real_ledger(tmp_path, unit_id, clock)
         reporter = Reporter(fast_settings(broker.port, tmp_path, **overrides), unit, ledger, clock)
         made.append(reporter)
         return reporter

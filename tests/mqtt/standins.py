@@ -1,4 +1,4 @@
-"""In-test stand-ins for the unit daemon and its ledger, following the interfaces the reporter uses."""
+"""In-test stand-in for the unit daemon, the real ledger with a helper, and a paho watcher."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -17,63 +16,19 @@ from paho.mqtt.properties import Properties
 
 from controller.clock import Clock
 from controller.commands import CommandRefused
+from controller.ledger import Ledger
 from schemas.models import AlarmState, ColumnState, CommandBase, DoorEvent, Telemetry, UnitState
 
 
-@dataclass(frozen=True)
-class Row:
-    seq: int
-    event_type: str
-    payload: bytes
-    created_at: datetime
-
-
-class MemoryLedger:
-    """The outbox API of controller.ledger.Ledger, in memory."""
-
-    def __init__(self, unit_id: str, clock: Clock) -> None:
-        self.unit_id, self.clock = unit_id, clock
-        self._lock = threading.Lock()
-        self._rows: dict[int, Row] = {}
-        self._last = 0
-        self._acked = 0
+class SqliteLedger(Ledger):
+    """The real controller.ledger.Ledger, with a helper to record a door event."""
 
     def append_door(self, is_open: bool = True) -> DoorEvent:
-        with self._lock:
-            self._last += 1
-            event = DoorEvent(event_id=uuid.uuid4().hex, seq=self._last, ts=self.clock.now(), unit=self.unit_id,
-                              open=is_open)
-            self._rows[event.seq] = Row(event.seq, event.type, event.model_dump_json().encode(), event.ts)
-            return event
+        return self.record(DoorEvent, open=is_open)
 
-    def pending(self, after_seq: int, limit: int) -> list[Row]:
-        with self._lock:
-            return [self._rows[s] for s in sorted(self._rows) if s > after_seq][:limit]
 
-    def prune(self, acked_seq: int) -> int:
-        with self._lock:
-            acked = min(acked_seq, self._last)
-            gone = [s for s in self._rows if s <= acked]
-            for s in gone:
-                del self._rows[s]
-            self._acked = max(self._acked, acked)
-            return len(gone)
-
-    def depth(self) -> int:
-        with self._lock:
-            return len(self._rows)
-
-    def oldest_pending_at(self) -> datetime | None:
-        with self._lock:
-            return min((r.created_at for r in self._rows.values()), default=None)
-
-    def last_seq(self) -> int:
-        with self._lock:
-            return self._last
-
-    def acked_seq(self) -> int:
-        with self._lock:
-            return self._acked
+def real_ledger(folder: Path, unit_id: str, clock: Clock) -> SqliteLedger:
+    return SqliteLedger(folder / f"{unit_id}-{uuid.uuid4().hex[:6]}.sqlite", clock, unit_id=unit_id)
 
 
 class StandInUnit:
@@ -88,13 +43,22 @@ class StandInUnit:
         self.alarm_raised = threading.Event()
 
     def snapshot_state(self) -> UnitState:
-        return UnitState(unit=self.unit_id, site="test-site", ts=self.clock.now(), mode=self.mode,  # type: ignore[arg-type]
-                         config_version="test", columns=[ColumnState(column=1, product="naloxone-4mg",
-                                                                     capacity=20, par=5, stock=12)],
-                         alarms=list(self.alarms.values()), outbox_depth=0, last_seq=0)
+        return UnitState(
+            unit=self.unit_id,
+            site="test-site",
+            ts=self.clock.now(),
+            mode=self.mode,  # type: ignore[arg-type]
+            config_version="test",
+            columns=[ColumnState(column=1, product="naloxone-4mg", capacity=20, par=5, stock=12)],
+            alarms=list(self.alarms.values()),
+            outbox_depth=0,
+            last_seq=0,
+        )
 
     def telemetry(self) -> Telemetry:
-        return Telemetry(unit=self.unit_id, ts=self.clock.now(), temperature_c=21.5, uptime_s=1.0, outbox_depth=0)
+        return Telemetry(
+            unit=self.unit_id, ts=self.clock.now(), temperature_c=21.5, uptime_s=1.0, outbox_depth=0
+        )
 
     def handle_command(self, name: str, cmd: CommandBase) -> dict[str, Any]:
         self.commands.append((name, cmd))
@@ -106,9 +70,16 @@ class StandInUnit:
             self.mode = "vending"
         return {"done": name}
 
-    def raise_alarm(self, code: str, message: str, severity: str = "warning", column: int | None = None) -> None:
-        self.alarms[code] = AlarmState(code=code, severity=severity, message=message,  # type: ignore[arg-type]
-                                       since=self.clock.now(), column=column)
+    def raise_alarm(
+        self, code: str, message: str, severity: str = "warning", column: int | None = None
+    ) -> None:
+        self.alarms[code] = AlarmState(
+            code=code,
+            severity=severity,
+            message=message,  # type: ignore[arg-type]
+            since=self.clock.now(),
+            column=column,
+        )
         self.alarm_log.append(("raised", code))
         self.alarm_raised.set()
 
@@ -120,13 +91,22 @@ class StandInUnit:
 class Watcher:
     """A plain paho v5 client: subscribes, collects messages, publishes commands and acks."""
 
-    def __init__(self, port: int, filters: list[str], client_id: str | None = None, tls: dict[str, str] | None = None,
-                 connect: bool = True) -> None:
+    def __init__(
+        self,
+        port: int,
+        filters: list[str],
+        client_id: str | None = None,
+        tls: dict[str, str] | None = None,
+        connect: bool = True,
+    ) -> None:
         self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
         self.filters = filters
         self.stash: list[paho.MQTTMessage] = []
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"w-{uuid.uuid4().hex[:8]}",
-                                  protocol=paho.MQTTv5)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"w-{uuid.uuid4().hex[:8]}",
+            protocol=paho.MQTTv5,
+        )
         if tls:
             self.client.tls_set(ca_certs=tls["ca"], certfile=tls["cert"], keyfile=tls["key"])
         self.subscribed = threading.Event()
@@ -152,8 +132,9 @@ class Watcher:
         if self.filters:
             c.subscribe([(f, 1) for f in self.filters])
 
-    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False,
-                **props: Any) -> paho.MQTTMessageInfo:
+    def publish(
+        self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False, **props: Any
+    ) -> paho.MQTTMessageInfo:
         properties = None
         if props:
             properties = Properties(PacketTypes.PUBLISH)

@@ -24,8 +24,9 @@ class Sink:
 
     def __init__(self, port: int, topic_filter: str) -> None:
         self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"sink-{uuid.uuid4().hex[:8]}",
-                                  protocol=paho.MQTTv5)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"sink-{uuid.uuid4().hex[:8]}", protocol=paho.MQTTv5
+        )
         subscribed = threading.Event()
         self.client.on_message = lambda c, u, m: self.messages.put(m)
         self.client.on_subscribe = lambda *a: subscribed.set()
@@ -45,8 +46,12 @@ class Sink:
 @pytest.fixture
 def client(broker: Broker) -> Iterator[MqttClient]:
     inbound: queue.Queue[InboundMessage] = queue.Queue()
-    c = MqttClient(settings(broker.port), f"t-{uuid.uuid4().hex[:8]}", on_message=inbound.put,
-                   subscriptions=[("test/in/#", 1)])
+    c = MqttClient(
+        settings(broker.port),
+        f"t-{uuid.uuid4().hex[:8]}",
+        on_message=inbound.put,
+        subscriptions=[("test/in/#", 1)],
+    )
     c.inbound = inbound  # type: ignore[attr-defined]
     c.start()
     assert c.wait_connected(5)
@@ -83,9 +88,16 @@ def test_inbound_message_is_converted_with_v5_properties(broker: Broker, client:
     pub.disconnect()
     pub.loop_stop()
     msg = client.inbound.get(timeout=5)  # type: ignore[attr-defined]
-    assert msg == InboundMessage(topic="test/in/cmd", payload=b"{}", qos=1, retain=False,
-                                 correlation_data=b"\x01\x02", response_topic="test/reply",
-                                 message_expiry=msg.message_expiry, content_type=None)
+    assert msg == InboundMessage(
+        topic="test/in/cmd",
+        payload=b"{}",
+        qos=1,
+        retain=False,
+        correlation_data=b"\x01\x02",
+        response_topic="test/reply",
+        message_expiry=msg.message_expiry,
+        content_type=None,
+    )
     assert msg.message_expiry is not None and 0 < msg.message_expiry <= 30
 
 

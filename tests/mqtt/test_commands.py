@@ -32,28 +32,47 @@ class Recorder:
         return {"ok": True}
 
 
-def processor(memory: CommandMemory | None = None, clock: FakeClock | None = None,
-              handler: Recorder | None = None) -> tuple[CommandProcessor, Recorder, FakeClock]:
+def processor(
+    memory: CommandMemory | None = None, clock: FakeClock | None = None, handler: Recorder | None = None
+) -> tuple[CommandProcessor, Recorder, FakeClock]:
     clock = clock or FakeClock()
     handler = handler or Recorder()
     return CommandProcessor(UNIT, handler, memory or CommandMemory(":memory:"), clock, 300), handler, clock
 
 
-def msg(name: str, payload: bytes | str, retain: bool = False, response_topic: str | None = None,
-        corr: bytes | None = b"c") -> InboundMessage:
+def msg(
+    name: str,
+    payload: bytes | str,
+    retain: bool = False,
+    response_topic: str | None = None,
+    corr: bytes | None = b"c",
+) -> InboundMessage:
     data = payload.encode() if isinstance(payload, str) else payload
-    return InboundMessage(topic=f"nalox/v1/{UNIT}/cmd/{name}", payload=data, qos=1, retain=retain,
-                          correlation_data=corr, response_topic=response_topic)
+    return InboundMessage(
+        topic=f"nalox/v1/{UNIT}/cmd/{name}",
+        payload=data,
+        qos=1,
+        retain=retain,
+        correlation_data=corr,
+        response_topic=response_topic,
+    )
 
 
 def body(clock: FakeClock, command_id: str = "c1", age_s: float = 0, **fields: Any) -> str:
-    return json.dumps({"command_id": command_id, "issued_at": (clock.now() - timedelta(seconds=age_s)).isoformat(),
-                       **fields})
+    return json.dumps(
+        {
+            "command_id": command_id,
+            "issued_at": (clock.now() - timedelta(seconds=age_s)).isoformat(),
+            **fields,
+        }
+    )
 
 
 def test_valid_command_acts_once_and_answers_ok() -> None:
     p, handler, clock = processor()
-    reply = p.process(msg("lock", body(clock, reason="service"), response_topic=f"nalox/v1/{UNIT}/cmd_response/a"))
+    reply = p.process(
+        msg("lock", body(clock, reason="service"), response_topic=f"nalox/v1/{UNIT}/cmd_response/a")
+    )
     assert (reply.response.status, reply.response.result) == ("ok", {"ok": True})
     assert (reply.topic, reply.correlation_data) == (f"nalox/v1/{UNIT}/cmd_response/a", b"c")
     assert [n for n, _ in handler.calls] == ["lock"]
@@ -82,7 +101,9 @@ def test_refusals_by_the_handler_are_remembered_too() -> None:
 def test_handler_crash_is_an_error_answer_not_a_crash() -> None:
     p, _, clock = processor()
     reply = p.process(msg("diag", body(clock, "d1")))
-    assert reply.response.status == "error" and "RuntimeError: serial port vanished" in (reply.response.reason or "")
+    assert reply.response.status == "error" and "RuntimeError: serial port vanished" in (
+        reply.response.reason or ""
+    )
 
 
 def test_memory_is_bounded() -> None:
@@ -115,19 +136,24 @@ def test_no_response_topic_answers_on_the_default() -> None:
     assert (reply.topic, reply.correlation_data) == (f"nalox/v1/{UNIT}/cmd_response", None)
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                                       max_size=4), max_leaves=12)
-command_like = st.fixed_dictionaries({}, optional={
-    "command_id": st.one_of(st.text(max_size=80), st.integers(), st.none()),
-    "issued_at": st.one_of(st.just("2026-11-01T12:00:00Z"), st.text(max_size=30), st.integers()),
-    "column": st.one_of(st.integers(-5, 70), st.text(max_size=3)),
-    "count": st.one_of(st.integers(-10, 200_000), st.floats()),
-    "from_seq": st.integers(-3, 10),
-    "lot": st.text(max_size=80),
-    "expiry": st.one_of(st.just("2027-01-01"), st.text(max_size=12)),
-    "extra": json_values,
-})
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+command_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "command_id": st.one_of(st.text(max_size=80), st.integers(), st.none()),
+        "issued_at": st.one_of(st.just("2026-11-01T12:00:00Z"), st.text(max_size=30), st.integers()),
+        "column": st.one_of(st.integers(-5, 70), st.text(max_size=3)),
+        "count": st.one_of(st.integers(-10, 200_000), st.floats()),
+        "from_seq": st.integers(-3, 10),
+        "lot": st.text(max_size=80),
+        "expiry": st.one_of(st.just("2027-01-01"), st.text(max_size=12)),
+        "extra": json_values,
+    },
+)
 names = st.sampled_from(sorted(COMMANDS)) | st.text(max_size=30)
 payloads = st.one_of(
     st.binary(max_size=600),
@@ -141,7 +167,9 @@ payloads = st.one_of(
 @given(name=names, payload=payloads, retain=st.booleans())
 def test_fuzzed_commands_never_crash_and_refusals_say_why(name: str, payload: bytes, retain: bool) -> None:
     p, handler, _ = processor()
-    reply = p.process(InboundMessage(topic=f"nalox/v1/{UNIT}/cmd/{name}", payload=payload, qos=1, retain=retain))
+    reply = p.process(
+        InboundMessage(topic=f"nalox/v1/{UNIT}/cmd/{name}", payload=payload, qos=1, retain=retain)
+    )
     assert reply.topic == f"nalox/v1/{UNIT}/cmd_response"
     json.loads(reply.payload)  # always a JSON answer
     if reply.response.status == "error":

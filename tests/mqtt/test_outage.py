@@ -17,7 +17,7 @@ from controller.reporter import Reporter
 from nalox.broker import Broker
 from schemas.models import parse_event
 from tests.mqtt.conftest import fast_settings
-from tests.mqtt.standins import MemoryLedger, StandInUnit
+from tests.mqtt.standins import StandInUnit, real_ledger
 
 EVENTS = 400
 KILLS = 4
@@ -34,7 +34,9 @@ class CentralAcker:
         self._lock = threading.Lock()
         self._changed = threading.Event()
         self._stop = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"central-{unit_id}", protocol=paho.MQTTv5)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"central-{unit_id}", protocol=paho.MQTTv5
+        )
         self.client.reconnect_delay_set(0.05, 0.3)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"nalox/v1/{unit_id}/event/#", qos=1)
         self.client.on_message = self._on_message
@@ -82,9 +84,13 @@ def test_kill_9_broker_during_event_stream_loses_nothing(tmp_path: Path) -> None
     broker.start()
     unit_id = "unit-outage"
     clock = RealClock()
-    ledger = MemoryLedger(unit_id, clock)
-    reporter = Reporter(fast_settings(broker.port, tmp_path, ack_resend_s=1.0, inflight_window=32),
-                        StandInUnit(unit_id, clock), ledger, clock).start()
+    ledger = real_ledger(tmp_path, unit_id, clock)
+    reporter = Reporter(
+        fast_settings(broker.port, tmp_path, ack_resend_s=1.0, inflight_window=32),
+        StandInUnit(unit_id, clock),
+        ledger,
+        clock,
+    ).start()
     central = CentralAcker(broker.port, unit_id)
     stop_producing = threading.Event()
 
@@ -102,15 +108,23 @@ def test_kill_9_broker_during_event_stream_loses_nothing(tmp_path: Path) -> None
         assert reporter.client is not None
         for kill in range(KILLS):
             before = ledger.last_seq()
-            wait_until(lambda b=before: central.received > 0 and ledger.last_seq() >= b + 20, 20,
-                       "the stream to go on between kills")
+            wait_until(
+                lambda b=before: central.received > 0 and ledger.last_seq() >= b + 20,
+                20,
+                "the stream to go on between kills",
+            )
             connects = reporter.client.connects
             broker.kill()
             mark = ledger.last_seq()
-            wait_until(lambda m=mark: ledger.last_seq() >= min(EVENTS, m + 15), 20,
-                       "events to pile up while the broker is down")
+            wait_until(
+                lambda m=mark: ledger.last_seq() >= min(EVENTS, m + 15),
+                20,
+                "events to pile up while the broker is down",
+            )
             broker.start()
-            wait_until(lambda c=connects: reporter.client.connects > c, 20, f"reconnect after kill {kill + 1}")
+            wait_until(
+                lambda c=connects: reporter.client.connects > c, 20, f"reconnect after kill {kill + 1}"
+            )
         producer.join(30)
         assert ledger.last_seq() == EVENTS
         wait_until(lambda: central.seen == set(range(1, EVENTS + 1)), 60, "every event at the central")

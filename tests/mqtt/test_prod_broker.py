@@ -20,7 +20,7 @@ from controller.clock import RealClock
 from controller.mqtt import MqttClient, MqttSettings, TlsSettings
 from controller.reporter import REFUSED_ALARM, Reporter
 from nalox.broker import DEPLOY, Broker
-from tests.mqtt.standins import MemoryLedger, StandInUnit, Watcher
+from tests.mqtt.standins import StandInUnit, Watcher, real_ledger
 
 MAKE_CERTS = DEPLOY.parent / "pki" / "make-certs.sh"
 NOT_AUTHORIZED = 0x87
@@ -32,15 +32,25 @@ class Pki:
 
     def tls(self, name: str, revoked: bool = False) -> dict[str, str]:
         folder = self.root / "clients" / name
-        return {"ca": str(folder / "ca.crt"), "cert": str(folder / (f"{name}.crt" + (".revoked" if revoked else ""))),
-                "key": str(folder / f"{name}.key")}
+        return {
+            "ca": str(folder / "ca.crt"),
+            "cert": str(folder / (f"{name}.crt" + (".revoked" if revoked else ""))),
+            "key": str(folder / f"{name}.key"),
+        }
 
     def settings(self, port: int, name: str, tmp: Path, **extra: object) -> MqttSettings:
         t = self.tls(name)
-        return MqttSettings(port=port, client_id=name, reconnect_min_s=0.05, reconnect_max_s=0.5,
-                            connect_timeout_s=5, telemetry_interval_s=3600, state_db=tmp / f"{name}.sqlite",
-                            tls=TlsSettings(ca_file=Path(t["ca"]), cert_file=Path(t["cert"]),
-                                            key_file=Path(t["key"])), **extra)  # type: ignore[arg-type]
+        return MqttSettings(
+            port=port,
+            client_id=name,
+            reconnect_min_s=0.05,
+            reconnect_max_s=0.5,
+            connect_timeout_s=5,
+            telemetry_interval_s=3600,
+            state_db=tmp / f"{name}.sqlite",
+            tls=TlsSettings(ca_file=Path(t["ca"]), cert_file=Path(t["cert"]), key_file=Path(t["key"])),
+            **extra,
+        )  # type: ignore[arg-type]
 
 
 def make_certs(root: Path, *args: str) -> None:
@@ -62,13 +72,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 def prod_config(pki: Pki, workdir: Path) -> Broker:
     """A Broker with deploy/mosquitto/prod.conf pointed at the generated certificates and the real ACL."""
-    return Broker(DEPLOY / "prod.conf", workdir=workdir, replacements={
-        "/etc/nalox/pki/device-ca.crt": str(pki.root / "device-ca" / "ca.crt"),
-        "/etc/nalox/pki/broker.crt": str(pki.root / "broker" / "broker.crt"),
-        "/etc/nalox/pki/broker.key": str(pki.root / "broker" / "broker.key"),
-        "/etc/nalox/pki/crl.pem": str(pki.root / "device-ca" / "crl.pem"),
-        "/etc/nalox/mosquitto/acl": str(DEPLOY / "acl"),
-    })
+    return Broker(
+        DEPLOY / "prod.conf",
+        workdir=workdir,
+        replacements={
+            "/etc/nalox/pki/device-ca.crt": str(pki.root / "device-ca" / "ca.crt"),
+            "/etc/nalox/pki/broker.crt": str(pki.root / "broker" / "broker.crt"),
+            "/etc/nalox/pki/broker.key": str(pki.root / "broker" / "broker.key"),
+            "/etc/nalox/pki/crl.pem": str(pki.root / "device-ca" / "crl.pem"),
+            "/etc/nalox/mosquitto/acl": str(DEPLOY / "acl"),
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +92,12 @@ def prod_broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def tls_watcher(broker: Broker, pki: Pki, name: str, filters: list[str]) -> Watcher:
-    return Watcher(broker.port, filters, client_id=f"{name}-{uuid.uuid4().hex[:6]}" if name in (
-        "inventory", "operations") else name, tls=pki.tls(name))
+    return Watcher(
+        broker.port,
+        filters,
+        client_id=f"{name}-{uuid.uuid4().hex[:6]}" if name in ("inventory", "operations") else name,
+        tls=pki.tls(name),
+    )
 
 
 def try_connect(broker: Broker, tls: dict[str, str] | None, client_id: str) -> str:
@@ -89,8 +107,10 @@ def try_connect(broker: Broker, tls: dict[str, str] | None, client_id: str) -> s
         client.tls_set(ca_certs=tls["ca"], certfile=tls.get("cert"), keyfile=tls.get("key"))
     outcome: list[str] = []
     done = threading.Event()
-    client.on_connect = lambda c, u, f, rc, p: (outcome.append("connected" if not rc.is_failure else str(rc)),
-                                                 done.set())
+    client.on_connect = lambda c, u, f, rc, p: (
+        outcome.append("connected" if not rc.is_failure else str(rc)),
+        done.set(),
+    )
     client.on_disconnect = lambda c, u, f, rc, p: (outcome.append(f"disconnected: {rc}"), done.set())
     try:
         client.connect("127.0.0.1", broker.port)
@@ -137,8 +157,11 @@ def test_no_certificate_or_foreign_ca_cannot_connect(prod_broker: Broker, pki: P
     foreign = tmp_path / "foreign"
     make_certs(foreign, "init")
     make_certs(foreign, "unit", "unit-a")  # same CN, signed by another device CA
-    impostor = {"ca": ca, "cert": str(foreign / "clients/unit-a/unit-a.crt"),
-                "key": str(foreign / "clients/unit-a/unit-a.key")}
+    impostor = {
+        "ca": ca,
+        "cert": str(foreign / "clients/unit-a/unit-a.crt"),
+        "key": str(foreign / "clients/unit-a/unit-a.key"),
+    }
     assert try_connect(prod_broker, impostor, "unit-a") != "connected"
 
 
@@ -154,24 +177,45 @@ def unit_a(prod_broker: Broker, pki: Pki, tmp_path: Path) -> Iterator[MqttClient
     client.close()
 
 
-@pytest.mark.parametrize("topic", ["nalox/v1/unit-b/status", "nalox/v1/unit-b/state", "nalox/v1/unit-b/event/dispense",
-                                   "nalox/v1/unit-b/telemetry", "nalox/v1/unit-b/cmd_response",
-                                   "nalox/v1/unit-b/cmd/lock", "nalox/v1/unit-a/cmd/lock", "nalox/v1/unit-a/ack",
-                                   "nalox/v1/unit-b/ack", "nalox/v1/_central/alert", "elsewhere"])
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "nalox/v1/unit-b/status",
+        "nalox/v1/unit-b/state",
+        "nalox/v1/unit-b/event/dispense",
+        "nalox/v1/unit-b/telemetry",
+        "nalox/v1/unit-b/cmd_response",
+        "nalox/v1/unit-b/cmd/lock",
+        "nalox/v1/unit-a/cmd/lock",
+        "nalox/v1/unit-a/ack",
+        "nalox/v1/unit-b/ack",
+        "nalox/v1/_central/alert",
+        "elsewhere",
+    ],
+)
 def test_unit_cannot_publish_outside_its_own_report_topics(unit_a: MqttClient, topic: str) -> None:
     result = unit_a.publish(topic, b"{}", qos=1).wait(5)
     assert (result.reason_code, result.delivered) == (NOT_AUTHORIZED, False), result
 
 
-@pytest.mark.parametrize("topic", ["nalox/v1/unit-a/status", "nalox/v1/unit-a/state", "nalox/v1/unit-a/event/door",
-                                   "nalox/v1/unit-a/telemetry", "nalox/v1/unit-a/cmd_response/ops-1"])
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "nalox/v1/unit-a/status",
+        "nalox/v1/unit-a/state",
+        "nalox/v1/unit-a/event/door",
+        "nalox/v1/unit-a/telemetry",
+        "nalox/v1/unit-a/cmd_response/ops-1",
+    ],
+)
 def test_unit_can_publish_its_own_report_topics(unit_a: MqttClient, topic: str) -> None:
     result = unit_a.publish(topic, b"{}", qos=1).wait(5)
     assert result.delivered and result.reason_code in (0x00, 0x10), result
 
 
 def test_unit_subscribed_to_everything_receives_only_its_own_commands_and_acks(
-        prod_broker: Broker, pki: Pki) -> None:
+    prod_broker: Broker, pki: Pki
+) -> None:
     spy = tls_watcher(prod_broker, pki, "unit-a", ["#"])
     unit_b = tls_watcher(prod_broker, pki, "unit-b", [])
     inventory = tls_watcher(prod_broker, pki, "inventory", [])
@@ -219,19 +263,27 @@ def test_services_have_their_own_rights(prod_broker: Broker, pki: Pki) -> None:
         inventory.close()
         operations.close()
     allowed = {k: v < 0x80 for k, v in codes.items()}
-    assert allowed == {"inventory ack": True, "inventory replay": True, "inventory lock": False,
-                       "inventory state": False, "operations lock": True, "operations ack": False,
-                       "operations event": False}, codes
+    assert allowed == {
+        "inventory ack": True,
+        "inventory replay": True,
+        "inventory lock": False,
+        "inventory state": False,
+        "operations lock": True,
+        "operations ack": False,
+        "operations event": False,
+    }, codes
 
 
-def test_reporter_speaking_for_another_unit_keeps_rows_and_raises_alarm(prod_broker: Broker, pki: Pki,
-                                                                        tmp_path: Path) -> None:
+def test_reporter_speaking_for_another_unit_keeps_rows_and_raises_alarm(
+    prod_broker: Broker, pki: Pki, tmp_path: Path
+) -> None:
     clock = RealClock()
     unit = StandInUnit("unit-b", clock)  # configured as unit-b, holding unit-a's certificate
-    ledger = MemoryLedger("unit-b", clock)
+    ledger = real_ledger(tmp_path, "unit-b", clock)
     events = [ledger.append_door() for _ in range(3)]
-    reporter = Reporter(pki.settings(prod_broker.port, "unit-a", tmp_path, refused_retry_s=0.2), unit, ledger,
-                        clock).start()
+    reporter = Reporter(
+        pki.settings(prod_broker.port, "unit-a", tmp_path, refused_retry_s=0.2), unit, ledger, clock
+    ).start()
     inventory = tls_watcher(prod_broker, pki, "inventory", ["nalox/v1/#"])
     try:
         assert unit.alarm_raised.wait(10), "expected the reporter to raise an alarm on a refused PUBACK"

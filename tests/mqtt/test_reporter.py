@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from controller.clock import FakeClock, RealClock
 from controller.reporter import BACKLOG_ALARM, Reporter
 from nalox.broker import Broker
 from schemas.models import CommandResponse, Status, Telemetry, UnitState, parse_event
-from tests.mqtt.standins import MemoryLedger, StandInUnit, Watcher
+from tests.mqtt.standins import StandInUnit, Watcher, real_ledger
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
@@ -24,8 +25,9 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condi
         time.sleep(0.01)  # polling a condition with a deadline, not synchronising on time
 
 
-def test_connect_publishes_online_state_and_telemetry(make_reporter: Callable[..., Reporter],
-                                                       watcher: Watcher, unit_id: str) -> None:
+def test_connect_publishes_online_state_and_telemetry(
+    make_reporter: Callable[..., Reporter], watcher: Watcher, unit_id: str
+) -> None:
     reporter = make_reporter().start()
     status = Status.model_validate_json(watcher.next(f"nalox/v1/{unit_id}/status").payload)
     assert (status.state, status.session) == ("online", reporter.session)
@@ -37,7 +39,8 @@ def test_connect_publishes_online_state_and_telemetry(make_reporter: Callable[..
 
 
 def test_state_and_status_are_retained_and_stop_says_offline_same_session(
-        make_reporter: Callable[..., Reporter], broker: Broker, unit_id: str) -> None:
+    make_reporter: Callable[..., Reporter], broker: Broker, unit_id: str
+) -> None:
     reporter = make_reporter().start()
     assert reporter.client is not None and reporter.client.wait_connected(5)
     wait_for(lambda: reporter.states >= 1, what="a state publish")
@@ -55,8 +58,9 @@ def test_state_and_status_are_retained_and_stop_says_offline_same_session(
         late.close()
 
 
-def test_session_counter_persists_across_restarts(make_reporter: Callable[..., Reporter],
-                                                  watcher: Watcher, unit_id: str) -> None:
+def test_session_counter_persists_across_restarts(
+    make_reporter: Callable[..., Reporter], watcher: Watcher, unit_id: str
+) -> None:
     first = make_reporter().start()
     s1 = Status.model_validate_json(watcher.next(f"nalox/v1/{unit_id}/status").payload).session
     first.stop()
@@ -66,10 +70,11 @@ def test_session_counter_persists_across_restarts(make_reporter: Callable[..., R
     assert s2 > s1 >= 1
 
 
-def test_events_leave_in_seq_order_and_ack_prunes_the_outbox(make_reporter: Callable[..., Reporter],
-                                                              watcher: Watcher, unit_id: str) -> None:
+def test_events_leave_in_seq_order_and_ack_prunes_the_outbox(
+    make_reporter: Callable[..., Reporter], watcher: Watcher, unit_id: str, tmp_path: Path
+) -> None:
     clock = RealClock()
-    ledger = MemoryLedger(unit_id, clock)
+    ledger = real_ledger(tmp_path, unit_id, clock)
     written = [ledger.append_door(i % 2 == 0) for i in range(150)]
     reporter = make_reporter(clock=clock, ledger=ledger, inflight_window=16).start()
     seen = [parse_event(watcher.next(f"nalox/v1/{unit_id}/event/door").payload) for _ in written]
@@ -83,9 +88,11 @@ def test_events_leave_in_seq_order_and_ack_prunes_the_outbox(make_reporter: Call
     assert reporter.delivered >= 150
 
 
-def test_new_rows_are_sent_on_wake(make_reporter: Callable[..., Reporter], watcher: Watcher, unit_id: str) -> None:
+def test_new_rows_are_sent_on_wake(
+    make_reporter: Callable[..., Reporter], watcher: Watcher, unit_id: str, tmp_path: Path
+) -> None:
     clock = RealClock()
-    ledger = MemoryLedger(unit_id, clock)
+    ledger = real_ledger(tmp_path, unit_id, clock)
     reporter = make_reporter(clock=clock, ledger=ledger).start()
     watcher.next(f"nalox/v1/{unit_id}/status")
     event = ledger.append_door(True)
@@ -93,10 +100,11 @@ def test_new_rows_are_sent_on_wake(make_reporter: Callable[..., Reporter], watch
     assert parse_event(watcher.next(f"nalox/v1/{unit_id}/event/door").payload) == event
 
 
-def test_bad_ack_is_ignored_and_never_prunes(make_reporter: Callable[..., Reporter], watcher: Watcher,
-                                             unit_id: str) -> None:
+def test_bad_ack_is_ignored_and_never_prunes(
+    make_reporter: Callable[..., Reporter], watcher: Watcher, unit_id: str, tmp_path: Path
+) -> None:
     clock = RealClock()
-    ledger = MemoryLedger(unit_id, clock)
+    ledger = real_ledger(tmp_path, unit_id, clock)
     ledger.append_door()
     reporter = make_reporter(clock=clock, ledger=ledger).start()
     watcher.next(f"nalox/v1/{unit_id}/event/door")
@@ -107,10 +115,11 @@ def test_bad_ack_is_ignored_and_never_prunes(make_reporter: Callable[..., Report
     assert ledger.depth() == 1 and reporter.connected
 
 
-def test_backlog_alarm_rises_past_depth_and_clears_after_ack(make_reporter: Callable[..., Reporter],
-                                                              watcher: Watcher, unit_id: str) -> None:
+def test_backlog_alarm_rises_past_depth_and_clears_after_ack(
+    make_reporter: Callable[..., Reporter], watcher: Watcher, unit_id: str, tmp_path: Path
+) -> None:
     clock = RealClock()
-    unit, ledger = StandInUnit(unit_id, clock), MemoryLedger(unit_id, clock)
+    unit, ledger = StandInUnit(unit_id, clock), real_ledger(tmp_path, unit_id, clock)
     for _ in range(6):
         ledger.append_door()
     make_reporter(clock=clock, ledger=ledger, unit=unit, outbox_alarm_depth=5).start()
@@ -120,10 +129,11 @@ def test_backlog_alarm_rises_past_depth_and_clears_after_ack(make_reporter: Call
     wait_for(lambda: BACKLOG_ALARM not in unit.alarms, what="the backlog alarm cleared")
 
 
-def test_backlog_alarm_on_age_with_injected_clock(make_reporter: Callable[..., Reporter], watcher: Watcher,
-                                                  unit_id: str) -> None:
+def test_backlog_alarm_on_age_with_injected_clock(
+    make_reporter: Callable[..., Reporter], watcher: Watcher, unit_id: str, tmp_path: Path
+) -> None:
     clock = FakeClock()
-    unit, ledger = StandInUnit(unit_id, clock), MemoryLedger(unit_id, clock)
+    unit, ledger = StandInUnit(unit_id, clock), real_ledger(tmp_path, unit_id, clock)
     ledger.append_door()
     reporter = make_reporter(clock=clock, ledger=ledger, unit=unit, outbox_alarm_age_s=600)
     reporter.start()
@@ -145,8 +155,9 @@ def _cmd(command_id: str, issued_at: str | None = None, **fields: object) -> str
     return json.dumps({"command_id": command_id, "issued_at": issued, **fields})
 
 
-def test_each_command_is_answered_on_its_response_topic(make_reporter: Callable[..., Reporter],
-                                                         broker: Broker, unit_id: str) -> None:
+def test_each_command_is_answered_on_its_response_topic(
+    make_reporter: Callable[..., Reporter], broker: Broker, unit_id: str
+) -> None:
     unit = StandInUnit(unit_id, RealClock())
     reporter = make_reporter(unit=unit).start()
     assert reporter.client is not None and reporter.client.wait_connected(5)
@@ -165,8 +176,13 @@ def test_each_command_is_answered_on_its_response_topic(make_reporter: Callable[
     try:
         for i, (name, (fields, expected)) in enumerate(cases.items()):
             reply_to = f"nalox/v1/{unit_id}/cmd_response/ops-{i}"
-            ops.publish(f"nalox/v1/{unit_id}/cmd/{name}", _cmd(f"c-{name}", **fields), ResponseTopic=reply_to,
-                        CorrelationData=f"corr-{i}".encode(), MessageExpiryInterval=60).wait_for_publish(5)
+            ops.publish(
+                f"nalox/v1/{unit_id}/cmd/{name}",
+                _cmd(f"c-{name}", **fields),
+                ResponseTopic=reply_to,
+                CorrelationData=f"corr-{i}".encode(),
+                MessageExpiryInterval=60,
+            ).wait_for_publish(5)
             msg = ops.next(reply_to)
             answer = CommandResponse.model_validate_json(msg.payload)
             assert msg.properties.CorrelationData == f"corr-{i}".encode()
@@ -177,8 +193,9 @@ def test_each_command_is_answered_on_its_response_topic(make_reporter: Callable[
         ops.close()
 
 
-def test_repeated_command_is_answered_again_without_acting(make_reporter: Callable[..., Reporter],
-                                                            broker: Broker, unit_id: str) -> None:
+def test_repeated_command_is_answered_again_without_acting(
+    make_reporter: Callable[..., Reporter], broker: Broker, unit_id: str
+) -> None:
     unit = StandInUnit(unit_id, RealClock())
     reporter = make_reporter(unit=unit).start()
     assert reporter.client is not None and reporter.client.wait_connected(5)
@@ -186,8 +203,11 @@ def test_repeated_command_is_answered_again_without_acting(make_reporter: Callab
     try:
         answers = []
         for _ in range(3):
-            ops.publish(f"nalox/v1/{unit_id}/cmd/lock", _cmd("same-id"),
-                        ResponseTopic=f"nalox/v1/{unit_id}/cmd_response/x").wait_for_publish(5)
+            ops.publish(
+                f"nalox/v1/{unit_id}/cmd/lock",
+                _cmd("same-id"),
+                ResponseTopic=f"nalox/v1/{unit_id}/cmd_response/x",
+            ).wait_for_publish(5)
             answers.append(ops.next(f"nalox/v1/{unit_id}/cmd_response/x").payload)
         assert len(set(answers)) == 1 and json.loads(answers[0])["status"] == "ok"
         assert [n for n, _ in unit.commands] == ["lock"]
@@ -195,10 +215,12 @@ def test_repeated_command_is_answered_again_without_acting(make_reporter: Callab
         ops.close()
 
 
-@pytest.mark.parametrize("case", ["retained", "expired", "future", "unknown", "oversized", "not-json",
-                                  "bad-field"])
-def test_bad_commands_are_refused_with_a_reason(make_reporter: Callable[..., Reporter], broker: Broker,
-                                                unit_id: str, case: str) -> None:
+@pytest.mark.parametrize(
+    "case", ["retained", "expired", "future", "unknown", "oversized", "not-json", "bad-field"]
+)
+def test_bad_commands_are_refused_with_a_reason(
+    make_reporter: Callable[..., Reporter], broker: Broker, unit_id: str, case: str
+) -> None:
     unit = StandInUnit(unit_id, RealClock())
     reporter = make_reporter(unit=unit, command_max_age_s=60).start()
     assert reporter.client is not None and reporter.client.wait_connected(5)
@@ -224,14 +246,16 @@ def test_bad_commands_are_refused_with_a_reason(make_reporter: Callable[..., Rep
         ops.close()
 
 
-def test_response_topic_outside_the_unit_goes_to_the_default(make_reporter: Callable[..., Reporter],
-                                                             broker: Broker, unit_id: str) -> None:
+def test_response_topic_outside_the_unit_goes_to_the_default(
+    make_reporter: Callable[..., Reporter], broker: Broker, unit_id: str
+) -> None:
     reporter = make_reporter().start()
     assert reporter.client is not None and reporter.client.wait_connected(5)
     ops = Watcher(broker.port, [f"nalox/v1/{unit_id}/cmd_response", "elsewhere/#"])
     try:
-        ops.publish(f"nalox/v1/{unit_id}/cmd/unlock", _cmd("d1"), ResponseTopic="elsewhere/x",
-                    CorrelationData=b"k").wait_for_publish(5)
+        ops.publish(
+            f"nalox/v1/{unit_id}/cmd/unlock", _cmd("d1"), ResponseTopic="elsewhere/x", CorrelationData=b"k"
+        ).wait_for_publish(5)
         msg = ops.next()
         assert msg.topic == f"nalox/v1/{unit_id}/cmd_response"
         assert msg.properties.CorrelationData == b"k"
@@ -239,16 +263,19 @@ def test_response_topic_outside_the_unit_goes_to_the_default(make_reporter: Call
         ops.close()
 
 
-def test_rebirth_republishes_state_and_replay_resends(make_reporter: Callable[..., Reporter], watcher: Watcher,
-                                                      unit_id: str) -> None:
+def test_rebirth_republishes_state_and_replay_resends(
+    make_reporter: Callable[..., Reporter], watcher: Watcher, unit_id: str, tmp_path: Path
+) -> None:
     clock = RealClock()
-    ledger = MemoryLedger(unit_id, clock)
+    ledger = real_ledger(tmp_path, unit_id, clock)
     events = [ledger.append_door() for _ in range(5)]
     reporter = make_reporter(clock=clock, ledger=ledger).start()
     for _ in events:
         watcher.next(f"nalox/v1/{unit_id}/event/door")
+    watcher.next(f"nalox/v1/{unit_id}/state")  # the one on connect
     states = reporter.states
     watcher.publish(f"nalox/v1/{unit_id}/cmd/rebirth", _cmd("rb")).wait_for_publish(5)
+    assert json.loads(watcher.next(f"nalox/v1/{unit_id}/cmd_response").payload)["status"] == "ok"
     watcher.next(f"nalox/v1/{unit_id}/state")
     assert reporter.states > states
     watcher.publish(f"nalox/v1/{unit_id}/cmd/replay", _cmd("rp", from_seq=3)).wait_for_publish(5)
@@ -256,10 +283,10 @@ def test_rebirth_republishes_state_and_replay_resends(make_reporter: Callable[..
     assert again == [3, 4, 5]
 
 
-def test_fuzzed_commands_through_the_broker_each_get_one_answer(make_reporter: Callable[..., Reporter],
-                                                                 broker: Broker, unit_id: str) -> None:
+def test_fuzzed_commands_through_the_broker_each_get_one_answer(
+    make_reporter: Callable[..., Reporter], broker: Broker, unit_id: str
+) -> None:
     from hypothesis import given, settings
-    from hypothesis import strategies as st
 
     from tests.mqtt.test_commands import names, payloads
 
@@ -275,8 +302,9 @@ def test_fuzzed_commands_through_the_broker_each_get_one_answer(make_reporter: C
     def one(name: str, payload: bytes) -> None:
         corr = f"fz-{next(counter)}".encode()
         reply_to = f"nalox/v1/{unit_id}/cmd_response/fuzz"
-        ops.publish(f"nalox/v1/{unit_id}/cmd/{name}", payload, ResponseTopic=reply_to,
-                    CorrelationData=corr).wait_for_publish(5)
+        ops.publish(
+            f"nalox/v1/{unit_id}/cmd/{name}", payload, ResponseTopic=reply_to, CorrelationData=corr
+        ).wait_for_publish(5)
         answer = ops.next(reply_to)
         assert answer.properties.CorrelationData == corr
         response = CommandResponse.model_validate_json(answer.payload)

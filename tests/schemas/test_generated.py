@@ -18,11 +18,14 @@ from schemas.topics import EVENT_MODELS, TOPICS, by_name
 
 def test_committed_files_match_the_models() -> None:
     for path, text in generate.render().items():
-        assert path.read_text() == text, f"{path.name} is stale: run `python -m schemas.generate` and commit it"
+        assert path.read_text() == text, (
+            f"{path.name} is stale: run `python -m schemas.generate` and commit it"
+        )
 
 
-def test_check_mode_reports_stale_files(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_mode_reports_stale_files(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(generate, "EVENTS_FILE", tmp_path / "nalox-events.schema.json")
     monkeypatch.setattr(generate, "ASYNCAPI_FILE", tmp_path / "asyncapi.json")
     assert generate.main(["--check"]) == 1
@@ -61,10 +64,20 @@ def test_asyncapi_documents_every_topic_with_qos_and_retain() -> None:
     doc = json.loads(generate.ASYNCAPI_FILE.read_text())
     assert doc["asyncapi"] == "3.0.0"
     assert set(doc["channels"]) == {t.name for t in TOPICS}
-    expected = {"status": (1, True), "state": (1, True), "event": (1, False), "telemetry": (0, False),
-                "cmd": (1, False), "cmd_response": (1, False), "ack": (1, False), "alert": (1, False)}
-    got = {name: (op["bindings"]["mqtt"]["qos"], op["bindings"]["mqtt"]["retain"])
-           for name, op in doc["operations"].items()}
+    expected = {
+        "status": (1, True),
+        "state": (1, True),
+        "event": (1, False),
+        "telemetry": (0, False),
+        "cmd": (1, False),
+        "cmd_response": (1, False),
+        "ack": (1, False),
+        "alert": (1, False),
+    }
+    got = {
+        name: (op["bindings"]["mqtt"]["qos"], op["bindings"]["mqtt"]["retain"])
+        for name, op in doc["operations"].items()
+    }
     assert got == expected
     assert doc["channels"]["event"]["parameters"]["type"]["enum"] == list(EVENT_TYPES)
     assert doc["channels"]["cmd"]["parameters"]["name"]["enum"] == list(COMMANDS)
@@ -91,14 +104,40 @@ def test_events_schema_is_a_discriminated_union_of_every_event_type() -> None:
 stamps = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 
 
-@given(seq=st.integers(1, 2**53), ts=stamps, column=st.integers(1, 64), stock=st.integers(0, 100_000),
-       lot=st.none() | st.text(max_size=20), expiry=st.none() | st.dates(date(2020, 1, 1), date(2100, 1, 1)),
-       via=st.sampled_from(["video", "window", "fallback", "test"]), command_id=st.integers(0, 2**32 - 1))
-def test_dispense_events_round_trip_exactly(seq: int, ts: datetime, column: int, stock: int, lot: str | None,
-                                            expiry: date | None, via: str, command_id: int) -> None:
-    event = DispenseEvent(event_id="e" * 32, seq=seq, ts=ts, unit="unit-1", column=column, product="nx-4mg",
-                          doses=2, lot=lot, expiry=expiry, command_id=command_id, via=via,  # type: ignore[arg-type]
-                          stock_after=stock)
+@given(
+    seq=st.integers(1, 2**53),
+    ts=stamps,
+    column=st.integers(1, 64),
+    stock=st.integers(0, 100_000),
+    lot=st.none() | st.text(max_size=20),
+    expiry=st.none() | st.dates(date(2020, 1, 1), date(2100, 1, 1)),
+    via=st.sampled_from(["video", "window", "fallback", "test"]),
+    command_id=st.integers(0, 2**32 - 1),
+)
+def test_dispense_events_round_trip_exactly(
+    seq: int,
+    ts: datetime,
+    column: int,
+    stock: int,
+    lot: str | None,
+    expiry: date | None,
+    via: str,
+    command_id: int,
+) -> None:
+    event = DispenseEvent(
+        event_id="e" * 32,
+        seq=seq,
+        ts=ts,
+        unit="unit-1",
+        column=column,
+        product="nx-4mg",
+        doses=2,
+        lot=lot,
+        expiry=expiry,
+        command_id=command_id,
+        via=via,  # type: ignore[arg-type]
+        stock_after=stock,
+    )
     assert parse_event(event.model_dump_json()) == event
 
 
@@ -109,10 +148,16 @@ def test_garbage_never_parses_as_an_event(raw: bytes) -> None:
 
 
 def test_unknown_fields_and_wrong_types_are_refused_with_the_field_named() -> None:
-    good = json.loads(DoorEvent(event_id="x" * 16, seq=1, ts=datetime(2026, 1, 1, tzinfo=UTC), unit="u1",
-                                open=True).model_dump_json())
-    for bad, field in (({**good, "name": "someone"}, "name"), ({**good, "seq": 0}, "seq"),
-                       ({**good, "type": "teleport"}, "type")):
+    good = json.loads(
+        DoorEvent(
+            event_id="x" * 16, seq=1, ts=datetime(2026, 1, 1, tzinfo=UTC), unit="u1", open=True
+        ).model_dump_json()
+    )
+    for bad, field in (
+        ({**good, "name": "someone"}, "name"),
+        ({**good, "seq": 0}, "seq"),
+        ({**good, "type": "teleport"}, "type"),
+    ):
         with pytest.raises(ValidationError) as info:
             parse_event(json.dumps(bad))
         assert field in str(info.value)
