@@ -188,6 +188,7 @@ class Ingestor:
         self._known = store.known_units()
         self._gaps: dict[str, Gap] = {}
         self._pending_status: dict[str, Status] = {}
+        self.replays_requested = 0
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- batch
@@ -342,6 +343,7 @@ class Ingestor:
             )
             self.log.warning("replay_requested", unit=unit, from_seq=g.acked + 1, command_id=cmd.command_id)
             sent.append(cmd)
+            self.replays_requested += 1
         return sent
 
     def open_gaps(self) -> dict[str, int]:

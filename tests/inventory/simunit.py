@@ -38,7 +38,15 @@ def make_clip(folder: Path) -> Path:
 
 
 def unit_toml(
-    unit: str, site: str, workdir: Path, mqtt_port: int, clip: Path, columns: int, stock: int, par: int
+    unit: str,
+    site: str,
+    workdir: Path,
+    mqtt_port: int,
+    clip: Path,
+    columns: int,
+    stock: int,
+    par: int,
+    ack_resend_s: float = 5,
 ) -> str:
     cols = "".join(
         f'[[columns]]\ncolumn = {c}\nproduct = "nasal-4mg"\ncapacity = 30\npar = {par}\n'
@@ -75,7 +83,7 @@ keepalive = 10
 telemetry_interval_s = 2
 reconnect_min_s = 0.2
 reconnect_max_s = 2
-ack_resend_s = 5
+ack_resend_s = {ack_resend_s}
 '''
 
 
@@ -112,6 +120,7 @@ def start_unit(
     par: int = 5,
     seed: int = 0,
     spin_ms: int = 50,
+    ack_resend_s: float = 5,
 ) -> SimUnit:
     from controller.clock import RealClock
     from controller.config import load_config
@@ -123,7 +132,7 @@ def start_unit(
 
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "unit.toml"
-    conf.write_text(unit_toml(unit, site, workdir, mqtt_port, clip, columns, stock, par))
+    conf.write_text(unit_toml(unit, site, workdir, mqtt_port, clip, columns, stock, par, ack_resend_s))
     config = load_config(conf)
     controller_end, board_end = serial_pair(seed=seed)
     board = SimulatedBoard(
