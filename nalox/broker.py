@@ -126,3 +126,15 @@ def _has_user(name: str) -> bool:
         return True
     except KeyError:
         return False
+
+
+def production_replacements(pki: Path, acl: Path | None = None) -> dict[str, str]:
+    """Point deploy/mosquitto/prod.conf at a folder made by deploy/pki/make-certs.sh (tests, demos):
+    `Broker(DEPLOY / "prod.conf", replacements=production_replacements(pki))`."""
+    return {
+        "/etc/nalox/pki/device-ca.crt": str(pki / "device-ca" / "ca.crt"),
+        "/etc/nalox/pki/broker.crt": str(pki / "broker" / "broker.crt"),
+        "/etc/nalox/pki/broker.key": str(pki / "broker" / "broker.key"),
+        "/etc/nalox/pki/crl.pem": str(pki / "device-ca" / "crl.pem"),
+        "/etc/nalox/mosquitto/acl": str(acl or DEPLOY / "acl"),
+    }

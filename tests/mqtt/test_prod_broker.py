@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from controller.clock import RealClock
 from controller.mqtt import MqttClient, MqttSettings, TlsSettings
 from controller.reporter import REFUSED_ALARM, Reporter
-from nalox.broker import DEPLOY, Broker
+from nalox.broker import DEPLOY, Broker, production_replacements
 from tests.mqtt.standins import StandInUnit, Watcher, real_ledger
 
 MAKE_CERTS = DEPLOY.parent / "pki" / "make-certs.sh"
@@ -72,17 +72,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 def prod_config(pki: Pki, workdir: Path) -> Broker:
     """A Broker with deploy/mosquitto/prod.conf pointed at the generated certificates and the real ACL."""
-    return Broker(
-        DEPLOY / "prod.conf",
-        workdir=workdir,
-        replacements={
-            "/etc/nalox/pki/device-ca.crt": str(pki.root / "device-ca" / "ca.crt"),
-            "/etc/nalox/pki/broker.crt": str(pki.root / "broker" / "broker.crt"),
-            "/etc/nalox/pki/broker.key": str(pki.root / "broker" / "broker.key"),
-            "/etc/nalox/pki/crl.pem": str(pki.root / "device-ca" / "crl.pem"),
-            "/etc/nalox/mosquitto/acl": str(DEPLOY / "acl"),
-        },
-    )
+    return Broker(DEPLOY / "prod.conf", workdir=workdir, replacements=production_replacements(pki.root))
 
 
 @pytest.fixture(scope="module")
