@@ -94,8 +94,12 @@ class Board:
         self.link.service(now)
 
     def busy(self):
-        """True while a coil turns, a command waits or the link has frames to send."""
-        return self.job is not None or bool(self.pending) or not self.link.idle()
+        """True while a coil turns, a command waits or the link has queued frames: step again soon.
+
+        A frame waiting for its ACK does not count: the ACK wakes a loop that waits on the UART,
+        and a retransmission a few ms late is harmless.
+        """
+        return self.job is not None or bool(self.pending) or bool(self.link.queue)
 
     def _bad_request(self, frame, error):
         code = codec.ERR_UNKNOWN_TYPE if frame.type not in codec.MESSAGE_TYPES else codec.ERR_BAD_PAYLOAD

@@ -25,6 +25,9 @@ from simulator.hal import FAULT_NAMES, SimHal, World
 from simulator.noise import Noise
 
 log = structlog.get_logger("simulator")
+# How long an idle board waits for input between main-loop steps: the latency of a button press or
+# door change, and the slack of a retransmission. 50 idle boards cost about a tenth of a core.
+IDLE_WAIT_S = 0.02
 
 
 class SimulatorError(Exception):
@@ -198,7 +201,7 @@ class SimulatedBoard:
         try:
             fw.step()
             self.uart.pump()
-            self.uart.wait(0.001 if fw.busy() or self.uart.delaying else 0.01)
+            self.uart.wait(0.001 if fw.busy() or self.uart.delaying else IDLE_WAIT_S)
         except (serial.SerialException, OSError) as exc:
             if self._stop.is_set():
                 return False

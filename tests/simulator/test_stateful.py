@@ -35,7 +35,17 @@ class FirmwareOnSimulatedPhysics(RuleBasedStateMachine):
     def _boot(self, reason: str) -> Board:
         self.world.reset_outputs()
         self.uart.rx.clear()  # the UART FIFO does not survive a reset
-        return Board(SimHal(self.world, self.uart, self.nvs, "sm-1", reason), **OPTIONS)
+        board = Board(SimHal(self.world, self.uart, self.nvs, "sm-1", reason), **OPTIONS)
+        queue_message = board.link.send
+
+        def checked_send(message: codec.Message, persistent: bool = False) -> bool:
+            """Check each result at the moment the board decides it (replies may arrive late)."""
+            if isinstance(message, codec.DispenseResult):
+                self._check_result(message)
+            return queue_message(message, persistent)
+
+        board.link.send = checked_send  # type: ignore[method-assign]
+        return board
 
     def _attribute(self, column: int) -> int | None:
         job = self.board.job
@@ -87,8 +97,8 @@ class FirmwareOnSimulatedPhysics(RuleBasedStateMachine):
                 continue
             self.uart.rx.extend(codec.encode_frame(codec.Frame(frame.seq, codec.ACK)))
             message = codec.decode_message(frame)
-            if isinstance(message, codec.DispenseResult):
-                self._check_result(message)
+            if isinstance(message, codec.DispenseResult) and message.outcome == codec.DROPPED:
+                assert self.world.truth.per_command.get(message.command_id) == 1
 
     def _check_result(self, result: codec.DispenseResult) -> None:
         cid, outcome = result.command_id, result.outcome
