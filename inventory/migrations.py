@@ -100,4 +100,18 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         )""",
         ],
     ),
+    (
+        3,
+        "operator-accepted seq gaps (events the unit can no longer replay)",
+        [
+            """CREATE TABLE accepted_gaps (
+            unit TEXT NOT NULL,
+            from_seq BIGINT NOT NULL,
+            through_seq BIGINT NOT NULL,
+            accepted_at TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            PRIMARY KEY (unit, from_seq)
+        )""",
+        ],
+    ),
 ]

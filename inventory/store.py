@@ -268,6 +268,37 @@ class Store:
         )
 
     # ------------------------------------------------------------------ seq tracking
+    def accept_gap(self, unit: str, through_seq: int, reason: str, now: datetime) -> int:
+        """An operator's decision: seqs up to `through_seq` that never came are given up on (the unit
+        no longer has them). Recorded with the reason; returns how many seqs were given up on."""
+        with self.tx() as tx:
+            row = tx.one("SELECT acked_seq FROM units WHERE unit = ?", (unit,))
+            if row is None:
+                raise StoreError(f"expected a known unit id, got {unit!r}")
+            acked = int(row[0])
+            if through_seq <= acked:
+                return 0
+            have = tx.one(
+                "SELECT COUNT(DISTINCT seq) FROM events WHERE unit = ? AND seq > ? AND seq <= ?",
+                (unit, acked, through_seq),
+            )
+            tx.execute(
+                "INSERT INTO accepted_gaps (unit, from_seq, through_seq, accepted_at, reason) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (unit, acked + 1, through_seq, iso(now), reason),
+            )
+            tx.execute("UPDATE units SET acked_seq = ? WHERE unit = ?", (through_seq, unit))
+        return through_seq - acked - (int(have[0]) if have else 0)
+
+    def accepted_gaps(self, unit: str) -> list[dict[str, Any]]:
+        with self.tx() as tx:
+            rows = tx.rows(
+                "SELECT from_seq, through_seq, accepted_at, reason FROM accepted_gaps WHERE unit = ? "
+                "ORDER BY from_seq",
+                (unit,),
+            )
+        return [{"from_seq": r[0], "through_seq": r[1], "accepted_at": r[2], "reason": r[3]} for r in rows]
+
     def advance_acked(self, unit: str) -> SeqProgress:
         """Raise the unit's acked seq over every consecutive committed seq; run after commit."""
         with self.tx() as tx:

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
-from inventory import reports
+from inventory import log, reports
 from inventory.clock import Clock
 from inventory.config import CentralConfig
 from inventory.fleet import ColumnView, UnitView, fleet
@@ -49,6 +49,11 @@ class UnitOut(BaseModel):
     acked_seq: int
     last_seq: int
     days_left: float | None
+
+
+class AcceptGap(BaseModel):
+    through_seq: int
+    reason: str
 
 
 class EventOut(BaseModel):
@@ -265,6 +270,25 @@ def create_app(
             )
             for e in store.events(unit, limit=limit, before_seq=before_seq, type_=type)
         ]
+
+    @app.post("/api/units/{unit}/accept-gap", tags=["units"])
+    def accept_gap(unit: str, body: AcceptGap) -> dict[str, Any]:
+        """Give up on missing seqs up to `through_seq` (the unit no longer has them, e.g. after the
+        central database was restored from a backup). Recorded with the reason; acks resume past it."""
+        find_unit(unit)
+        if not body.reason.strip():
+            raise HTTPException(422, "expected a reason for giving up on events, got an empty one")
+        missing = store.accept_gap(unit, body.through_seq, body.reason.strip()[:500], clock.now())
+        log.get("web").warning(
+            "gap_accepted", unit=unit, through_seq=body.through_seq, missing=missing, reason=body.reason[:200]
+        )
+        p = store.advance_acked(unit)
+        return {
+            "unit": unit,
+            "given_up": missing,
+            "acked_seq": p.acked_seq,
+            "gaps": store.accepted_gaps(unit),
+        }
 
     @app.get("/api/alerts", tags=["alerts"])
     def api_alerts() -> dict[str, Any]:

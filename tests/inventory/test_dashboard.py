@@ -214,3 +214,26 @@ def test_restock_discrepancy_is_listed_until_resolved_and_refusals_show(
             assert http.get("/api/ingest").json()["rejected"]["malformed_json"]["count"] == 1
     finally:
         feed.close()
+
+
+def test_accept_gap_over_the_api(central: Service, broker: Broker) -> None:
+    feed = UnitSide(broker.port, "feeder")
+    try:
+        s = now_stream("unit-003", "Site B")
+        msgs = s.messages()
+        feed.publish_all(msgs[:3] + msgs[4:])  # seq 4 never arrives
+        with httpx.Client(base_url=central.url or "", timeout=10) as http:
+            wait_for(lambda: http.get("/api/units/unit-003").json()["acked_seq"] == 3, 20, "ack stops at 3")
+            assert (
+                http.post(
+                    "/api/units/unit-003/accept-gap", json={"through_seq": 4, "reason": " "}
+                ).status_code
+                == 422
+            )
+            r = http.post(
+                "/api/units/unit-003/accept-gap", json={"through_seq": 4, "reason": "lost in a restore"}
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["given_up"] == 1 and r.json()["acked_seq"] == s.seq
+    finally:
+        feed.close()

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from inventory.clock import FakeClock
 from inventory.config import CentralConfig
 from inventory.ingest import Incoming, Ingestor
+from inventory.migrations import MIGRATIONS
 from inventory.store import SqliteStore, Store
 from schemas.models import Ack, ReplayCommand, topic
 from tests.inventory.conftest import make_config, ts
@@ -220,10 +221,12 @@ def test_status_newer_session_wins_and_last_will_is_final(
 
 
 def test_migrations_are_recorded_and_idempotent(store: Store) -> None:
-    assert store.schema_version() == 2
-    assert store.migrate() == 2
+    latest = MIGRATIONS[-1][0]
+    assert store.schema_version() == latest
+    assert store.migrate() == latest
     with store.tx() as tx:
-        assert [r[0] for r in tx.rows("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+        versions = [r[0] for r in tx.rows("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == list(range(1, latest + 1))
 
 
 def test_ack_is_published_after_each_batch(store: Store, config: CentralConfig, clock: FakeClock) -> None:
@@ -232,3 +235,20 @@ def test_ack_is_published_after_each_batch(store: Store, config: CentralConfig, 
     feed(ing, s.messages(), batch=2)
     acks = rec.acks(s.unit)
     assert acks == sorted(acks) and acks[-1] == s.seq
+
+
+def test_an_operator_can_give_up_on_events_the_unit_no_longer_has(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    ing, rec = ingestor(store, config, clock)
+    s = stream(seed=8, vends=5)
+    msgs = s.messages()
+    feed(ing, msgs[:2] + msgs[5:])  # seqs 3..5 are gone for good
+    assert rec.acks(s.unit)[-1] == 2
+    clock.advance(31)
+    assert [r.from_seq for r in ing.tick()] == [3]
+    assert store.accept_gap(s.unit, 5, "central database restored from backup", clock.now()) == 3
+    assert store.advance_acked(s.unit).acked_seq == s.seq
+    assert store.accepted_gaps(s.unit)[0]["from_seq"] == 3
+    assert ing.tick() == [], "no more replay requests once the gap is accepted"
+    assert store.accept_gap(s.unit, 4, "again", clock.now()) == 0, "nothing to give up below the ack"
