@@ -81,6 +81,10 @@ def bar_chart(series: list[tuple[date, int]], title: str) -> Markup:
             f"<title>{d.isoformat()}: {n}</title></rect>"
         )
         if i % 7 == 0 and len(series) - i > 3 or i == len(series) - 1:
-            parts.append(f'<text x="{x:.1f}" y="{h + 15}" class="axis">{d:%d %b}</text>')
+            last = i == len(series) - 1
+            anchor, tx = ("end", x + bw) if last else ("start", x)
+            parts.append(
+                f'<text x="{tx:.1f}" y="{h + 15}" text-anchor="{anchor}" class="axis">{d:%d %b}</text>'
+            )
     parts.append("</svg>")
     return Markup("".join(parts))
