@@ -6,7 +6,8 @@
 #   make-certs.sh DIR unit UNIT_ID           a unit certificate, CN = UNIT_ID (the MQTT username)
 #   make-certs.sh DIR service NAME           a service certificate: inventory or operations
 #   make-certs.sh DIR revoke NAME            revoke NAME's certificate and rewrite the CRL
-#   make-certs.sh DIR crl                    rewrite the CRL (do it monthly: it is valid 30 days)
+#   make-certs.sh DIR crl                    rewrite the CRL (valid NALOX_CRL_DAYS, default 365 days:
+#                                            past that OpenSSL refuses EVERY client, so renew early)
 #
 # The device CA signs only units and services (client certificates; it is the broker's `cafile`).
 # The server CA signs only the broker (clients trust it to know they talk to the real broker).
@@ -14,10 +15,11 @@
 # Keys are EC P-256, mode 0600. Run it on an offline machine; never copy DIR/*-ca/ca.key to a unit.
 set -eu
 
-usage() { sed -n '3,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '3,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 2 ] || usage
 DIR=$1; ACTION=$2; shift 2
 DAYS=${NALOX_CERT_DAYS:-825}
+CRL_DAYS=${NALOX_CRL_DAYS:-365}
 umask 077
 
 die() { echo "make-certs: $*" >&2; exit 1; }
@@ -41,7 +43,7 @@ serial = \$dir/serial
 crlnumber = \$dir/crlnumber
 default_md = sha256
 default_days = $DAYS
-default_crl_days = 30
+default_crl_days = $CRL_DAYS
 policy = policy_cn
 unique_subject = no
 x509_extensions = client_ext
@@ -66,7 +68,7 @@ new_ca() {  # folder, common name
 }
 
 gen_crl() {
-  openssl ca -batch -config "$DIR/device-ca/openssl.cnf" -gencrl -out "$DIR/device-ca/crl.pem" 2>/dev/null
+  openssl ca -batch -config "$DIR/device-ca/openssl.cnf" -gencrl -crldays "$CRL_DAYS" -out "$DIR/device-ca/crl.pem" 2>/dev/null
   echo "CRL: $DIR/device-ca/crl.pem (copy it to the broker and reload mosquitto)"
 }
 
