@@ -30,6 +30,14 @@ def run_restock(args: argparse.Namespace, config: Any | None, ask: Ask | None = 
         print(f"nalox diag restock: {problem}", file=sys.stderr)
         return EXIT_USAGE
     assert config is not None  # _usage_problem refused a missing config
+    try:
+        return _restock(args, config, ask, interactive)
+    except (EOFError, KeyboardInterrupt):
+        print("\nnalox diag restock: cancelled, nothing recorded", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _restock(args: argparse.Namespace, config: Any, ask: Ask, interactive: bool) -> int:
     found = args.found if args.found is not None else ask_count(ask, args.column)
     request = {"op": "restock", "column": args.column, "count": args.count, "counted_before": found,
                "lot": args.lot, "expiry": args.expiry, "reason": args.reason}

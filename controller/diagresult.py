@@ -108,9 +108,16 @@ def render_table(checks: list[Check]) -> str:
     advice = [c for c in checks if c.status in ("fail", "warn")]
     for c in advice:
         rows += ["", f"{MARK[c.status]} {c.name}: {c.summary}"] + _advice(c, indent="    ")
-    code = exit_code(checks)
-    rows += ["", "all checks passed" if code == 0 else f"exit code {code}: see docs/technician.md"]
+    rows += ["", verdict(checks)]
     return "\n".join(rows)
+
+
+def verdict(checks: list[Check]) -> str:
+    code = exit_code(checks)
+    if code:
+        return f"exit code {code}: see docs/technician.md"
+    warnings = sum(c.status == "warn" for c in checks)
+    return f"no check failed; {warnings} warning(s) above" if warnings else "all checks passed"
 
 
 def _advice(c: Check, indent: str) -> list[str]:

@@ -249,3 +249,15 @@ def test_cmd_diag_returns_the_same_report(unit: UnitProcess, central: Commander)
     assert remote["unit"] == local["unit"] == UNIT and remote["via"] == local["via"] == "daemon"
     assert [c["name"] for c in remote["checks"]] == [c["name"] for c in local["checks"]]
     assert remote["exit_code"] == local["exit_code"] == 0
+
+
+def test_cancelled_blind_count_records_nothing(tmp_path: Path, clips: dict[str, Path],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, config_data(tmp_path, clips))
+
+    def hang_up(prompt: str) -> str:
+        raise EOFError
+
+    args = parser().parse_args(["--config", str(path), "restock", "--column", "1", "--count", "5"])
+    assert run_restock(args, load_config(path), ask=hang_up, interactive=True) == 2
+    assert "cancelled, nothing recorded" in capsys.readouterr().err
