@@ -6,7 +6,8 @@ frame is always ACKed with its seq, and delivered unless its seq equals the last
 (a duplicate); HELLO and BOOT are always delivered and reset that seq. A frame that fails to
 decode is counted and answered with NAK (seq 0). NAK or ACK timeout retransmits the outstanding
 frame unchanged. Replies give up after `reply_tries`; events (persistent) retry forever with a
-doubling timeout capped at `max_backoff_ms`. A full queue drops its oldest event first.
+doubling timeout capped at `max_backoff_ms`; the first good frame from the peer ends the backoff
+(the event is resent at once). A full queue drops its oldest event first.
 """
 
 from firmware_py import codec
@@ -91,6 +92,13 @@ class Link:
         self._write(out[1])
         self.counters["retransmissions"] += 1
 
+    def _peer_is_back(self, now):
+        """A good frame came: an event backed off while the peer was away is resent at once."""
+        out = self.out
+        if out is not None and out[5] > self.ack_timeout_ms:
+            out[5] = self.ack_timeout_ms
+            self._retransmit(now, backoff=False)
+
     # ------------------------------------------------------------ receiving
 
     def poll(self, now):
@@ -128,6 +136,7 @@ class Link:
             return None
         self.counters["frames_received"] += 1
         self._write(codec.encode_frame(codec.Frame(frame.seq, codec.ACK)))
+        self._peer_is_back(now)
         resets = frame.type in (codec.HELLO, codec.BOOT)
         if not resets and frame.seq == self.last_rx_seq:
             self.counters["duplicates"] += 1

@@ -65,7 +65,8 @@ class World:
         self.spin_ms = float(spin_ms)
         self.columns = [Column(stock) for _ in range(columns)]
         self.lock = threading.RLock()
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # fault draws only, so status polling cannot shift them
+        self._drift_rng = random.Random(seed + 1)
         self.faults: dict[str, tuple[float, int | None]] = {}
         self.door_open = False
         self.temp_c = 4.0
@@ -202,7 +203,7 @@ class World:
 
     def temperature_centi(self) -> int:
         with self.lock:
-            self._drift = max(-0.3, min(0.3, self._drift + self.rng.gauss(0.0, 0.01)))
+            self._drift = max(-0.3, min(0.3, self._drift + self._drift_rng.gauss(0.0, 0.01)))
             return round((self.temp_c + self._drift) * 100)
 
 

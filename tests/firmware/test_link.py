@@ -148,3 +148,19 @@ def test_ticks_diff_across_wrap():
     near_end = (1 << 30) - 5
     assert ticks_diff(ticks_add(near_end, 10), near_end) == 10
     assert ticks_diff(near_end, ticks_add(near_end, 10)) == -10
+
+
+def test_backed_off_event_is_resent_as_soon_as_the_peer_speaks():
+    uart = FakeUart()
+    link = Link(uart, ack_timeout_ms=100, max_backoff_ms=1000)
+    link.send(codec.Boot(1, "power_on"), persistent=True)
+    for now in range(0, 2000, 10):
+        link.service(now)
+    assert link.out[5] == 1000
+    frames_written(uart)
+    uart.rx.extend(codec.encode_frame(codec.message_frame(1, codec.Hello(1))))
+    link.poll(2001)
+    sent = frames_written(uart)
+    assert sent[0] == codec.Frame(1, codec.ACK)
+    assert codec.decode_message(sent[1]) == codec.Boot(1, "power_on"), "BOOT resent at once"
+    assert link.out[5] == 100
