@@ -9,6 +9,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -93,6 +94,19 @@ class AlertSettings(Section):
         return sorted(v)
 
 
+class ReportSettings(Section):
+    timezone: str = Field(default="UTC", description="monthly reports count calendar months in this zone")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"expected an IANA time zone such as 'America/Chicago', got {v!r}") from e
+        return v
+
+
 class CentralConfig(Section):
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
@@ -100,6 +114,7 @@ class CentralConfig(Section):
     ingest: IngestSettings = IngestSettings()
     enrollment: EnrollmentSettings = EnrollmentSettings()
     alerts: AlertSettings = AlertSettings()
+    reports: ReportSettings = ReportSettings()
     units: list[UnitEntry] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -180,6 +195,9 @@ vend_failure_rate = 0.2
 vend_failure_min_attempts = 5
 vend_failure_window_hours = 24
 # webhook_url = "https://example.org/hooks/nalox"   # each alert is POSTed here as JSON
+
+[reports]
+timezone = "UTC"          # monthly reports count calendar months in this zone, e.g. "America/Chicago"
 
 [[units]]
 id = "unit-001"

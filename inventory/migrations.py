@@ -114,4 +114,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         )""",
         ],
     ),
+    (
+        4,
+        "service settings kept with the data (the reporting time zone the months were computed in)",
+        [
+            """CREATE TABLE settings (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+        ],
+    ),
 ]

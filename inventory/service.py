@@ -45,6 +45,11 @@ class Service:
     def _open(self) -> Store:
         s = open_store(self.config.store.db, schema=self.schema)
         self.stores.append(s)
+        recomputed = s.use_report_timezone(self.config.reports.timezone)
+        if recomputed:
+            self.log.warning(
+                "report_months_recomputed", timezone=self.config.reports.timezone, events=recomputed
+            )
         return s
 
     def start(self) -> Service:

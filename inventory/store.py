@@ -15,9 +15,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from inventory.migrations import MIGRATIONS
 from schemas.models import DispenseEvent, EventBase, RestockEvent, Status, Telemetry, UnitState
@@ -102,6 +103,7 @@ class Store:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
+        self.report_tz: tzinfo = UTC  # months of the reports are calendar months in this zone
 
     # ------------------------------------------------------------------ backend hooks
     @contextmanager
@@ -184,7 +186,7 @@ class Store:
                 event.seq,
                 f["type"],
                 iso(event.ts),
-                iso(event.ts)[:7],
+                event.ts.astimezone(self.report_tz).strftime("%Y-%m"),
                 f["col"],
                 f["product"],
                 f["doses"],
@@ -266,6 +268,30 @@ class Store:
             "SET count = ingest_counters.count + excluded.count",
             (name, by),
         )
+
+    # ------------------------------------------------------------------ reporting time zone
+    def use_report_timezone(self, name: str) -> int:
+        """Months are counted in this zone from now on; when the stored events were counted in
+        another one, their months are recomputed. Returns how many events were recomputed."""
+        self.report_tz = ZoneInfo(name)
+        with self.tx() as tx:
+            row = tx.one("SELECT value FROM settings WHERE name = 'report_timezone'")
+            if (row[0] if row else "UTC") == name:
+                if row is None:
+                    tx.execute("INSERT INTO settings (name, value) VALUES ('report_timezone', ?)", (name,))
+                return 0
+            events = tx.rows("SELECT unit, event_id, ts FROM events")
+            for unit, event_id, ts in events:
+                month = (parse_iso(ts) or datetime.min).astimezone(self.report_tz).strftime("%Y-%m")
+                tx.execute(
+                    "UPDATE events SET month = ? WHERE unit = ? AND event_id = ?", (month, unit, event_id)
+                )
+            tx.execute(
+                "INSERT INTO settings (name, value) VALUES ('report_timezone', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name,),
+            )
+        return len(events)
 
     # ------------------------------------------------------------------ seq tracking
     def accept_gap(self, unit: str, through_seq: int, reason: str, now: datetime) -> int:

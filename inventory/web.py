@@ -214,6 +214,7 @@ def create_app(
             "reports.html",
             "reports",
             refresh=False,
+            tz=config.reports.timezone,
             monthly=monthly,
             site_month=reports.rollup(monthly, ("month", "site")),
             yearly_site=reports.rollup(monthly, ("year", "site")),

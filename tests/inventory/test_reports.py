@@ -6,10 +6,13 @@ import csv
 import io
 import random
 from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
 
 from inventory import reports
 from inventory.clock import FakeClock
-from inventory.config import CentralConfig
+from inventory.config import CentralConfig, ConfigError, parse_config
 from inventory.store import Store
 from tests.inventory.gen import UnitStream
 from tests.inventory.test_ingest import feed, ingestor
@@ -72,3 +75,24 @@ def test_monthly_csv_has_one_row_per_month_and_unit(
     assert sum(int(r["kits"]) for r in rows) == sum(sum(s.kits.values()) for s in ss)
     assert sum(int(r["doses"]) for r in rows) == sum(sum(s.doses.values()) for s in ss)
     assert len(rows) == len({(r["month"], r["unit"]) for r in rows})
+
+
+def test_months_follow_the_reporting_time_zone_and_are_recomputed_when_it_changes(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    """A kit at 21:30 on 31 January in Chicago is 03:30 UTC on 1 February: January's in that county."""
+    ing, _ = ingestor(store, config, clock)
+    s = UnitStream("unit-001", "Site B", start=datetime(2026, 2, 1, 3, 0, tzinfo=UTC))
+    s.restock(0, 1, 10)
+    s.vend(28, 1)  # the dispense lands at 03:30 UTC
+    assert store.use_report_timezone("America/Chicago") == 0, "nothing stored yet: nothing to recompute"
+    feed(ing, s.messages())
+    assert {r["month"]: r["kits"] for r in reports.monthly(store)} == {"2026-01": 1}
+    assert store.use_report_timezone("UTC") == len(s.events)
+    assert {r["month"]: r["kits"] for r in reports.monthly(store)} == {"2026-02": 1}
+    assert store.use_report_timezone("UTC") == 0
+
+
+def test_an_unknown_time_zone_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="expected an IANA time zone"):
+        parse_config({"reports": {"timezone": "Mars/Olympus"}})
