@@ -16,8 +16,9 @@ from controller.diagchecks import DiagContext
 from controller.diagresult import EXIT_CODES, EXIT_INTERNAL, EXIT_USAGE, Check, exit_code, render
 from controller.diagrun import report_context, run_check
 
-EPILOG = """exit codes: 0 all passed, 2 usage or config error, """ + ", ".join(
-    f"{code} {family}" for family, code in EXIT_CODES.items()) + "; see docs/technician.md"
+EPILOG = ("exit codes: 0 all passed, 1 board link or ping, 2 usage or config, " + ", ".join(
+    f"{code} {family}" for family, code in EXIT_CODES.items() if code > 2) + ", 70 internal error; "
+    "see docs/technician.md")
 
 
 class UsageError(Exception):
