@@ -115,7 +115,7 @@ install_files() {
     put "$SRC/docs/technician.md" 0644 "$R/opt/nalox/share/doc/technician.md"
   fi
   install_config
-  dir /etc/nalox/certs 0750
+  dir /etc/nalox/pki 0750
   dir /var/lib/nalox 0750
   dir /var/lib/nalox/videos 0750
   if [ "$INVENTORY" = yes ]; then dir /var/lib/nalox-inventory 0750; fi
@@ -124,13 +124,25 @@ install_files() {
 install_config() {
   mkdir -p "$R/etc/nalox"
   chmod 0750 "$R/etc/nalox"
-  if [ -f "$SRC/controller/unit.example.toml" ]; then
-    keep "$SRC/controller/unit.example.toml" 0640 "$R/etc/nalox/unit.toml"
+  if [ -f "$SRC/controller/unit.example.toml" ] && [ ! -e "$R/etc/nalox/unit.toml" ]; then
+    tmp=$(mktemp)
+    production_paths < "$SRC/controller/unit.example.toml" > "$tmp"
+    keep "$tmp" 0640 "$R/etc/nalox/unit.toml"
+    rm -f "$tmp"
   fi
   if [ "$INVENTORY" = yes ] && [ -f "$SRC/inventory/central.example.toml" ]; then
     keep "$SRC/inventory/central.example.toml" 0640 "$R/etc/nalox/central.toml"
   fi
   if [ "$REAL_ROOT" = yes ]; then chgrp -R "$USER_NAME" "$R/etc/nalox"; fi
+}
+
+# the example config with the paths of an installed unit (udev link, state and runtime dirs, a screen)
+production_paths() {
+  sed -e 's#^port = "[^"]*"#port = "/dev/nalox-dispenser"#' \
+      -e 's#^data_dir = "[^"]*"#data_dir = "/var/lib/nalox"#' \
+      -e 's#^\# *control_socket = "[^"]*"#control_socket = "/run/nalox/control.sock"#' \
+      -e 's#/tmp/nalox/videos/#/var/lib/nalox/videos/#' \
+      -e 's#^headless = true#headless = false#'
 }
 
 install_venv() {

@@ -53,7 +53,7 @@ def test_install_lays_out_a_unit(tmp_path: Path) -> None:
         "etc/nalox/mpv/mpv.conf": 0o644,
         "etc/nalox/mpv/input.conf": 0o644,
         "etc/nalox": 0o750,
-        "etc/nalox/certs": 0o750,
+        "etc/nalox/pki": 0o750,
         "var/lib/nalox": 0o750,
     }.items():
         path = root / rel
@@ -65,6 +65,26 @@ def test_install_lays_out_a_unit(tmp_path: Path) -> None:
     assert not (root / "etc/systemd/system/nalox-inventory.service").exists()
     assert "user nalox system" in (root / "etc/nalox/install-user").read_text()
     assert "not running systemctl" in result.stdout
+
+
+def test_installed_config_has_production_paths(tmp_path: Path) -> None:
+    from controller.config import load_config
+
+    root = tmp_path / "root"
+    assert run_install(root).returncode == 0
+    text = (root / "etc/nalox/unit.toml").read_text()
+    assert "/tmp/" not in _settings(text)
+    config = load_config(root / "etc/nalox/unit.toml")
+    assert config.serial.port == "/dev/nalox-dispenser"
+    assert str(config.paths.data_dir) == "/var/lib/nalox"
+    assert str(config.paths.control_socket) == "/run/nalox/control.sock"
+    assert all(str(p).startswith("/var/lib/nalox/videos/") for p in config.videos.files.values())
+    assert config.videos.headless is False
+
+
+def _settings(text: str) -> str:
+    """The config without comments."""
+    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
 
 
 def test_install_keeps_a_technicians_config(tmp_path: Path) -> None:
