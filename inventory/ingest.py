@@ -37,7 +37,6 @@ from schemas.models import (
     topic,
 )
 
-CENTRAL = "_central"
 REJECT_REASONS = (
     "oversized",
     "bad_topic",
@@ -131,7 +130,7 @@ def _parse_topic(t: str) -> tuple[str, str, str | None]:
     if "/".join(parts[:2]) != TOPIC_ROOT or len(parts) < 4:
         raise Refused("bad_topic", f"expected {TOPIC_ROOT}/<unit>/<kind>, got {t!r}")
     unit, kind = parts[2], parts[3]
-    if unit == CENTRAL and kind == "response" and len(parts) >= 5:
+    if kind == "cmd_response" and len(parts) >= 5:  # answers to our replay requests
         return "response", unit, None
     if kind in ("status", "state", "telemetry") and len(parts) == 4:
         return kind, unit, None
@@ -180,10 +179,13 @@ class Ingestor:
     """Writes classified messages to the store; tracks seq gaps on an injected clock."""
 
     def __init__(
-        self, store: Store, config: CentralConfig, clock: Clock, publish: Publish, response_topic: str
+        self, store: Store, config: CentralConfig, clock: Clock, publish: Publish, response_suffix: str
     ) -> None:
         self.store, self.config, self.clock, self.publish = store, config, clock, publish
-        self.response_topic = response_topic
+        self.response_suffix = (
+            response_suffix  # replies come on <unit>/cmd_response/<suffix> (the ACL's place)
+        )
+        self.responses_received = 0
         self.log = log.get("ingest")
         self._known = store.known_units()
         self._gaps: dict[str, Gap] = {}
@@ -280,7 +282,8 @@ class Ingestor:
             self.store.put_telemetry(t, c.model, c.raw)
             result.other += 1
         else:
-            self.log.info("command_response", response=c.model.model_dump(mode="json"))
+            self.log.info("command_response", unit=c.unit, response=c.model.model_dump(mode="json"))
+            self.responses_received += 1
             result.other += 1
 
     # ---------------------------------------------------------------- acks and gaps
@@ -337,7 +340,7 @@ class Ingestor:
                 topic(unit, "cmd", "replay"),
                 cmd.model_dump_json().encode(),
                 1,
-                self.response_topic,
+                topic(unit, "cmd_response", self.response_suffix),
                 cmd.command_id.encode(),
                 int(max(timeout * 2, 60)),
             )

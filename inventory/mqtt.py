@@ -21,7 +21,7 @@ from paho.mqtt.properties import Properties
 from inventory import log
 from inventory.clock import Clock
 from inventory.config import CentralConfig, MqttSettings
-from inventory.ingest import CENTRAL, Incoming, Ingestor
+from inventory.ingest import Incoming, Ingestor
 from inventory.store import Store
 from schemas.models import TOPIC_ROOT
 
@@ -56,7 +56,7 @@ class IngestWorker:
         self.config, self.store, self.clock, self.client_id = config, store, clock, client_id
         self.settings = config.mqtt
         self.shared = shared
-        self.response_topic = f"{TOPIC_ROOT}/{CENTRAL}/response/{client_id}"
+        self.response_topic = f"{TOPIC_ROOT}/+/cmd_response/{client_id}"  # what we subscribe to
         self.log = log.get("mqtt").bind(client_id=client_id)
         self.client = make_client(self.settings, client_id)
         self.client.on_connect = self._on_connect
@@ -64,7 +64,7 @@ class IngestWorker:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.subscribed = threading.Event()
-        self.ingestor = Ingestor(store, config, clock, self.publish, self.response_topic)
+        self.ingestor = Ingestor(store, config, clock, self.publish, client_id)
         self.connected = threading.Event()
         self._queue: queue.Queue[Incoming] = queue.Queue()
         self._generation = 0

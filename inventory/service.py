@@ -127,6 +127,7 @@ class Service:
             ],
             "open_gaps": {u: {"missing_from_seq": s} for u, s in sorted(gaps.items())},
             "replays_requested": sum(w.ingestor.replays_requested for w in self.workers),
+            "command_responses": sum(w.ingestor.responses_received for w in self.workers),
         }
 
     def wait_connected(self, timeout: float) -> bool:

@@ -47,7 +47,7 @@ class Recorder:
 def ingestor(store: Store, config: CentralConfig, clock: FakeClock) -> tuple[Ingestor, Recorder]:
     store.sync_config_units([(u.id, u.site, u.name) for u in config.units], clock.now())
     rec = Recorder()
-    return Ingestor(store, config, clock, rec, "nalox/v1/_central/response/test"), rec
+    return Ingestor(store, config, clock, rec, "central-test"), rec
 
 
 def feed(ing: Ingestor, msgs: list[tuple[str, bytes]], batch: int = 7) -> None:
@@ -99,7 +99,9 @@ def test_missing_then_replayed_events_are_requested_and_counted_once(
     clock.advance(31)
     replays = ing.tick()
     assert [r.from_seq for r in replays] == [11]
-    assert rec.sent[-1][2] == "nalox/v1/_central/response/test", "replay carries our response topic"
+    assert rec.sent[-1][2] == "nalox/v1/unit-001/cmd_response/central-test", (
+        "where the ACL lets the unit answer"
+    )
     assert ing.tick() == [], "not asked again before another timeout"
     # the unit replays everything from seq 11 (duplicates included)
     feed(ing, msgs[10:])

@@ -107,7 +107,7 @@ def test_a_lost_event_is_asked_for_and_replayed(service: Service, broker: Broker
         cmd = ReplayCommand.model_validate_json(cmd_msg.payload)
         assert cmd.from_seq == 6
         response_topic = getattr(cmd_msg.properties, "ResponseTopic", "")
-        assert response_topic.startswith("nalox/v1/_central/response/")
+        assert response_topic == "nalox/v1/unit-001/cmd_response/central-test"
         unit.publish_all(msgs[cmd.from_seq - 1 :])  # the unit replays from there
         store = service.store
         assert store is not None

@@ -60,6 +60,9 @@ def test_unregistered_unit_is_replayed_after_it_is_added(broker: Broker, tmp_pat
 
             wait_for(caught_up, 30, "the replayed events to fill the gap")
             assert second.runtime()["replays_requested"] >= 1, "filled by a replay, not by chance"
+            wait_for(
+                lambda: second.runtime()["command_responses"] >= 1, 10, "the unit's answer to the replay"
+            )
             assert store2.count_events("dispense", "unit-001") == unit.physical_dropped() == 2
             assert store2.count_events(unit="unit-001") == last
             wait_for(lambda: unit.daemon.ledger.acked_seq() == last, 20, "the unit to prune on our ack")
