@@ -114,7 +114,8 @@ class World:
         col.dead = self._roll("dead_motor", column)
         col.jam_at = None
         if not col.dead and self._roll("jam", column):
-            col.jam_at = min(col.pos + self.rng.uniform(0.1, 0.9) * self.spin_ms, self.spin_ms * 0.95)
+            # a wedged kit stops the coil early in its turn, so a motor test (a quarter turn) meets it too
+            col.jam_at = col.pos + self.rng.uniform(0.05, 0.2) * self.spin_ms
         col.miss = self._roll("miss_drop", column)
         if self.reboot_at is None and self._roll("reboot_during_dispense", column):
             self.reboot_at = col.last_t + self.rng.uniform(0.0, 1.2 * self.spin_ms)
