@@ -169,3 +169,22 @@ def test_state_survives_a_new_process_with_the_same_nvs(tmp_path):
             board.stop()
             peer.close()
         assert board.stats()["dropped"] == (1 if expected_boot == 1 else 0)
+
+
+def test_motor_test_meets_a_jam_and_a_dead_motor(rig):
+    board, peer = rig
+    peer.send(codec.MotorTest(1))
+    assert peer.expect_type("MotorTestResult") == codec.MotorTestResult(1, codec.DOOR_OPEN, 0)
+    board.set_door(True)
+    peer.expect_type("Door")
+    peer.send(codec.MotorTest(1))
+    assert peer.expect_type("MotorTestResult") == codec.MotorTestResult(1, codec.OK, 300)
+    board.set_fault("jam", 1.0)
+    for _ in range(5):
+        peer.send(codec.MotorTest(2))
+        assert peer.expect_type("MotorTestResult").outcome == codec.JAMMED
+    board.set_fault("jam", 0)
+    board.set_fault("dead_motor", 1.0, column=3)
+    peer.send(codec.MotorTest(3))
+    assert peer.expect_type("MotorTestResult") == codec.MotorTestResult(3, codec.MOTOR_FAULT, 0)
+    assert board.stats()["dropped"] == 0, "a motor test never pushes a kit out"
