@@ -130,10 +130,6 @@ install_config() {
     keep "$tmp" 0640 "$R/etc/nalox/unit.toml"
     rm -f "$tmp"
   fi
-  if [ "$INVENTORY" = yes ] && [ -f "$SRC/inventory/central.example.toml" ]; then
-    keep "$SRC/inventory/central.example.toml" 0640 "$R/etc/nalox/central.toml"
-  fi
-  if [ "$REAL_ROOT" = yes ]; then chgrp -R "$USER_NAME" "$R/etc/nalox"; fi
 }
 
 # the example config with the paths of an installed unit (udev link, state and runtime dirs, a screen)
@@ -150,6 +146,21 @@ install_venv() {
   [ -x "$R/opt/nalox/venv/bin/python" ] || python3 -m venv "$R/opt/nalox/venv"
   "$R/opt/nalox/venv/bin/pip" install --quiet --upgrade "$SRC"
   say "nalox $("$R/opt/nalox/venv/bin/nalox" --version) in $R/opt/nalox/venv"
+  if [ "$INVENTORY" = yes ] && [ ! -e "$R/etc/nalox/central.toml" ]; then
+    tmp=$(mktemp)
+    "$R/opt/nalox/venv/bin/nalox" inventory config-example > "$tmp"
+    keep "$tmp" 0640 "$R/etc/nalox/central.toml"
+    rm -f "$tmp"
+  fi
+}
+
+# `nalox` on the PATH of technicians (sudo nalox diag ...)
+link_command() {
+  mkdir -p "$R/usr/local/bin"
+  if [ "$(readlink "$R/usr/local/bin/nalox" 2>/dev/null)" != /opt/nalox/venv/bin/nalox ]; then
+    ln -sfn /opt/nalox/venv/bin/nalox "$R/usr/local/bin/nalox"
+    say "linked $R/usr/local/bin/nalox"
+  fi
 }
 
 activate() {
@@ -169,5 +180,8 @@ activate() {
 install_user
 install_files
 install_venv
+link_command
+# the service user reads its config and certificates through the group
+if [ "$REAL_ROOT" = yes ]; then chgrp -R "$USER_NAME" "$R/etc/nalox"; fi
 activate
 say "done (root $ROOT)"

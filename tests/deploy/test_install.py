@@ -64,6 +64,7 @@ def test_install_lays_out_a_unit(tmp_path: Path) -> None:
         DEPLOY / "systemd/nalox-unit.service").read_text()
     assert not (root / "etc/systemd/system/nalox-inventory.service").exists()
     assert "user nalox system" in (root / "etc/nalox/install-user").read_text()
+    assert os.readlink(root / "usr/local/bin/nalox") == "/opt/nalox/venv/bin/nalox"
     assert "not running systemctl" in result.stdout
 
 
