@@ -47,6 +47,7 @@ def unit_toml(
     stock: int,
     par: int,
     ack_resend_s: float = 5,
+    tls: dict[str, str] | None = None,
 ) -> str:
     cols = "".join(
         f'[[columns]]\ncolumn = {c}\nproduct = "nasal-4mg"\ncapacity = 30\npar = {par}\n'
@@ -84,7 +85,11 @@ telemetry_interval_s = 2
 reconnect_min_s = 0.2
 reconnect_max_s = 2
 ack_resend_s = {ack_resend_s}
-'''
+''' + (
+        f'[mqtt.tls]\nca_file = "{tls["ca"]}"\ncert_file = "{tls["cert"]}"\nkey_file = "{tls["key"]}"\n'
+        if tls
+        else ""
+    )
 
 
 @dataclass
@@ -121,6 +126,7 @@ def start_unit(
     seed: int = 0,
     spin_ms: int = 50,
     ack_resend_s: float = 5,
+    tls: dict[str, str] | None = None,
 ) -> SimUnit:
     from controller.clock import RealClock
     from controller.config import load_config
@@ -132,7 +138,7 @@ def start_unit(
 
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "unit.toml"
-    conf.write_text(unit_toml(unit, site, workdir, mqtt_port, clip, columns, stock, par, ack_resend_s))
+    conf.write_text(unit_toml(unit, site, workdir, mqtt_port, clip, columns, stock, par, ack_resend_s, tls))
     config = load_config(conf)
     controller_end, board_end = serial_pair(seed=seed)
     board = SimulatedBoard(
