@@ -195,3 +195,29 @@ def test_a_unit_that_never_reports_is_offline_after_the_grace(store: Store, cloc
     clock.advance(16 * 60)
     assert [(a.kind, a.severity) for a in mgr.run_once()] == [("offline", "critical")]
     assert "has not reported since the service started" in pub.alerts[0].message
+
+
+def test_two_service_processes_publish_each_alert_once(
+    store: Store, clock: FakeClock, db_url: tuple[str, str | None]
+) -> None:
+    """Two alert managers on two connections to one database (as two processes would be)."""
+    from inventory.store import open_store
+
+    other = open_store(db_url[0], schema=db_url[1])
+    try:
+        cfg = make_config(1)
+        ing, mgr_a, pub_a = setup(store, clock, cfg)
+        pub_b = Published()
+        mgr_b = AlertManager(other, cfg.alerts, clock, pub_b)
+        ing.process([state("unit-001", clock, (0, 3)), online("unit-001", clock, True)])
+        mgr_a.run_once()
+        mgr_b.run_once()
+        raised = [a.alert_id for a in pub_a.alerts + pub_b.alerts if a.state == "raised"]
+        assert sorted(raised) == ["low_stock:unit-001:2", "sold_out:unit-001:1"]
+        ing.process([state("unit-001", clock, (20, 20))])
+        mgr_b.run_once()
+        mgr_a.run_once()
+        cleared = [a.alert_id for a in pub_a.alerts + pub_b.alerts if a.state == "cleared"]
+        assert sorted(cleared) == ["low_stock:unit-001:2", "sold_out:unit-001:1"]
+    finally:
+        other.close()
