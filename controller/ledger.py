@@ -278,6 +278,12 @@ class Ledger:
         with self._tx() as db:
             self._settle(db, command_id, outcome)
 
+    def command_outcomes(self) -> dict[str, int]:
+        """How many controller commands ended in each outcome (pending ones under "pending")."""
+        with self._lock:
+            rows = self._db.execute("SELECT COALESCE(outcome, state), COUNT(*) FROM commands GROUP BY 1").fetchall()
+        return {str(k): int(v) for k, v in rows}
+
     def pending_commands(self) -> list[CommandRow]:
         with self._lock:
             rows = self._db.execute("SELECT command_id, col, language, via, state, outcome FROM commands"
