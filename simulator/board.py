@@ -172,7 +172,7 @@ class SimulatedBoard:
         return {
             "spin_timeout_ms": int(spin * 2 + 100),
             "settle_ms": max(2, int(spin // 10)),
-            "test_ms": max(2, int(spin // 4)),
+            "test_ms": int(spin * 0.3) + 2,  # past the latest jam point (0.2 turn) despite 1 ms ticks
             "button_debounce_ms": 0,
             "door_debounce_ms": 0,
         }
