@@ -11,10 +11,11 @@ import sys
 import threading
 from typing import Any
 
+import serial
 import structlog
 
 from simulator.board import SimulatedBoard, SimulatorError, parse_faults
-from simulator.control import ControlServer, request
+from simulator.control import ControlServer, ensure_free, request
 from simulator.pty import PtyPort
 
 log = structlog.get_logger("simulator")
@@ -82,11 +83,16 @@ def run_board(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     parent = os.path.dirname(os.path.abspath(args.link))
     os.makedirs(parent, exist_ok=True)
-    port = PtyPort(args.link)
+    ensure_free(args.link + ".ctl")
+    try:
+        port = PtyPort(args.link)
+    except serial.SerialException as exc:
+        raise SimulatorError(str(exc)) from exc
     control = None
     try:
         board.attach(port)
         board.start()
+        # the control socket appears last: once it answers, the pty and the firmware are ready
         control = ControlServer(board, args.link + ".ctl")
         log.info("board_ready", link=args.link, pty=port.slave_name, control=args.link + ".ctl",
                  columns=args.columns, stock=args.stock, spin_ms=args.spin_ms, faults=args.faults)

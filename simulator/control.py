@@ -78,7 +78,8 @@ class ControlServer:
     """Serve `board` on the unix socket `path` from a background thread until close()."""
 
     def __init__(self, board: SimulatedBoard, path: str) -> None:
-        if os.path.exists(path):
+        ensure_free(path)
+        if os.path.lexists(path):
             os.unlink(path)
         self.path = path
         self.server = _Server(path, _Handler)
@@ -95,6 +96,22 @@ class ControlServer:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+def ensure_free(path: str) -> None:
+    """Refuse a control socket path another live simulator serves (a stale one may be replaced)."""
+    if os.path.lexists(path) and _answers(path):
+        raise SimulatorError(f"control socket {path}: expected none, another simulator is serving it")
+
+
+def _answers(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def request(path: str, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:

@@ -23,6 +23,8 @@ class PtyPort:
     """Pyserial-like port on the master side of a new pty; `path` becomes a symlink to the slave."""
 
     def __init__(self, path: str) -> None:
+        if os.path.lexists(path) and not os.path.islink(path):
+            raise serial.SerialException(f"{path}: expected a free path or an old symlink, found a real file")
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         tty.setraw(self.master)

@@ -142,3 +142,22 @@ def test_ctl_argument_errors(tmp_path, capsys):
     assert "expected degrees C, got nothing" in capsys.readouterr().err
     assert cli.main(["ctl", "--link", str(tmp_path / "x"), "fault", "jam=lots"]) == 2
     assert "expected a number P" in capsys.readouterr().err
+
+
+def test_second_simulator_on_the_same_link_is_refused(sim_board):
+    link, proc = sim_board
+    done = subprocess.run(nalox("sim", "board", "--link", str(link)), cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2
+    assert "another simulator is serving it" in done.stderr
+    assert link.is_symlink() and json.loads(ctl(link, "stats").stdout)["boots"] == 1
+
+
+def test_a_real_file_at_the_link_path_is_not_replaced(tmp_path):
+    victim = tmp_path / "ttyUSB0"
+    victim.write_text("not a pty")
+    done = subprocess.run(nalox("sim", "board", "--link", str(victim)), cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2
+    assert "found a real file" in done.stderr
+    assert victim.read_text() == "not a pty"
