@@ -146,14 +146,22 @@ def create_app(
         return [(c, d) for c, d in out if d is not None and d <= horizon]
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def fleet_page(request: Request) -> HTMLResponse:
-        units = sorted(fleet(store, clock.now()), key=attention)
-        active = store.active_alerts()
+    def fleet_page(request: Request, site: str | None = None, view: str = "cards") -> HTMLResponse:
+        everything = sorted(fleet(store, clock.now()), key=attention)
+        units = [u for u in everything if site is None or u.site == site]
+        active = [a for a in store.active_alerts() if site is None or a["site"] == site]
+        alerts_by_unit: dict[str, int] = {}
+        for a in active:
+            alerts_by_unit[a["unit"]] = alerts_by_unit.get(a["unit"], 0) + 1
         return page(
             request,
             "fleet.html",
             "fleet",
             units=units,
+            sites=sorted({u.site for u in everything}),
+            site=site,
+            view="table" if view == "table" else "cards",
+            alerts_by_unit=alerts_by_unit,
             online=sum(u.online for u in units),
             kits_total=sum(u.total_stock for u in units),
             kits_week=sum(u.dispenses_recent for u in units),

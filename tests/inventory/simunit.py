@@ -98,6 +98,10 @@ class SimUnit:
     board: Any  # simulator.board.SimulatedBoard
     daemon: Any  # controller.daemon.UnitDaemon
 
+    @property
+    def site(self) -> str:
+        return str(self.daemon.config.unit.site)
+
     def press(self) -> None:
         self.board.press("en")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import sync_playwright
 
 from inventory.clock import RealClock
 from inventory.service import Service
@@ -20,6 +21,7 @@ from nalox.broker import Broker
 from tests.inventory.conftest import make_config
 from tests.inventory.mqttutil import wait_for
 from tests.inventory.simunit import SimUnit, make_clip, start_unit
+from tests.inventory.test_dashboard import CHROMIUM_ARGS
 
 UNITS = int(os.environ.get("NALOX_FLEET_UNITS", "6"))
 ROUNDS = int(os.environ.get("NALOX_FLEET_ROUNDS", "3"))
@@ -50,8 +52,19 @@ def fleet(broker: Broker, tmp_path: Path) -> Iterator[list[SimUnit]]:
             u.stop()
 
 
+def screenshot(url: str, path: Path) -> None:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url)
+            page.screenshot(path=str(path), full_page=True)
+        finally:
+            browser.close()
+
+
 def test_fleet_reports_every_kit_and_the_csv_matches_the_boards(
-    broker: Broker, tmp_path: Path, fleet: list[SimUnit]
+    broker: Broker, tmp_path: Path, fleet: list[SimUnit], artifacts: Path
 ) -> None:
     cfg = make_config(
         0,
@@ -90,6 +103,11 @@ def test_fleet_reports_every_kit_and_the_csv_matches_the_boards(
         assert sum(int(r["doses"]) for r in rows) == 2 * sum(dropped.values())
         page = http.get("/").text
         assert all(f'id="unit-{u.unit}"' in page for u in fleet), "the dashboard shows every unit"
+        table = http.get("/", params={"view": "table"}).text
+        assert all(f'<tr data-unit="{u.unit}">' in table for u in fleet), "the table view too"
+        site_a = http.get("/", params={"view": "table", "site": "Site A"}).text
+        assert all((f'<tr data-unit="{u.unit}">' in site_a) == (u.site == "Site A") for u in fleet)
+        screenshot(f"{central.url}/?view=table", artifacts / "inventory-fleet-table.png")
         print(
             f"fleet: {UNITS} units x {ROUNDS} presses, central caught up {elapsed:.1f}s after the first press"
         )
