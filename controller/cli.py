@@ -77,7 +77,9 @@ def open_board(config: UnitConfig):  # type: ignore[no-untyped-def]
     from controller.link import SerialBoard
 
     s = config.serial
-    return SerialBoard(s.port, baudrate=s.baudrate, ack_timeout=s.ack_timeout_s, reply_timeout=s.reply_timeout_s)
+    return SerialBoard(
+        s.port, baudrate=s.baudrate, ack_timeout=s.ack_timeout_s, reply_timeout=s.reply_timeout_s
+    )
 
 
 def make_clips(out: Path, seconds: float) -> int:
@@ -94,7 +96,29 @@ def make_clips(out: Path, seconds: float) -> int:
 
 def make_clip(path: Path, seconds: float, ffmpeg: str = "ffmpeg") -> Path:
     """A test pattern with a tone: lets a real mpv play something of a known length."""
-    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=duration={seconds}:size=160x120:rate=10",
-                    "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-shortest",
-                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)], check=True)
+    subprocess.run(
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc=duration={seconds}:size=160x120:rate=10",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:duration={seconds}",
+            "-shortest",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(path),
+        ],
+        check=True,
+    )
     return path

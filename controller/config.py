@@ -144,7 +144,9 @@ class UnitConfig(Section):
             raise ValueError(f"each column number once, found {numbers}")
         for c in self.columns:
             if c.product not in self.products:
-                raise ValueError(f"column {c.column} product one of {sorted(self.products)}, found {c.product!r}")
+                raise ValueError(
+                    f"column {c.column} product one of {sorted(self.products)}, found {c.product!r}"
+                )
         if self.policies.product is not None and self.policies.product not in self.products:
             raise ValueError(f"policies.product one of {sorted(self.products)}")
         if self.videos.default_language not in self.videos.files:
@@ -214,16 +216,22 @@ def _expected(error: Any) -> str:
         return "a value"
     if error["type"] == "extra_forbidden":
         return "no such field (a typo?)"
-    for prefix, replacement in (("Value error, ", ""), ("Input should be ", ""), ("Assertion failed, ", ""),
-                                ("String should match ", "a string matching "),
-                                ("String should have ", "a string with "), ("List should have ", "a list with ")):
+    for prefix, replacement in (
+        ("Value error, ", ""),
+        ("Input should be ", ""),
+        ("Assertion failed, ", ""),
+        ("String should match ", "a string matching "),
+        ("String should have ", "a string with "),
+        ("List should have ", "a list with "),
+    ):
         if msg.startswith(prefix):
-            return replacement + msg[len(prefix):]
+            return replacement + msg[len(prefix) :]
     return msg
 
 
 def _resolve_paths(config: UnitConfig, base: Path) -> UnitConfig:
     """Relative paths in the file are relative to the file's folder."""
+
     def fix(p: Path) -> Path:
         return p if p.is_absolute() else (base / p)
 

@@ -55,8 +55,14 @@ class CommandRefused(Exception):
 
 
 class UnitDaemon:
-    def __init__(self, config: UnitConfig, board: Board, player: VideoPlayer, clock: Clock,
-                 notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        config: UnitConfig,
+        board: Board,
+        player: VideoPlayer,
+        clock: Clock,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.config = config
         self.board = board
         self.player = player
@@ -88,8 +94,12 @@ class UnitDaemon:
         """Everything before the loop: board HELLO, ledger columns and initial stock, reconcile, reporter."""
         self._init_columns()
         self.board_info = self.board.start(self._on_board_event)
-        LOG.info("board_started", firmware=self.board_info.firmware, board=self.board_info.board_id,
-                 boots=self.board_info.boot_count)
+        LOG.info(
+            "board_started",
+            firmware=self.board_info.firmware,
+            board=self.board_info.board_id,
+            boots=self.board_info.boot_count,
+        )
         self.player.start(self._on_player_event)
         self.reconcile()
         self.flow.check_expiry()
@@ -111,10 +121,13 @@ class UnitDaemon:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
-        for name, closer in (("reporter", lambda: self.reporter and self.reporter.stop()),
-                             ("control", lambda: self.control and self.control.close()),
-                             ("player", self.player.close), ("board", self.board.close),
-                             ("ledger", self.ledger.close)):
+        for name, closer in (
+            ("reporter", lambda: self.reporter and self.reporter.stop()),
+            ("control", lambda: self.control and self.control.close()),
+            ("player", self.player.close),
+            ("board", self.board.close),
+            ("ledger", self.ledger.close),
+        ):
             try:
                 closer()
             except Exception as exc:  # one part failing to stop must not keep the rest running
@@ -231,7 +244,9 @@ class UnitDaemon:
             self._poll_status()
         elif isinstance(event, BoardFault):
             code = f"board_{event.code}" + (f"_{event.column}" if event.column else "")
-            self.alarms.raise_(code, f"board fault {event.code}: {event.detail}", "warning", event.column or None)
+            self.alarms.raise_(
+                code, f"board fault {event.code}: {event.detail}", "warning", event.column or None
+            )
 
     def _changed(self) -> None:
         if self.reporter is None:
@@ -251,14 +266,24 @@ class UnitDaemon:
         if not fresh:
             return
         for col in self.config.columns:
-            change = ColumnChange(col.column, stock=col.initial_stock, lot=col.lot, expiry=col.expiry, set_lot=True)
-            self.ledger.record(RestockEvent, changes=(change,), column=col.column, added=col.initial_stock,
-                               lot=col.lot, expiry=col.expiry, expected_before=0, source="initial")
+            change = ColumnChange(
+                col.column, stock=col.initial_stock, lot=col.lot, expiry=col.expiry, set_lot=True
+            )
+            self.ledger.record(
+                RestockEvent,
+                changes=(change,),
+                column=col.column,
+                added=col.initial_stock,
+                lot=col.lot,
+                expiry=col.expiry,
+                expected_before=0,
+                source="initial",
+            )
         LOG.info("initial_stock_recorded", columns=len(self.config.columns))
 
     def reconcile(self) -> int:
         """Settle every command journaled as pending (the daemon died or the link failed mid-dispense)
-        with the board's own journal: dropped -> the dispense is recorded once; anything else -> vend_failed."""
+        with the board's own journal: dropped -> the dispense is recorded once; else -> vend_failed."""
         settled = 0
         for cmd in self.ledger.pending_commands():
             try:
@@ -271,8 +296,12 @@ class UnitDaemon:
                 self.flow.record_drop(cmd.command_id, cmd.column, cmd.language, cmd.via)
             else:
                 attempt = VendAttempt(column=cmd.column, command_id=cmd.command_id, outcome=outcome)
-                self.ledger.record(VendFailedEvent, settle=(cmd.command_id, outcome),
-                                   reason="interrupted", attempts=[attempt])
+                self.ledger.record(
+                    VendFailedEvent,
+                    settle=(cmd.command_id, outcome),
+                    reason="interrupted",
+                    attempts=[attempt],
+                )
             LOG.warning("reconciled", command_id=cmd.command_id, outcome=outcome, via=cmd.via)
             settled += 1
         if settled or not self.ledger.pending_commands():
@@ -318,33 +347,60 @@ class UnitDaemon:
 
     def _temperature_change(self, change: BandChange) -> None:
         lots = sorted({r.lot for r in self.ledger.columns() if r.lot and r.stock > 0})
-        self.ledger.record(TemperatureEvent, celsius=change.celsius, band=change.band, state=change.state,
-                           lots=lots, seconds_out_of_range=round(change.seconds_out_of_range, 1))
+        self.ledger.record(
+            TemperatureEvent,
+            celsius=change.celsius,
+            band=change.band,
+            state=change.state,
+            lots=lots,
+            seconds_out_of_range=round(change.seconds_out_of_range, 1),
+        )
         LOG.warning("temperature", band=change.band, state=change.state, celsius=change.celsius)
         if change.band != "excursion":
             return
         if change.state == "entered":
             lim = self.config.temperature
-            self.alarms.raise_("temperature_excursion", f"{change.celsius:.1f} C outside "
-                               f"{lim.excursion_min_c}-{lim.excursion_max_c} C", "critical")
+            self.alarms.raise_(
+                "temperature_excursion",
+                f"{change.celsius:.1f} C outside {lim.excursion_min_c}-{lim.excursion_max_c} C",
+                "critical",
+            )
         else:
             self.ledger.add_excursion(lots, change.seconds_out_of_range)
             self.alarms.clear("temperature_excursion", f"back to {change.celsius:.1f} C")
 
     # ------------------------------------------------------------ API for reporter, control socket, diag
 
-    def raise_alarm(self, code: str, message: str, severity: str = "warning", column: int | None = None) -> bool:
+    def raise_alarm(
+        self, code: str, message: str, severity: str = "warning", column: int | None = None
+    ) -> bool:
         return self.alarms.raise_(code, message, severity, column)
 
     def clear_alarm(self, code: str) -> bool:
         return self.alarms.clear(code)
 
-    def restock(self, column: int, count: int, counted_before: int | None = None, lot: str | None = None,
-                expiry: date | None = None, reason: str | None = None, source: str = "local") -> RestockEvent:
+    def restock(
+        self,
+        column: int,
+        count: int,
+        counted_before: int | None = None,
+        lot: str | None = None,
+        expiry: date | None = None,
+        reason: str | None = None,
+        source: str = "local",
+    ) -> RestockEvent:
         return self._call(lambda: self._restock(column, count, counted_before, lot, expiry, reason, source))
 
-    def _restock(self, column: int, count: int, counted_before: int | None, lot: str | None,
-                 expiry: date | None, reason: str | None, source: str) -> RestockEvent:
+    def _restock(
+        self,
+        column: int,
+        count: int,
+        counted_before: int | None,
+        lot: str | None,
+        expiry: date | None,
+        reason: str | None,
+        source: str,
+    ) -> RestockEvent:
         try:
             cfg = self.config.column(column)
         except KeyError:
@@ -354,18 +410,30 @@ class UnitDaemon:
         row = self.ledger.column(column)
         discrepancy = 0 if counted_before is None else counted_before - row.stock
         if discrepancy and not (reason or "").strip():
-            raise CommandRefused(f"column {column}: blind count {counted_before} differs from the ledger's "
-                                 f"{row.stock}; expected a reason")
+            raise CommandRefused(
+                f"column {column}: blind count {counted_before} differs from the ledger's "
+                f"{row.stock}; expected a reason"
+            )
         before = row.stock if counted_before is None else counted_before
         new_lot = lot if lot is not None else row.lot
         new_expiry = expiry if expiry is not None else row.expiry
         fault = None if row.fault == "empty" else row.fault
-        change = ColumnChange(column, stock=count, lot=new_lot, expiry=new_expiry, set_lot=True,
-                              fault=fault, set_fault=True)
-        event = self.ledger.record(RestockEvent, changes=(change,), column=column, added=count - before,
-                                   lot=new_lot, expiry=new_expiry, expected_before=row.stock,
-                                   counted_before=counted_before, discrepancy=discrepancy, reason=reason,
-                                   source=source)
+        change = ColumnChange(
+            column, stock=count, lot=new_lot, expiry=new_expiry, set_lot=True, fault=fault, set_fault=True
+        )
+        event = self.ledger.record(
+            RestockEvent,
+            changes=(change,),
+            column=column,
+            added=count - before,
+            lot=new_lot,
+            expiry=new_expiry,
+            expected_before=row.stock,
+            counted_before=counted_before,
+            discrepancy=discrepancy,
+            reason=reason,
+            source=source,
+        )
         LOG.info("restocked", column=column, stock_after=count, discrepancy=discrepancy, source=source)
         if count > 0:
             self.alarms.clear("out_of_stock", f"column {column} restocked")
@@ -383,7 +451,9 @@ class UnitDaemon:
         return dict(self._call(lambda: handler(cmd)))
 
     def _cmd_restock(self, cmd: Any) -> dict[str, Any]:
-        ev = self._restock(cmd.column, cmd.count, cmd.counted_before, cmd.lot, cmd.expiry, cmd.reason, "remote")
+        ev = self._restock(
+            cmd.column, cmd.count, cmd.counted_before, cmd.lot, cmd.expiry, cmd.reason, "remote"
+        )
         return {"seq": ev.seq, "stock_after": ev.stock_after, "discrepancy": ev.discrepancy}
 
     def _cmd_set_lot(self, cmd: Any) -> dict[str, Any]:
@@ -418,8 +488,12 @@ class UnitDaemon:
 
     def _basic_diag(self) -> dict[str, Any]:
         status = self.board.status()
-        return {"door_open": status.door_open, "temperature_c": status.temperature_c,
-                "faults": sorted(status.faults), "link": self.board.counters.as_dict()}
+        return {
+            "door_open": status.door_open,
+            "temperature_c": status.temperature_c,
+            "faults": sorted(status.faults),
+            "link": self.board.counters.as_dict(),
+        }
 
     def _cmd_test_vend(self, cmd: Any) -> dict[str, Any]:
         if not self._known(cmd.column):
@@ -440,8 +514,12 @@ class UnitDaemon:
         if outcome == "dropped":
             ev: DispenseEvent = self.flow.record_drop(cid, column, None, "test")
             return {"command_id": cid, "outcome": outcome, "seq": ev.seq, "stock_after": ev.stock_after}
-        self.ledger.record(VendFailedEvent, settle=(cid, outcome), reason="test_vend_failed",
-                           attempts=[VendAttempt(column=column, command_id=cid, outcome=outcome)])
+        self.ledger.record(
+            VendFailedEvent,
+            settle=(cid, outcome),
+            reason="test_vend_failed",
+            attempts=[VendAttempt(column=column, command_id=cid, outcome=outcome)],
+        )
         return {"command_id": cid, "outcome": outcome}
 
     def _known(self, column: int) -> bool:
@@ -451,28 +529,50 @@ class UnitDaemon:
 
     def snapshot_state(self) -> UnitState:
         oldest = self.ledger.oldest_pending_at()
-        return UnitState(unit=self.unit_id, site=self.config.unit.site, ts=self.clock.now(), mode=self.mode,
-                         firmware_version=self.board_info.firmware if self.board_info else None,
-                         config_version=self.config.config_version, columns=self._column_states(),
-                         alarms=self.ledger.active_alarms(), outbox_depth=self.ledger.depth(),
-                         outbox_oldest_age_s=self._age(oldest), last_seq=self.ledger.last_seq(),
-                         temperature_c=self.temperature.last_c)
+        return UnitState(
+            unit=self.unit_id,
+            site=self.config.unit.site,
+            ts=self.clock.now(),
+            mode=self.mode,
+            firmware_version=self.board_info.firmware if self.board_info else None,
+            config_version=self.config.config_version,
+            columns=self._column_states(),
+            alarms=self.ledger.active_alarms(),
+            outbox_depth=self.ledger.depth(),
+            outbox_oldest_age_s=self._age(oldest),
+            last_seq=self.ledger.last_seq(),
+            temperature_c=self.temperature.last_c,
+        )
 
     def _column_states(self) -> list[ColumnState]:
         rows = {r.column: r for r in self.ledger.columns()}
         out = []
         for cfg in self.config.columns:
             r = rows.get(cfg.column)
-            out.append(ColumnState(column=cfg.column, product=cfg.product, capacity=cfg.capacity, par=cfg.par,
-                                   stock=r.stock if r else 0, lot=r.lot if r else None,
-                                   expiry=r.expiry if r else None, fault=r.fault if r else None))
+            out.append(
+                ColumnState(
+                    column=cfg.column,
+                    product=cfg.product,
+                    capacity=cfg.capacity,
+                    par=cfg.par,
+                    stock=r.stock if r else 0,
+                    lot=r.lot if r else None,
+                    expiry=r.expiry if r else None,
+                    fault=r.fault if r else None,
+                )
+            )
         return out
 
     def telemetry(self) -> Telemetry:
-        return Telemetry(unit=self.unit_id, ts=self.clock.now(), temperature_c=self.temperature.last_c,
-                         uptime_s=max(0.0, self.clock.monotonic() - self._started_at),
-                         link=self.board.counters.as_dict(), outbox_depth=self.ledger.depth(),
-                         outbox_oldest_age_s=self._age(self.ledger.oldest_pending_at()))
+        return Telemetry(
+            unit=self.unit_id,
+            ts=self.clock.now(),
+            temperature_c=self.temperature.last_c,
+            uptime_s=max(0.0, self.clock.monotonic() - self._started_at),
+            link=self.board.counters.as_dict(),
+            outbox_depth=self.ledger.depth(),
+            outbox_oldest_age_s=self._age(self.ledger.oldest_pending_at()),
+        )
 
     def _age(self, when: Any) -> float | None:
         return None if when is None else max(0.0, (self.clock.now() - when).total_seconds())

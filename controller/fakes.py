@@ -56,8 +56,9 @@ class FakeBoard:
         self.closed = False  # a restarted daemon opens the port again
         self._check_link()
         self._on_event = on_event
-        return BoardInfo(protocol=1, firmware="fake-1.0", board_id="fake", columns=len(self.stock),
-                         boot_count=self.boots)
+        return BoardInfo(
+            protocol=1, firmware="fake-1.0", board_id="fake", columns=len(self.stock), boot_count=self.boots
+        )
 
     def close(self) -> None:
         self.closed = True
@@ -102,7 +103,9 @@ class FakeBoard:
         if self.door_open:
             return "door_open"
         scripted = self.script.get(column)
-        outcome = scripted.popleft() if scripted else ("jammed" if self.rng.random() < self.jam_p else "dropped")
+        outcome = (
+            scripted.popleft() if scripted else ("jammed" if self.rng.random() < self.jam_p else "dropped")
+        )
         if outcome == "dropped" and self.stock[column] == 0:
             outcome = "empty"
         if outcome == "dropped":
@@ -126,10 +129,15 @@ class FakeBoard:
 
     def stats(self) -> dict[str, Any]:
         per_command = {str(c): 1 for c, r in self.journal.items() if r.dropped}
-        return {"dropped": sum(self.per_column.values()),
-                "per_column": {str(c): n for c, n in self.per_column.items()},
-                "per_command": per_command, "double_drops": [],
-                "stock": {str(c): n for c, n in self.stock.items()}, "presses": self.presses, "boots": self.boots}
+        return {
+            "dropped": sum(self.per_column.values()),
+            "per_column": {str(c): n for c, n in self.per_column.items()},
+            "per_command": per_command,
+            "double_drops": [],
+            "stock": {str(c): n for c, n in self.stock.items()},
+            "presses": self.presses,
+            "boots": self.boots,
+        }
 
 
 class CrashingBoard:

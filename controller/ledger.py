@@ -120,8 +120,10 @@ class Ledger:
 
     @staticmethod
     def _set_meta(db: sqlite3.Connection, key: str, value: object) -> None:
-        db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                   (key, str(value)))
+        db.execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, str(value)),
+        )
 
     def _check_unit(self, unit_id: str) -> None:
         stored = self._meta("unit_id")
@@ -137,8 +139,14 @@ class Ledger:
 
     # ------------------------------------------------------------ events
 
-    def record(self, event_cls: type[E], *, changes: tuple[ColumnChange, ...] = (),
-               settle: tuple[int, str] | None = None, **fields: Any) -> E:
+    def record(
+        self,
+        event_cls: type[E],
+        *,
+        changes: tuple[ColumnChange, ...] = (),
+        settle: tuple[int, str] | None = None,
+        **fields: Any,
+    ) -> E:
         """Append one event; apply its column changes and settle its command in the same transaction.
         A `stock_after` field, when the event has one, is filled from the first change's column."""
         if self.unit_id is None:
@@ -156,9 +164,16 @@ class Ledger:
         seq = int(self._meta("last_seq", "0") or 0) + 1
         now = self.clock.now()
         event = event_cls(event_id=uuid.uuid4().hex, seq=seq, ts=now, unit=str(self.unit_id), **fields)
-        db.execute("INSERT INTO events(seq, event_id, event_type, payload, created_at) VALUES(?,?,?,?,?)",
-                   (seq, event.event_id, getattr(event, "type", "event"),
-                    event.model_dump_json().encode(), now.isoformat()))
+        db.execute(
+            "INSERT INTO events(seq, event_id, event_type, payload, created_at) VALUES(?,?,?,?,?)",
+            (
+                seq,
+                event.event_id,
+                getattr(event, "type", "event"),
+                event.model_dump_json().encode(),
+                now.isoformat(),
+            ),
+        )
         db.execute("INSERT INTO outbox(seq) VALUES(?)", (seq,))
         self._set_meta(db, "last_seq", seq)
         return event
@@ -172,8 +187,10 @@ class Ledger:
             raise LedgerError(f"column {c.column}: expected stock >= 0 after the change, found {stock}")
         db.execute("UPDATE columns SET stock=? WHERE col=?", (stock, c.column))
         if c.set_lot:
-            db.execute("UPDATE columns SET lot=?, expiry=? WHERE col=?",
-                       (c.lot, c.expiry.isoformat() if c.expiry else None, c.column))
+            db.execute(
+                "UPDATE columns SET lot=?, expiry=? WHERE col=?",
+                (c.lot, c.expiry.isoformat() if c.expiry else None, c.column),
+            )
         if c.set_fault:
             db.execute("UPDATE columns SET fault=? WHERE col=?", (c.fault, c.column))
         return int(stock)
@@ -187,8 +204,11 @@ class Ledger:
 
     def count(self, event_type: str) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM events WHERE event_type=?",
-                                        (event_type,)).fetchone()[0])
+            return int(
+                self._db.execute("SELECT COUNT(*) FROM events WHERE event_type=?", (event_type,)).fetchone()[
+                    0
+                ]
+            )
 
     # ------------------------------------------------------------ outbox (the reporter's API)
 
@@ -196,7 +216,9 @@ class Ledger:
         with self._lock:
             rows = self._db.execute(
                 "SELECT e.seq, e.event_type, e.payload, e.created_at FROM outbox o JOIN events e USING(seq)"
-                " WHERE o.seq > ? ORDER BY o.seq LIMIT ?", (after_seq, limit)).fetchall()
+                " WHERE o.seq > ? ORDER BY o.seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
         return [OutboxRow(r[0], r[1], bytes(r[2]), datetime.fromisoformat(r[3])) for r in rows]
 
     def prune(self, acked_seq: int) -> int:
@@ -216,7 +238,8 @@ class Ledger:
     def oldest_pending_at(self) -> datetime | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT MIN(e.created_at) FROM outbox o JOIN events e USING(seq)").fetchone()
+                "SELECT MIN(e.created_at) FROM outbox o JOIN events e USING(seq)"
+            ).fetchone()
         return datetime.fromisoformat(row[0]) if row and row[0] else None
 
     def last_seq(self) -> int:
@@ -230,8 +253,9 @@ class Ledger:
     def ensure_column(self, column: int, product: str) -> bool:
         """Create the column row (stock 0) if new; returns True when it was created."""
         with self._tx() as db:
-            cur = db.execute("INSERT OR IGNORE INTO columns(col, product, stock) VALUES(?, ?, 0)",
-                             (column, product))
+            cur = db.execute(
+                "INSERT OR IGNORE INTO columns(col, product, stock) VALUES(?, ?, 0)", (column, product)
+            )
             if cur.rowcount == 0:
                 db.execute("UPDATE columns SET product=? WHERE col=?", (product, column))
             return bool(cur.rowcount)
@@ -239,9 +263,11 @@ class Ledger:
     def columns(self) -> list[ColumnRow]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT col, product, stock, lot, expiry, fault FROM columns ORDER BY col").fetchall()
-        return [ColumnRow(r[0], r[1], r[2], r[3], date.fromisoformat(r[4]) if r[4] else None, r[5])
-                for r in rows]
+                "SELECT col, product, stock, lot, expiry, fault FROM columns ORDER BY col"
+            ).fetchall()
+        return [
+            ColumnRow(r[0], r[1], r[2], r[3], date.fromisoformat(r[4]) if r[4] else None, r[5]) for r in rows
+        ]
 
     def column(self, number: int) -> ColumnRow:
         for row in self.columns():
@@ -262,15 +288,20 @@ class Ledger:
             raw = self._meta("next_command_id")
             cid = int(raw) if raw else secrets.randbelow(U32 // 2) + 1
             nxt = cid + 1 if cid + 1 < U32 else 1
-            db.execute("INSERT INTO commands(command_id, col, language, via, state, created_at)"
-                       " VALUES(?,?,?,?,'pending',?)", (cid, column, language, via, self.clock.now().isoformat()))
+            db.execute(
+                "INSERT INTO commands(command_id, col, language, via, state, created_at)"
+                " VALUES(?,?,?,?,'pending',?)",
+                (cid, column, language, via, self.clock.now().isoformat()),
+            )
             self._set_meta(db, "next_command_id", nxt)
         return cid
 
     @staticmethod
     def _settle(db: sqlite3.Connection, command_id: int, outcome: str) -> None:
-        cur = db.execute("UPDATE commands SET state='settled', outcome=? WHERE command_id=? AND state='pending'",
-                         (outcome, command_id))
+        cur = db.execute(
+            "UPDATE commands SET state='settled', outcome=? WHERE command_id=? AND state='pending'",
+            (outcome, command_id),
+        )
         if cur.rowcount != 1:
             raise LedgerError(f"expected pending command {command_id} to settle, found none pending")
 
@@ -281,19 +312,25 @@ class Ledger:
     def command_outcomes(self) -> dict[str, int]:
         """How many controller commands ended in each outcome (pending ones under "pending")."""
         with self._lock:
-            rows = self._db.execute("SELECT COALESCE(outcome, state), COUNT(*) FROM commands GROUP BY 1").fetchall()
+            rows = self._db.execute(
+                "SELECT COALESCE(outcome, state), COUNT(*) FROM commands GROUP BY 1"
+            ).fetchall()
         return {str(k): int(v) for k, v in rows}
 
     def pending_commands(self) -> list[CommandRow]:
         with self._lock:
-            rows = self._db.execute("SELECT command_id, col, language, via, state, outcome FROM commands"
-                                    " WHERE state='pending' ORDER BY created_at").fetchall()
+            rows = self._db.execute(
+                "SELECT command_id, col, language, via, state, outcome FROM commands"
+                " WHERE state='pending' ORDER BY created_at"
+            ).fetchall()
         return [CommandRow(*r) for r in rows]
 
     def command(self, command_id: int) -> CommandRow | None:
         with self._lock:
-            r = self._db.execute("SELECT command_id, col, language, via, state, outcome FROM commands"
-                                 " WHERE command_id=?", (command_id,)).fetchone()
+            r = self._db.execute(
+                "SELECT command_id, col, language, via, state, outcome FROM commands WHERE command_id=?",
+                (command_id,),
+            ).fetchone()
         return CommandRow(*r) if r else None
 
     # ------------------------------------------------------------ alarms and excursions
@@ -301,25 +338,38 @@ class Ledger:
     def active_alarms(self) -> list[AlarmState]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT code, severity, message, since, col FROM alarms ORDER BY since, code").fetchall()
-        return [AlarmState(code=r[0], severity=r[1], message=r[2], since=datetime.fromisoformat(r[3]), column=r[4])
-                for r in rows]
+                "SELECT code, severity, message, since, col FROM alarms ORDER BY since, code"
+            ).fetchall()
+        return [
+            AlarmState(
+                code=r[0], severity=r[1], message=r[2], since=datetime.fromisoformat(r[3]), column=r[4]
+            )
+            for r in rows
+        ]
 
     def alarm_active(self, code: str) -> bool:
         with self._lock:
             return self._db.execute("SELECT 1 FROM alarms WHERE code=?", (code,)).fetchone() is not None
 
-    def upsert_alarm(self, db: sqlite3.Connection, code: str, severity: str, message: str,
-                     column: int | None) -> None:
-        db.execute("INSERT OR REPLACE INTO alarms(code, severity, message, since, col) VALUES(?,?,?,?,?)",
-                   (code, severity, message, self.clock.now().isoformat(), column))
+    def upsert_alarm(
+        self, db: sqlite3.Connection, code: str, severity: str, message: str, column: int | None
+    ) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO alarms(code, severity, message, since, col) VALUES(?,?,?,?,?)",
+            (code, severity, message, self.clock.now().isoformat(), column),
+        )
 
     def record_alarm(self, event_cls: type[E], *, raised: bool, **fields: Any) -> E:
         """Record an AlarmEvent and update the active set in one transaction."""
         with self._tx() as db:
             if raised:
-                self.upsert_alarm(db, fields["code"], fields.get("severity", "warning"), fields["message"],
-                                  fields.get("column"))
+                self.upsert_alarm(
+                    db,
+                    fields["code"],
+                    fields.get("severity", "warning"),
+                    fields["message"],
+                    fields.get("column"),
+                )
             else:
                 db.execute("DELETE FROM alarms WHERE code=?", (fields["code"],))
             return self._append(db, event_cls, fields)
@@ -327,8 +377,11 @@ class Ledger:
     def add_excursion(self, lots: list[str], seconds: float) -> None:
         with self._tx() as db:
             for lot in lots:
-                db.execute("INSERT INTO lot_excursions(lot, seconds) VALUES(?, ?) ON CONFLICT(lot)"
-                           " DO UPDATE SET seconds = seconds + excluded.seconds", (lot, seconds))
+                db.execute(
+                    "INSERT INTO lot_excursions(lot, seconds) VALUES(?, ?) ON CONFLICT(lot)"
+                    " DO UPDATE SET seconds = seconds + excluded.seconds",
+                    (lot, seconds),
+                )
 
     def excursions(self) -> dict[str, float]:
         with self._lock:

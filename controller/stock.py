@@ -12,15 +12,26 @@ def is_expired(row: ColumnRow, today: date) -> bool:
     return row.expiry is not None and row.expiry < today
 
 
-def vendable(rows: Iterable[ColumnRow], product: str, today: date, exclude: set[int] | None = None) -> list[ColumnRow]:
+def vendable(
+    rows: Iterable[ColumnRow], product: str, today: date, exclude: set[int] | None = None
+) -> list[ColumnRow]:
     """Columns that may vend now, in FEFO order: earliest expiry first, unknown expiry last, then column."""
     skip = exclude or set()
-    ok = [r for r in rows if r.product == product and r.stock > 0 and r.fault is None
-          and not is_expired(r, today) and r.column not in skip]
+    ok = [
+        r
+        for r in rows
+        if r.product == product
+        and r.stock > 0
+        and r.fault is None
+        and not is_expired(r, today)
+        and r.column not in skip
+    ]
     return sorted(ok, key=lambda r: (r.expiry is None, r.expiry or date.max, r.column))
 
 
-def choose_column(rows: Iterable[ColumnRow], product: str, today: date, exclude: set[int] | None = None) -> ColumnRow | None:
+def choose_column(
+    rows: Iterable[ColumnRow], product: str, today: date, exclude: set[int] | None = None
+) -> ColumnRow | None:
     candidates = vendable(rows, product, today, exclude)
     return candidates[0] if candidates else None
 

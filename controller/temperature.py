@@ -1,4 +1,4 @@
-"""Storage temperature bands: storage range (logged) and excursion range (alarm + time out of range per lot)."""
+"""Storage temperature bands: storage range (logged), excursion range (alarm + time out of range per lot)."""
 
 from __future__ import annotations
 

@@ -56,8 +56,15 @@ class Alarms:
     def raise_(self, code: str, message: str, severity: str = "warning", column: int | None = None) -> bool:
         if self.ledger.alarm_active(code):
             return False
-        self.ledger.record_alarm(AlarmEvent, raised=True, code=code, state="raised", severity=severity,
-                                 message=message, column=column)
+        self.ledger.record_alarm(
+            AlarmEvent,
+            raised=True,
+            code=code,
+            state="raised",
+            severity=severity,
+            message=message,
+            column=column,
+        )
         LOG.warning("alarm_raised", code=code, severity=severity, message=message, column=column)
         self.changed()
         return True
@@ -65,16 +72,25 @@ class Alarms:
     def clear(self, code: str, message: str = "cleared") -> bool:
         if not self.ledger.alarm_active(code):
             return False
-        self.ledger.record_alarm(AlarmEvent, raised=False, code=code, state="cleared", severity="info",
-                                 message=message)
+        self.ledger.record_alarm(
+            AlarmEvent, raised=False, code=code, state="cleared", severity="info", message=message
+        )
         LOG.info("alarm_cleared", code=code)
         self.changed()
         return True
 
 
 class VendFlow:
-    def __init__(self, config: UnitConfig, ledger: Ledger, board: Board, player: VideoPlayer, clock: Clock,
-                 alarms: Alarms, changed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: UnitConfig,
+        ledger: Ledger,
+        board: Board,
+        player: VideoPlayer,
+        clock: Clock,
+        alarms: Alarms,
+        changed: Callable[[], None],
+    ) -> None:
         self.config = config
         self.ledger = ledger
         self.board = board
@@ -159,15 +175,17 @@ class VendFlow:
 
     def tick(self) -> None:
         s = self.session
-        if s is not None and self.phase == Phase.VIDEO:
-            if self.clock.monotonic() > s.started + s.length_s + self.config.videos.grace_s:
-                self._abandon("timeout")
+        deadline = None if s is None else s.started + s.length_s + self.config.videos.grace_s
+        if deadline is not None and self.phase == Phase.VIDEO and self.clock.monotonic() > deadline:
+            self._abandon("timeout")
 
     # ------------------------------------------------------------ video
 
     def _start_video(self, lang: str) -> None:
         self._tokens += 1
-        self.session = VideoSession(self._tokens, lang, self.clock.monotonic(), self.config.videos.expected_length_s)
+        self.session = VideoSession(
+            self._tokens, lang, self.clock.monotonic(), self.config.videos.expected_length_s
+        )
         self.phase = Phase.VIDEO
         self.ledger.record(VideoEvent, phase="started", language=lang)
         self.changed()
@@ -184,10 +202,13 @@ class VendFlow:
     def _failed(self, s: VideoSession, event: VideoFailed) -> None:
         self.session = None
         detail = f"{event.reason}: {event.detail}" if event.detail else event.reason
-        self.ledger.record(VideoEvent, phase="failed", language=s.language, position_s=event.position_s,
-                           detail=detail[:500])
+        self.ledger.record(
+            VideoEvent, phase="failed", language=s.language, position_s=event.position_s, detail=detail[:500]
+        )
         fallback = self.config.videos.fallback
-        self.alarms.raise_("video_player", f"video player failed ({event.reason}); fallback {fallback}", "critical")
+        self.alarms.raise_(
+            "video_player", f"video player failed ({event.reason}); fallback {fallback}", "critical"
+        )
         LOG.error("video_failed", reason=event.reason, fallback=fallback)
         if fallback == "dispense":
             self.vend(s.language, "fallback")
@@ -204,8 +225,9 @@ class VendFlow:
         self.phase = Phase.IDLE
         self.player.stop_playback()
         position = self.clock.monotonic() - s.started
-        self.ledger.record(VideoEvent, phase="abandoned", language=s.language, position_s=round(position, 1),
-                           detail=why)
+        self.ledger.record(
+            VideoEvent, phase="abandoned", language=s.language, position_s=round(position, 1), detail=why
+        )
         LOG.info("video_abandoned", language=s.language, why=why)
         self.changed()
 
@@ -237,8 +259,9 @@ class VendFlow:
             if outcome == "dropped":
                 return self.record_drop(cid, row.column, lang, via)
             if outcome is None:
-                self.alarms.raise_("board_unreachable", f"dispense {cid} outcome unknown; will reconcile",
-                                   "critical")
+                self.alarms.raise_(
+                    "board_unreachable", f"dispense {cid} outcome unknown; will reconcile", "critical"
+                )
                 break  # never try another column while a kit may have dropped
             self._attempt_failed(cid, row.column, outcome)
             if outcome == "door_open":
@@ -266,12 +289,26 @@ class VendFlow:
         row = self.ledger.column(column)
         product = self.config.products[row.product]
         if row.stock == 0:
-            self.alarms.raise_(f"stock_discrepancy_{column}", f"column {column} dropped a kit the ledger did not count")
+            self.alarms.raise_(
+                f"stock_discrepancy_{column}", f"column {column} dropped a kit the ledger did not count"
+            )
         change = ColumnChange(column, stock_delta=-1 if row.stock > 0 else 0)
-        event = self.ledger.record(DispenseEvent, changes=(change,), settle=(cid, "dropped"), column=column,
-                                   product=row.product, doses=product.doses, lot=row.lot, expiry=row.expiry,
-                                   command_id=cid, language=lang, via=via)
-        LOG.info("dispensed", command_id=cid, column=column, via=via, stock_after=event.stock_after, seq=event.seq)
+        event = self.ledger.record(
+            DispenseEvent,
+            changes=(change,),
+            settle=(cid, "dropped"),
+            column=column,
+            product=row.product,
+            doses=product.doses,
+            lot=row.lot,
+            expiry=row.expiry,
+            command_id=cid,
+            language=lang,
+            via=via,
+        )
+        LOG.info(
+            "dispensed", command_id=cid, column=column, via=via, stock_after=event.stock_after, seq=event.seq
+        )
         self._say(self.config.policies.thank_you_message)
         return event
 
@@ -283,16 +320,21 @@ class VendFlow:
             self.alarms.raise_(f"column_fault_{column}", f"column {column}: {outcome}", "warning", column)
 
     def _vend_failed(self, attempts: list[VendAttempt]) -> None:
-        reason = "door_open" if attempts[-1].outcome == "door_open" else (
-            "board_unreachable" if attempts[-1].outcome == "unknown" else "all_columns_failed")
+        reason = (
+            "door_open"
+            if attempts[-1].outcome == "door_open"
+            else ("board_unreachable" if attempts[-1].outcome == "unknown" else "all_columns_failed")
+        )
         self.ledger.record(VendFailedEvent, reason=reason, attempts=attempts)
         self.alarms.raise_("vend_failed", f"a vend failed: {reason}", "critical")
         self._say("Sorry, the machine could not release a kit. Please ask staff for naloxone.")
 
     def _out_of_stock(self, product: str, lang: str | None) -> None:
         rows = self.ledger.columns()
-        if any(r.stock > 0 and r.product == product and not stock.is_expired(r, self.clock.now().date())
-               for r in rows):
+        if any(
+            r.stock > 0 and r.product == product and not stock.is_expired(r, self.clock.now().date())
+            for r in rows
+        ):
             self.ledger.record(VendFailedEvent, reason="all_columns_faulted", attempts=[])
             self.alarms.raise_("vend_failed", "a vend failed: every column with stock is faulted", "critical")
             self._say("Sorry, the machine could not release a kit. Please ask staff for naloxone.")
@@ -309,8 +351,12 @@ class VendFlow:
         for row in self.ledger.columns():
             code = f"lot_expired_{row.column}"
             if row.stock > 0 and stock.is_expired(row, today):
-                self.alarms.raise_(code, f"column {row.column} lot {row.lot} expired {row.expiry}; not vended",
-                                   "warning", row.column)
+                self.alarms.raise_(
+                    code,
+                    f"column {row.column} lot {row.lot} expired {row.expiry}; not vended",
+                    "warning",
+                    row.column,
+                )
             else:
                 self.alarms.clear(code, "no expired stock in the column")
 

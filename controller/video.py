@@ -61,8 +61,16 @@ class VideoPlayer(Protocol):
 
 
 def mpv_command(settings: VideoSection, socket_path: Path) -> list[str]:
-    args = [settings.mpv, "--fs", "--no-input-default-bindings", "--input-vo-keyboard=no", "--no-osc",
-            "--idle=yes", f"--input-ipc-server={socket_path}", "--no-terminal"]
+    args = [
+        settings.mpv,
+        "--fs",
+        "--no-input-default-bindings",
+        "--input-vo-keyboard=no",
+        "--no-osc",
+        "--idle=yes",
+        f"--input-ipc-server={socket_path}",
+        "--no-terminal",
+    ]
     if settings.headless:
         args += ["--vo=null", "--ao=null", "--force-window=no"]
     return args + list(settings.mpv_args)
@@ -144,13 +152,19 @@ class MpvPlayer:
         self._launches += 1
         sock_path = self._dir / f"ipc{self._launches}.sock"
         try:
-            self._proc = subprocess.Popen(mpv_command(self.settings, sock_path), stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          preexec_fn=_die_with_parent)
+            self._proc = subprocess.Popen(
+                mpv_command(self.settings, sock_path),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
         except OSError as exc:
             raise PlayerUnavailable(f"expected to start {self.settings.mpv!r}, found {exc}") from None
         self._sock = self._connect(sock_path)
-        reader = threading.Thread(target=self._read, args=(self._sock, self._proc), name="mpv-reader", daemon=True)
+        reader = threading.Thread(
+            target=self._read, args=(self._sock, self._proc), name="mpv-reader", daemon=True
+        )
         reader.start()
         self._send(["observe_property", 1, "time-pos"])
         self._send(["observe_property", 2, "duration"])
@@ -169,7 +183,9 @@ class MpvPlayer:
                 sock.close()
                 self._closed.wait(0.02)  # mpv creates its socket shortly after starting
         self._kill()
-        raise PlayerUnavailable(f"expected mpv's IPC socket within {self.settings.start_timeout_s}s, found none")
+        raise PlayerUnavailable(
+            f"expected mpv's IPC socket within {self.settings.start_timeout_s}s, found none"
+        )
 
     def _kill(self) -> None:
         with self._lock:
@@ -263,11 +279,18 @@ class MpvPlayer:
         while not self._closed.wait(0.2):
             with self._lock:
                 token, pos = self._token, self._pos
-                stalled = token is not None and time.monotonic() - self._last_progress > self.settings.stall_timeout_s
+                stalled = (
+                    token is not None
+                    and time.monotonic() - self._last_progress > self.settings.stall_timeout_s
+                )
                 if stalled:
                     self._token = None
             if stalled and token is not None:
-                self._emit(VideoFailed(token, "hang", pos, detail=f"no progress for {self.settings.stall_timeout_s}s"))
+                self._emit(
+                    VideoFailed(
+                        token, "hang", pos, detail=f"no progress for {self.settings.stall_timeout_s}s"
+                    )
+                )
                 self._kill()
 
     def _emit(self, event: PlayerEvent) -> None:

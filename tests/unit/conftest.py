@@ -19,8 +19,15 @@ BASE: dict[str, Any] = {
     "serial": {"port": "/dev/null"},
     "products": {"nasal-4mg": {"name": "Naloxone nasal spray 4 mg", "doses": 2}},
     "columns": [
-        {"column": c, "product": "nasal-4mg", "capacity": 30, "par": 5, "initial_stock": 20,
-         "lot": f"LOT-{c}", "expiry": f"2028-0{c}-01"}
+        {
+            "column": c,
+            "product": "nasal-4mg",
+            "capacity": 30,
+            "par": 5,
+            "initial_stock": 20,
+            "lot": f"LOT-{c}",
+            "expiry": f"2028-0{c}-01",
+        }
         for c in range(1, 7)
     ],
     "videos": {"files": {"en": "en.mp4", "es": "es.mp4"}, "expected_length_s": 3.0, "grace_s": 10.0},
@@ -29,7 +36,7 @@ BASE: dict[str, Any] = {
 }
 
 
-def make_config(tmp_path: Path, **sections: dict[str, Any]) -> UnitConfig:
+def make_config(tmp_path: Path, **sections: Any) -> UnitConfig:
     data = copy.deepcopy(BASE)
     for name, values in sections.items():
         if isinstance(values, dict) and isinstance(data.get(name), dict):
@@ -42,8 +49,13 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> UnitConfig:
 class Rig:
     """A daemon on a FakeBoard and FakePlayer with a FakeClock, driven by pump()."""
 
-    def __init__(self, tmp_path: Path, config: UnitConfig | None = None, board: FakeBoard | None = None,
-                 auto: str | None = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        config: UnitConfig | None = None,
+        board: FakeBoard | None = None,
+        auto: str | None = None,
+    ) -> None:
         self.tmp_path = tmp_path
         self.config = config or make_config(tmp_path)
         self.clock = FakeClock()
@@ -82,3 +94,28 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     r = Rig(tmp_path)
     yield r
     r.close()
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Every test leaves no thread and no child process behind (mpv, sim board, unit daemon)."""
+    import threading
+    import time
+
+    import psutil
+
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        threads = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        children = [
+            p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE
+        ]
+        if not threads and not children:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"expected no leftovers, found threads {threads} and processes {children}")
+        for t in threads:
+            t.join(timeout=0.1)
+        psutil.wait_procs(children, timeout=0.1)

@@ -36,8 +36,11 @@ class SimBoardProcess:
     def __init__(self, workdir: Path, *args: str) -> None:
         self.link = workdir / "dispenser"
         self.log = open(workdir / "board.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([*NALOX, "sim", "board", "--link", str(self.link), *args],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [*NALOX, "sim", "board", "--link", str(self.link), *args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         wait_until("the simulated board's control socket", lambda: Path(f"{self.link}.ctl").exists(), 20)
 
     def ctl(self, **message: Any) -> dict[str, Any]:
@@ -47,8 +50,12 @@ class SimBoardProcess:
 
     def stats_cli(self) -> dict[str, Any]:
         """Ground truth the way an operator reads it: `nalox sim ctl --link PATH stats`."""
-        out = subprocess.run([*NALOX, "sim", "ctl", "--link", str(self.link), "stats"], check=True,
-                             capture_output=True, timeout=30).stdout
+        out = subprocess.run(
+            [*NALOX, "sim", "ctl", "--link", str(self.link), "stats"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        ).stdout
         return dict(json.loads(out))
 
     def stop(self) -> None:
@@ -65,11 +72,15 @@ class UnitProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self) -> UnitProcess:
+    def start(self, env: dict[str, str] | None = None) -> UnitProcess:
         self.starts += 1
         log = open(self.workdir / f"unit-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([*NALOX, "unit", "run", "--config", str(self.config)], stdout=log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [*NALOX, "unit", "run", "--config", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
         log.close()
         wait_until("the unit to log unit_ready", lambda: b"unit_ready" in self.log_bytes(), 30)
         return self
@@ -90,8 +101,11 @@ class UnitProcess:
 
 
 def unit_config(workdir: Path, link: Path, clips: dict[str, Path], **replace: str) -> Path:
-    text = example_text().replace("/tmp/nalox/dispenser", str(link)).replace(
-        "/tmp/nalox/unit", str(workdir / "unit"))
+    text = (
+        example_text()
+        .replace("/tmp/nalox/dispenser", str(link))
+        .replace("/tmp/nalox/unit", str(workdir / "unit"))
+    )
     for lang, clip in clips.items():
         text = text.replace(f"/tmp/nalox/videos/{lang}.mp4", str(clip))
     text = text.replace("mpv_args = []", 'mpv_args = ["--no-config"]')
@@ -113,13 +127,24 @@ def ledger_rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
 
 def ledger_truth(path: Path) -> dict[str, Any]:
     """What the ledger says, in the shape of the simulator's stats."""
-    per_col = dict(ledger_rows(path, "SELECT col, COUNT(*) FROM events e JOIN (SELECT seq, "
-                                     "json_extract(payload, '$.column') AS col FROM events WHERE "
-                                     "event_type='dispense') d USING(seq) GROUP BY col"))
+    per_col = dict(
+        ledger_rows(
+            path,
+            "SELECT col, COUNT(*) FROM events e JOIN (SELECT seq, "
+            "json_extract(payload, '$.column') AS col FROM events WHERE "
+            "event_type='dispense') d USING(seq) GROUP BY col",
+        )
+    )
     stock = dict(ledger_rows(path, "SELECT col, stock FROM columns"))
-    cids = [r[0] for r in ledger_rows(path, "SELECT json_extract(payload, '$.command_id') FROM events "
-                                            "WHERE event_type='dispense'")]
-    return {"dropped": sum(per_col.values()),
-            "per_column": {str(c): per_col.get(c, 0) for c in stock},
-            "stock": {str(c): n for c, n in stock.items()},
-            "per_command": {str(c): 1 for c in sorted(cids)}}
+    cids = [
+        r[0]
+        for r in ledger_rows(
+            path, "SELECT json_extract(payload, '$.command_id') FROM events WHERE event_type='dispense'"
+        )
+    ]
+    return {
+        "dropped": sum(per_col.values()),
+        "per_column": {str(c): per_col.get(c, 0) for c in stock},
+        "stock": {str(c): n for c, n in stock.items()},
+        "per_command": {str(c): 1 for c in sorted(cids)},
+    }

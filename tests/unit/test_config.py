@@ -32,23 +32,58 @@ def test_config_example_command_prints_it(capsys: pytest.CaptureFixture[str]) ->
     assert capsys.readouterr().out == EXAMPLE
 
 
-@pytest.mark.parametrize(("old", "new", "message"), [
-    ('id = "demo-unit-01"', 'id = "bad unit/id"', "field unit.id: expected a string matching pattern '^[A-Za-z0-9]"),
-    ("column = 1\nproduct = \"nasal-4mg\"\ncapacity = 30", "column = 1\nproduct = \"nasal-4mg\"\ncapacity = \"ten\"",
-     "field columns[0].capacity: expected a valid integer, unable to parse string as an integer, found 'ten'"),
-    ("initial_stock = 20\nlot = \"LOT-A2\"", "initial_stock = 40\nlot = \"LOT-A2\"",
-     "field columns[1]: expected initial_stock at most capacity 30"),
-    ('fallback = "dispense"', 'fallback = "maybe"', "field videos.fallback: expected 'dispense' or 'block', found 'maybe'"),
-    ('es = "/tmp/nalox/videos/es.mp4"', "", "field videos.files: expected a clip for en and es (missing es)"),
-    ("[policies]", "[policies]\nmulti_kit_windw_s = 5", "field policies.multi_kit_windw_s: expected no such field (a typo?)"),
-    ('site = "Demo County Jail, release area"', "", "field unit.site: expected a value, found nothing (the field is missing)"),
-    ('product = "nasal-4mg"\ncapacity = 30\npar = 8\ninitial_stock = 20\nlot = "LOT-A3"',
-     'product = "nasal-2mg"\ncapacity = 30\npar = 8\ninitial_stock = 20\nlot = "LOT-A3"',
-     "expected column 3 product one of ['nasal-4mg'], found 'nasal-2mg'"),
-    ("storage_max_c = 25.0", "storage_max_c = 45.0",
-     "field temperature: expected excursion_min_c <= storage_min_c < storage_max_c <= excursion_max_c"),
-    ("[unit]", "[unit\n", "expected valid TOML, found a syntax error"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            'id = "demo-unit-01"',
+            'id = "bad unit/id"',
+            "field unit.id: expected a string matching pattern '^[A-Za-z0-9]",
+        ),
+        (
+            'column = 1\nproduct = "nasal-4mg"\ncapacity = 30',
+            'column = 1\nproduct = "nasal-4mg"\ncapacity = "ten"',
+            "field columns[0].capacity: expected a valid integer, unable to parse string as an integer, "
+            "found 'ten'",
+        ),
+        (
+            'initial_stock = 20\nlot = "LOT-A2"',
+            'initial_stock = 40\nlot = "LOT-A2"',
+            "field columns[1]: expected initial_stock at most capacity 30",
+        ),
+        (
+            'fallback = "dispense"',
+            'fallback = "maybe"',
+            "field videos.fallback: expected 'dispense' or 'block', found 'maybe'",
+        ),
+        (
+            'es = "/tmp/nalox/videos/es.mp4"',
+            "",
+            "field videos.files: expected a clip for en and es (missing es)",
+        ),
+        (
+            "[policies]",
+            "[policies]\nmulti_kit_windw_s = 5",
+            "field policies.multi_kit_windw_s: expected no such field (a typo?)",
+        ),
+        (
+            'site = "Demo County Jail, release area"',
+            "",
+            "field unit.site: expected a value, found nothing (the field is missing)",
+        ),
+        (
+            'product = "nasal-4mg"\ncapacity = 30\npar = 8\ninitial_stock = 20\nlot = "LOT-A3"',
+            'product = "nasal-2mg"\ncapacity = 30\npar = 8\ninitial_stock = 20\nlot = "LOT-A3"',
+            "expected column 3 product one of ['nasal-4mg'], found 'nasal-2mg'",
+        ),
+        (
+            "storage_max_c = 25.0",
+            "storage_max_c = 45.0",
+            "field temperature: expected excursion_min_c <= storage_min_c < storage_max_c <= excursion_max_c",
+        ),
+        ("[unit]", "[unit\n", "expected valid TOML, found a syntax error"),
+    ],
+)
 def test_each_mistake_has_its_message(tmp_path: Path, old: str, new: str, message: str) -> None:
     assert old in EXAMPLE
     path = write(tmp_path, EXAMPLE.replace(old, new, 1))
@@ -73,7 +108,8 @@ def test_cli_exit_code_2_with_message(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_relative_paths_resolve_from_the_file(tmp_path: Path) -> None:
     text = EXAMPLE.replace('en = "/tmp/nalox/videos/en.mp4"', 'en = "clips/en.mp4"').replace(
-        'data_dir = "/tmp/nalox/unit"', 'data_dir = "state"')
+        'data_dir = "/tmp/nalox/unit"', 'data_dir = "state"'
+    )
     config = load_config(write(tmp_path, text))
     assert config.videos.files["en"] == tmp_path / "clips/en.mp4"
     assert config.paths.ledger_path() == tmp_path / "state/ledger.sqlite3"

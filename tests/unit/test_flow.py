@@ -38,12 +38,32 @@ def test_presses_during_video_are_ignored(rig: Rig) -> None:
 
 
 def test_fefo_picks_earliest_expiry_then_skips_expired(tmp_path: Path) -> None:
-    cols = [{"column": 1, "product": "nasal-4mg", "capacity": 30, "initial_stock": 5, "lot": "LATE",
-             "expiry": "2029-01-01"},
-            {"column": 2, "product": "nasal-4mg", "capacity": 30, "initial_stock": 5, "lot": "EXPIRED",
-             "expiry": "2020-01-01"},
-            {"column": 3, "product": "nasal-4mg", "capacity": 30, "initial_stock": 5, "lot": "SOON",
-             "expiry": "2027-01-01"}]
+    cols = [
+        {
+            "column": 1,
+            "product": "nasal-4mg",
+            "capacity": 30,
+            "initial_stock": 5,
+            "lot": "LATE",
+            "expiry": "2029-01-01",
+        },
+        {
+            "column": 2,
+            "product": "nasal-4mg",
+            "capacity": 30,
+            "initial_stock": 5,
+            "lot": "EXPIRED",
+            "expiry": "2020-01-01",
+        },
+        {
+            "column": 3,
+            "product": "nasal-4mg",
+            "capacity": 30,
+            "initial_stock": 5,
+            "lot": "SOON",
+            "expiry": "2027-01-01",
+        },
+    ]
     r = Rig(tmp_path, make_config(tmp_path, columns=cols), FakeBoard(columns=3, stock=5))
     try:
         r.press()
@@ -155,8 +175,11 @@ def test_every_column_failing_records_vend_failed(rig: Rig) -> None:
 def test_out_of_stock_still_plays_video_then_says_where(tmp_path: Path) -> None:
     cols = [{"column": 1, "product": "nasal-4mg", "capacity": 30, "initial_stock": 0}]
     msg = "Out of naloxone: try the county health office."
-    r = Rig(tmp_path, make_config(tmp_path, columns=cols, policies={"out_of_stock_message": msg}),
-            FakeBoard(columns=1, stock=0))
+    r = Rig(
+        tmp_path,
+        make_config(tmp_path, columns=cols, policies={"out_of_stock_message": msg}),
+        FakeBoard(columns=1, stock=0),
+    )
     try:
         r.press()
         assert r.player.plays, "the training video plays even when no kit is left"
@@ -210,7 +233,12 @@ def test_temperature_bands_and_excursion_time_per_lot(rig: Rig) -> None:
     rig.daemon.pump()
     assert not rig.daemon.ledger.alarm_active("temperature_excursion")
     temps = [(e.band, e.state) for e in rig.events("temperature")]
-    assert temps == [("storage", "entered"), ("excursion", "entered"), ("excursion", "left"), ("storage", "left")]
+    assert temps == [
+        ("storage", "entered"),
+        ("excursion", "entered"),
+        ("excursion", "left"),
+        ("storage", "left"),
+    ]
     assert rig.daemon.ledger.excursions()["LOT-1"] == 31.0
 
 
@@ -221,7 +249,9 @@ def test_restock_blind_count_needs_reason_on_discrepancy(rig: Rig) -> None:
 
     with pytest.raises(CommandRefused, match="differs from the ledger's 20; expected a reason"):
         rig.daemon.restock(1, 30, counted_before=18)
-    ev = rig.daemon.restock(1, 30, counted_before=18, reason="two kits missing", lot="NEW", expiry=date(2030, 1, 1))
+    ev = rig.daemon.restock(
+        1, 30, counted_before=18, reason="two kits missing", lot="NEW", expiry=date(2030, 1, 1)
+    )
     assert ev.discrepancy == -2 and ev.added == 12 and ev.stock_after == 30
     assert rig.daemon.ledger.column(1).stock == 30 and rig.daemon.ledger.column(1).lot == "NEW"
 

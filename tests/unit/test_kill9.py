@@ -3,6 +3,7 @@ daemon settles the in-flight command from the board's journal, so the kit is rec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from controller.cli import make_clip
@@ -15,16 +16,31 @@ def pending(ledger: Path) -> list[tuple[int, ...]]:
     return [tuple(r) for r in ledger_rows(ledger, "SELECT command_id FROM commands WHERE state='pending'")]
 
 
+def dropped(board: SimBoardProcess, cid: int) -> Callable[[], bool]:
+    return lambda: str(cid) in board.ctl(cmd="stats")["stats"]["per_command"]
+
+
 def terminal(ledger: Path) -> int:
-    return int(ledger_rows(ledger, "SELECT COUNT(*) FROM events WHERE event_type IN "
-                                   "('dispense','vend_failed','out_of_stock')")[0][0])
+    return int(
+        ledger_rows(
+            ledger,
+            "SELECT COUNT(*) FROM events WHERE event_type IN ('dispense','vend_failed','out_of_stock')",
+        )[0][0]
+    )
 
 
 def test_kill9_during_dispense_then_restart_reconciles(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", 1.0)
     board = SimBoardProcess(tmp_path, "--spin-ms", "1500", "--seed", "3")
-    unit = UnitProcess(unit_config(tmp_path, board.link, {"en": clip, "es": clip},
-                                   **{"multi_kit_window_s = 300": "multi_kit_window_s = 0"}), tmp_path)
+    unit = UnitProcess(
+        unit_config(
+            tmp_path,
+            board.link,
+            {"en": clip, "es": clip},
+            **{"multi_kit_window_s = 300": "multi_kit_window_s = 0"},
+        ),
+        tmp_path,
+    )
     ledger = tmp_path / "unit" / "ledger.sqlite3"
     try:
         board.ctl(cmd="temp", c=22.0)
@@ -33,7 +49,7 @@ def test_kill9_during_dispense_then_restart_reconciles(tmp_path: Path) -> None:
             board.ctl(cmd="press", lang="en")
             [(cid,)] = wait_until("a pending DISPENSE journaled in the ledger", lambda: pending(ledger), 20)
             unit.kill9()  # the coil is still turning: the board finishes the drop on its own
-            wait_until("the board to drop the kit", lambda: str(cid) in board.ctl(cmd="stats")["stats"]["per_command"], 10)
+            wait_until("the board to drop the kit", dropped(board, cid), 10)
             assert pending(ledger) == [(cid,)], "the killed daemon never recorded the outcome"
             unit.start()
             wait_until("the restart to settle the command", lambda: not pending(ledger), 20)

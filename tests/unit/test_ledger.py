@@ -45,12 +45,27 @@ def test_stock_change_in_same_transaction_as_event(tmp_path: Path) -> None:
     led = new_ledger(tmp_path)
     led.record(RestockEvent, changes=(ColumnChange(1, stock=2),), column=1, added=2)
     cid = led.allocate_command(1, "en", "video")
-    ev = led.record(DispenseEvent, changes=(ColumnChange(1, stock_delta=-1),), settle=(cid, "dropped"),
-                    column=1, product="nasal", doses=2, command_id=cid, via="video")
+    ev = led.record(
+        DispenseEvent,
+        changes=(ColumnChange(1, stock_delta=-1),),
+        settle=(cid, "dropped"),
+        column=1,
+        product="nasal",
+        doses=2,
+        command_id=cid,
+        via="video",
+    )
     assert ev.stock_after == 1 and led.column(1).stock == 1
     with pytest.raises(LedgerError, match="expected stock >= 0"):
-        led.record(DispenseEvent, changes=(ColumnChange(1, stock_delta=-2),), column=1, product="nasal",
-                   doses=2, command_id=cid, via="video")
+        led.record(
+            DispenseEvent,
+            changes=(ColumnChange(1, stock_delta=-2),),
+            column=1,
+            product="nasal",
+            doses=2,
+            command_id=cid,
+            via="video",
+        )
     assert led.column(1).stock == 1 and led.last_seq() == 2, "a refused change leaves no event behind"
     led.close()
 
@@ -120,8 +135,9 @@ def test_concurrent_writers_and_reader(tmp_path: Path) -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.tuples(st.integers(-3, 3), st.booleans()), max_size=30))
-def test_stock_never_negative_and_matches_events(tmp_path_factory: pytest.TempPathFactory,
-                                                 ops: list[tuple[int, bool]]) -> None:
+def test_stock_never_negative_and_matches_events(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[int, bool]]
+) -> None:
     led = new_ledger(tmp_path_factory.mktemp("led"))
     expected = 0
     for delta, absolute in ops:

@@ -28,8 +28,12 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def settings(clip: Path, **kw: object) -> VideoSection:
-    base: dict[str, object] = {"files": {"en": clip, "es": clip}, "headless": True, "mpv_args": ["--no-config"],
-                               "stall_timeout_s": 1.5}
+    base: dict[str, object] = {
+        "files": {"en": clip, "es": clip},
+        "headless": True,
+        "mpv_args": ["--no-config"],
+        "stall_timeout_s": 1.5,
+    }
     base.update(kw)
     return VideoSection.model_validate(base)
 
@@ -64,14 +68,18 @@ def test_gate_opens_only_after_eof(player: tuple[MpvPlayer, queue.Queue[PlayerEv
     assert ev.position_s is not None and ev.position_s >= CLIP_S - 1.0
 
 
-def test_missing_file_fails_at_once(player: tuple[MpvPlayer, queue.Queue[PlayerEvent]], tmp_path: Path) -> None:
+def test_missing_file_fails_at_once(
+    player: tuple[MpvPlayer, queue.Queue[PlayerEvent]], tmp_path: Path
+) -> None:
     p, events = player
     p.play(tmp_path / "gone.mp4", token=1)
     ev = outcome(events, 1)
     assert isinstance(ev, VideoFailed) and ev.reason == "missing_file" and "gone.mp4" in (ev.detail or "")
 
 
-def test_crash_during_playback_then_relaunch(player: tuple[MpvPlayer, queue.Queue[PlayerEvent]], clip: Path) -> None:
+def test_crash_during_playback_then_relaunch(
+    player: tuple[MpvPlayer, queue.Queue[PlayerEvent]], clip: Path
+) -> None:
     p, events = player
     p.play(clip, token=1)
     first = events.get(timeout=10)  # duration known: mpv is playing
@@ -120,8 +128,14 @@ def wait_for(predicate: object, timeout: float) -> bool:
 
 
 def test_daemon_with_real_mpv_dispenses_after_the_clip(tmp_path: Path, clip: Path) -> None:
-    config = make_config(tmp_path, videos={"files": {"en": str(clip), "es": str(tmp_path / "missing.mp4")},
-                                           "headless": True, "mpv_args": ["--no-config"]})
+    config = make_config(
+        tmp_path,
+        videos={
+            "files": {"en": str(clip), "es": str(tmp_path / "missing.mp4")},
+            "headless": True,
+            "mpv_args": ["--no-config"],
+        },
+    )
     board = FakeBoard(columns=6, stock=20)
     daemon = UnitDaemon(config, board, MpvPlayer(config.videos), RealClock())
     daemon.start()
@@ -130,12 +144,15 @@ def test_daemon_with_real_mpv_dispenses_after_the_clip(tmp_path: Path, clip: Pat
         board.press("en")
         assert wait_for(lambda: board.stats()["dropped"] == 1, 20)
         assert time.monotonic() - pressed >= CLIP_S - 0.3
-        assert daemon.ledger.events(event_type="dispense")[0].via == "video"
+        assert getattr(daemon.ledger.events(event_type="dispense")[0], "via", None) == "video"
         assert wait_for(lambda: daemon.flow.phase.value == "idle", 5)
         daemon.flow.window_until = None
         board.press("es")  # its clip is missing: the configured fallback dispenses, with an alarm
         assert wait_for(lambda: board.stats()["dropped"] == 2, 10)
-        assert [e.via for e in daemon.ledger.events(event_type="dispense")] == ["video", "fallback"]
+        assert [getattr(e, "via", None) for e in daemon.ledger.events(event_type="dispense")] == [
+            "video",
+            "fallback",
+        ]
         assert daemon.ledger.alarm_active("video_player")
     finally:
         daemon.stop()

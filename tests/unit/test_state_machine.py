@@ -126,10 +126,21 @@ class UnitMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="nalox-sm-"))
-        self.config = make_config(self.dir, columns=[
-            {"column": c, "product": "nasal-4mg", "capacity": 10, "initial_stock": STOCK, "lot": f"L{c}",
-             "expiry": f"2028-0{c}-01"} for c in range(1, COLUMNS + 1)],
-            policies={"multi_kit_window_s": WINDOW_S, "status_poll_s": 30.0})
+        self.config = make_config(
+            self.dir,
+            columns=[
+                {
+                    "column": c,
+                    "product": "nasal-4mg",
+                    "capacity": 10,
+                    "initial_stock": STOCK,
+                    "lot": f"L{c}",
+                    "expiry": f"2028-0{c}-01",
+                }
+                for c in range(1, COLUMNS + 1)
+            ],
+            policies={"multi_kit_window_s": WINDOW_S, "status_poll_s": 30.0},
+        )
         self.clock = FakeClock()
         self.backend = self.backend_class()
         self.presses = 0
@@ -266,8 +277,9 @@ class UnitMachine(RuleBasedStateMachine):
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-UnitMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=30, deadline=None,
-                                         suppress_health_check=[HealthCheck.too_slow])
+UnitMachine.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 TestUnitOnFakeBoard = UnitMachine.TestCase
 
 
@@ -275,6 +287,7 @@ class SimUnitMachine(UnitMachine):
     backend_class = SimBackend
 
 
-SimUnitMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=25, deadline=None,
-                                            suppress_health_check=[HealthCheck.too_slow])
+SimUnitMachine.TestCase.settings = settings(
+    max_examples=25, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 TestUnitOnSimulatedBoard = SimUnitMachine.TestCase
