@@ -279,10 +279,10 @@ class Reporter:
             for seq, (row, retry_at, _) in sorted(self._refused.items()):
                 if retry_at <= now and seq not in self._inflight:
                     self._send_row(row)
-            room = self.settings.inflight_window - len(self._inflight) - len(
-                set(self._refused) - set(self._inflight))
-            if room <= 0:
-                return
+            busy = len(set(self._inflight) | set(self._refused))
+            room = self.settings.inflight_window - busy
+            if room <= 0 or (busy and room < self.settings.inflight_window // 4):
+                return  # refill in batches: one outbox read per quarter window, not per PUBACK
             for row in self.ledger.pending(self._cursor, room):
                 self._send_row(row)
                 self._cursor = max(self._cursor, row.seq)

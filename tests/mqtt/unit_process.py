@@ -10,6 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
+import structlog
+
 from controller.clock import RealClock
 from controller.mqtt import MqttSettings
 from controller.reporter import Reporter
@@ -18,6 +20,7 @@ from tests.mqtt.standins import StandInUnit, real_ledger
 
 def main(argv: list[str]) -> int:
     port, unit_id, state_dir = int(argv[0]), argv[1], Path(argv[2])
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout: the marker only
     clock = RealClock()
     settings = MqttSettings(
         port=port, reconnect_min_s=0.05, reconnect_max_s=0.5, state_db=state_dir / "r.sqlite"
