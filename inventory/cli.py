@@ -10,6 +10,7 @@ from pathlib import Path
 
 from inventory import log
 from inventory.config import EXAMPLE, CentralConfig, ConfigError, load_config
+from inventory.store import StoreError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,23 +57,27 @@ def serve(a: argparse.Namespace) -> int:
     cfg = apply_overrides(load_config(a.config) if a.config else CentralConfig(), a)
     log.configure(cfg.log_level)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     service = Service(cfg, client_id=a.client_id, http=not a.no_http)
     try:
-        service.start()
-    except OSError as e:
+        try:
+            service.start()
+        except (OSError, StoreError) as e:
+            service.stop()
+            print(f"nalox inventory: {e}", file=sys.stderr)
+            return 1
+        where = cfg.store.db.split("@")[-1]
+        print(
+            f"nalox inventory: serving {service.url or '(no http)'}; database {where}",
+            file=sys.stderr,
+            flush=True,
+        )
+        stop.wait()
         service.stop()
-        print(f"nalox inventory: {e}", file=sys.stderr)
-        return 1
-    print(
-        f"nalox inventory: serving {service.url or '(no http)'}; database {cfg.store.db.split('@')[-1]}",
-        file=sys.stderr,
-        flush=True,
-    )
-    stop.wait()
-    service.stop()
-    return 0
+        return 0
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

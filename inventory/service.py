@@ -13,7 +13,7 @@ from inventory.alerts import AlertManager
 from inventory.clock import Clock, RealClock
 from inventory.config import CentralConfig
 from inventory.mqtt import IngestWorker
-from inventory.store import Store, open_store
+from inventory.store import Store, StoreError, open_store
 from inventory.web import create_app
 
 
@@ -43,7 +43,11 @@ class Service:
         self._stop = threading.Event()
 
     def _open(self) -> Store:
-        s = open_store(self.config.store.db, schema=self.schema)
+        try:
+            s = open_store(self.config.store.db, schema=self.schema)
+        except Exception as e:
+            where = self.config.store.db.split("@")[-1]  # never print a password from the URL
+            raise StoreError(f"cannot open the database {where}: {type(e).__name__}: {e}".strip()) from e
         self.stores.append(s)
         recomputed = s.use_report_timezone(self.config.reports.timezone)
         if recomputed:

@@ -106,3 +106,19 @@ def test_serve_answers_and_stops_on_sigterm(broker: Broker, tmp_path: Path) -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("db", "expected"),
+    [
+        ("postgresql://postgres@127.0.0.1:1/nothing", "cannot open the database 127.0.0.1:1/nothing"),
+        ("/nonexistent-dir/sub/central.db", "cannot open the database /nonexistent-dir/sub/central.db"),
+    ],
+)
+def test_unreachable_database_is_a_clear_error(
+    broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str], db: str, expected: str
+) -> None:
+    conf = tmp_path / "central.toml"
+    conf.write_text(f"[mqtt]\nport = {broker.port}\n[server]\nport = 0\n")
+    assert main(["serve", "--config", str(conf), "--db", db]) == 1
+    assert expected in capsys.readouterr().err
