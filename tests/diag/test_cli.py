@@ -23,9 +23,7 @@ def test_contract_healthy_report_json_exits_0(sim_process: SimProcess) -> None:
 
 
 def test_contract_jammed_column_fails_motor_test_and_says_jam(sim_process: SimProcess) -> None:
-    """The contract: after `fault jam=1.0` and `door open`, one `motor-test 1` exits non-zero saying jam.
-    (Fails while the simulator rolls the jam point anywhere in a revolution: the firmware's motor test
-    turns a quarter of one, so it meets the jam about one time in five. Reported to the lead.)"""
+    """The contract: after `fault jam=1.0` and `door open`, one `motor-test 1` exits non-zero saying jam."""
     sim_process.ctl("fault", "jam=1.0")
     sim_process.ctl("door", "open")
     out = run_diag("--port", str(sim_process.link), "motor-test", "1")
