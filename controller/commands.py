@@ -177,8 +177,9 @@ class CommandProcessor:
         return CommandResponse(command_id=cmd.command_id, status="ok", result=_jsonable(result))
 
     def _reply_topic(self, msg: InboundMessage) -> str:
-        wanted = msg.response_topic
-        if wanted and (wanted == self.default_topic or wanted.startswith(self.default_topic + "/")):
+        wanted = msg.response_topic or ""
+        under = wanted == self.default_topic or wanted.startswith(self.default_topic + "/")
+        if under and not set(wanted) & {"+", "#", "\x00"}:
             return wanted
         if wanted:
             log.warning("command_response_topic_replaced", wanted=wanted[:200], used=self.default_topic,

@@ -44,6 +44,7 @@ NO_MATCHING_SUBSCRIBERS = 0x10
 NOT_CONNECTED = -1  # local pseudo reason codes: never a PUBACK
 CONNECTION_LOST = -2
 CLIENT_CLOSED = -3
+INVALID_PUBLISH = -4
 
 
 class TlsSettings(BaseModel):
@@ -306,8 +307,12 @@ class MqttClient:
         return handle
 
     def _send(self, client: paho.Client, generation: int, handle: PublishHandle) -> None:
-        info = client.publish(handle.topic, handle.payload, qos=handle.qos, retain=handle.retain,
-                              properties=_publish_properties(handle.properties))
+        try:
+            info = client.publish(handle.topic, handle.payload, qos=handle.qos, retain=handle.retain,
+                                  properties=_publish_properties(handle.properties))
+        except (ValueError, TypeError) as exc:  # a wildcard in the topic, an oversized payload, ...
+            handle._resolve(PublishResult(0, INVALID_PUBLISH, f"refused by the client: {exc}"))
+            return
         with self._lock:
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS or generation != self._generation:
                 # paho may have queued it internally: that client is being discarded, so nothing leaks
@@ -464,7 +469,8 @@ class MqttClient:
                 self.on_connected()
             except Exception:
                 log.exception("on_connected_failed")
-        self._lost.wait()
+        while not self._lost.wait(0.5) and not self._stop.is_set():
+            pass
         return True
 
     def _subscribe(self, client: paho.Client) -> bool:

@@ -137,3 +137,12 @@ def _wait(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
         done.wait(0.02)
         deadline += 0.02
     return bool(cond())
+
+
+def test_publish_the_client_refuses_resolves_the_handle_instead_of_raising(client: MqttClient) -> None:
+    from controller.mqtt import INVALID_PUBLISH
+
+    result = client.publish("test/+/wild", b"x", qos=1).wait(1)
+    assert result.reason_code == INVALID_PUBLISH and not result.delivered
+    assert "wildcard" in result.reason
+    assert client.publish("test/after", b"x", qos=1).wait(5).delivered  # still usable

@@ -178,3 +178,18 @@ def test_fuzzed_commands_never_crash_and_refusals_say_why(name: str, payload: by
     else:
         assert not retain and name in COMMANDS and len(handler.calls) == 1
         assert len(payload) <= MAX_COMMAND_BYTES
+
+
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        f"nalox/v1/{UNIT}/cmd_response/#",
+        f"nalox/v1/{UNIT}/cmd_response/+/x",
+        f"nalox/v1/{UNIT}/cmd_responses",
+        "x",
+    ],
+)
+def test_response_topic_with_wildcards_or_elsewhere_falls_back_to_the_default(wanted: str) -> None:
+    p, _, clock = processor()
+    reply = p.process(msg("lock", body(clock), response_topic=wanted))
+    assert reply.topic == f"nalox/v1/{UNIT}/cmd_response"
