@@ -243,7 +243,7 @@ class UnitDaemon:
             self.reconcile()
             self._poll_status()
         elif isinstance(event, BoardFault):
-            code = f"board_{event.code}" + (f"_{event.column}" if event.column else "")
+            code = f"board_fault_{event.code}" + (f"_{event.column}" if event.column else "")
             self.alarms.raise_(
                 code, f"board fault {event.code}: {event.detail}", "warning", event.column or None
             )

@@ -379,6 +379,9 @@ class VendFlow:
                 self.ledger.set_fault(row.column, None)
                 self.alarms.clear(f"column_fault_{row.column}", "cleared after service")
         self.alarms.clear("vend_failed", "cleared after service")
+        for alarm in self.ledger.active_alarms():
+            if alarm.code.startswith("board_fault_"):
+                self.alarms.clear(alarm.code, "cleared after service")
         LOG.info("self_test_passed")
         return True
 

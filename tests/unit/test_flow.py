@@ -260,3 +260,66 @@ def test_snapshot_state_and_telemetry_validate(rig: Rig) -> None:
     state = rig.daemon.snapshot_state()
     assert state.mode == "vending" and len(state.columns) == 6 and state.last_seq == 6
     assert rig.daemon.telemetry().outbox_depth == 6
+
+
+def test_board_fault_alarm_cleared_by_service(rig: Rig) -> None:
+    from controller.board import BoardFault
+
+    rig.daemon._on_board_event(BoardFault("jam", 2, "jammed at 1800 mA"))
+    rig.daemon.pump()
+    assert rig.daemon.ledger.alarm_active("board_fault_jam_2")
+    rig.board.set_door(True)
+    rig.board.set_door(False)
+    rig.daemon.pump()
+    assert not rig.daemon.ledger.alarm_active("board_fault_jam_2")
+    assert rig.daemon.mode == "vending"
+
+
+def test_commands_lock_unlock_test_vend_and_refusals(rig: Rig) -> None:
+    from datetime import UTC, datetime
+
+    import pytest
+
+    from controller.daemon import CommandRefused
+    from schemas.models import LockCommand, TestVendCommand, UnlockCommand
+
+    now = datetime.now(UTC)
+    assert rig.daemon.handle_command("lock", LockCommand(command_id="a", issued_at=now))["mode"] == "locked"
+    rig.press()
+    assert not rig.player.plays, "a locked unit does not vend"
+    assert (
+        rig.daemon.handle_command("unlock", UnlockCommand(command_id="b", issued_at=now))["mode"] == "vending"
+    )
+    result = rig.daemon.handle_command("test_vend", TestVendCommand(command_id="c", issued_at=now, column=3))
+    assert result["outcome"] == "dropped" and rig.events("dispense")[0].via == "test"
+    with pytest.raises(CommandRefused, match="expected a configured column, found column 9"):
+        rig.daemon.handle_command("test_vend", TestVendCommand(command_id="d", issued_at=now, column=9))
+    with pytest.raises(CommandRefused, match="expected a known command, found 'selfdestruct'"):
+        rig.daemon.handle_command("selfdestruct", UnlockCommand(command_id="e", issued_at=now))
+
+
+def test_link_failure_mid_dispense_is_settled_later_never_doubled(rig: Rig) -> None:
+    from controller.fakes import CrashingBoard  # noqa: F401 - documents the kill -9 variant in the machine
+
+    rig.press()
+    real_dispense = rig.board.dispense
+
+    def dispense_then_lose_link(cid: int, col: int):  # type: ignore[no-untyped-def]
+        result = real_dispense(cid, col)  # the kit drops, the reply is lost
+        rig.board.link_down = True
+        from controller.board import BoardTimeout
+
+        raise BoardTimeout(f"reply to {cid} lost")
+
+    rig.board.dispense = dispense_then_lose_link  # type: ignore[method-assign]
+    rig.complete()
+    assert rig.board.stats()["dropped"] == 1
+    assert not rig.events("dispense") and rig.daemon.ledger.pending_commands()
+    assert rig.daemon.ledger.alarm_active("board_unreachable")
+    assert rig.events("vend_failed")[-1].reason == "board_unreachable"
+    rig.board.link_down = False
+    rig.clock.advance(31)  # next status poll reconciles
+    rig.daemon.pump()
+    assert len(rig.events("dispense")) == 1 and not rig.daemon.ledger.pending_commands()
+    assert rig.board.stats()["dropped"] == 1, "no other column was tried while the outcome was unknown"
+    assert not rig.daemon.ledger.alarm_active("board_unreachable")
