@@ -299,19 +299,17 @@ def test_commands_lock_unlock_test_vend_and_refusals(rig: Rig) -> None:
 
 
 def test_link_failure_mid_dispense_is_settled_later_never_doubled(rig: Rig) -> None:
-    from controller.fakes import CrashingBoard  # noqa: F401 - documents the kill -9 variant in the machine
-
     rig.press()
     real_dispense = rig.board.dispense
 
     def dispense_then_lose_link(cid: int, col: int):  # type: ignore[no-untyped-def]
-        result = real_dispense(cid, col)  # the kit drops, the reply is lost
+        real_dispense(cid, col)  # the kit drops, the reply is lost
         rig.board.link_down = True
         from controller.board import BoardTimeout
 
         raise BoardTimeout(f"reply to {cid} lost")
 
-    rig.board.dispense = dispense_then_lose_link  # type: ignore[method-assign]
+    rig.board.dispense = dispense_then_lose_link  # type: ignore[method-assign, assignment]
     rig.complete()
     assert rig.board.stats()["dropped"] == 1
     assert not rig.events("dispense") and rig.daemon.ledger.pending_commands()
