@@ -47,10 +47,16 @@ class Peer:
         deframer = codec.Deframer()
         while not self._stop.is_set():
             try:
-                data = self.port.read(256)
-            except serial.SerialException:
+                data = self.port.read(1)  # wait up to the port timeout for the first byte
+                if data and self.port.in_waiting:
+                    data += self.port.read(self.port.in_waiting)
+            except (serial.SerialException, OSError):
                 return
-            for frame in deframer.feed(data):
+            errors = deframer.errors + deframer.resyncs
+            frames = deframer.feed(data)
+            for _ in range(deframer.errors + deframer.resyncs - errors):
+                self.port.write(codec.encode_frame(codec.Frame(0, codec.NAK)))
+            for frame in frames:
                 self._on_frame(frame)
 
     def _on_frame(self, frame: codec.Frame) -> None:
@@ -115,9 +121,18 @@ class Peer:
         reply: codec.HelloReply = self.expect_type("HelloReply")
         return reply
 
-    def dispense(self, cid: int, column: int, timeout: float = 5.0) -> codec.DispenseResult:
-        self.send(codec.Dispense(cid, column))
-        return self.result(cid, timeout)
+    def dispense(self, cid: int, column: int, timeout: float = 5.0,
+                 attempts: int = 1) -> codec.DispenseResult:
+        """DISPENSE and wait for its result; with attempts > 1 the same command id is sent again
+        when no result came (the board gives up on a reply after 20 tries: the journal answers)."""
+        for attempt in range(attempts):
+            self.send(codec.Dispense(cid, column))
+            try:
+                return self.result(cid, timeout)
+            except PeerError:
+                if attempt == attempts - 1:
+                    raise
+        raise PeerError("attempts: expected at least 1")
 
     def result(self, cid: int, timeout: float = 5.0) -> codec.DispenseResult:
         def match(m: codec.Message) -> bool:

@@ -161,3 +161,30 @@ def test_a_real_file_at_the_link_path_is_not_replaced(tmp_path):
     assert done.returncode == 2
     assert "found a real file" in done.stderr
     assert victim.read_text() == "not a pty"
+
+
+def test_noisy_pty_every_result_matches_the_physical_truth(tmp_path):
+    """5% of the bytes corrupted on the board's side of a real pty: each reported outcome is the
+    physical truth and no command drops twice."""
+    link = tmp_path / "noisy"
+    proc = subprocess.Popen(
+        nalox("sim", "board", "--link", str(link), "--columns", "4", "--stock", "50", "--spin-ms", "5",
+              "--faults", "noise=0.05,jam=0.1", "--seed", "4", "--log-level", "warning"),
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: Path(f"{link}.ctl").exists(), 15, "the control socket")
+        peer = open_peer(link)
+        try:
+            results = {cid: peer.dispense(cid, 1 + cid % 4, timeout=3, attempts=5).outcome
+                       for cid in range(1, 41)}
+        finally:
+            peer.close()
+        stats = json.loads(ctl(link, "stats").stdout)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    dropped = {str(cid) for cid, outcome in results.items() if outcome == codec.DROPPED}
+    assert set(stats["per_command"]) == dropped
+    assert stats["double_drops"] == [] and stats["dropped"] == len(dropped)
+    assert set(results.values()) <= {codec.DROPPED, codec.JAMMED}
+    assert stats["link"]["naks_sent"] > 0 and stats["faults"]["jam"] > 0
