@@ -15,6 +15,7 @@ from controller.clock import RealClock
 from controller.mqtt import MqttSettings
 from controller.reporter import Reporter
 from nalox.broker import Broker
+from tests.mqtt.certs import Pki, make_certs
 from tests.mqtt.standins import SqliteLedger, StandInUnit, Watcher, real_ledger
 
 
@@ -77,3 +78,15 @@ def no_leaked_threads() -> Iterator[None]:
             break
         extra[0].join(0.05)
     assert not extra, f"expected no threads left by the test, found {[t.name for t in extra]}"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    root = tmp_path_factory.mktemp("pki") / "pki"
+    make_certs(root, "init")
+    for name in ("unit-a", "unit-b", "unit-c", "unit-outage"):
+        make_certs(root, "unit", name)
+    for name in ("inventory", "operations"):
+        make_certs(root, "service", name)
+    make_certs(root, "revoke", "unit-c")
+    return Pki(root)

@@ -10,12 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from controller.clock import RealClock
 from controller.reporter import Reporter
 from nalox.broker import Broker
 from schemas.models import parse_event
+from tests.mqtt.certs import Pki, prod_config
 from tests.mqtt.conftest import fast_settings
 from tests.mqtt.standins import StandInUnit, real_ledger
 
@@ -26,7 +28,7 @@ KILLS = 4
 class CentralAcker:
     """Stands in for the inventory service: collects events, acks the highest gap-free seq."""
 
-    def __init__(self, port: int, unit_id: str) -> None:
+    def __init__(self, port: int, unit_id: str, tls: dict[str, str] | None = None) -> None:
         self.unit_id = unit_id
         self.seen: set[int] = set()
         self.received = 0
@@ -35,8 +37,10 @@ class CentralAcker:
         self._changed = threading.Event()
         self._stop = threading.Event()
         self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"central-{unit_id}", protocol=paho.MQTTv5
+            CallbackAPIVersion.VERSION2, client_id=f"inventory-{unit_id}", protocol=paho.MQTTv5
         )
+        if tls:
+            self.client.tls_set(ca_certs=tls["ca"], certfile=tls["cert"], keyfile=tls["key"])
         self.client.reconnect_delay_set(0.05, 0.3)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"nalox/v1/{unit_id}/event/#", qos=1)
         self.client.on_message = self._on_message
@@ -78,20 +82,24 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.01)  # polling a condition with a deadline
 
 
-def test_kill_9_broker_during_event_stream_loses_nothing(tmp_path: Path) -> None:
-    broker = Broker(workdir=tmp_path / "broker")
-    broker.workdir.mkdir()
-    broker.start()
+@pytest.mark.parametrize("config", ["dev", "prod"])
+def test_kill_9_broker_during_event_stream_loses_nothing(tmp_path: Path, pki: Pki, config: str) -> None:
+    """dev: loopback, no persistence; prod: TLS client certificates, ACL, persistence on."""
     unit_id = "unit-outage"
+    (tmp_path / "broker").mkdir()
+    if config == "dev":
+        broker = Broker(workdir=tmp_path / "broker")
+        settings = fast_settings(broker.port, tmp_path, ack_resend_s=1.0, inflight_window=32)
+        central_tls = None
+    else:
+        broker = prod_config(pki, tmp_path / "broker")
+        settings = pki.settings(broker.port, unit_id, tmp_path, ack_resend_s=1.0, inflight_window=32)
+        central_tls = pki.tls("inventory")
+    broker.start()
     clock = RealClock()
     ledger = real_ledger(tmp_path, unit_id, clock)
-    reporter = Reporter(
-        fast_settings(broker.port, tmp_path, ack_resend_s=1.0, inflight_window=32),
-        StandInUnit(unit_id, clock),
-        ledger,
-        clock,
-    ).start()
-    central = CentralAcker(broker.port, unit_id)
+    reporter = Reporter(settings, StandInUnit(unit_id, clock), ledger, clock).start()
+    central = CentralAcker(broker.port, unit_id, central_tls)
     stop_producing = threading.Event()
 
     def produce() -> None:

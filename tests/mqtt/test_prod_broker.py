@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -17,62 +15,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from controller.clock import RealClock
-from controller.mqtt import MqttClient, MqttSettings, TlsSettings
+from controller.mqtt import MqttClient
 from controller.reporter import REFUSED_ALARM, Reporter
-from nalox.broker import DEPLOY, Broker, production_replacements
+from nalox.broker import Broker
+from tests.mqtt.certs import Pki, make_certs, prod_config
 from tests.mqtt.standins import StandInUnit, Watcher, real_ledger
 
-MAKE_CERTS = DEPLOY.parent / "pki" / "make-certs.sh"
 NOT_AUTHORIZED = 0x87
-
-
-@dataclass(frozen=True)
-class Pki:
-    root: Path
-
-    def tls(self, name: str, revoked: bool = False) -> dict[str, str]:
-        folder = self.root / "clients" / name
-        return {
-            "ca": str(folder / "ca.crt"),
-            "cert": str(folder / (f"{name}.crt" + (".revoked" if revoked else ""))),
-            "key": str(folder / f"{name}.key"),
-        }
-
-    def settings(self, port: int, name: str, tmp: Path, **extra: object) -> MqttSettings:
-        t = self.tls(name)
-        return MqttSettings(
-            port=port,
-            client_id=name,
-            reconnect_min_s=0.05,
-            reconnect_max_s=0.5,
-            connect_timeout_s=5,
-            telemetry_interval_s=3600,
-            state_db=tmp / f"{name}.sqlite",
-            tls=TlsSettings(ca_file=Path(t["ca"]), cert_file=Path(t["cert"]), key_file=Path(t["key"])),
-            **extra,
-        )  # type: ignore[arg-type]
-
-
-def make_certs(root: Path, *args: str) -> None:
-    done = subprocess.run(["sh", str(MAKE_CERTS), str(root), *args], capture_output=True, text=True)
-    assert done.returncode == 0, f"make-certs.sh {' '.join(args)} failed: {done.stderr}"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    root = tmp_path_factory.mktemp("pki") / "pki"
-    make_certs(root, "init")
-    for name in ("unit-a", "unit-b", "unit-c"):
-        make_certs(root, "unit", name)
-    for name in ("inventory", "operations"):
-        make_certs(root, "service", name)
-    make_certs(root, "revoke", "unit-c")
-    return Pki(root)
-
-
-def prod_config(pki: Pki, workdir: Path) -> Broker:
-    """A Broker with deploy/mosquitto/prod.conf pointed at the generated certificates and the real ACL."""
-    return Broker(DEPLOY / "prod.conf", workdir=workdir, replacements=production_replacements(pki.root))
 
 
 @pytest.fixture(scope="module")
