@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -47,6 +48,7 @@ class Broker:
         if os.geteuid() == 0 and _has_user("mosquitto"):
             self.runtime = Path(tempfile.mkdtemp(prefix="nalox-mosquitto-"))
             shutil.chown(self.runtime, user="mosquitto")
+            atexit.register(shutil.rmtree, self.runtime, True)  # kept across stop/start, gone at exit
 
     def render(self) -> str:
         text = self.template.read_text()
