@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from controller import control
 
@@ -143,3 +145,54 @@ def test_other_users_cannot_use_the_socket() -> None:
     finally:
         srv.close()
         shutil.rmtree(where)
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[control.ControlServer]:
+    srv = control.serve("unit-H", tmp_path_factory.mktemp("ctl") / "control.sock", handler=echo_handler)
+    yield srv
+    srv.close()
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                max_size=3),
+                    max_leaves=8)
+OP = st.sampled_from(["hello", "boom", "diag", ""]) | st.text(max_size=10)
+LINE = st.one_of(
+    st.binary(max_size=200).filter(lambda b: b"\n" not in b),
+    JSON.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"op": OP}, optional={"x": JSON}).map(lambda v: json.dumps(v).encode()),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(LINE, min_size=1, max_size=6))
+def test_any_line_gets_one_json_answer(shared_server: control.ControlServer, lines: list[bytes]) -> None:
+    """Whatever a client sends, each non-blank line gets exactly one JSON object back, in order, and the
+    server keeps serving."""
+    wanted = [line for line in lines if line.strip()]
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(shared_server.path))
+        s.sendall(b"".join(line + b"\n" for line in lines) + b'{"op": "last"}\n')
+        f = s.makefile("rb")
+        answers = [json.loads(f.readline()) for _ in range(len(wanted) + 1)]
+    assert answers[-1] == {"ok": True, "daemon": "unit-H", "echo": {"op": "last"}}
+    for line, answer in zip(wanted, answers, strict=False):
+        check_answer(line, answer)
+
+
+def check_answer(line: bytes, answer: dict[str, Any]) -> None:
+    try:
+        req = json.loads(line)
+    except ValueError:
+        req = None
+    if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+        assert answer["ok"] is False and answer["code"] == "bad_request", answer
+        assert answer["error"].startswith("expected ") and ", got " in answer["error"]
+    elif req["op"] == "boom":
+        assert answer == {"ok": False, "code": "internal",
+                          "error": "expected op 'boom' to complete, got RuntimeError: handler bug"}
+    else:
+        assert answer == {"ok": True, "daemon": "unit-H", "echo": req}
