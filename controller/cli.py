@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from controller import log
+from controller.board import BoardError
 from controller.config import ConfigError, UnitConfig, load_config
 
 EXIT_CONFIG = 2
@@ -67,6 +68,13 @@ def run(config: UnitConfig) -> int:
         return EXIT_FAILED
     try:
         daemon.run_forever()
+    except BoardError as exc:  # the board is absent or does not answer: systemd restarts us
+        logger.error(
+            "board_unavailable",
+            error=str(exc),
+            expected="a dispenser board answering on " + config.serial.port,
+        )
+        return EXIT_FAILED
     except Exception as exc:
         logger.exception("daemon_failed", error=str(exc))
         return EXIT_FAILED

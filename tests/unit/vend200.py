@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from controller import log
 from controller.cli import make_clip
 from controller.clock import RealClock
 from controller.config import load_config
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--clip-s", type=float, default=None, help="play a real clip of this length through mpv")
     args = p.parse_args(argv)
+    log.configure("warning", stream=sys.stderr)  # stdout carries the figures only
     with tempfile.TemporaryDirectory(prefix="nalox-vend200-") as tmp:
         figures = run(Path(tmp), args.presses, args.jam, args.spin_ms, args.seed, args.clip_s)
     print(json.dumps(figures, indent=2))
