@@ -70,6 +70,8 @@ def _host_parsers(sub: Any) -> None:
     sub.add_parser("ledger", help="outbox depth, oldest unacknowledged event, last seq acked by central")
     video = sub.add_parser("video", help="play one second of each configured clip")
     video.add_argument("--seconds", type=float, default=1.0)
+    video.add_argument("--on-screen", action="store_true", dest="on_screen",
+                       help="show the clips on the display (daemon stopped; default: no screen)")
     sub.add_parser("disk", help="free space on the data disk")
 
 
@@ -77,7 +79,7 @@ BOARD_CHECKS = {"ping", "sensors", "motor-test", "drop-test", "report"}
 
 
 def check_args(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("count", "button", "column", "columns", "seconds")
+    names = ("count", "button", "column", "columns", "seconds", "on_screen")
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 

@@ -30,7 +30,8 @@ def run_check(ctx: dc.DiagContext, check: str, args: dict[str, Any]) -> list[Che
     if check == "ledger":
         return dh.check_ledger(ctx.config, getattr(ctx.daemon, "ledger", None), ctx.clock)
     if check == "video":
-        return dh.check_video(ctx.config, seconds=float(args.get("seconds", 1.0)))
+        return dh.check_video(ctx.config, seconds=float(args.get("seconds", 1.0)),
+                              on_screen=bool(args.get("on_screen", False)))
     if check == "disk":
         return dh.check_disk(ctx.config)
     if check == "report":
