@@ -14,7 +14,7 @@ from firmware_py.buttons import Buttons
 from firmware_py.door import DoorSwitch
 from firmware_py.dropsensor import DropSensor
 from firmware_py.hal import ticks_diff
-from firmware_py.journal import DONE, Journal
+from firmware_py.journal import DONE, STARTED, Journal
 from firmware_py.link import Link
 from firmware_py.motor import Motor
 from firmware_py.temp import Thermistor
@@ -69,16 +69,31 @@ class Board:
         self.sensor_fault = [False] * self.columns
         self.job = None
         self.pending = []
+        self.nvs_error = None
         self.boot_count = self._count_boot()
         self.journal = Journal(hal.nvs, self.opt["journal_size"])
-        self.interrupted = self.journal.recover()
+        self.interrupted = self._recover()
         self.link.send(codec.Boot(self.boot_count, hal.reset_cause), persistent=True)
+        if self.nvs_error is not None:
+            self._fault(codec.FAULT_NVS, 0, "storage write failed at boot: %s" % self.nvs_error)
 
     def _count_boot(self):
         raw = self.hal.nvs.get("boot")
         count = (struct.unpack(">H", raw)[0] + 1) & 0xFFFF if raw and len(raw) == 2 else 1
-        self.hal.nvs.put("boot", struct.pack(">H", count))
+        try:
+            self.hal.nvs.put("boot", struct.pack(">H", count))
+        except OSError as exc:
+            self.nvs_error = exc
         return count
+
+    def _recover(self):
+        """STARTED entries become INTERRUPTED (in memory even when the write fails)."""
+        started = [cid for cid, e in self.journal.entries.items() if e[2] == STARTED]
+        try:
+            self.journal.recover()
+        except OSError as exc:
+            self.nvs_error = exc
+        return started
 
     # ------------------------------------------------------------ main loop
 
@@ -201,7 +216,14 @@ class Board:
             self.link.send(codec.DispenseResult(job.command_id, col, refusal))
             return
         self.sensor_fault[col - 1] = False
-        self.journal.begin(job.command_id, col)
+        try:
+            self.journal.begin(job.command_id, col)
+        except OSError as exc:
+            self.nvs_error = exc
+            self._fault(codec.FAULT_NVS, col, "journal write failed: %s" % exc)
+            detail = "command %d refused: journal write failed" % job.command_id
+            self.link.send(codec.Error(codec.ERR_NVS, detail))
+            return
         self._start_job(job, now)
 
     def _start_job(self, job, now):
@@ -263,7 +285,11 @@ class Board:
         if job.kind == "test":
             self.link.send(codec.MotorTestResult(col, outcome, min(job.peak_ma, 0xFFFF)))
             return
-        self.journal.finish(job.command_id, outcome)
+        try:
+            self.journal.finish(job.command_id, outcome)
+        except OSError as exc:
+            self.nvs_error = exc
+            self._fault(codec.FAULT_NVS, col, "journal write failed: %s" % exc)
         self.link.send(codec.DispenseResult(job.command_id, col, outcome))
 
     def _fault(self, code, column, detail):
@@ -304,4 +330,6 @@ class Board:
             bits |= 1 << codec.FAULT_DROP_SENSOR
         if temp is None:
             bits |= 1 << codec.FAULT_TEMP_SENSOR
+        if self.nvs_error is not None:
+            bits |= 1 << codec.FAULT_NVS
         return bits

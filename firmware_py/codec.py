@@ -258,6 +258,7 @@ ERR_UNKNOWN_TYPE = 1
 ERR_BAD_PAYLOAD = 2
 ERR_VERSION = 3
 ERR_BUSY = 4
+ERR_NVS = 5  # non-volatile storage failed: the board refuses to dispense without its journal
 
 
 class Message:

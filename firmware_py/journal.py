@@ -60,7 +60,8 @@ class Journal:
         self.order += 1
 
     def begin(self, cid, column):
-        """Record that the coil of `column` is about to turn for `cid`."""
+        """Record that the coil of `column` is about to turn for `cid`; if the write fails
+        (OSError) nothing is recorded and the coil must not turn."""
         slot = self.next_slot
         evicted = self.slots[slot]
         if evicted is not None:
@@ -72,10 +73,12 @@ class Journal:
         self.next_slot = (slot + 1) % self.size
 
     def finish(self, cid, outcome):
+        """Record the outcome. Memory first: even if the write fails (OSError), this board never
+        starts `cid` again until it reboots."""
         entry = self.entries[cid]
-        self._write(entry[0], cid, entry[1], DONE, outcome)
         entry[2] = DONE
         entry[3] = outcome
+        self._write(entry[0], cid, entry[1], DONE, outcome)
 
     def lookup(self, cid):
         """(column, state, outcome) or None when `cid` is not in the journal."""
@@ -87,6 +90,12 @@ class Journal:
     def recover(self):
         """At boot: every STARTED entry becomes INTERRUPTED. Returns those command ids."""
         interrupted = [cid for cid, e in self.entries.items() if e[2] == STARTED]
+        failure = None
         for cid in interrupted:
-            self.finish(cid, codec.INTERRUPTED)
+            try:
+                self.finish(cid, codec.INTERRUPTED)
+            except OSError as exc:
+                failure = exc  # memory is updated; keep going, report once
+        if failure is not None:
+            raise failure
         return interrupted

@@ -297,3 +297,68 @@ def test_unknown_option_is_refused():
         assert "spin_timeout" in str(exc)
     else:
         raise AssertionError("expected TypeError for an unknown option")
+
+
+class FailingStore:
+    """Non-volatile storage that starts failing on demand."""
+
+    def __init__(self) -> None:
+        from firmware_py.nvs import MemoryStore
+
+        self.inner = MemoryStore()
+        self.failing = False
+
+    def get(self, key):
+        return self.inner.get(key)
+
+    def put(self, key, value):
+        if self.failing:
+            raise OSError(28, "no space left on device")
+        self.inner.put(key, value)
+
+
+def test_unwritable_journal_refuses_to_spin():
+    store = FailingStore()
+    bench = booted(hal=BenchHal(nvs=store))
+    store.failing = True
+    bench.send(codec.Dispense(60, 1))
+    got = bench.run_until(lambda g: of_type(g, codec.Error) and of_type(g, codec.Fault))
+    assert of_type(got, codec.Error)[0].code == codec.ERR_NVS
+    assert "command 60 refused" in of_type(got, codec.Error)[0].detail
+    assert of_type(got, codec.Fault)[0].code == codec.FAULT_NVS
+    assert bench.hal.motor_pins[0].starts == 0
+
+
+def test_failed_final_write_still_reports_and_never_spins_again():
+    store = FailingStore()
+    bench = booted(hal=BenchHal(nvs=store))
+    bench.send(codec.Dispense(61, 1))
+    spin_until_running(bench, 1)
+    store.failing = True
+    bench.hal.drop_pins[0].value(1)
+    got = bench.run_until(lambda g: result_of(g, 61) and of_type(g, codec.Fault))
+    assert result_of(got, 61).outcome == codec.DROPPED
+    assert of_type(got, codec.Fault)[0].code == codec.FAULT_NVS
+    bench.send(codec.Dispense(61, 1))
+    got = bench.run_until(lambda g: result_of(g, 61))
+    assert result_of(got, 61).outcome == codec.DROPPED
+    assert bench.hal.motor_pins[0].starts == 1
+
+
+def test_boot_with_failing_storage_still_runs_and_reports_it():
+    store = FailingStore()
+    bench = booted(hal=BenchHal(nvs=store))
+    bench.send(codec.Dispense(62, 2))
+    spin_until_running(bench, 2)
+    store.failing = True
+    bench.reboot()
+    got = bench.run_until(lambda g: of_type(g, codec.Fault))
+    assert of_type(got, codec.Fault)[0].code == codec.FAULT_NVS
+    assert bench.board.interrupted == [62]
+    bench.send(codec.Dispense(62, 2))
+    got = bench.run_until(lambda g: result_of(g, 62))
+    assert result_of(got, 62).outcome == codec.INTERRUPTED
+    bench.send(codec.StatusRequest())
+    status = of_type(bench.run_until(lambda g: of_type(g, codec.Status)), codec.Status)[0]
+    assert status.faults & (1 << codec.FAULT_NVS)
+    assert bench.hal.motor_pins[1].starts == 1
