@@ -1,5 +1,6 @@
-"""Technician diagnostics: each check looks at one part of a unit (board link, sensors, motors, broker,
-ledger, videos, disk) and returns `Check` results saying what was expected, found and what to do.
+"""Technician diagnostics of the dispenser board: link (ping), sensors, motors, drop sensors. Each check
+returns `Check` results saying what was expected, what was found and what to do (the computer side,
+broker/ledger/video/disk, is controller.diaghost).
 
 The same functions run in `nalox diag` straight on the serial port and inside the unit daemon (asked
 over its control socket, or by `cmd/diag` over MQTT), so all three give the same report.
@@ -8,6 +9,7 @@ over its control socket, or by `cmd/diag` over MQTT), so all three give the same
 from __future__ import annotations
 
 import queue
+import random
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -18,11 +20,10 @@ from controller.board import Board, BoardError, BoardEvent, BoardStatus, ButtonP
 from controller.clock import Clock, RealClock
 from controller.diagresult import Check, failed, passed, skipped, warned
 
-NO_CONFIG = "no config (give --config unit.toml)"
 PING_P99_LIMIT_MS = 100.0
-CERT_WARN_DAYS = 30
-DISK_MIN_FREE_BYTES = 200 * 1024 * 1024
-DISK_MIN_FREE_FRACTION = 0.05
+# drop-test command ids straight on the port (daemon stopped): the top sixteenth of the id space, which
+# the unit daemon should never allocate, so the board's journal never answers a daemon vend with ours
+DIAG_COMMAND_IDS = 0xF0000000
 MOTOR_STATE = {0: "idle", 1: "running", 2: "fault"}
 SENSOR_STATE = {0: "clear", 1: "blocked", 2: "fault"}
 
@@ -294,7 +295,7 @@ def drop_one(ctx: DiagContext, column: int) -> Check:
     if ctx.daemon is not None:
         return _drop_via_daemon(ctx, column)
     assert ctx.board is not None
-    command_id = 0xD1A00000 | (int(time.time() * 1000) & 0xFFFFF)
+    command_id = DIAG_COMMAND_IDS | random.getrandbits(28)
     try:
         outcome = ctx.board.dispense(command_id, column).outcome
     except BoardError as exc:
