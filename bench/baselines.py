@@ -116,6 +116,57 @@ def publish_window(port: int, messages: Iterable[tuple[str, bytes]], count: int,
         close(client)
 
 
+def live_subscribe(port: int, count: int) -> float:
+    """A bare paho subscriber in its own process (as the inventory service runs in its own) takes
+    `count` messages a bounded-window publisher sends flat out; msgs/s from the first publish to the
+    last message received (CLOCK_MONOTONIC is shared between processes)."""
+    import subprocess
+    import sys
+
+    topic = f"bench/live/{uuid.uuid4().hex[:8]}"
+    argv = [sys.executable, "-m", "bench.baselines", "subscribe", str(port), topic, str(count)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "subscribed":
+            raise BenchError("expected the subscriber process to say 'subscribed', it did not")
+        start = time.monotonic()
+        window_publish(port, count, topic=topic)
+        out, _ = proc.communicate(timeout=120)
+        return count / (float(out.strip()) - start)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def subscribe_and_count(port: int, topic: str, count: int) -> float:
+    """The subscriber process: says 'subscribed', then returns time.monotonic() at the last message."""
+    sub = connect(port, f"bench-live-{uuid.uuid4().hex[:8]}")
+    subscribed, done = threading.Event(), threading.Event()
+    received = [0]
+    last = [0.0]
+
+    def on_message(c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
+        received[0] += 1
+        if received[0] >= count:
+            last[0] = time.monotonic()
+            done.set()
+
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_message = on_message
+    sub.subscribe(topic, qos=1)
+    try:
+        if not subscribed.wait(10):
+            raise BenchError("expected SUBACK within 10 s, got none")
+        print("subscribed", flush=True)
+        if not done.wait(120):
+            raise BenchError(f"expected {count} messages, got {received[0]}")
+        return last[0]
+    finally:
+        close(sub)
+
+
 def queued_subscribe(port: int, count: int) -> float:
     """A persistent-session subscriber drains `count` messages the broker queued while it was away;
     returns msgs/s from reconnect to the last message."""
@@ -157,6 +208,7 @@ class PtyEcho:
     """A raw pty with a thread echoing every byte back: the floor for any serial round trip."""
 
     master: int
+    slave: int  # kept open: with no slave open, reads on the master fail with EIO
     slave_path: str
     stop: threading.Event
     thread: threading.Thread
@@ -168,16 +220,16 @@ class PtyEcho:
 
         tty.setraw(slave)
         path = os.ttyname(slave)
-        os.close(slave)
         stop = threading.Event()
         thread = threading.Thread(target=_echo, args=(master, stop), daemon=True, name="pty-echo")
         thread.start()
-        return cls(master, path, stop, thread)
+        return cls(master, slave, path, stop, thread)
 
     def close(self) -> None:
         self.stop.set()
         self.thread.join(2)
         os.close(self.master)
+        os.close(self.slave)
 
 
 def _echo(fd: int, stop: threading.Event) -> None:
@@ -224,3 +276,10 @@ def _read_exactly(port: serial.Serial, size: int) -> bytes:
 def timed(fn: Callable[[], float], repeat: int = 1) -> float:
     """Best of `repeat` runs of a throughput function (higher is better)."""
     return max(fn() for _ in range(repeat))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["subscribe"]:
+        print(subscribe_and_count(int(sys.argv[2]), sys.argv[3], int(sys.argv[4])), flush=True)

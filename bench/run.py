@@ -141,7 +141,7 @@ def unit_inflight_window() -> int:
 
 def central_ingest(port: int, sizes: Sizes) -> dict[str, Any]:
     n = sizes.ingest_events
-    base = baselines.queued_subscribe(port, n)
+    base = baselines.live_subscribe(port, n)
     out: dict[str, Any] = {"events": n, "baseline_subscriber_per_s": round(base)}
     for db in ("sqlite", "postgresql"):
         for workers in (1, 2):
