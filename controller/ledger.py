@@ -359,9 +359,13 @@ class Ledger:
             (code, severity, message, self.clock.now().isoformat(), column),
         )
 
-    def record_alarm(self, event_cls: type[E], *, raised: bool, **fields: Any) -> E:
-        """Record an AlarmEvent and update the active set in one transaction."""
+    def record_alarm(self, event_cls: type[E], *, raised: bool, **fields: Any) -> E | None:
+        """Record an AlarmEvent and update the active set in one transaction; None (nothing recorded)
+        when the alarm is already in that state (raised twice, or cleared while not active)."""
         with self._tx() as db:
+            active = db.execute("SELECT 1 FROM alarms WHERE code=?", (fields["code"],)).fetchone() is not None
+            if active == raised:
+                return None
             if raised:
                 self.upsert_alarm(
                     db,

@@ -54,9 +54,9 @@ class Alarms:
         self.changed = changed
 
     def raise_(self, code: str, message: str, severity: str = "warning", column: int | None = None) -> bool:
-        if self.ledger.alarm_active(code):
+        if self.ledger.alarm_active(code):  # fast path; record_alarm decides atomically
             return False
-        self.ledger.record_alarm(
+        recorded = self.ledger.record_alarm(
             AlarmEvent,
             raised=True,
             code=code,
@@ -65,6 +65,8 @@ class Alarms:
             message=message,
             column=column,
         )
+        if recorded is None:
+            return False
         LOG.warning("alarm_raised", code=code, severity=severity, message=message, column=column)
         self.changed()
         return True
@@ -72,9 +74,11 @@ class Alarms:
     def clear(self, code: str, message: str = "cleared") -> bool:
         if not self.ledger.alarm_active(code):
             return False
-        self.ledger.record_alarm(
+        recorded = self.ledger.record_alarm(
             AlarmEvent, raised=False, code=code, state="cleared", severity="info", message=message
         )
+        if recorded is None:
+            return False
         LOG.info("alarm_cleared", code=code)
         self.changed()
         return True
