@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import pydantic
 
@@ -28,8 +29,10 @@ from schemas.models import (
     TOPIC_ROOT,
     Ack,
     CommandResponse,
+    DispenseEvent,
     EventBase,
     ReplayCommand,
+    RestockEvent,
     Status,
     Telemetry,
     UnitState,
@@ -221,23 +224,29 @@ class Ingestor:
                     self.store.count_reject(tx, "internal_error", m.topic, repr(e), self.clock.now())
 
     def _commit(self, items: list[tuple[Incoming, Parsed | Rejected]]) -> BatchResult:
-        result = BatchResult()
-        now = self.clock.now()
+        """Rows are locked in one global order by every writer (units rows by unit, then events by
+        (unit, event_id), then stock by (unit, column), then counters by name), so concurrent
+        writers on PostgreSQL wait for each other but never deadlock."""
+        result, now = BatchResult(), self.clock.now()
+        refused: list[tuple[Incoming, Rejected]] = []
+        stock: dict[tuple[str, int], tuple[int, int, datetime]] = {}
         with self.store.tx() as tx:
             for msg, c in items:
                 if isinstance(c, Parsed) and c.kind != "response" and not self._admit(tx, c, now):
                     c = Rejected("unknown_unit", f"expected an enrolled unit, got {c.unit!r}", c.unit)
                 if isinstance(c, Rejected):
-                    self.store.count_reject(tx, c.reason, msg.topic, c.detail, now)
-                    result.rejected += 1
+                    refused.append((msg, c))
                     continue
-                self._apply(tx, c, now, result)
-            self.store.bump(tx, "events_inserted", result.inserted)
+                self._apply(tx, c, now, result, stock)
+            self.store.move_stock(tx, stock)
+            for msg, r in sorted(refused, key=lambda mr: mr[1].reason):
+                self.store.count_reject(tx, r.reason, msg.topic, r.detail, now)
+            result.rejected = len(refused)
             self.store.bump(tx, "events_duplicate", result.duplicates)
+            self.store.bump(tx, "events_inserted", result.inserted)
             self.store.bump(tx, "messages", len(items))
-        for msg, c in items:
-            if isinstance(c, Rejected):
-                self.log.warning("ingest_refused", reason=c.reason, detail=c.detail, topic=msg.topic[:200])
+        for msg, r in refused:
+            self.log.warning("ingest_refused", reason=r.reason, detail=r.detail, topic=msg.topic[:200])
         return result
 
     def _admit(self, tx: Tx, c: Parsed, now: datetime) -> bool:
@@ -257,11 +266,17 @@ class Ingestor:
             return True
         return False
 
-    def _apply(self, t: Tx, c: Parsed, now: datetime, result: BatchResult) -> None:
+    def _apply(
+        self, t: Tx, c: Parsed, now: datetime, result: BatchResult, stock: dict[tuple[str, int], Any]
+    ) -> None:
         if c.kind == "event":
             assert isinstance(c.model, EventBase)
             if self.store.insert_event(t, c.model, c.raw, now):
                 result.inserted += 1
+                if isinstance(c.model, DispenseEvent | RestockEvent):
+                    key = (c.unit, c.model.column)
+                    if key not in stock or stock[key][0] < c.model.seq:
+                        stock[key] = (c.model.seq, c.model.stock_after, c.model.ts)
             else:
                 result.duplicates += 1
             result.units.add(c.unit)
@@ -354,8 +369,13 @@ class Ingestor:
             return {u: g.acked + 1 for u, g in self._gaps.items()}
 
 
-def _order(c: Parsed | Rejected) -> int:
-    """State, then status, then the rest: a unit enrolled by its state is known to the rest of its batch."""
+def _order(c: Parsed | Rejected) -> tuple[int, str, int, str]:
+    """The batch's write order: units rows by unit (state before status before telemetry, so a unit
+    enrolled by its state is known to the rest of its batch), then events by (unit, event_id)."""
     if isinstance(c, Rejected):
-        return 3
-    return {"state": 0, "status": 1}.get(c.kind, 2)
+        return (3, c.reason, 0, "")
+    if c.kind in ("state", "status", "telemetry"):
+        return (0, c.unit, ("state", "status", "telemetry").index(c.kind), "")
+    if c.kind == "event":
+        return (1, c.unit, 0, getattr(c.model, "event_id", ""))
+    return (2, c.unit, 0, "")

@@ -23,8 +23,6 @@ from zoneinfo import ZoneInfo
 from inventory.migrations import MIGRATIONS
 from schemas.models import DispenseEvent, EventBase, RestockEvent, Status, Telemetry, UnitState
 
-STOCK_EVENTS = ("dispense", "restock")
-
 
 class StoreError(Exception):
     """The database refused an operation or holds something unexpected."""
@@ -173,7 +171,8 @@ class Store:
 
     # ------------------------------------------------------------------ ingest writes
     def insert_event(self, tx: Tx, event: EventBase, raw: str, received_at: datetime) -> bool:
-        """Insert once per (unit, event_id); on first insert move the column's stock if this is its newest."""
+        """Insert once per (unit, event_id); True when this call inserted it. The caller then moves the
+        column's stock with move_stock() (after all inserts, in key order, so writers never deadlock)."""
         f = _flatten(event)
         n = tx.execute(
             "INSERT INTO events (unit, event_id, seq, type, ts, month, col, product, doses, stock_after, "
@@ -199,15 +198,19 @@ class Store:
                 iso(received_at),
             ),
         )
-        if n == 1 and f["type"] in STOCK_EVENTS and f["col"] is not None:
+        return n == 1
+
+    def move_stock(self, tx: Tx, newest: dict[tuple[str, int], tuple[int, int, datetime]]) -> None:
+        """(unit, column) -> (seq, stock_after, ts) of the newest stock event just inserted; a column
+        takes it only when no higher seq has set it already (so order of arrival never matters)."""
+        for (unit, col), (seq, stock, ts) in sorted(newest.items()):
             tx.execute(
                 "INSERT INTO stock (unit, col, stock, seq, ts) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (unit, col) DO UPDATE SET stock = excluded.stock, seq = excluded.seq, "
                 "ts = excluded.ts "
                 "WHERE excluded.seq > stock.seq",
-                (event.unit, f["col"], f["stock_after"], event.seq, iso(event.ts)),
+                (unit, col, stock, seq, iso(ts)),
             )
-        return n == 1
 
     def put_status(self, tx: Tx, unit: str, status: Status, now: datetime) -> bool:
         """A newer session wins; within one session `offline` (the Last Will) is final."""

@@ -241,3 +241,30 @@ def _count_or_none(store: Store) -> int | None:
         return store.count_events()
     except Exception:  # this connection was terminated too: the next call reconnects
         return None
+
+
+def test_several_workers_in_one_process_count_exactly(db_url: tuple[str, str | None], broker: Broker) -> None:
+    cfg = make_config(
+        4,
+        mqtt={"port": broker.port, "client_id": "central-workers", "workers": 3},
+        store={"db": db_url[0]},
+        ingest={"batch_size": 20},
+    )
+    svc = Service(cfg, RealClock(), schema=db_url[1], http=False, alerts=False).start()
+    unit = UnitSide(broker.port, "unit-side")
+    try:
+        assert svc.wait_connected(10)
+        assert all(w.shared for w in svc.workers) and len(svc.workers) == 3
+        ss = streams(4, 60, seed=21)
+        msgs = [m for s in ss for m in s.messages()]
+        delivered = msgs + random.Random(1).sample(msgs, 100)
+        random.Random(2).shuffle(delivered)
+        unit.publish_all(delivered)
+        store = svc.store
+        assert store is not None
+        wait_for(lambda: store.count_events() == len(msgs), 60, f"{len(msgs)} events")
+        _check_exact(store, ss)
+        wait_for(lambda: store.counters().get("events_duplicate", 0) == 100, 10, "100 duplicates counted")
+    finally:
+        unit.close()
+        svc.stop()
