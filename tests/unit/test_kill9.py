@@ -16,6 +16,13 @@ def pending(ledger: Path) -> list[tuple[int, ...]]:
     return [tuple(r) for r in ledger_rows(ledger, "SELECT command_id FROM commands WHERE state='pending'")]
 
 
+def poll(predicate: Callable[[], bool], timeout: float) -> bool:
+    try:
+        return bool(wait_until("a condition", predicate, timeout))
+    except AssertionError:
+        return False
+
+
 def dropped(board: SimBoardProcess, cid: int) -> Callable[[], bool]:
     return lambda: str(cid) in board.ctl(cmd="stats")["stats"]["per_command"]
 
@@ -45,17 +52,20 @@ def test_kill9_during_dispense_then_restart_reconciles(tmp_path: Path) -> None:
     try:
         board.ctl(cmd="temp", c=22.0)
         unit.start()
-        for round_ in range(3):
+        drops = 0
+        for _ in range(3):
             board.ctl(cmd="press", lang="en")
             [(cid,)] = wait_until("a pending DISPENSE journaled in the ledger", lambda: pending(ledger), 20)
             unit.kill9()  # the coil is still turning: the board finishes the drop on its own
-            wait_until("the board to drop the kit", dropped(board, cid), 10)
+            # (had the kill come between the ledger commit and the serial write, the board never saw
+            # the command: then no kit, and the restart must record vend_failed instead)
+            drops += bool(poll(dropped(board, cid), 5))
             assert pending(ledger) == [(cid,)], "the killed daemon never recorded the outcome"
             unit.start()
             wait_until("the restart to settle the command", lambda: not pending(ledger), 20)
             truth = board.stats_cli()
             mine = ledger_truth(ledger)
-            assert truth["dropped"] == mine["dropped"] == round_ + 1
+            assert truth["dropped"] == mine["dropped"] == drops
             assert truth["per_column"] == mine["per_column"]
             assert truth["stock"] == mine["stock"]
             assert truth["per_command"] == mine["per_command"]
@@ -63,7 +73,8 @@ def test_kill9_during_dispense_then_restart_reconciles(tmp_path: Path) -> None:
         before = terminal(ledger)
         board.ctl(cmd="press", lang="es")  # after all that, a normal vend still works
         wait_until("a normal vend after the restarts", lambda: terminal(ledger) > before, 20)
-        assert board.stats_cli()["dropped"] == ledger_truth(ledger)["dropped"] == 4
+        assert drops >= 2, "the kills are meant to land while the coil turns"
+        assert board.stats_cli()["dropped"] == ledger_truth(ledger)["dropped"] == drops + 1
         assert unit.terminate() == 0, "SIGTERM stops the daemon cleanly with exit 0"
         assert b"unit_stopped" in unit.log_bytes()
     finally:

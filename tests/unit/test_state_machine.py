@@ -54,6 +54,12 @@ class FakeBackend:
     def stats(self) -> dict[str, Any]:
         return self.board.stats()
 
+    def load(self, column: int, n: int) -> None:
+        self.board.stock[column] = n
+
+    def reboot(self) -> None:
+        self.board.reboot()
+
     def await_events(self, daemon: UnitDaemon, n: int) -> None:
         """FakeBoard delivers events synchronously."""
 
@@ -102,6 +108,12 @@ class SimBackend:
 
     def stats(self) -> dict[str, Any]:
         return self.sim.stats()
+
+    def load(self, column: int, n: int) -> None:
+        self.sim.set_stock(column, n)
+
+    def reboot(self) -> None:
+        self.sim.reboot()
 
     def await_events(self, daemon: UnitDaemon, n: int) -> None:
         deadline = time.monotonic() + 5
@@ -221,6 +233,23 @@ class UnitMachine(RuleBasedStateMachine):
             self.board.crash_before = True
         else:
             self.board.crash_after = True
+
+    @rule(column=st.integers(1, COLUMNS), n=st.integers(0, 10))
+    def technician_restocks(self, column: int, n: int) -> None:
+        """Blind count of what is physically there, then load to n; the ledger takes the count."""
+        found = int(self.backend.stats()["stock"][str(column)])
+        self.backend.load(column, n)
+        expected = self.daemon.ledger.column(column).stock
+        reason = None if found == expected else "recount"
+        event = self.daemon.restock(column, n, counted_before=found, reason=reason)
+        assert event.stock_after == n and event.discrepancy == found - expected
+
+    @rule()
+    def board_reboots(self) -> None:
+        self.backend.reboot()
+        if isinstance(self.backend, SimBackend):
+            self.backend.await_events(self.daemon, 1)
+        self._pump()
 
     @rule()
     def kill_and_restart(self) -> None:
