@@ -1,4 +1,4 @@
-"""`nalox unit run` without a board: one JSON error line saying what was expected, exit 1 (systemd retries)."""
+"""`nalox unit run` without a board: one JSON error line saying what was expected, exit 1."""
 
 from __future__ import annotations
 
