@@ -543,7 +543,7 @@ class SerialBoard:
     def _on_reply(self, msg: Msg) -> None:
         key = _reply_key(msg)
         with self._pending_lock:
-            waiting = list(self._pending.get(key, ()))
+            waiting = [p for p in self._pending.get(key, ()) if _answers(p, msg)]
         if not waiting:
             self._count("unmatched_replies")
             log.debug("board_reply_unmatched", message=repr(msg))
@@ -597,6 +597,13 @@ def _reply_key(msg: Msg) -> ReplyKey:
 
 
 _KEY_FIELDS = {codec.PONG: "nonce", codec.DISPENSE_RESULT: "command_id", codec.MOTOR_TEST_RESULT: "column"}
+
+
+def _answers(pending: _Pending, msg: Msg) -> bool:
+    """A DISPENSE is never answered `unknown_command` (only a QUERY_RESULT is): such a reply is a late
+    copy of an earlier query's answer and must not pass for the outcome of a dispense."""
+    return not (pending.name == "Dispense" and msg.TYPE == codec.DISPENSE_RESULT
+                and msg.outcome == codec.UNKNOWN_COMMAND)
 
 
 def _key_text(key: ReplyKey) -> str:

@@ -18,6 +18,7 @@ from controller.board import (
     BoardRebooted,
     BoardTimeout,
     ButtonPressed,
+    DispenseOutcome,
     DoorChanged,
 )
 from controller.clock import FakeClock
@@ -191,3 +192,18 @@ def test_port_that_vanishes_and_returns_is_reopened(tmp_path: Path, events: Even
         assert b.counters.reopens >= 1
     finally:
         b.close()
+
+
+def test_late_unknown_command_answer_never_passes_for_a_dispense_outcome(
+    board: SerialBoard, peer: PtyPeer
+) -> None:
+    peer.script.hold_dispense = True
+    result: list[DispenseOutcome] = []
+    t = threading.Thread(target=lambda: result.append(board.dispense(44, 1)))
+    t.start()
+    assert peer.wait_for(lambda: 44 in peer.spins)
+    peer.send_event(codec.DispenseResult(44, 0, codec.UNKNOWN_COMMAND))  # a late copy of a query's answer
+    peer.release()  # the reader handles frames in order: the late copy first, then the real result
+    t.join(5)
+    assert result == [DispenseOutcome(44, 1, "dropped")]
+    assert board.counters.extra["unmatched_replies"] == 1
