@@ -135,6 +135,7 @@ class SimulatedBoard:
         self._stop = threading.Event()
         self._reboot = threading.Event()
         self.running = threading.Event()
+        self._port_failing = False
         for name, p, col in parse_faults(faults):
             self.set_fault(name, p, col)
 
@@ -205,8 +206,16 @@ class SimulatedBoard:
         except (serial.SerialException, OSError) as exc:
             if self._stop.is_set():
                 return False
-            log.warning("board_port_error", board=self.board_id, error=str(exc))
+            if not self._port_failing:
+                log.warning("board_port_error", board=self.board_id, error=str(exc))
+            self._port_failing = True
             self._stop.wait(0.05)
+            return True
+        except Exception:  # a firmware bug: a real board's watchdog would restart it
+            log.exception("firmware_crash", board=self.board_id)
+            self._boot("watchdog")
+            return True
+        self._port_failing = False
         return True
 
     def _attribute_drop(self, column: int) -> int | None:

@@ -188,3 +188,17 @@ def test_motor_test_meets_a_jam_and_a_dead_motor(rig):
     peer.send(codec.MotorTest(3))
     assert peer.expect_type("MotorTestResult") == codec.MotorTestResult(3, codec.MOTOR_FAULT, 0)
     assert board.stats()["dropped"] == 0, "a motor test never pushes a kit out"
+
+
+def test_a_firmware_crash_restarts_the_board_like_a_watchdog(rig):
+    board, peer = rig
+    assert board.fw is not None
+    real_step = board.fw.step
+
+    def crash_once() -> None:
+        board.fw.step = real_step  # type: ignore[method-assign]
+        raise ZeroDivisionError("firmware bug")
+
+    board.fw.step = crash_once  # type: ignore[method-assign]
+    assert peer.expect(lambda m: m == codec.Boot(2, "watchdog"), what="BOOT after the crash")
+    assert peer.dispense(90, 1).outcome == codec.DROPPED
