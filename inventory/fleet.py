@@ -49,6 +49,7 @@ class UnitView:
     last_seq: int
     dispenses_recent: int
     mode: str | None
+    last_heard: datetime | None = None  # newest state or telemetry the unit sent
 
     @property
     def total_stock(self) -> int:
@@ -112,6 +113,7 @@ def unit_view(row: UnitRow, recent: int) -> UnitView:
         last_seq=max(row.reported_last_seq, row.acked_seq),
         dispenses_recent=recent,
         mode=row.state.mode if row.state else None,
+        last_heard=max((x.ts for x in (row.state, row.telemetry) if x is not None), default=None),
     )
 
 

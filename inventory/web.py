@@ -129,6 +129,7 @@ def create_app(
             "refresh": config.server.refresh_s if refresh else None,
             "alert_count": len(store.active_alerts()),
             "ingest": ingest_summary(),
+            "broker_connected": runtime().get("mqtt_connected", True),
             "ago": lambda t: ago(t, now),
             "describe": describe,
         }

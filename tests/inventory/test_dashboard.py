@@ -240,3 +240,16 @@ def test_accept_gap_over_the_api(central: Service, broker: Broker) -> None:
             assert r.json()["given_up"] == 1 and r.json()["acked_seq"] == s.seq
     finally:
         feed.close()
+
+
+def test_pages_warn_when_the_service_loses_the_broker(central: Service, broker: Broker) -> None:
+    with httpx.Client(base_url=central.url or "", timeout=10) as http:
+        assert 'class="banner"' not in http.get("/").text
+        broker.kill()  # the broker crashes
+        wait_for(lambda: 'class="banner"' in http.get("/").text, 20, "the stale-data banner")
+        assert http.get("/healthz").status_code == 503
+        broker.start()
+        wait_for(
+            lambda: 'class="banner"' not in http.get("/").text, 30, "the banner to go after reconnecting"
+        )
+        assert http.get("/healthz").status_code == 200
