@@ -186,34 +186,49 @@ class Commander:
 
     def __init__(self, broker: Broker) -> None:
         self.answers: dict[bytes, dict[str, Any]] = {}
+        self.online = False
         self.cond = threading.Condition()
+        self.status_topic = f"nalox/v1/{UNIT}/status"
         self.reply_topic = f"nalox/v1/{UNIT}/cmd_response/test-{uuid.uuid4().hex[:8]}"
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"central-{uuid.uuid4().hex[:8]}",
                                   protocol=paho.MQTTv5)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
-        result, mid = self.client.subscribe(self.reply_topic, qos=1)
-        assert result == paho.MQTT_ERR_SUCCESS
+        for sub in (self.reply_topic, self.status_topic):
+            assert self.client.subscribe(sub, qos=1)[0] == paho.MQTT_ERR_SUCCESS
 
     def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
-        corr = getattr(msg.properties, "CorrelationData", b"")
         with self.cond:
-            self.answers[bytes(corr)] = json.loads(msg.payload)
+            if msg.topic == self.status_topic:
+                self.online = json.loads(msg.payload)["state"] == "online"
+            else:
+                self.answers[bytes(getattr(msg.properties, "CorrelationData", b""))] = json.loads(msg.payload)
             self.cond.notify_all()
 
-    def command(self, name: str, timeout: float = 60.0, **fields: Any) -> dict[str, Any]:
+    def wait_online(self, timeout: float = 30.0) -> None:
+        """The unit says online only after its command subscription is granted."""
+        with self.cond:
+            assert self.cond.wait_for(lambda: self.online, timeout), f"{UNIT} not online within {timeout} s"
+
+    def command(self, name: str, timeout: float = 90.0, **fields: Any) -> dict[str, Any]:
+        """Sends the command, and the very same command again every 10 s until answered (the unit
+        acts once per command_id and answers a repeat with the stored answer)."""
+        self.wait_online()
         corr = uuid.uuid4().bytes
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = self.reply_topic
         props.CorrelationData = corr
         props.MessageExpiryInterval = 120
-        body = {"command_id": f"t-{uuid.uuid4().hex[:12]}", "issued_at": datetime.now(UTC).isoformat(),
-                **fields}
-        info = self.client.publish(f"nalox/v1/{UNIT}/cmd/{name}", json.dumps(body), qos=1, properties=props)
-        info.wait_for_publish(10)
+        body = json.dumps({"command_id": f"t-{uuid.uuid4().hex[:12]}",
+                           "issued_at": datetime.now(UTC).isoformat(), **fields})
+        deadline = time.monotonic() + timeout
         with self.cond:
-            assert self.cond.wait_for(lambda: corr in self.answers, timeout), f"no answer to cmd/{name}"
+            while corr not in self.answers:
+                left = deadline - time.monotonic()
+                assert left > 0, f"no answer to cmd/{name} within {timeout} s"
+                self.client.publish(f"nalox/v1/{UNIT}/cmd/{name}", body, qos=1, properties=props)
+                self.cond.wait_for(lambda: corr in self.answers, min(10.0, left))
             return self.answers[corr]
 
     def close(self) -> None:
