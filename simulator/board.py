@@ -136,6 +136,7 @@ class SimulatedBoard:
         self._reboot = threading.Event()
         self.running = threading.Event()
         self._port_failing = False
+        self._link_totals: dict[str, int] = {}
         for name, p, col in parse_faults(faults):
             self.set_fault(name, p, col)
 
@@ -179,6 +180,9 @@ class SimulatedBoard:
         }
 
     def _boot(self, reason: str) -> None:
+        if self.fw is not None:  # link counters of earlier boots stay in stats()
+            for name, value in self.fw.link.counters.items():
+                self._link_totals[name] = self._link_totals.get(name, 0) + value
         self.world.reset_outputs()
         hal = SimHal(self.world, self.uart, self.nvs, self.board_id, reason)
         self.fw = Board(hal, **self._firmware_options())
@@ -304,7 +308,10 @@ class SimulatedBoard:
         return out
 
     def _link_counters(self) -> dict[str, int]:
+        """Firmware link counters summed over every boot, plus the UART's."""
         fw = self.fw
-        counters = dict(fw.link.counters) if fw is not None else {}
+        counters = dict(self._link_totals)
+        for name, value in (fw.link.counters.items() if fw is not None else ()):
+            counters[name] = counters.get(name, 0) + value
         counters.update(self.uart.counters())
         return counters

@@ -65,6 +65,7 @@ def test_reboot_sends_boot_and_keeps_the_journal(rig):
     assert peer.dispense(7, 1).outcome == codec.DROPPED
     stats = board.stats()
     assert stats["boots"] == 2 and stats["per_command"] == {"7": 1}
+    assert stats["link"]["frames_sent"] == 5, "both boots: BOOT, HELLO_REPLY, result; BOOT, result"
 
 
 def test_jam_fault_on_one_column(rig):
