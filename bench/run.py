@@ -282,7 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes, 10 s idle window (about 2 minutes)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--show", action="store_true", help="print the table of the last results file and stop")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.show:
+        print(table(json.loads(args.out.read_text())))
+        return 0
     results = measure_all(Sizes.pick(args.quick), args.quick)
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(table(results))
