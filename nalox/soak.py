@@ -46,7 +46,7 @@ class Options:
     seed: int = 1
     minutes: float = 0
     fault_rate: float = 0.15
-    cut_s: tuple[float, float] = (3.0, 15.0)
+    cut_s: tuple[float, float] = (20.0, 120.0)
     video_seconds: float = 1.0
     workdir: Path | None = None
     settle_timeout: float = 20.0
@@ -310,8 +310,8 @@ def parse_args(argv: list[str]) -> Options:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--minutes", type=float, default=0, help="stop pressing after M minutes")
     p.add_argument("--fault-rate", type=float, default=0.15, help="chance of a fault before each press")
-    p.add_argument("--cut-min", type=float, default=3.0, help="shortest broker cut, seconds")
-    p.add_argument("--cut-max", type=float, default=15.0, help="longest broker cut, seconds")
+    p.add_argument("--cut-min", type=float, default=20.0, help="shortest cut off the broker, seconds")
+    p.add_argument("--cut-max", type=float, default=120.0, help="longest cut off the broker, seconds")
     p.add_argument("--summary", type=Path, help="also write the figures as JSON here")
     p.add_argument("--workdir", type=Path)
     a = p.parse_args(argv)
