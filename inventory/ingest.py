@@ -303,8 +303,9 @@ class Ingestor:
 
     # ---------------------------------------------------------------- acks and gaps
     def _after_commit(self, units: set[str]) -> None:
-        for unit in sorted(units):
-            self._progress(self.store.advance_acked(unit), announce=True)
+        if units:
+            for p in self.store.advance_acked_many(sorted(units)):
+                self._progress(p, announce=True)
 
     def _progress(self, p: SeqProgress, announce: bool) -> None:
         if announce and p.acked_seq > 0:
@@ -328,14 +329,14 @@ class Ingestor:
         """Re-check open gaps against the database; ask for a replay of any that outlived the timeout."""
         with self._lock:
             units = list(self._gaps)
-        for unit in units:
-            self._progress(self.store.advance_acked(unit), announce=False)
+        for p in self.store.advance_acked_many(units) if units else []:
+            self._progress(p, announce=False)
         return self._request_replays()
 
     def check_all(self) -> None:
         """Look at every unit once (start-up, and now and then): finds gaps no new event would reveal."""
-        for unit in sorted(self.store.known_units()):
-            self._progress(self.store.advance_acked(unit), announce=False)
+        for p in self.store.advance_acked_many(sorted(self.store.known_units())):
+            self._progress(p, announce=False)
 
     def _request_replays(self) -> list[ReplayCommand]:
         timeout, now, sent = self.config.ingest.gap_timeout_s, self.clock.monotonic(), []

@@ -330,34 +330,43 @@ class Store:
 
     def advance_acked(self, unit: str) -> SeqProgress:
         """Raise the unit's acked seq over every consecutive committed seq; run after commit."""
+        return self.advance_acked_many([unit])[0]
+
+    def advance_acked_many(self, units: Sequence[str]) -> list[SeqProgress]:
+        """advance_acked for several units in one transaction (in unit order: the global lock order)."""
         with self.tx() as tx:
-            row = tx.one("SELECT acked_seq, reported_last_seq FROM units WHERE unit = ?", (unit,))
-            if row is None:
-                return SeqProgress(unit, 0, 0)
-            acked, reported = int(row[0]), int(row[1])
-            while True:
-                seqs = [
-                    int(r[0])
-                    for r in tx.rows(
-                        "SELECT DISTINCT seq FROM events WHERE unit = ? AND seq > ? ORDER BY seq LIMIT 5000",
-                        (unit, acked),
-                    )
-                ]
-                start = acked
-                for s in seqs:
-                    if s != acked + 1:
-                        break
-                    acked = s
-                if acked == start or len(seqs) < 5000 or acked != seqs[-1]:
-                    break
-            tx.execute(
-                "UPDATE units SET acked_seq = ? WHERE unit = ? AND acked_seq < ?", (acked, unit, acked)
-            )
-            top = tx.one("SELECT MAX(seq) FROM events WHERE unit = ?", (unit,))
-            committed_max = int(top[0]) if top and top[0] is not None else 0
-            final = tx.one("SELECT acked_seq FROM units WHERE unit = ?", (unit,))
+            return [self._advance(tx, unit) for unit in sorted(units)]
+
+    def _advance(self, tx: Tx, unit: str) -> SeqProgress:
+        row = tx.one("SELECT acked_seq, reported_last_seq FROM units WHERE unit = ?", (unit,))
+        if row is None:
+            return SeqProgress(unit, 0, 0)
+        acked, reported = self._gap_free(tx, unit, int(row[0])), int(row[1])
+        tx.execute("UPDATE units SET acked_seq = ? WHERE unit = ? AND acked_seq < ?", (acked, unit, acked))
+        top = tx.one("SELECT MAX(seq) FROM events WHERE unit = ?", (unit,))
+        final = tx.one("SELECT acked_seq FROM units WHERE unit = ?", (unit,))
+        committed_max = int(top[0]) if top and top[0] is not None else 0
         acked_now = int(final[0]) if final else acked
         return SeqProgress(unit, acked_now, max(committed_max, reported, acked_now))
+
+    @staticmethod
+    def _gap_free(tx: Tx, unit: str, acked: int, page: int = 5000) -> int:
+        """The highest seq reachable from `acked` through consecutive committed seqs."""
+        while True:
+            seqs = [
+                int(r[0])
+                for r in tx.rows(
+                    "SELECT DISTINCT seq FROM events WHERE unit = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (unit, acked, page),
+                )
+            ]
+            start = acked
+            for s in seqs:
+                if s != acked + 1:
+                    break
+                acked = s
+            if acked == start or len(seqs) < page or acked != seqs[-1]:
+                return acked
 
     # ------------------------------------------------------------------ reads
     def units(self) -> list[UnitRow]:
