@@ -78,9 +78,27 @@ def central_ingest(port: int, count: int, db: str, workers: int) -> float:
     unit = f"bench-{db[:2]}-{workers}"
     url, drop = _database(db, work)
     try:
-        return _ingest_run(port, count, work, unit, url, workers)
+        rate = _ingest_run(port, count, work, unit, url, workers)
+    except baselines.BenchError as e:
+        raise baselines.BenchError(
+            f"{e}; {_store_census(url, unit)}; kept {url} and {work} for a look"
+        ) from e
+    drop()
+    return rate
+
+
+def _store_census(url: str, unit: str) -> str:
+    """What the central store holds for the unit: count, highest seq, first missing seq."""
+    from inventory.store import open_store
+
+    store = open_store(url)
+    try:
+        seqs = sorted(e.seq for e in store.events(unit, limit=1_000_000))
     finally:
-        drop()
+        store.close()
+    missing = next((i for i, s in enumerate(seqs, start=1) if s != i), None)
+    top = seqs[-1] if seqs else 0
+    return f"store holds {len(seqs)} events of {unit}, highest seq {top}, first missing {missing}"
 
 
 def _ingest_run(port: int, count: int, work: Path, unit: str, url: str, workers: int) -> float:
