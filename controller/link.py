@@ -476,19 +476,29 @@ class SerialBoard:
             return True
 
     def _on_reliable(self, frame: codec.Frame) -> None:
-        self._send_bare(codec.ACK, frame.seq)
         try:
             msg = codec.decode_message(frame)
         except codec.CodecError as exc:
-            self._accept_seq(frame.seq)
-            self._count("decode_errors")
-            log.warning("board_message_undecodable", type=frame.type, error=str(exc))
+            self._undecodable(frame, exc)
             return
+        self._send_bare(codec.ACK, frame.seq)
         if self._is_duplicate(frame.seq, msg):
             self._count("duplicates")
             return
         self._accept_seq(frame.seq)
         self._dispatch(msg)
+
+    def _undecodable(self, frame: codec.Frame, exc: codec.CodecError) -> None:
+        """Good CRC, bad payload. A known type: most likely line noise that slipped past the CRC
+        (about 1 in 65536 corrupted frames), so NAK and let the board send it again. An unknown
+        type (newer firmware): ACK and skip it, so it cannot block the board's event queue."""
+        self._count("decode_errors")
+        log.warning("board_message_undecodable", type=frame.type, seq=frame.seq, error=str(exc))
+        if frame.type in codec.MESSAGE_TYPES:
+            self._send_bare(codec.NAK, 0)
+            return
+        self._send_bare(codec.ACK, frame.seq)
+        self._accept_seq(frame.seq)
 
     def _is_duplicate(self, seq: int, msg: Msg) -> bool:
         if msg.TYPE == codec.BOOT:

@@ -207,3 +207,16 @@ def test_late_unknown_command_answer_never_passes_for_a_dispense_outcome(
     t.join(5)
     assert result == [DispenseOutcome(44, 1, "dropped")]
     assert board.counters.extra["unmatched_replies"] == 1
+
+
+def test_good_crc_bad_payload_is_nakked_and_unknown_type_skipped(
+    board: SerialBoard, peer: PtyPeer, events: Events
+) -> None:
+    peer.send_raw(codec.encode_frame(codec.Frame(100, codec.DOOR, b"\x01\x02")))  # noise past the CRC
+    assert peer.wait_for(lambda: peer.naks_seen == 1)
+    assert 100 not in peer.acks_seen, "not acknowledged: the board must send it again"
+    peer.send_raw(codec.encode_frame(codec.Frame(101, 0x7E, b"future")))  # a newer firmware's message
+    assert peer.wait_for(lambda: 101 in peer.acks_seen), "acknowledged, so it cannot block the board's queue"
+    peer.send_raw(codec.encode_frame(codec.message_frame(100, codec.Door(1))))
+    assert events.get(timeout=2) == DoorChanged(True)
+    assert board.counters.extra["decode_errors"] == 2 and events.empty()
