@@ -79,16 +79,32 @@ class VideoSection(Section):
         return v
 
 
+Message = str | dict[str, str]
+
+
 class Policies(Section):
     multi_kit_window_s: float = Field(default=300.0, ge=0, description="0 replays the video for each kit")
     max_attempts: int = Field(default=3, ge=1, le=64, description="columns tried per press")
     product: str | None = Field(default=None, description="product vended on a press (default: the first)")
-    out_of_stock_message: str = (
+    # screen messages: one text, or one per language ({en = "...", es = "..."})
+    out_of_stock_message: Message = (
         "This machine is out of naloxone. Free naloxone: ask the release desk, or any pharmacy."
     )
-    thank_you_message: str = "Take your naloxone kit from the tray. Call 911 for an overdose."
+    thank_you_message: Message = "Take your naloxone kit from the tray. Call 911 for an overdose."
+    vend_failed_message: Message = (
+        "Sorry, the machine could not release a kit. Please ask staff for naloxone."
+    )
+    service_message: Message = "This machine is being serviced. Please ask staff for naloxone."
+    video_broken_message: Message = "The video is not working. Please ask staff for naloxone."
     self_test_on_close: bool = True
     status_poll_s: float = Field(default=30.0, gt=0)
+
+    def text(self, name: str, language: str | None) -> str:
+        """The message `name` in the person's language (English, then any, when not translated)."""
+        value: Message = getattr(self, f"{name}_message")
+        if isinstance(value, str):
+            return value
+        return value.get(language or "en") or value.get("en") or next(iter(value.values()), "")
 
 
 class PathsSection(Section):

@@ -21,6 +21,7 @@ from controller.video import PlayerEvent, VideoCompleted, VideoFailed, VideoPlay
 from schemas.models import (
     AlarmEvent,
     DispenseEvent,
+    DoorEvent,
     OutOfStockEvent,
     VendAttempt,
     VendFailedEvent,
@@ -139,7 +140,7 @@ class VendFlow:
         lang = language if language in self.config.videos.files else self.config.videos.default_language
         if self.mode != "vending":
             LOG.info("press_ignored", language=lang, mode=self.mode)
-            self._say("This machine is being serviced. Please ask staff for naloxone.")
+            self._say(self.config.policies.text("service", lang))
             return
         if self.phase != Phase.IDLE:
             LOG.info("press_ignored", language=lang, phase=str(self.phase))
@@ -164,8 +165,6 @@ class VendFlow:
             self._failed(s, event)
 
     def on_door(self, open_: bool) -> None:
-        from schemas.models import DoorEvent
-
         if open_ == self.door_open:
             return
         self.door_open = open_
@@ -173,8 +172,10 @@ class VendFlow:
         LOG.info("door", open=open_)
         if open_:
             self._abandon("door_open")
-        else:
+        elif self.config.policies.self_test_on_close:
             self.self_test()
+        else:
+            self.self_test_ok = True
         self.changed()
 
     def tick(self) -> None:
@@ -218,7 +219,7 @@ class VendFlow:
             self.vend(s.language, "fallback")
         else:
             self.phase = Phase.IDLE
-            self._say("The video is not working. Please ask staff for naloxone.")
+            self._say(self.config.policies.text("video_broken", s.language))
             self.changed()
 
     def _abandon(self, why: str) -> None:
@@ -273,7 +274,7 @@ class VendFlow:
         if not attempts:
             self._out_of_stock(product, lang)
         else:
-            self._vend_failed(attempts)
+            self._vend_failed(attempts, lang)
         return None
 
     def _dispense(self, cid: int, column: int) -> str | None:
@@ -313,7 +314,7 @@ class VendFlow:
         LOG.info(
             "dispensed", command_id=cid, column=column, via=via, stock_after=event.stock_after, seq=event.seq
         )
-        self._say(self.config.policies.thank_you_message)
+        self._say(self.config.policies.text("thank_you", lang))
         return event
 
     def _attempt_failed(self, cid: int, column: int, outcome: str) -> None:
@@ -323,7 +324,7 @@ class VendFlow:
             self.ledger.set_fault(column, outcome)
             self.alarms.raise_(f"column_fault_{column}", f"column {column}: {outcome}", "warning", column)
 
-    def _vend_failed(self, attempts: list[VendAttempt]) -> None:
+    def _vend_failed(self, attempts: list[VendAttempt], lang: str | None) -> None:
         reason = (
             "door_open"
             if attempts[-1].outcome == "door_open"
@@ -331,7 +332,7 @@ class VendFlow:
         )
         self.ledger.record(VendFailedEvent, reason=reason, attempts=attempts)
         self.alarms.raise_("vend_failed", f"a vend failed: {reason}", "critical")
-        self._say("Sorry, the machine could not release a kit. Please ask staff for naloxone.")
+        self._say(self.config.policies.text("vend_failed", lang))
 
     def _out_of_stock(self, product: str, lang: str | None) -> None:
         rows = self.ledger.columns()
@@ -341,12 +342,12 @@ class VendFlow:
         ):
             self.ledger.record(VendFailedEvent, reason="all_columns_faulted", attempts=[])
             self.alarms.raise_("vend_failed", "a vend failed: every column with stock is faulted", "critical")
-            self._say("Sorry, the machine could not release a kit. Please ask staff for naloxone.")
+            self._say(self.config.policies.text("vend_failed", lang))
             return
         self.ledger.record(OutOfStockEvent, product=product, language=lang)
         self.alarms.raise_("out_of_stock", f"no vendable {product} left", "critical")
         LOG.warning("out_of_stock", product=product)
-        self._say(self.config.policies.out_of_stock_message)
+        self._say(self.config.policies.text("out_of_stock", lang))
 
     # ------------------------------------------------------------ checks
 

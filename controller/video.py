@@ -126,7 +126,7 @@ class MpvPlayer:
         self._send(["stop"])
 
     def show_text(self, text: str, seconds: float = 10.0) -> None:
-        self._send(["show-text", text, int(seconds * 1000)])
+        self._send(["show-text", text, int(seconds * 1000), 0])  # level 0: shown even with osd-level=0
 
     def close(self) -> None:
         self._closed.set()

@@ -321,3 +321,35 @@ def test_link_failure_mid_dispense_is_settled_later_never_doubled(rig: Rig) -> N
     assert len(rig.events("dispense")) == 1 and not rig.daemon.ledger.pending_commands()
     assert rig.board.stats()["dropped"] == 1, "no other column was tried while the outcome was unknown"
     assert not rig.daemon.ledger.alarm_active("board_unreachable")
+
+
+def test_messages_in_the_persons_language(tmp_path: Path) -> None:
+    cols = [{"column": 1, "product": "nasal-4mg", "capacity": 30, "initial_stock": 0}]
+    msgs = {"en": "Out of naloxone.", "es": "No hay naloxona."}
+    r = Rig(
+        tmp_path,
+        make_config(tmp_path, columns=cols, policies={"out_of_stock_message": msgs}),
+        FakeBoard(columns=1, stock=0),
+    )
+    try:
+        r.press("es")
+        r.complete()
+        assert r.player.texts[-1] == "No hay naloxona."
+        assert r.config.policies.text("out_of_stock", "fr") == "Out of naloxone."
+        assert r.config.policies.text("thank_you", "es").startswith("Take your naloxone kit")
+    finally:
+        r.close()
+
+
+def test_door_close_without_self_test_when_configured_off(tmp_path: Path) -> None:
+    r = Rig(tmp_path, make_config(tmp_path, policies={"self_test_on_close": False}))
+    try:
+        r.board.set_door(True)
+        r.daemon.pump()
+        r.board.link_down = True  # a self-test would fail now
+        r.daemon._on_board_event(DoorChanged(False))
+        r.daemon.pump()
+        assert r.daemon.mode == "vending"
+    finally:
+        r.board.link_down = False
+        r.close()
