@@ -124,6 +124,10 @@ class SimulatedBoard:
                  spin_ms: float = 300, nvs_path: str | None = None, board_id: str = "sim-0001") -> None:
         if not 1 <= columns <= 32:
             raise SimulatorError(f"columns: expected 1..32, got {columns}")
+        if stock < 0:
+            raise SimulatorError(f"stock: expected a count >= 0, got {stock}")
+        if not spin_ms > 0:
+            raise SimulatorError(f"spin_ms: expected a time > 0, got {spin_ms}")
         self.world = World(columns, stock, spin_ms, seed)
         self.world.on_drop = self._attribute_drop
         self.uart = SimUart(seed)

@@ -136,6 +136,15 @@ def test_noise_corrupts_the_board_side_of_the_line(rig):
     assert board.stats()["double_drops"] == []
 
 
+def test_bad_construction_is_refused_clearly():
+    with pytest.raises(SimulatorError, match="columns: expected 1..32, got 0"):
+        SimulatedBoard(columns=0)
+    with pytest.raises(SimulatorError, match="stock: expected a count >= 0, got -1"):
+        SimulatedBoard(stock=-1)
+    with pytest.raises(SimulatorError, match="spin_ms: expected a time > 0, got 0"):
+        SimulatedBoard(spin_ms=0)
+
+
 def test_bad_requests_are_refused_clearly():
     board = SimulatedBoard(columns=2)
     with pytest.raises(SimulatorError, match="expected one of jam"):
