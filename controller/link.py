@@ -204,9 +204,13 @@ class SerialBoard:
     def dispense(self, command_id: int, column: int) -> DispenseOutcome:
         """Spin `column` once under `command_id`; re-sent with the same id until the result comes.
         BoardTimeout means the outcome is unknown: ask again with the same command_id."""
-        reply = self._request(
-            codec.Dispense(command_id, column), (codec.DISPENSE_RESULT, command_id), self._deadline()
-        )
+        try:
+            reply = self._request(
+                codec.Dispense(command_id, column), (codec.DISPENSE_RESULT, command_id), self._deadline()
+            )
+        except BoardTimeout as exc:
+            raise BoardTimeout(f"{exc}; the outcome of command_id={command_id} is unknown: ask again with "
+                               f"query_result or dispense with the same command_id") from exc
         return self._outcome(reply, column)
 
     def query_result(self, command_id: int) -> DispenseOutcome:

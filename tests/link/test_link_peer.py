@@ -220,3 +220,11 @@ def test_good_crc_bad_payload_is_nakked_and_unknown_type_skipped(
     peer.send_raw(codec.encode_frame(codec.message_frame(100, codec.Door(1))))
     assert events.get(timeout=2) == DoorChanged(True)
     assert board.counters.extra["decode_errors"] == 2 and events.empty()
+
+
+def test_dispense_timeout_says_the_outcome_is_unknown(peer: PtyPeer) -> None:
+    with SerialBoard(peer.path, request_timeout=1.0) as b:
+        b.start()
+        peer.script.silent = True
+        with pytest.raises(BoardTimeout, match="outcome of command_id=8 is unknown"):
+            b.dispense(8, 1)
