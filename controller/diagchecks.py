@@ -83,9 +83,14 @@ def _ping_result(rtts: list[float], lost: int, count: int, limit: float, counter
     if lost:
         return failed("ping", summary, expected="every ping answered", found=f"{lost} lost",
                       action="a flaky link: reseat the USB cable, keep it away from the motor wires", **data)
-    if p99 > limit:
-        return failed("ping", summary, expected=f"p99 below {limit:.0f} ms", found=f"p99 {p99:.1f} ms",
+    if p50 > limit:
+        return failed("ping", summary, expected=f"round trips under {limit:.0f} ms",
+                      found=f"p50 {p50:.1f} ms",
                       action="the board answers slowly: power-cycle it; if it persists replace the cable",
+                      **data)
+    if p99 > limit:  # one slow answer: a busy computer more often than a bad link
+        return warned("ping", summary, expected=f"p99 under {limit:.0f} ms", found=f"p99 {p99:.1f} ms",
+                      action="repeat `nalox diag ping --count 200`; if slow answers persist, check the cable",
                       **data)
     bad = {k: v for k, v in delta.items() if k in ("crc_errors", "resyncs", "naks_sent", "retransmissions")}
     if bad:
