@@ -30,15 +30,19 @@ class PubackClock:
         self.module = unit_mqtt
         self.original = unit_mqtt.MqttClient.publish
         self.acked: dict[int, float] = {}
+        self.sent: dict[int, float] = {}  # when the reporter handed the event to the client
         self.lock = threading.Lock()
 
     def __enter__(self) -> PubackClock:
-        original, acked, lock = self.original, self.acked, self.lock
+        original, acked, sent, lock = self.original, self.acked, self.sent, self.lock
 
         def publish(client: Any, topic: str, payload: Any, *args: Any, **kwargs: Any) -> Any:
+            at = time.perf_counter()
             handle = original(client, topic, payload, *args, **kwargs)
             if topic.endswith("/event/dispense"):
                 cid = int(json.loads(payload)["command_id"])
+                with lock:
+                    sent.setdefault(cid, at)
 
                 def done(h: Any) -> None:
                     if h.result is not None and h.result.delivered:
@@ -91,8 +95,12 @@ def vend_overhead(port: int, count: int) -> dict[str, Any]:
         finally:
             unit.stop()
     drops = clocks[0].dropped
-    samples = [pubacks.acked[c] - t for c, t in drops.items() if c in pubacks.acked]
-    return baselines.summary_ms(samples[1:])
+    done = [c for c in drops if c in pubacks.acked and c in pubacks.sent][1:]
+    return {
+        **baselines.summary_ms([pubacks.acked[c] - drops[c] for c in done]),
+        "drop_to_publish": baselines.summary_ms([pubacks.sent[c] - drops[c] for c in done]),
+        "publish_to_puback": baselines.summary_ms([pubacks.acked[c] - pubacks.sent[c] for c in done]),
+    }
 
 
 def _press_and_wait(unit: Any) -> None:
