@@ -204,7 +204,10 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         rows.append(
             ("vend overhead p99 (ms)", fmt(u["p99_ms"]), fmt(b["p99_ms"]), fmt(v["ratio_p99"]), "<= 2x")
         )
-        for part, label in (("drop_to_publish", "drop -> publish"), ("publish_to_puback", "publish -> PUBACK")):
+        for part, label in (
+            ("drop_to_publish", "drop -> publish"),
+            ("publish_to_puback", "publish -> PUBACK"),
+        ):
             if part in u:
                 p50, p99 = u[part]["p50_ms"], u[part]["p99_ms"]
                 rows.append((f"  of which {label} p50/p99", f"{fmt(p50)} / {fmt(p99)}", "", "", ""))
