@@ -71,10 +71,18 @@ def funnel(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def monthly_csv(store: Store) -> str:
+def to_csv(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
-    for r in monthly(store):
-        w.writerow({k: r[k] for k in CSV_FIELDS})
+    for r in rows:
+        w.writerow({k: r[k] for k in fields})
     return buf.getvalue()
+
+
+def monthly_csv(store: Store) -> str:
+    return to_csv(monthly(store), CSV_FIELDS)
+
+
+def yearly_csv(store: Store) -> str:
+    return to_csv(yearly(store), ("year", *CSV_FIELDS[1:]))

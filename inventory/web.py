@@ -227,6 +227,7 @@ def create_app(
             monthly=monthly,
             site_month=reports.rollup(monthly, ("month", "site")),
             yearly_site=reports.rollup(monthly, ("year", "site")),
+            yearly_unit=reports.rollup(monthly, ("year", "site", "unit")),
             funnel=reports.funnel(monthly),
         )
 
@@ -237,6 +238,15 @@ def create_app(
             reports.monthly_csv(store),
             media_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="nalox-monthly.csv"'},
+        )
+
+    @app.get("/reports/yearly.csv", response_class=PlainTextResponse, tags=["reports"])
+    def yearly_csv() -> Response:
+        """The same counts per year, site and unit."""
+        return Response(
+            reports.yearly_csv(store),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="nalox-yearly.csv"'},
         )
 
     @app.get("/api/reports/monthly", tags=["reports"])

@@ -96,3 +96,13 @@ def test_months_follow_the_reporting_time_zone_and_are_recomputed_when_it_change
 def test_an_unknown_time_zone_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="expected an IANA time zone"):
         parse_config({"reports": {"timezone": "Mars/Olympus"}})
+
+
+def test_yearly_csv_sums_the_months(store: Store, config: CentralConfig, clock: FakeClock) -> None:
+    ing, _ = ingestor(store, config, clock)
+    ss = fleet_streams()
+    feed(ing, [m for s in ss for m in s.messages()], batch=100)
+    rows = list(csv.DictReader(io.StringIO(reports.yearly_csv(store))))
+    assert {(r["year"], r["unit"]): int(r["kits"]) for r in rows} == {
+        ("2026", s.unit): sum(s.kits.values()) for s in ss
+    }
