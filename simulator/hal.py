@@ -69,7 +69,7 @@ class World:
         self._drift_rng = random.Random(seed + 1)
         self.faults: dict[str, tuple[float, int | None]] = {}
         self.door_open = False
-        self.temp_c = 4.0
+        self.temp_c = 22.0  # room temperature, inside the 20-25 °C storage range
         self._drift = 0.0
         self.buttons = [[0, 0], [0, 0]]  # per language: [pending presses, last value read]
         self.reboot_at: float | None = None
