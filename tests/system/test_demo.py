@@ -21,10 +21,26 @@ NALOX = [sys.executable, "-m", "nalox.cli"]
 
 def test_demo_vends_and_the_ledger_simulator_and_central_store_agree(tmp_path: Path) -> None:
     summary = tmp_path / "summary.json"
-    done = subprocess.run([*NALOX, "demo", "--vends", "5", "--headless", "--summary", str(summary),
-                           "--mqtt-port", str(free_port()), "--http-port", str(free_port()),
-                           "--workdir", str(tmp_path / "demo")],
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [
+            *NALOX,
+            "demo",
+            "--vends",
+            "5",
+            "--headless",
+            "--summary",
+            str(summary),
+            "--mqtt-port",
+            str(free_port()),
+            "--http-port",
+            str(free_port()),
+            "--workdir",
+            str(tmp_path / "demo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, f"demo exited {done.returncode}: {done.stderr[-2000:]}"
     s = json.loads(summary.read_text())
     assert s["presses"] == 5
@@ -64,9 +80,24 @@ def _wait_for_line(lines: queue.Queue[str], prefix: str, timeout: float) -> None
 
 def test_sigterm_stops_every_process_the_demo_started(tmp_path: Path) -> None:
     mqtt_port, http_port = free_port(), free_port()
-    proc = subprocess.Popen([*NALOX, "demo", "--headless", "--interval", "1", "--mqtt-port", str(mqtt_port),
-                             "--http-port", str(http_port), "--workdir", str(tmp_path / "demo")],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            *NALOX,
+            "demo",
+            "--headless",
+            "--interval",
+            "1",
+            "--mqtt-port",
+            str(mqtt_port),
+            "--http-port",
+            str(http_port),
+            "--workdir",
+            str(tmp_path / "demo"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         _wait_for_line(_lines(proc), "presses", 120)
         family = psutil.Process(proc.pid).children(recursive=True)
@@ -81,3 +112,52 @@ def test_sigterm_stops_every_process_the_demo_started(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_fleet_of_units_in_one_process_agrees(tmp_path: Path) -> None:
+    summary = tmp_path / "summary.json"
+    done = subprocess.run(
+        [
+            *NALOX,
+            "demo",
+            "--units",
+            "2",
+            "--vends",
+            "4",
+            "--headless",
+            "--summary",
+            str(summary),
+            "--mqtt-port",
+            str(free_port()),
+            "--http-port",
+            str(free_port()),
+            "--workdir",
+            str(tmp_path / "fleet"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, f"fleet demo exited {done.returncode}: {done.stderr[-2000:]}"
+    s = json.loads(summary.read_text())
+    assert s["units"] == ["demo-unit-1", "demo-unit-2"]
+    assert s["presses"] == 4 and s["sim_dropped"] == 4
+    assert s["ledger_dispensed"] == s["sim_dropped"] == s["central_dispensed"]
+    for unit in s["units"]:
+        assert s["stock"]["ledger"][unit] == s["stock"]["sim"][unit] == s["stock"]["central"][unit]
+        assert sum(20 - n for n in s["stock"]["sim"][unit].values()) == 2, "presses go round the fleet"
+
+
+def test_missing_player_and_encoder_are_named_with_their_packages(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    done = subprocess.run(
+        [*NALOX, "demo", "--vends", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": str(empty), "HOME": str(tmp_path)},
+    )
+    assert done.returncode == 1
+    assert "mpv (Debian package mpv)" in done.stderr and "ffmpeg (Debian package ffmpeg)" in done.stderr
+    assert "make setup" in done.stderr
