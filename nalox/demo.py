@@ -833,8 +833,7 @@ def run_single(args: argparse.Namespace) -> int:
         stack.start()
         _greet(stack)
         presses = press_loop(stack, args)
-        if args.vends:
-            wait_caught_up(stack, timeout=90)
+        wait_caught_up(stack, timeout=90 if args.vends else 30)
         result = summary(stack, presses)
         _report(result, args.summary)
         return 0 if agrees(result) else 3
@@ -912,15 +911,17 @@ class Progress:
 
     def line(self, presses: int) -> str:
         uid = self.stack.spec.unit_id
+        ledger: object = "?"
+        outbox: object = "?"
         try:
-            ledger = self.stack.ledger()["dispensed"]
+            census = self.stack.ledger()
+            ledger, outbox = census["dispensed"], census["outbox"]
         except Exception:  # the progress line never stops the demo
-            ledger = "?"
+            pass
         try:
             central: object = self.stack.central.dispense_count(uid) if self.stack.central else "?"
         except (httpx.HTTPError, KeyError, ValueError):
             central = "?"
-        outbox = self.stack.watcher.view(uid).state.get("outbox_depth", "?") if self.stack.watcher else "?"
         return f"presses {presses} | ledger {ledger} | central {central} | outbox {outbox}"
 
     def done(self) -> None:

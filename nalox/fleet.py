@@ -194,8 +194,7 @@ def run_demo(args: argparse.Namespace) -> int:
             flush=True,
         )
         presses = _press_loop(fleet, args)
-        if args.vends:
-            _wait_caught_up(fleet, presses, timeout=120)
+        _wait_caught_up(fleet, presses, timeout=120 if args.vends else 30)
         result = fleet.summary(presses)
         _report(result, args.summary)
         return 0 if agrees(result) else 3
