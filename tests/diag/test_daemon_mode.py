@@ -33,7 +33,7 @@ from controller.diagrestock import run_restock
 from controller.diagresult import EXIT_CODES
 from controller.ledger import Ledger
 from nalox.broker import Broker
-from schemas.models import RestockEvent, parse_event
+from schemas.models import DispenseEvent, RestockEvent, parse_event
 from tests.diag.conftest import NALOX, ROOT, SimProcess, config_data, run_diag, write_config
 
 UNIT = "diag-unit-1"
@@ -118,6 +118,27 @@ def test_without_the_daemon_the_config_opens_the_port(unit: UnitProcess) -> None
     out = run_diag("--config", str(unit.config_path), "sensors", "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     assert json.loads(out.stdout)["via"] == "port"
+
+
+def test_drop_and_motor_tests_through_the_daemon(unit: UnitProcess, sim_process: SimProcess) -> None:
+    drop = run_diag("--config", str(unit.config_path), "drop-test", "--column", "3")
+    assert drop.returncode == 0, drop.stdout + drop.stderr
+    assert "drop.column3: pass" in drop.stdout and "recorded in the ledger as a test vend" in drop.stdout
+    ledger = Ledger(unit.config.paths.ledger_path(), RealClock(), unit_id=UNIT)
+    try:
+        test_vends = [e for e in (parse_event(r.payload) for r in ledger.pending(0, 1000))
+                      if isinstance(e, DispenseEvent) and e.via == "test"]
+    finally:
+        ledger.close()
+    assert [(e.column, e.stock_after) for e in test_vends] == [(3, 9)]
+    assert json.loads(sim_process.ctl("stats"))["per_column"]["3"] == 1  # the ledger and the board agree
+    sim_process.ctl("door", "open")
+    deadline = time.monotonic() + 10
+    while True:  # the daemon sees the door through the board's DOOR event
+        motor = run_diag("--config", str(unit.config_path), "motor-test", "2")
+        if "door is closed" not in motor.stdout or time.monotonic() > deadline:
+            break
+    assert motor.returncode == 0 and "motor.column2: pass" in motor.stdout, motor.stdout
 
 
 def test_blind_count_matching_the_ledger(unit: UnitProcess) -> None:
