@@ -421,7 +421,7 @@ class SerialBoard:
         log.debug("board_reader_stopped", port=self.port_name)
 
     def _reopen(self) -> bool:
-        if not self._port.reopen(lambda s: self._clock.wait(self._stopping, s)):
+        if not self._port.reopen(self._stopping.wait):  # real time: a device coming back
             if not self._stopping.is_set():
                 log.error("board_link_down", port=self.port_name, reason="port lost and cannot be reopened")
             return False

@@ -27,8 +27,17 @@ from tests.link.simproc import SimBoardProcess
 COLUMNS = 6
 
 
-def dispense_all(board: SerialBoard, count: int, first_cid: int = 1) -> list[DispenseOutcome]:
-    return [board.dispense(cid, 1 + cid % COLUMNS) for cid in range(first_cid, first_cid + count)]
+def dispense_all(
+    board: SerialBoard, count: int, first_cid: int = 1
+) -> tuple[list[DispenseOutcome], list[float]]:
+    """Outcomes and per-dispense latencies in ms."""
+    outcomes: list[DispenseOutcome] = []
+    latencies: list[float] = []
+    for cid in range(first_cid, first_cid + count):
+        started = time.monotonic()
+        outcomes.append(board.dispense(cid, 1 + cid % COLUMNS))
+        latencies.append((time.monotonic() - started) * 1000)
+    return outcomes, latencies
 
 
 def ping_all(board: SerialBoard, count: int) -> list[float]:
@@ -67,7 +76,7 @@ def run(workdir: Path, count: int, noise: float, pings: int = 0, seed: int = 1) 
         with SerialBoard(str(sim.link)) as board:
             board.start()
             started = time.monotonic()
-            outcomes = dispense_all(board, count)
+            outcomes, latencies = dispense_all(board, count)
             seconds = time.monotonic() - started
             rtts = ping_all(board, pings)
             counters = board.counters.as_dict()
@@ -79,6 +88,7 @@ def run(workdir: Path, count: int, noise: float, pings: int = 0, seed: int = 1) 
         "seconds": round(seconds, 2),
         "outcomes": dict(Counter(o.outcome for o in outcomes)),
         "ping": _ping_summary(rtts),
+        "dispense_latency": _ping_summary(latencies),
         "controller_link": counters,
         "board_link": stats["link"],
     })
