@@ -52,7 +52,7 @@ def evaluate(
             + _expiry(u, cfg, now)
             + _temperature(u, cfg)
         )
-        wanted += _quiet(u, last_dispense.get(u.unit), cfg, now) + _failures(u, window, cfg)
+        wanted += _quiet(u, last_dispense.get(u.unit), cfg, now) + _failures(u, window, cfg) + _renumbered(u)
         wanted += [
             Wanted(
                 f"unit_alarm:{code}:{u.unit}", u.unit, u.site, "unit_alarm", sev, f"{u.unit}: {code}: {msg}"
@@ -162,6 +162,21 @@ def _quiet(u: UnitView, last: datetime | None, cfg: AlertSettings, now: datetime
         return []
     hours = (now - last).total_seconds() / 3600
     return [_w("no_dispense", u, "info", f"no kit dispensed for {hours:.0f} h")]
+
+
+def _renumbered(u: UnitView) -> list[Wanted]:
+    if u.seq_reset_at is None:
+        return []
+    return [
+        _w(
+            "seq_reset",
+            u,
+            "critical",
+            "event numbering restarted at the unit (ledger replaced or wiped?) on "
+            f"{u.seq_reset_at:%Y-%m-%d %H:%M} UTC: acks to it are paused so it keeps every event; "
+            "events are still counted. An operator must reconcile it (docs/inventory.md)",
+        )
+    ]
 
 
 def _failures(u: UnitView, window: dict[tuple[str, str], int], cfg: AlertSettings) -> list[Wanted]:

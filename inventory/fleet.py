@@ -50,6 +50,7 @@ class UnitView:
     dispenses_recent: int
     mode: str | None
     last_heard: datetime | None = None  # newest state or telemetry the unit sent
+    seq_reset_at: datetime | None = None  # the unit's event numbering restarted: acks paused
 
     @property
     def total_stock(self) -> int:
@@ -114,6 +115,7 @@ def unit_view(row: UnitRow, recent: int) -> UnitView:
         dispenses_recent=recent,
         mode=row.state.mode if row.state else None,
         last_heard=max((x.ts for x in (row.state, row.telemetry) if x is not None), default=None),
+        seq_reset_at=row.seq_reset_at,
     )
 
 

@@ -282,7 +282,7 @@ class Ingestor:
             result.units.add(c.unit)
         elif c.kind == "state":
             assert isinstance(c.model, UnitState)
-            self.store.put_state(t, c.model, c.raw)
+            self.store.put_state(t, c.model, c.raw, now)
             pending = self._pending_status.pop(c.unit, None)
             if pending is not None:
                 self.store.put_status(t, c.unit, pending, now)
@@ -308,6 +308,10 @@ class Ingestor:
                 self._progress(p, announce=True)
 
     def _progress(self, p: SeqProgress, announce: bool) -> None:
+        if p.paused:  # numbering restarted at the unit: an ack would prune events we have not seen
+            with self._lock:
+                self._gaps.pop(p.unit, None)
+            return
         if announce and p.acked_seq > 0:
             self.publish(
                 topic(p.unit, "ack"),

@@ -124,4 +124,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         )""",
         ],
     ),
+    (
+        5,
+        "a unit whose event numbering restarted (ledger replaced or wiped): acks to it paused",
+        ["ALTER TABLE units ADD COLUMN seq_reset_at TEXT"],
+    ),
 ]

@@ -53,6 +53,7 @@ class UnitRow:
     acked_seq: int
     reported_last_seq: int
     stock: dict[int, int]
+    seq_reset_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class SeqProgress:
     unit: str
     acked_seq: int
     max_seq: int  # highest seq known to exist: committed or announced by the unit's state
+    paused: bool = False  # the unit's numbering restarted: no ack may be sent (it would prune new events)
 
 
 class Tx:
@@ -235,8 +237,10 @@ class Store:
             == 1
         )
 
-    def put_state(self, tx: Tx, state: UnitState, raw: str) -> bool:
-        return (
+    def put_state(self, tx: Tx, state: UnitState, raw: str, now: datetime | None = None) -> bool:
+        """Keep the newest state. A newer state whose last_seq is below what we already acked means
+        the unit's ledger restarted its numbering: acks to it stop (see SeqProgress.paused)."""
+        newer = (
             tx.execute(
                 "UPDATE units SET state_json = ?, state_ts = ?, "
                 "reported_last_seq = CASE WHEN reported_last_seq > ? THEN reported_last_seq ELSE ? END "
@@ -245,6 +249,12 @@ class Store:
             )
             == 1
         )
+        if newer:
+            tx.execute(
+                "UPDATE units SET seq_reset_at = ? WHERE unit = ? AND acked_seq > ? AND seq_reset_at IS NULL",
+                (iso(now or state.ts), state.unit, state.last_seq),
+            )
+        return newer
 
     def put_telemetry(self, tx: Tx, telemetry: Telemetry, raw: str) -> bool:
         return (
@@ -338,9 +348,11 @@ class Store:
             return [self._advance(tx, unit) for unit in sorted(units)]
 
     def _advance(self, tx: Tx, unit: str) -> SeqProgress:
-        row = tx.one("SELECT acked_seq, reported_last_seq FROM units WHERE unit = ?", (unit,))
+        row = tx.one("SELECT acked_seq, reported_last_seq, seq_reset_at FROM units WHERE unit = ?", (unit,))
         if row is None:
             return SeqProgress(unit, 0, 0)
+        if row[2] is not None:
+            return SeqProgress(unit, int(row[0]), int(row[0]), paused=True)
         acked, reported = self._gap_free(tx, unit, int(row[0])), int(row[1])
         tx.execute("UPDATE units SET acked_seq = ? WHERE unit = ? AND acked_seq < ?", (acked, unit, acked))
         top = tx.one("SELECT MAX(seq) FROM events WHERE unit = ?", (unit,))
@@ -373,7 +385,7 @@ class Store:
         with self.tx() as tx:
             rows = tx.rows(
                 "SELECT unit, site, name, source, status, status_session, status_since, state_json, "
-                "telemetry_json, acked_seq, reported_last_seq FROM units ORDER BY site, unit"
+                "telemetry_json, acked_seq, reported_last_seq, seq_reset_at FROM units ORDER BY site, unit"
             )
             stock_rows = tx.rows("SELECT unit, col, stock FROM stock")
         stock: dict[str, dict[int, int]] = {}
@@ -598,6 +610,7 @@ def _unit_row(r: tuple[Any, ...], stock: dict[int, int]) -> UnitRow:
         acked_seq=int(r[9]),
         reported_last_seq=int(r[10]),
         stock=stock,
+        seq_reset_at=parse_iso(r[11]),
     )
 
 

@@ -35,8 +35,14 @@ class Published:
 
 
 def state(
-    unit: str, clock: FakeClock, stock: tuple[int, int], expiry: date | None = None, temperature: float = 21.0
+    unit: str,
+    clock: FakeClock,
+    stock: tuple[int, int],
+    expiry: date | None = None,
+    temperature: float = 21.0,
+    last_seq: int = 0,
 ) -> Incoming:
+    """The unit's retained state; last_seq is the unit's ledger position (never below what it sent)."""
     cols = [
         ColumnState(column=c, product="naloxone-4mg", capacity=30, par=5, stock=n, lot="LOT-7", expiry=expiry)
         for c, n in ((1, stock[0]), (2, stock[1]))
@@ -49,7 +55,7 @@ def state(
         config_version="1",
         columns=cols,
         outbox_depth=0,
-        last_seq=0,
+        last_seq=last_seq,
         temperature_c=temperature,
     )
     return Incoming(topic(unit, "state"), st.model_dump_json().encode())
@@ -106,7 +112,7 @@ def test_each_alert_kind_is_raised_once_and_cleared(store: Store, clock: FakeClo
     ing.process(
         [
             online("unit-002", clock, True, session=2),
-            state("unit-001", clock, (20, 20), expiry=soon + timedelta(days=365)),
+            state("unit-001", clock, (20, 20), expiry=soon + timedelta(days=365), last_seq=s.seq),
         ]
     )
     s.restock(60, 1, 20)

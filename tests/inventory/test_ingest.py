@@ -254,3 +254,31 @@ def test_an_operator_can_give_up_on_events_the_unit_no_longer_has(
     assert store.accepted_gaps(s.unit)[0]["from_seq"] == 3
     assert ing.tick() == [], "no more replay requests once the gap is accepted"
     assert store.accept_gap(s.unit, 4, "again", clock.now()) == 0, "nothing to give up below the ack"
+
+
+def test_a_unit_whose_numbering_restarted_gets_no_more_acks(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    """A unit re-imaged with the same id starts again at seq 1. An ack for the old high seq would make
+    it prune new events the service has not seen, so acks stop and an alert asks for an operator."""
+    from inventory.alerts import AlertManager
+
+    ing, rec = ingestor(store, config, clock)
+    old = stream(seed=2, vends=5)
+    feed(ing, old.messages())
+    assert rec.acks(old.unit)[-1] == old.seq
+    fresh = UnitStream(old.unit, old.site, start=old.start)
+    fresh.restock(10_000, 1, 20)
+    clock.advance(60)
+    feed(ing, [(topic(old.unit, "state"), fresh.state(clock.now()).model_dump_json().encode())])
+    sent = len(rec.acks(old.unit))
+    fresh_msgs = [
+        (t, p.replace(b'"event_id":"unit-001-', b'"event_id":"new-unit-001-')) for t, p in fresh.messages()
+    ]
+    feed(ing, fresh_msgs)
+    assert len(rec.acks(old.unit)) == sent, "no ack after the numbering restarted"
+    assert store.count_events(unit=old.unit) == len(old.events) + 1, "the new events are still counted"
+    clock.advance(100)
+    assert ing.tick() == [], "and no replay requests either"
+    alerts = AlertManager(store, config.alerts, clock).run_once()
+    assert [a.kind for a in alerts if a.unit == old.unit and a.kind == "seq_reset"] == ["seq_reset"]
