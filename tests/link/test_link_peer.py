@@ -228,3 +228,12 @@ def test_dispense_timeout_says_the_outcome_is_unknown(peer: PtyPeer) -> None:
         peer.script.silent = True
         with pytest.raises(BoardTimeout, match="outcome of command_id=8 is unknown"):
             b.dispense(8, 1)
+
+
+def test_spy_url_dumps_the_traffic(peer: PtyPeer, tmp_path: Path) -> None:
+    dump = tmp_path / "traffic.txt"
+    with SerialBoard(f"spy://{peer.path}?file={dump}") as b:
+        b.start()
+        b.ping()
+    text = dump.read_text()
+    assert "TX" in text and "RX" in text
