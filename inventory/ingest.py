@@ -176,6 +176,7 @@ class BatchResult:
     rejected: int = 0
     other: int = 0
     units: set[str] = field(default_factory=set)
+    lowest_new_seq: dict[str, int] = field(default_factory=dict)  # per unit, among events first seen now
 
 
 class Ingestor:
@@ -239,6 +240,8 @@ class Ingestor:
                     continue
                 self._apply(tx, c, now, result, stock)
             self.store.move_stock(tx, stock)
+            for unit, seq in sorted(result.lowest_new_seq.items()):
+                self.store.flag_reused_seq(tx, unit, seq, now)
             for msg, r in sorted(refused, key=lambda mr: mr[1].reason):
                 self.store.count_reject(tx, r.reason, msg.topic, r.detail, now)
             result.rejected = len(refused)
@@ -273,6 +276,8 @@ class Ingestor:
             assert isinstance(c.model, EventBase)
             if self.store.insert_event(t, c.model, c.raw, now):
                 result.inserted += 1
+                low = result.lowest_new_seq
+                low[c.unit] = min(low.get(c.unit, c.model.seq), c.model.seq)
                 if isinstance(c.model, DispenseEvent | RestockEvent):
                     key = (c.unit, c.model.column)
                     if key not in stock or stock[key][0] < c.model.seq:

@@ -256,6 +256,15 @@ class Store:
             )
         return newer
 
+    def flag_reused_seq(self, tx: Tx, unit: str, seq: int, now: datetime) -> None:
+        """A new event whose seq is already acked and taken by another event_id: the unit's numbering
+        restarted (ledger wiped or replaced). Pause acks at once, before this batch's ack goes out."""
+        tx.execute(
+            "UPDATE units SET seq_reset_at = ? WHERE unit = ? AND seq_reset_at IS NULL AND acked_seq >= ? "
+            "AND (SELECT COUNT(DISTINCT event_id) FROM events WHERE unit = ? AND seq = ?) > 1",
+            (iso(now), unit, seq, unit, seq),
+        )
+
     def put_telemetry(self, tx: Tx, telemetry: Telemetry, raw: str) -> bool:
         return (
             tx.execute(

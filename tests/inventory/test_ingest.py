@@ -282,3 +282,39 @@ def test_a_unit_whose_numbering_restarted_gets_no_more_acks(
     assert ing.tick() == [], "and no replay requests either"
     alerts = AlertManager(store, config.alerts, clock).run_once()
     assert [a.kind for a in alerts if a.unit == old.unit and a.kind == "seq_reset"] == ["seq_reset"]
+
+
+def test_a_restarted_numbering_is_caught_from_the_events_alone(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    """Before the unit's new state arrives: new events reusing acked seqs pause acks in their own batch."""
+    ing, rec = ingestor(store, config, clock)
+    old = stream(seed=2, vends=5)
+    feed(ing, old.messages())
+    sent = len(rec.acks(old.unit))
+    fresh = UnitStream(old.unit, old.site, start=old.start)
+    fresh.restock(10_000, 1, 20)
+    fresh.restock(10_001, 2, 20)
+    msgs = [
+        (t, p.replace(b'"event_id":"unit-001-', b'"event_id":"new-unit-001-')) for t, p in fresh.messages()
+    ]
+    feed(ing, msgs)
+    assert len(rec.acks(old.unit)) == sent, "no ack for the old high seq: it would prune the new events"
+    row = store.unit(old.unit)
+    assert row is not None and row.seq_reset_at is not None
+    assert store.count_events(unit=old.unit) == len(old.events) + 2
+
+
+def test_a_late_event_inside_an_accepted_gap_is_not_a_restart(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    ing, rec = ingestor(store, config, clock)
+    s = stream(seed=8, vends=5)
+    msgs = s.messages()
+    feed(ing, msgs[:2] + msgs[5:])
+    store.accept_gap(s.unit, 5, "given up", clock.now())
+    feed(ing, msgs[2:5])  # they turn up after all
+    row = store.unit(s.unit)
+    assert row is not None and row.seq_reset_at is None
+    assert rec.acks(s.unit)[-1] == s.seq
+    assert store.count_events(unit=s.unit) == len(msgs)
