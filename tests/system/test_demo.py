@@ -78,6 +78,24 @@ def _wait_for_line(lines: queue.Queue[str], prefix: str, timeout: float) -> None
     wait_until(f"a line starting {prefix!r} from the demo (got {seen[-3:]})", arrived, timeout)
 
 
+def _kill_tree(proc: subprocess.Popen[str]) -> None:
+    """On a failed test: the demo and everything it started, by pid."""
+    if proc.poll() is not None:
+        return
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        family = []
+    proc.kill()
+    proc.wait()
+    for child in family:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(family, timeout=10)
+
+
 def test_sigterm_stops_every_process_the_demo_started(tmp_path: Path) -> None:
     mqtt_port, http_port = free_port(), free_port()
     proc = subprocess.Popen(
@@ -109,9 +127,7 @@ def test_sigterm_stops_every_process_the_demo_started(tmp_path: Path) -> None:
         assert not alive, f"left running after SIGTERM: {[(p.pid, p.name()) for p in alive]}"
         assert port_free(mqtt_port) and port_free(http_port)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill_tree(proc)
 
 
 def test_fleet_of_units_in_one_process_agrees(tmp_path: Path) -> None:
