@@ -40,7 +40,11 @@ MEMORY_SIZE = 1000
 
 
 class CommandRefused(Exception):
-    """A command the unit will not carry out; the message is sent back as the reason."""
+    """A command (MQTT, control socket) the unit will not carry out; the reason is sent back."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -166,7 +170,7 @@ class CommandProcessor:
         try:
             result = self.handler(name, cmd)
         except Exception as exc:
-            if isinstance(exc, CommandRefused) or type(exc).__name__ == "CommandRefused":  # also the daemon's
+            if isinstance(exc, CommandRefused):
                 return CommandResponse(command_id=cmd.command_id, status="error",
                                        reason=str(exc)[:500] or "refused")
             log.exception("command_handler_failed", name=name, command_id=cmd.command_id)

@@ -24,6 +24,7 @@ from controller.board import (
     DoorChanged,
 )
 from controller.clock import Clock
+from controller.commands import CommandRefused  # the one refusal type, re-exported
 from controller.config import UnitConfig
 from controller.ledger import ColumnChange, Ledger
 from controller.sdnotify import Notifier
@@ -46,12 +47,6 @@ LOG = log.get("daemon")
 LOOP_POLL_S = 0.2
 
 
-class CommandRefused(Exception):
-    """A command (MQTT, control socket) the daemon will not carry out; the message says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class UnitDaemon:
@@ -496,13 +491,28 @@ class UnitDaemon:
         }
 
     def _cmd_test_vend(self, cmd: Any) -> dict[str, Any]:
-        if not self._known(cmd.column):
-            raise CommandRefused(f"expected a configured column, found column {cmd.column}")
+        # Remote test vends only while the public cannot vend: a kit must not drop unasked into the
+        # tray of a unit in service. The board refuses to turn a coil with the door open, so "service"
+        # here means locked by operations (cmd/lock) or held in service by a failed self-test.
+        if self.mode == "vending":
+            raise CommandRefused(
+                "test_vend needs service mode: expected the unit locked (cmd/lock) or in service, "
+                "found vending"
+            )
+        return self._checked_test_vend(cmd.column)
+
+    def test_vend(self, column: int) -> dict[str, Any]:
+        """A technician's drop test at the unit (diag drop-test): recorded as a dispense via "test"."""
+        return dict(self._call(lambda: self._checked_test_vend(column)))
+
+    def _checked_test_vend(self, column: int) -> dict[str, Any]:
+        if not self._known(column):
+            raise CommandRefused(f"expected a configured column, found column {column}")
         if self.flow.phase.value != "idle":
             raise CommandRefused(f"expected the unit idle, found it in {self.flow.phase.value}")
-        if self.ledger.column(cmd.column).stock == 0:
-            raise CommandRefused(f"column {cmd.column}: expected stock for a test vend, found 0")
-        return self._test_vend(cmd.column)
+        if self.ledger.column(column).stock == 0:
+            raise CommandRefused(f"column {column}: expected stock for a test vend, found 0")
+        return self._test_vend(column)
 
     def _test_vend(self, column: int) -> dict[str, Any]:
         cid = self.ledger.allocate_command(column, None, "test")

@@ -13,17 +13,17 @@ import random
 import statistics
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from controller.board import Board, BoardError, BoardEvent, BoardStatus, ButtonPressed
 from controller.clock import Clock, RealClock
 from controller.diagresult import Check, failed, passed, skipped, warned
+from firmware_py.codec import DIAG_COMMAND_BASE
 
 PING_P99_LIMIT_MS = 100.0
 # drop-test command ids straight on the port (daemon stopped): the top sixteenth of the id space, which
 # the unit daemon should never allocate, so the board's journal never answers a daemon vend with ours
-DIAG_COMMAND_IDS = 0xF0000000
+DIAG_COMMAND_IDS = DIAG_COMMAND_BASE
 MOTOR_STATE = {0: "idle", 1: "running", 2: "fault"}
 SENSOR_STATE = {0: "clear", 1: "blocked", 2: "fault"}
 
@@ -310,12 +310,8 @@ def drop_one(ctx: DiagContext, column: int) -> Check:
 
 
 def _drop_via_daemon(ctx: DiagContext, column: int) -> Check:
-    from schemas.models import TestVendCommand
-
-    cmd = TestVendCommand(command_id=f"diag-drop-{column}-{int(time.time())}", issued_at=datetime.now(UTC),
-                          column=column)
     try:
-        result = ctx.daemon.handle_command("test_vend", cmd)  # type: ignore[union-attr]
+        result = ctx.daemon.test_vend(column)  # type: ignore[union-attr]
     except Exception as exc:  # CommandRefused and friends: the daemon says why
         return failed(f"drop.column{column}", "the daemon refused the test vend", expected="a test vend",
                       found=str(exc), action="open the door (service mode) and retry")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from controller.clock import Clock
+from firmware_py.codec import DIAG_COMMAND_BASE
 from schemas.models import AlarmState, EventBase, parse_event
 
 E = TypeVar("E", bound=EventBase)
@@ -287,7 +288,7 @@ class Ledger:
         with self._tx() as db:
             raw = self._meta("next_command_id")
             cid = int(raw) if raw else secrets.randbelow(U32 // 2) + 1
-            nxt = cid + 1 if cid + 1 < U32 else 1
+            nxt = cid + 1 if cid + 1 < DIAG_COMMAND_BASE else 1
             db.execute(
                 "INSERT INTO commands(command_id, col, language, via, state, created_at)"
                 " VALUES(?,?,?,?,'pending',?)",

@@ -374,8 +374,17 @@ class Reporter:
             return
         last = self.ledger.last_seq()
         if ack.acked_seq > last:
-            log.warning("ack_beyond_last_seq", unit=self.unit_id, acked_seq=ack.acked_seq, last_seq=last)
-        pruned = self.ledger.prune(min(ack.acked_seq, last))
+            # The central store holds seqs this ledger never wrote: another ledger under our unit id
+            # (a re-imaged unit). Pruning on such an ack would delete events central has not seen.
+            log.error("ack_beyond_last_seq", unit=self.unit_id, acked_seq=ack.acked_seq, last_seq=last)
+            self.unit.raise_alarm(
+                "ack_beyond_last_seq",
+                f"central acked seq {ack.acked_seq}, expected at most this ledger's last seq {last}; "
+                "outbox kept: reconcile the unit's history at the central service",
+                "critical",
+            )
+            return
+        pruned = self.ledger.prune(ack.acked_seq)
         if pruned:
             with self._lock:
                 self._last_ack_progress = self.clock.monotonic()

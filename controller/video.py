@@ -272,6 +272,11 @@ class MpvPlayer:
                 return
             token, pos = self._token, self._pos
             self._token = None
+            # mpv's socket closes before its exit status is visible to poll(): forget the socket so
+            # the next play() relaunches instead of writing into a dead pipe
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
         if token is not None and not self._closed.is_set():
             self._emit(VideoFailed(token, "crash", pos, detail="mpv exited during playback"))
 
@@ -279,10 +284,9 @@ class MpvPlayer:
         while not self._closed.wait(0.2):
             with self._lock:
                 token, pos = self._token, self._pos
-                stalled = (
-                    token is not None
-                    and time.monotonic() - self._last_progress > self.settings.stall_timeout_s
-                )
+                # a clip still loading (no duration yet) gets three times as long: a busy board starts slowly
+                limit = self.settings.stall_timeout_s * (1 if self._duration is not None else 3)
+                stalled = token is not None and time.monotonic() - self._last_progress > limit
                 if stalled:
                     self._token = None
             if stalled and token is not None:

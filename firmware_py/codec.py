@@ -210,6 +210,11 @@ FAULT = 0x32
 BOOT = 0x33
 ERROR = 0x40
 
+# Command ids from DIAG_COMMAND_BASE up are reserved for technicians' drop tests straight on the port
+# (daemon stopped); the unit daemon allocates below it, so the board's journal never answers a vend
+# with a diagnostic's result.
+DIAG_COMMAND_BASE = 0xF0000000
+
 # Dispense and motor-test outcomes.
 DROPPED = 0
 JAMMED = 1

@@ -11,6 +11,7 @@ The board never closes the port it was given; its owner does.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -121,7 +122,8 @@ class SimulatedBoard:
     """Real firmware, simulated hardware; see the module docstring."""
 
     def __init__(self, columns: int = 6, stock: int = 20, faults: str = "", seed: int = 0,
-                 spin_ms: float = 300, nvs_path: str | None = None, board_id: str = "sim-0001") -> None:
+                 spin_ms: float = 300, nvs_path: str | os.PathLike[str] | None = None,
+                 board_id: str = "sim-0001") -> None:
         if not 1 <= columns <= 32:
             raise SimulatorError(f"columns: expected 1..32, got {columns}")
         if stock < 0:
@@ -131,7 +133,7 @@ class SimulatedBoard:
         self.world = World(columns, stock, spin_ms, seed)
         self.world.on_drop = self._attribute_drop
         self.uart = SimUart(seed)
-        self.nvs: Any = FileStore(nvs_path, sync=True) if nvs_path else MemoryStore()
+        self.nvs: Any = FileStore(str(nvs_path), sync=True) if nvs_path else MemoryStore()
         self.board_id = board_id
         self.spin_ms = spin_ms
         self.fw: Board | None = None

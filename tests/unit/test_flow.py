@@ -290,6 +290,10 @@ def test_commands_lock_unlock_test_vend_and_refusals(rig: Rig) -> None:
     assert (
         rig.daemon.handle_command("unlock", UnlockCommand(command_id="b", issued_at=now))["mode"] == "vending"
     )
+    with pytest.raises(CommandRefused, match="test_vend needs service mode"):
+        rig.daemon.handle_command("test_vend", TestVendCommand(command_id="c0", issued_at=now, column=3))
+    assert not rig.events("dispense"), "a refused remote test vend drops nothing"
+    rig.daemon.handle_command("lock", LockCommand(command_id="a2", issued_at=now))
     result = rig.daemon.handle_command("test_vend", TestVendCommand(command_id="c", issued_at=now, column=3))
     assert result["outcome"] == "dropped" and rig.events("dispense")[0].via == "test"
     with pytest.raises(CommandRefused, match="expected a configured column, found column 9"):

@@ -32,7 +32,7 @@ def settings(clip: Path, **kw: object) -> VideoSection:
         "files": {"en": clip, "es": clip},
         "headless": True,
         "mpv_args": ["--no-config"],
-        "stall_timeout_s": 1.5,
+        "stall_timeout_s": 4.0,
     }
     base.update(kw)
     return VideoSection.model_validate(base)
