@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from nalox.broker import Broker
 
@@ -25,3 +26,12 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(autouse=True)
+def _structlog_config_per_test() -> Iterator[None]:
+    """A command-line main() run in one test configures structlog onto that test's captured stdout;
+    put the previous configuration back so no later test writes to a closed file."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
