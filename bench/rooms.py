@@ -106,7 +106,10 @@ def _ingest_run(port: int, count: int, work: Path, unit: str, url: str, workers:
     text = central_toml(work, http_port, port, [UnitSpec(unit)], db=url)
     text = text.replace(
         'client_id = "nalox-inventory-demo"',
-        f'client_id = "bench-{unit}"\nworkers = {workers}\nshared = {str(workers > 1).lower()}',
+        # a share group of its own: mosquitto hands a share of the stream to every member of a group,
+        # offline persistent sessions of earlier runs included, and those never ack
+        f'client_id = "bench-{unit}"\nworkers = {workers}\nshared = {str(workers > 1).lower()}\n'
+        f'shared_group = "{unit.replace("-", "_")}"',
     )
     (work / "central.toml").write_text(text)
     argv = [*NALOX, "inventory", "serve", "--config", str(work / "central.toml")]
@@ -228,7 +231,7 @@ def serial_link(pings: int, dispenses: int) -> dict[str, Any]:
     from controller.link import SerialBoard
 
     work = Path(tempfile.mkdtemp(prefix="nalox-bench-serial-"))
-    spin_ms = 0
+    spin_ms = 1  # the simulator wants a spin time > 0
     spec = UnitSpec("bench-serial", columns=6, stock=min(100_000, dispenses // 6 + 10), spin_ms=spin_ms)
     stack = Stack(work, spec, 0, 0)
     stack.start_board()
