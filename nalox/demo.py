@@ -842,9 +842,10 @@ def run_single(args: argparse.Namespace) -> int:
 
 
 def _greet(stack: Stack) -> None:
+    nalox = Path(sys.executable).parent / "nalox"  # the venv's command: not on a new user's PATH
     print(
         f"dashboard: http://127.0.0.1:{stack.http_port}/   broker: mqtt://127.0.0.1:{stack.mqtt_port}\n"
-        f"press the button yourself: nalox sim ctl --link {stack.link} press [--lang es]\n"
+        f"press the button yourself: {nalox} sim ctl --link {stack.link} press [--lang es]\n"
         f"watch the topics: mosquitto_sub -p {stack.mqtt_port} -V mqttv5 -v -t 'nalox/v1/#'\n"
         "Ctrl-C stops everything.",
         flush=True,
