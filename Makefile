@@ -31,7 +31,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy firmware_py simulator controller inventory schemas nalox
+	$(BIN)/mypy firmware_py simulator controller inventory schemas nalox bench
 
 demo: setup
 	$(BIN)/nalox demo $(DEMO_ARGS)
