@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from inventory.migrations import MIGRATIONS
-from schemas.models import DispenseEvent, EventBase, RestockEvent, Status, Telemetry, UnitState
+from schemas.models import EventBase, Status, Telemetry, UnitState
 
 
 class StoreError(Exception):
@@ -175,44 +175,51 @@ class Store:
     def insert_event(self, tx: Tx, event: EventBase, raw: str, received_at: datetime) -> bool:
         """Insert once per (unit, event_id); True when this call inserted it. The caller then moves the
         column's stock with move_stock() (after all inserts, in key order, so writers never deadlock)."""
-        f = _flatten(event)
-        n = tx.execute(
-            "INSERT INTO events (unit, event_id, seq, type, ts, month, col, product, doses, stock_after, "
-            "via, phase, language, discrepancy, payload, received_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT (unit, event_id) DO NOTHING",
-            (
-                event.unit,
-                event.event_id,
-                event.seq,
-                f["type"],
-                iso(event.ts),
-                event.ts.astimezone(self.report_tz).strftime("%Y-%m"),
-                f["col"],
-                f["product"],
-                f["doses"],
-                f["stock_after"],
-                f["via"],
-                f["phase"],
-                f["language"],
-                f["discrepancy"],
-                raw,
-                iso(received_at),
-            ),
-        )
-        return n == 1
+        return bool(self.insert_events(tx, [(event, raw)], received_at))
+
+    def insert_events(
+        self, tx: Tx, events: Sequence[tuple[EventBase, str]], received_at: datetime
+    ) -> set[tuple[str, str]]:
+        """Insert each event once per (unit, event_id), a few multi-row statements instead of one
+        round trip per event; returns the (unit, event_id) keys this call inserted. Rows go in in the
+        order given (the caller's (unit, event_id) order: the global lock order), duplicates within
+        `events` are skipped after their first copy."""
+        seen: set[tuple[str, str]] = set()
+        rows: list[tuple[Any, ...]] = []
+        received = iso(received_at)
+        tz = self.report_tz
+        for event, raw in events:
+            key = (event.unit, event.event_id)
+            if key in seen:
+                continue
+            seen.add(key)
+            rows.append(_event_row(event, raw, received, tz))
+        return self._insert_event_rows(tx, rows)
+
+    def _insert_event_rows(self, tx: Tx, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
+        inserted: set[tuple[str, str]] = set()
+        for i in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[i : i + _INSERT_CHUNK]
+            params = [x for row in chunk for x in row]
+            for r in tx.rows(_insert_events_sql(len(chunk)), params):
+                inserted.add((r[0], r[1]))
+        return inserted
 
     def move_stock(self, tx: Tx, newest: dict[tuple[str, int], tuple[int, int, datetime]]) -> None:
         """(unit, column) -> (seq, stock_after, ts) of the newest stock event just inserted; a column
-        takes it only when no higher seq has set it already (so order of arrival never matters)."""
-        for (unit, col), (seq, stock, ts) in sorted(newest.items()):
-            tx.execute(
-                "INSERT INTO stock (unit, col, stock, seq, ts) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (unit, col) DO UPDATE SET stock = excluded.stock, seq = excluded.seq, "
-                "ts = excluded.ts "
-                "WHERE excluded.seq > stock.seq",
-                (unit, col, stock, seq, iso(ts)),
-            )
+        takes it only when no higher seq has set it already (so order of arrival never matters).
+        One statement, rows in (unit, column) order (the global lock order)."""
+        if not newest:
+            return
+        items = sorted(newest.items())
+        tx.execute(
+            "INSERT INTO stock (unit, col, stock, seq, ts) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?)"] * len(items))
+            + " ON CONFLICT (unit, col) DO UPDATE SET stock = excluded.stock, seq = excluded.seq, "
+            "ts = excluded.ts "
+            "WHERE excluded.seq > stock.seq",
+            [x for (unit, col), (seq, stock, ts) in items for x in (unit, col, stock, seq, iso(ts))],
+        )
 
     def put_status(self, tx: Tx, unit: str, status: Status, now: datetime) -> bool:
         """A newer session wins; within one session `offline` (the Last Will) is final."""
@@ -291,6 +298,18 @@ class Store:
             (name, by),
         )
 
+    def bump_many(self, tx: Tx, counts: dict[str, int]) -> None:
+        """Several counters in one statement, in name order (the global lock order)."""
+        items = sorted(counts.items())
+        if not items:
+            return
+        tx.execute(
+            "INSERT INTO ingest_counters (name, count) VALUES "
+            + ", ".join(["(?, ?)"] * len(items))
+            + " ON CONFLICT (name) DO UPDATE SET count = ingest_counters.count + excluded.count",
+            [x for item in items for x in item],
+        )
+
     # ------------------------------------------------------------------ reporting time zone
     def use_report_timezone(self, name: str) -> int:
         """Months are counted in this zone from now on; when the stored events were counted in
@@ -357,36 +376,45 @@ class Store:
             return [self._advance(tx, unit) for unit in sorted(units)]
 
     def _advance(self, tx: Tx, unit: str) -> SeqProgress:
-        row = tx.one("SELECT acked_seq, reported_last_seq, seq_reset_at FROM units WHERE unit = ?", (unit,))
+        row = tx.one(
+            "SELECT acked_seq, reported_last_seq, seq_reset_at, "
+            "(SELECT MAX(seq) FROM events WHERE unit = ?) FROM units WHERE unit = ?",
+            (unit, unit),
+        )
         if row is None:
             return SeqProgress(unit, 0, 0)
         if row[2] is not None:
             return SeqProgress(unit, int(row[0]), int(row[0]), paused=True)
-        acked, reported = self._gap_free(tx, unit, int(row[0])), int(row[1])
-        tx.execute("UPDATE units SET acked_seq = ? WHERE unit = ? AND acked_seq < ?", (acked, unit, acked))
-        top = tx.one("SELECT MAX(seq) FROM events WHERE unit = ?", (unit,))
-        final = tx.one("SELECT acked_seq FROM units WHERE unit = ?", (unit,))
-        committed_max = int(top[0]) if top and top[0] is not None else 0
-        acked_now = int(final[0]) if final else acked
-        return SeqProgress(unit, acked_now, max(committed_max, reported, acked_now))
+        stored, reported = int(row[0]), int(row[1])
+        committed_max = int(row[3]) if row[3] is not None else 0
+        acked = self._gap_free(tx, unit, stored) if committed_max > stored else stored
+        if acked > stored:
+            # another writer may have raised it meanwhile: keep the higher, read back what holds now
+            final = tx.one(
+                "UPDATE units SET acked_seq = CASE WHEN acked_seq < ? THEN ? ELSE acked_seq END "
+                "WHERE unit = ? RETURNING acked_seq",
+                (acked, acked, unit),
+            )
+            acked = int(final[0]) if final else acked
+        return SeqProgress(unit, acked, max(committed_max, reported, acked))
 
     @staticmethod
     def _gap_free(tx: Tx, unit: str, acked: int, page: int = 5000) -> int:
-        """The highest seq reachable from `acked` through consecutive committed seqs."""
+        """The highest seq reachable from `acked` through consecutive committed seqs: among the next
+        `page` distinct seqs above `acked`, the n-th one continues the run when it equals acked + n
+        (computed in the database, one round trip per page)."""
         while True:
-            seqs = [
-                int(r[0])
-                for r in tx.rows(
-                    "SELECT DISTINCT seq FROM events WHERE unit = ? AND seq > ? ORDER BY seq LIMIT ?",
-                    (unit, acked, page),
-                )
-            ]
-            start = acked
-            for s in seqs:
-                if s != acked + 1:
-                    break
-                acked = s
-            if acked == start or len(seqs) < page or acked != seqs[-1]:
+            row = tx.one(
+                "SELECT MAX(seq), COUNT(*) FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY seq) AS n "
+                "FROM (SELECT DISTINCT seq FROM events WHERE unit = ? AND seq > ? ORDER BY seq LIMIT ?) d"
+                ") w WHERE seq = n + ?",
+                (unit, acked, page, acked),
+            )
+            if row is None or not row[1]:
+                return acked
+            run = int(row[1])
+            acked = int(row[0])
+            if run < page:
                 return acked
 
     # ------------------------------------------------------------------ reads
@@ -591,16 +619,51 @@ class Store:
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
-def _flatten(event: EventBase) -> dict[str, Any]:
-    d = event.model_dump()
-    f: dict[str, Any] = {
-        k: d.get(k)
-        for k in ("type", "product", "doses", "stock_after", "via", "phase", "language", "discrepancy")
-    }
-    f["col"] = d.get("column")
-    if isinstance(event, DispenseEvent | RestockEvent):
-        f["col"] = event.column
-    return f
+_EVENT_COLUMNS = (
+    "unit, event_id, seq, type, ts, month, col, product, doses, stock_after, "
+    "via, phase, language, discrepancy, payload, received_at"
+)
+_EVENT_PLACEHOLDERS = "(" + ", ".join(["?"] * 16) + ")"
+_INSERT_CHUNK = 500  # rows per statement: 8,000 parameters, under SQLite's and PostgreSQL's limits
+
+
+_EVENT_TYPES = "text text bigint text text text integer text integer integer text text text integer text text"
+_PG_INSERT_EVENTS = (  # %b: arrays sent in binary (no text escaping of each JSON payload)
+    f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT * FROM unnest("
+    + ", ".join(f"%b::{t}[]" for t in _EVENT_TYPES.split(" "))
+    + ") ON CONFLICT (unit, event_id) DO NOTHING RETURNING unit, event_id"
+)
+
+
+def _insert_events_sql(n: int) -> str:
+    return (
+        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES "
+        + ", ".join([_EVENT_PLACEHOLDERS] * n)
+        + " ON CONFLICT (unit, event_id) DO NOTHING RETURNING unit, event_id"
+    )
+
+
+def _event_row(event: EventBase, raw: str, received: str, tz: tzinfo) -> tuple[Any, ...]:
+    """The events table's columns for one event (plain attribute reads: no model_dump per event)."""
+    g = getattr
+    return (
+        event.unit,
+        event.event_id,
+        event.seq,
+        g(event, "type", None),
+        iso(event.ts),
+        event.ts.astimezone(tz).strftime("%Y-%m"),
+        g(event, "column", None),
+        g(event, "product", None),
+        g(event, "doses", None),
+        g(event, "stock_after", None),
+        g(event, "via", None),
+        g(event, "phase", None),
+        g(event, "language", None),
+        g(event, "discrepancy", None),
+        raw,
+        received,
+    )
 
 
 def _unit_row(r: tuple[Any, ...], stock: dict[int, int]) -> UnitRow:
@@ -680,6 +743,14 @@ class PostgresStore(Store):
                 self._conn = self._connect()
             with self._conn.transaction(), self._conn.cursor() as cur:
                 yield Tx(cur, "pg")
+
+    def _insert_event_rows(self, tx: Tx, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
+        """One statement of fixed text for any number of rows (one array per column, unnested in
+        order), so it is parsed and planned once per connection instead of once per batch."""
+        if not rows:
+            return set()
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        return {(r[0], r[1]) for r in tx.rows(_PG_INSERT_EVENTS, columns)}
 
     def backend_pid(self) -> int:
         return int(self._conn.info.backend_pid)
