@@ -14,12 +14,19 @@ command, and when no ack has come for `ack_resend_s` (doubling up to an hour), e
 is sent again: the central service deduplicates by event_id. Nothing is ever dropped to make room; the
 `outbox_backlog` alarm rises past `outbox_alarm_depth` rows or `outbox_alarm_age_s`.
 
+Latency and throughput: the worker reads the outbox ahead (a window's worth of rows at a time) and
+each success PUBACK hands the next read-ahead row to the freed slot on the client's ack thread, so the
+window stays full without a worker pass per event; the worker is woken only when there is work for it
+(read more, the window emptied, an alarm). Events go before state: a state change waits (at most
+STATE_DEFER_S) while events are in flight, so a dispense is never published behind a state snapshot.
+
 Commands on `<unit>/cmd/+` go through controller.commands; `rebirth` and `replay` are the reporter's own,
 the rest go to `unit.handle_command(name, cmd)`.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import sqlite3
 import threading
@@ -40,6 +47,9 @@ REFUSED_ALARM = "mqtt_publish_refused"
 BACKLOG_ALARM = "outbox_backlog"
 MAX_ACK_RESEND_S = 3600.0
 POLL_S = 0.5
+# A state change waits (at most this long) while events are in flight: the event goes first and the
+# broker's PUBACK is not kept waiting behind the state's serialisation on the same interpreter.
+STATE_DEFER_S = 0.05
 
 
 class OutboxRowLike(Protocol):
@@ -108,9 +118,11 @@ class Reporter:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._cursor = 0  # highest seq handed to the client since the last rewind
+        self._ahead: collections.deque[Any] = collections.deque()  # rows read after _cursor, not yet sent
         self._inflight: dict[int, PublishHandle] = {}
         self._refused: dict[int, tuple[Any, float, str]] = {}  # seq -> (row, retry at, reason)
         self._need_state = False
+        self._state_due = 0.0  # monotonic time by which a pending state change is published anyway
         self._session = 0
         self._refused_reason = ""  # the latest refusal, for the alarm message
         self._refused_alarm = False  # raised and not yet cleared (worker thread only)
@@ -171,7 +183,9 @@ class Reporter:
 
     def state_changed(self) -> None:
         with self._lock:
-            self._need_state = True
+            if not self._need_state:
+                self._need_state = True
+                self._state_due = self.clock.monotonic() + STATE_DEFER_S
         self._wake.set()
 
     @property
@@ -204,6 +218,7 @@ class Reporter:
         with self._lock:
             self._rewind(self.ledger.acked_seq(), "reconnect")
             self._need_state = True
+            self._state_due = self.clock.monotonic()
         self._publish_status("online")
         self._wake.set()
 
@@ -226,13 +241,14 @@ class Reporter:
         self._cursor = min(self._cursor, to_seq) if why == "replay" else to_seq
         self._inflight.clear()
         self._refused.clear()
+        self._ahead.clear()
         self._last_ack_progress = self.clock.monotonic()
 
     # ------------------------------------------------------------------ worker
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(POLL_S)
+            self._wake.wait(self._poll_timeout())
             self._wake.clear()
             if self._stopping.is_set() or not self.connected:
                 continue
@@ -241,16 +257,25 @@ class Reporter:
             except Exception:
                 log.exception("reporter_tick_failed", unit=self.unit_id)
 
-    def _tick(self) -> None:
+    def _poll_timeout(self) -> float:
+        """POLL_S, or less while a deferred state change is due sooner."""
         with self._lock:
-            need_state, self._need_state = self._need_state, False
+            if not self._need_state:
+                return POLL_S
+            return min(POLL_S, max(0.0, self._state_due - self.clock.monotonic()))
+
+    def _tick(self) -> None:
+        now = self.clock.monotonic()
+        self._pump(now)  # events first: a dispense must not wait behind a state snapshot
+        with self._lock:
+            need_state = self._need_state and (not self._inflight or now >= self._state_due)
+            if need_state:
+                self._need_state = False
         if need_state:
             self._publish_state()
-        now = self.clock.monotonic()
         if now >= self._next_telemetry:
             self._next_telemetry = now + self.settings.telemetry_interval_s
             self._publish_telemetry()
-        self._pump(now)
         self._check_ack_stall(now)
         self._update_alarms(now)
 
@@ -279,13 +304,32 @@ class Reporter:
             for seq, (row, retry_at, _) in sorted(self._refused.items()):
                 if retry_at <= now and seq not in self._inflight:
                     self._send_row(row)
-            busy = len(set(self._inflight) | set(self._refused))
-            room = self.settings.inflight_window - busy
-            if room <= 0 or (busy and room < self.settings.inflight_window // 4):
-                return  # refill in batches: one outbox read per quarter window, not per PUBACK
-            for row in self.ledger.pending(self._cursor, room):
-                self._send_row(row)
-                self._cursor = max(self._cursor, row.seq)
+            self._send_ahead()
+            if len(self._ahead) < self._refill_at():
+                # Read ahead in batches (one outbox read per window's worth of rows, not per PUBACK)
+                # while the window is still busy, so each PUBACK can be followed by the next row at once.
+                after = self._ahead[-1].seq if self._ahead else self._cursor
+                self._ahead.extend(self.ledger.pending(after, self.settings.inflight_window))
+                self._send_ahead()
+
+    def _send_ahead(self) -> None:
+        """Hand rows already read from the outbox to the client, in seq order, one per free slot
+        (caller holds the lock)."""
+        room = self.settings.inflight_window - self._busy()
+        while room > 0 and self._ahead:
+            row = self._ahead.popleft()
+            self._send_row(row)
+            self._cursor = max(self._cursor, row.seq)
+            room -= 1
+
+    def _busy(self) -> int:
+        """Window slots taken: rows awaiting a PUBACK plus refused rows waiting to retry (caller locks)."""
+        if not self._refused:
+            return len(self._inflight)
+        return len(self._inflight) + sum(1 for seq in self._refused if seq not in self._inflight)
+
+    def _refill_at(self) -> int:
+        return max(1, self.settings.inflight_window // 4)
 
     def _send_row(self, row: Any) -> None:
         assert self.client is not None
@@ -295,16 +339,28 @@ class Reporter:
         handle.add_done_callback(functools.partial(self._row_done, row))
 
     def _row_done(self, row: Any, handle: PublishHandle) -> None:
-        """Runs on the client's ack thread: bookkeeping only, alarms are raised by the worker."""
+        """Runs on the client's ack thread: bookkeeping and the next read-ahead row into the freed slot;
+        alarms are raised and the outbox is read by the worker."""
         result = handle.result
         assert result is not None
         with self._lock:
             if self._inflight.get(row.seq) is not handle:
                 return  # from before a rewind
             del self._inflight[row.seq]
+            wake = True  # a refusal to alarm on, or a lost connection
             if result.delivered:
                 self.delivered += 1
-                self._refused.pop(row.seq, None)
+                recovered = self._refused.pop(row.seq, None) is not None or self._refused_alarm
+                # The freed slot takes the next row read ahead, here, without a hop to the worker.
+                before = len(self._ahead)
+                if before and self.client is not None and self.client.connected:
+                    self._send_ahead()
+                # Wake the worker only when it has something to do: read ahead (the buffer just ran
+                # low, or is empty with a quarter window free), the window emptied (deferred state,
+                # ack-stall timer), or an alarm to clear. A worker pass per PUBACK halves the drain.
+                low = self._refill_at()
+                wake = (recovered or not self._inflight or before >= low > len(self._ahead)
+                        or (not self._ahead and self.settings.inflight_window - self._busy() >= low))
             elif result.reason_code >= 0x80:
                 self.refusals += 1
                 reason = f"broker refused event seq {row.seq} on {handle.topic}: " \
@@ -315,15 +371,18 @@ class Reporter:
                 log.error("event_publish_refused", unit=self.unit_id, seq=row.seq, topic=handle.topic,
                           reason_code=result.reason_code, reason=result.reason)
             # CONNECTION_LOST / NOT_CONNECTED: the rewind on reconnect sends it again
-        self._wake.set()
+        if wake:
+            self._wake.set()
 
     def _check_ack_stall(self, now: float) -> None:
         with self._lock:
-            acked = self.ledger.acked_seq()
-            if self._inflight or self._refused or self._cursor <= acked:
+            if self._inflight or self._refused:
                 return
             wait = min(MAX_ACK_RESEND_S, self.settings.ack_resend_s * 2 ** self._ack_stalls)
             if now - self._last_ack_progress < wait:
+                return
+            acked = self.ledger.acked_seq()  # read only when a resend could be due
+            if self._cursor <= acked:
                 return
             self._ack_stalls += 1
             self._rewind(acked, "no ack")
@@ -387,6 +446,8 @@ class Reporter:
         pruned = self.ledger.prune(ack.acked_seq)
         if pruned:
             with self._lock:
+                while self._ahead and self._ahead[0].seq <= ack.acked_seq:
+                    self._ahead.popleft()  # pruned while waiting to be sent: central has it
                 self._last_ack_progress = self.clock.monotonic()
                 self._ack_stalls = 0
             log.debug("outbox_pruned", unit=self.unit_id, acked_seq=ack.acked_seq, rows=pruned)
