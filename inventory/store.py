@@ -180,8 +180,8 @@ class Store:
     def insert_events(
         self, tx: Tx, events: Sequence[tuple[EventBase, str]], received_at: datetime
     ) -> set[tuple[str, str]]:
-        """Insert each event once per (unit, event_id), a few multi-row statements instead of one
-        round trip per event; returns the (unit, event_id) keys this call inserted. Rows go in in the
+        """Insert each event once per (unit, event_id) (on PostgreSQL in one statement, not one round
+        trip per event); returns the (unit, event_id) keys this call inserted. Rows go in in the
         order given (the caller's (unit, event_id) order: the global lock order), duplicates within
         `events` are skipped after their first copy."""
         seen: set[tuple[str, str]] = set()
@@ -197,13 +197,9 @@ class Store:
         return self._insert_event_rows(tx, rows)
 
     def _insert_event_rows(self, tx: Tx, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
-        inserted: set[tuple[str, str]] = set()
-        for i in range(0, len(rows), _INSERT_CHUNK):
-            chunk = rows[i : i + _INSERT_CHUNK]
-            params = [x for row in chunk for x in row]
-            for r in tx.rows(_insert_events_sql(len(chunk)), params):
-                inserted.add((r[0], r[1]))
-        return inserted
+        """One prepared statement run per row (in-process SQLite: no round trip to save, and one
+        statement text the connection's cache keeps, whatever the batch size)."""
+        return {(r[0], r[1]) for r in rows if tx.execute(_INSERT_EVENT, r) == 1}
 
     def move_stock(self, tx: Tx, newest: dict[tuple[str, int], tuple[int, int, datetime]]) -> None:
         """(unit, column) -> (seq, stock_after, ts) of the newest stock event just inserted; a column
@@ -623,24 +619,16 @@ _EVENT_COLUMNS = (
     "unit, event_id, seq, type, ts, month, col, product, doses, stock_after, "
     "via, phase, language, discrepancy, payload, received_at"
 )
-_EVENT_PLACEHOLDERS = "(" + ", ".join(["?"] * 16) + ")"
-_INSERT_CHUNK = 500  # rows per statement: 8,000 parameters, under SQLite's and PostgreSQL's limits
-
-
+_INSERT_EVENT = (
+    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({', '.join(['?'] * 16)}) "
+    "ON CONFLICT (unit, event_id) DO NOTHING"
+)
 _EVENT_TYPES = "text text bigint text text text integer text integer integer text text text integer text text"
 _PG_INSERT_EVENTS = (  # %b: arrays sent in binary (no text escaping of each JSON payload)
     f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT * FROM unnest("
     + ", ".join(f"%b::{t}[]" for t in _EVENT_TYPES.split(" "))
     + ") ON CONFLICT (unit, event_id) DO NOTHING RETURNING unit, event_id"
 )
-
-
-def _insert_events_sql(n: int) -> str:
-    return (
-        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES "
-        + ", ".join([_EVENT_PLACEHOLDERS] * n)
-        + " ON CONFLICT (unit, event_id) DO NOTHING RETURNING unit, event_id"
-    )
 
 
 def _event_row(event: EventBase, raw: str, received: str, tz: tzinfo) -> tuple[Any, ...]:
