@@ -99,6 +99,8 @@ def test_unregistered_unit_is_replayed_after_it_is_added(
             for n in (1, 2):
                 unit.press()
                 wait_for(lambda n=n: unit.physical_dropped() == n, 30, f"kit {n} dropped")  # type: ignore[misc]
+            # the kit drops a moment before the unit records it: wait for the record, then read last_seq
+            wait_for(lambda: unit.daemon.ledger.count("dispense") == 2, 10, "both kits in the ledger")
             last = unit.daemon.ledger.last_seq()
             wait_for(lambda: store.rejects()["unknown_unit"]["count"] >= last, 20, "every event refused")
             assert store.count_events() == 0
