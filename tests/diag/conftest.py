@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from controller.cli import make_clip
 from controller.clock import RealClock
 from controller.config import UnitConfig, parse_config
 from controller.diagchecks import DiagContext
@@ -79,9 +80,7 @@ def rig() -> Iterator[SimRig]:
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("clips")
     for lang in ("en", "es"):
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
-                        "testsrc=duration=2:size=160x120:rate=10", str(out / f"{lang}.mp4")],
-                       check=True, timeout=60)
+        make_clip(out / f"{lang}.mp4", 2.0)
     return {"en": out / "en.mp4", "es": out / "es.mp4"}
 
 

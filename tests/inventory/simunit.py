@@ -3,10 +3,11 @@ SerialBoard link, the real UnitDaemon with its ledger, mpv playing a short clip,
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from controller.cli import make_clip as clip_with_ffmpeg
 
 CLIP_SECONDS = 1.0
 
@@ -15,26 +16,7 @@ def make_clip(folder: Path) -> Path:
     """A one-second clip made by ffmpeg (cached in `folder`)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "clip-1s.mp4"
-    if not path.exists():
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                f"testsrc=duration={CLIP_SECONDS}:size=160x120:rate=10",
-                "-pix_fmt",
-                "yuv420p",
-                str(path),
-            ],
-            check=True,
-            timeout=60,
-        )
-    return path
+    return path if path.exists() else clip_with_ffmpeg(path, CLIP_SECONDS)
 
 
 def unit_toml(
