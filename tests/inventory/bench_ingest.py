@@ -19,7 +19,8 @@ from inventory.store import open_store
 from nalox.broker import Broker
 from tests.inventory.conftest import PG_URL, drop_schema, make_config, pg_schema
 from tests.inventory.gen import UnitStream
-from tests.inventory.mqttutil import UnitSide, wait_for
+from tests.inventory.mqttutil import UnitSide
+from tests.waiting import wait_for
 
 
 def events(units: int, per_unit: int) -> list[tuple[str, bytes]]:

@@ -1,22 +1,10 @@
-"""Test helpers: a paho v5 publisher/subscriber playing the unit side, and waiting on conditions."""
+"""Test helper: a paho v5 publisher/subscriber playing the unit side."""
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import paho.mqtt.client as paho
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `cond` until true; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        pause.wait(0.05)
 
 
 class UnitSide:

@@ -14,7 +14,7 @@ import pytest
 from inventory.cli import main
 from inventory.config import ConfigError, load_config
 from nalox.broker import Broker
-from tests.inventory.mqttutil import wait_for
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

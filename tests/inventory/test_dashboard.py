@@ -22,8 +22,9 @@ from nalox.broker import Broker
 from schemas.models import Alert, topic
 from tests.inventory.conftest import make_config
 from tests.inventory.gen import UnitStream
-from tests.inventory.mqttutil import UnitSide, wait_for
+from tests.inventory.mqttutil import UnitSide
 from tests.inventory.simunit import SimUnit, make_clip, start_unit
+from tests.waiting import wait_for
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

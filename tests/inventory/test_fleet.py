@@ -19,9 +19,9 @@ from inventory.clock import RealClock
 from inventory.service import Service
 from nalox.broker import Broker
 from tests.inventory.conftest import make_config
-from tests.inventory.mqttutil import wait_for
 from tests.inventory.simunit import SimUnit, make_clip, start_unit
 from tests.inventory.test_dashboard import CHROMIUM_ARGS
+from tests.waiting import wait_for
 
 UNITS = int(os.environ.get("NALOX_FLEET_UNITS", "6"))
 ROUNDS = int(os.environ.get("NALOX_FLEET_ROUNDS", "3"))

@@ -20,8 +20,9 @@ from nalox.broker import Broker
 from schemas.models import Ack, ReplayCommand, topic
 from tests.inventory.conftest import make_config
 from tests.inventory.gen import UnitStream
-from tests.inventory.mqttutil import UnitSide, wait_for
+from tests.inventory.mqttutil import UnitSide
 from tests.inventory.test_ingest import bad_messages
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

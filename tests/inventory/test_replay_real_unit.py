@@ -19,8 +19,8 @@ from inventory.config import CentralConfig
 from inventory.service import Service
 from nalox.broker import DEPLOY, Broker, production_replacements
 from tests.inventory.conftest import make_config
-from tests.inventory.mqttutil import wait_for
 from tests.inventory.simunit import make_clip, start_unit
+from tests.waiting import wait_for
 
 MAKE_CERTS = DEPLOY.parent / "pki" / "make-certs.sh"
 

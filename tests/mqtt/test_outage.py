@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -20,6 +18,7 @@ from schemas.models import parse_event
 from tests.mqtt.certs import Pki, prod_config
 from tests.mqtt.conftest import fast_settings
 from tests.mqtt.standins import StandInUnit, real_ledger
+from tests.waiting import wait_for as wait_until
 
 EVENTS = 400
 KILLS = 4
@@ -73,13 +72,6 @@ class CentralAcker:
         self._thread.join(5)
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"expected {what} within {timeout} s"
-        time.sleep(0.01)  # polling a condition with a deadline
 
 
 @pytest.mark.parametrize("config", ["dev", "prod"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -15,14 +14,7 @@ from controller.reporter import BACKLOG_ALARM, Reporter
 from nalox.broker import Broker
 from schemas.models import CommandResponse, Status, Telemetry, UnitState, parse_event
 from tests.mqtt.standins import StandInUnit, Watcher, real_ledger
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"expected {what} within {timeout} s, it never held")
-        time.sleep(0.01)  # polling a condition with a deadline, not synchronising on time
+from tests.waiting import wait_for
 
 
 def test_connect_publishes_online_state_and_telemetry(

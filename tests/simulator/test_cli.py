@@ -6,8 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,21 +15,13 @@ import serial
 from firmware_py import codec
 from simulator import cli
 from tests.simulator.peer import Peer
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def nalox(*args: str) -> list[str]:
     return [sys.executable, "-m", "nalox.cli", *args]
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    pause = threading.Event()
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"expected {what} within {timeout} s")
-        pause.wait(0.02)
 
 
 @pytest.fixture
