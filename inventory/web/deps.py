@@ -1,0 +1,91 @@
+"""What every router depends on: the store, the settings, the clock, the service's runtime facts and
+the page renderer, taken from app.state by FastAPI's Depends() (tests can override any of them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from inventory.clock import Clock
+from inventory.config import CentralConfig
+from inventory.fleet import UnitView, fleet
+from inventory.store import Store
+from inventory.views import ago, describe
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+@dataclass
+class WebContext:
+    """Everything the routers share, set once by create_app() on app.state.web."""
+
+    store: Store
+    config: CentralConfig
+    clock: Clock
+    runtime: Callable[[], dict[str, Any]]
+    templates: Jinja2Templates
+
+
+def web(request: Request) -> WebContext:
+    ctx: WebContext = request.app.state.web
+    return ctx
+
+
+def get_store(ctx: Annotated[WebContext, Depends(web)]) -> Store:
+    return ctx.store
+
+
+def get_config(ctx: Annotated[WebContext, Depends(web)]) -> CentralConfig:
+    return ctx.config
+
+
+def get_clock(ctx: Annotated[WebContext, Depends(web)]) -> Clock:
+    return ctx.clock
+
+
+Ctx = Annotated[WebContext, Depends(web)]
+StoreDep = Annotated[Store, Depends(get_store)]
+ConfigDep = Annotated[CentralConfig, Depends(get_config)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+
+
+def ingest_summary(store: Store) -> dict[str, Any]:
+    c, rejects = store.counters(), store.rejects()
+    return {
+        "messages": c.get("messages", 0),
+        "events": c.get("events_inserted", 0),
+        "duplicates": c.get("events_duplicate", 0),
+        "rejected": sum(r["count"] for r in rejects.values()),
+        "by_reason": sorted((reason, r["count"]) for reason, r in rejects.items()),
+    }
+
+
+def render(
+    ctx: WebContext, request: Request, name: str, page_name: str, refresh: bool = True, **extra: Any
+) -> HTMLResponse:
+    """A server-rendered page with the header, footer and self-refresh every page shares."""
+    now = ctx.clock.now()
+    base = {
+        "now": now,
+        "page": page_name,
+        "refresh": ctx.config.server.refresh_s if refresh else None,
+        "alert_count": len(ctx.store.active_alerts()),
+        "ingest": ingest_summary(ctx.store),
+        "broker_connected": ctx.runtime().get("mqtt_connected", True),
+        "ago": lambda t: ago(t, now),
+        "describe": describe,
+    }
+    return ctx.templates.TemplateResponse(request, name, base | extra)
+
+
+def find_unit(ctx: WebContext, unit: str) -> UnitView:
+    u = next((u for u in fleet(ctx.store, ctx.clock.now()) if u.unit == unit), None)
+    if u is None:
+        raise HTTPException(404, f"expected a known unit id, got {unit!r}")
+    return u

@@ -1,0 +1,186 @@
+"""The JSON API's answers as pydantic models, so /openapi.json describes every response."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from inventory.fleet import UnitView
+
+
+class ColumnOut(BaseModel):
+    column: int
+    product: str
+    stock: int
+    par: int
+    capacity: int
+    lot: str | None
+    expiry: date | None
+
+
+class UnitOut(BaseModel):
+    id: str
+    site: str
+    name: str | None
+    online: bool
+    status: str
+    status_since: str | None
+    stock: dict[int, int]
+    columns: list[ColumnOut]
+    temperature_c: float | None
+    outbox_depth: int | None
+    acked_seq: int
+    last_seq: int
+    days_left: float | None
+
+
+class EventOut(BaseModel):
+    seq: int
+    event_id: str
+    type: str
+    ts: str
+    payload: dict[str, Any] = Field(description="the event as the unit sent it (schemas.models)")
+
+
+class AcceptGap(BaseModel):
+    through_seq: int
+    reason: str
+
+
+class AcceptedGap(BaseModel):
+    from_seq: int
+    through_seq: int
+    accepted_at: str
+    reason: str
+
+
+class AcceptGapOut(BaseModel):
+    unit: str
+    given_up: int = Field(description="how many missing seqs were given up on")
+    acked_seq: int
+    gaps: list[AcceptedGap]
+
+
+class AlertOut(BaseModel):
+    alert_key: str
+    unit: str | None
+    site: str | None
+    kind: str
+    severity: str
+    message: str
+    raised_at: str
+
+
+class AlertHistoryOut(AlertOut):
+    cleared_at: str | None
+
+
+class AlertsOut(BaseModel):
+    active: list[AlertOut]
+    history: list[AlertHistoryOut]
+
+
+class DiscrepancyOut(BaseModel):
+    unit: str
+    event_id: str
+    seq: int
+    ts: str
+    summary: str
+    resolved_at: str | None
+
+
+class Counts(BaseModel):
+    kits: int
+    doses: int
+    test_vends: int
+    vend_failures: int
+    videos_started: int
+    videos_completed: int
+    kits_after_video: int
+    out_of_stock: int
+    vend_failure_rate: float
+
+
+class MonthlyRow(Counts):
+    month: str = Field(description="YYYY-MM in the reporting time zone")
+    site: str
+    unit: str
+
+
+class YearlyRow(Counts):
+    year: str
+    site: str
+    unit: str
+
+
+class Funnel(BaseModel):
+    videos_started: int
+    videos_completed: int
+    kits_after_video: int
+    kits: int
+    vend_failure_rate: float
+
+
+class RejectOut(BaseModel):
+    count: int
+    last_at: str
+    last_topic: str | None
+    last_detail: str | None
+
+
+class WorkerOut(BaseModel):
+    client_id: str
+    connected: bool
+    shared: bool
+
+
+class GapOut(BaseModel):
+    missing_from_seq: int
+
+
+class IngestOut(BaseModel):
+    counters: dict[str, int]
+    rejected: dict[str, RejectOut]
+    mqtt_connected: bool | None = None
+    workers: list[WorkerOut] = []
+    open_gaps: dict[str, GapOut] = {}
+    replays_requested: int | None = None
+    command_responses: int | None = None
+
+
+class Health(BaseModel):
+    ok: bool
+    schema_version: int | None = None
+    mqtt_connected: bool | None = None
+    error: str | None = None
+
+
+def unit_out(u: UnitView) -> UnitOut:
+    return UnitOut(
+        id=u.unit,
+        site=u.site,
+        name=u.name,
+        online=u.online,
+        status=u.status,
+        status_since=u.since.isoformat() if u.since else None,
+        stock={c.column: c.stock for c in u.columns},
+        columns=[
+            ColumnOut(
+                column=c.column,
+                product=c.product,
+                stock=c.stock,
+                par=c.par,
+                capacity=c.capacity,
+                lot=c.lot,
+                expiry=c.expiry,
+            )
+            for c in u.columns
+        ],
+        temperature_c=u.temperature_c,
+        outbox_depth=u.outbox_depth,
+        acked_seq=u.acked_seq,
+        last_seq=u.last_seq,
+        days_left=round(u.days_left, 1) if u.days_left is not None else None,
+    )

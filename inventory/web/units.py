@@ -1,0 +1,131 @@
+"""The fleet: the overview page, a unit's page, and the units' JSON API (stock, events, accepted gaps)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse
+
+from inventory import log
+from inventory.fleet import ColumnView, UnitView, fleet
+from inventory.views import bar_chart, daily_series
+from inventory.web.deps import Ctx, find_unit, render
+from inventory.web.models import AcceptedGap, AcceptGap, AcceptGapOut, EventOut, UnitOut, unit_out
+
+pages = APIRouter(include_in_schema=False)
+api = APIRouter(prefix="/api/units", tags=["units"])
+
+
+def attention(u: UnitView) -> tuple[int, str, str]:
+    """Units that need someone first: offline, then sold out, then under par, then the rest."""
+    levels = {c.level for c in u.columns}
+    rank = 0 if not u.online else 1 if "out" in levels else 2 if "low" in levels else 3
+    return rank, u.site, u.unit
+
+
+@pages.get("/", response_class=HTMLResponse)
+def fleet_page(ctx: Ctx, request: Request, site: str | None = None, view: str = "cards") -> HTMLResponse:
+    store, cfg = ctx.store, ctx.config
+    everything = sorted(fleet(store, ctx.clock.now()), key=attention)
+    units = [u for u in everything if site is None or u.site == site]
+    active = [a for a in store.active_alerts() if site is None or a["site"] == site]
+    alerts_by_unit: dict[str, int] = {}
+    for a in active:
+        alerts_by_unit[a["unit"]] = alerts_by_unit.get(a["unit"], 0) + 1
+
+    def expiring(u: UnitView) -> list[tuple[ColumnView, int]]:
+        today, horizon = ctx.clock.now().date(), cfg.alerts.expiry_days[-1]
+        out = [(c, c.expires_in_days(today)) for c in u.columns]
+        return [(c, d) for c, d in out if d is not None and d <= horizon]
+
+    return render(
+        ctx,
+        request,
+        "fleet.html",
+        "fleet",
+        units=units,
+        sites=sorted({u.site for u in everything}),
+        site=site,
+        view="table" if view == "table" else "cards",
+        alerts_by_unit=alerts_by_unit,
+        online=sum(u.online for u in units),
+        kits_total=sum(u.total_stock for u in units),
+        kits_week=sum(u.dispenses_recent for u in units),
+        critical=sum(a["severity"] == "critical" for a in active),
+        warning=sum(a["severity"] == "warning" for a in active),
+        expiring=expiring,
+        last_kit=store.last_event_ts("dispense"),
+        tmin=cfg.alerts.temperature_min_c,
+        tmax=cfg.alerts.temperature_max_c,
+    )
+
+
+@pages.get("/units/{unit}", response_class=HTMLResponse)
+def unit_page(ctx: Ctx, request: Request, unit: str, before: int | None = None) -> HTMLResponse:
+    u, days, limit = find_unit(ctx, unit), 30, 100
+    now = ctx.clock.now()
+    counts = ctx.store.daily_counts("dispense", now - timedelta(days=days + 1))
+    series = daily_series({d: n for (un, d), n in counts.items() if un == unit}, now.date(), days)
+    return render(
+        ctx,
+        request,
+        "unit.html",
+        "unit",
+        u=u,
+        days=days,
+        limit=limit,
+        chart=bar_chart(series, f"kits dispensed per day at {unit}"),
+        events=ctx.store.events(unit, limit=limit, before_seq=before),
+    )
+
+
+@api.get("", response_model=list[UnitOut])
+def api_units(ctx: Ctx) -> list[UnitOut]:
+    """Every unit: id, site, online state and stock per column."""
+    return [unit_out(u) for u in fleet(ctx.store, ctx.clock.now())]
+
+
+@api.get("/{unit}", response_model=UnitOut)
+def api_unit(ctx: Ctx, unit: str) -> UnitOut:
+    return unit_out(find_unit(ctx, unit))
+
+
+@api.get("/{unit}/events", response_model=list[EventOut])
+def api_events(
+    ctx: Ctx,
+    unit: str,
+    limit: int = Query(100, ge=1, le=1000),
+    before_seq: int | None = None,
+    type: str | None = None,  # noqa: A002 (query parameter name)
+) -> list[EventOut]:
+    """A unit's events, newest first; page with before_seq."""
+    find_unit(ctx, unit)
+    return [
+        EventOut(
+            seq=e.seq, event_id=e.event_id, type=e.type, ts=e.ts.isoformat(), payload=json.loads(e.payload)
+        )
+        for e in ctx.store.events(unit, limit=limit, before_seq=before_seq, type_=type)
+    ]
+
+
+@api.post("/{unit}/accept-gap", response_model=AcceptGapOut)
+def accept_gap(ctx: Ctx, unit: str, body: AcceptGap) -> AcceptGapOut:
+    """Give up on missing seqs up to `through_seq` (the unit no longer has them, e.g. after the
+    central database was restored from a backup). Recorded with the reason; acks resume past it."""
+    find_unit(ctx, unit)
+    if not body.reason.strip():
+        raise HTTPException(422, "expected a reason for giving up on events, got an empty one")
+    store = ctx.store
+    missing = store.accept_gap(unit, body.through_seq, body.reason.strip()[:500], ctx.clock.now())
+    log.get("web").warning(
+        "gap_accepted", unit=unit, through_seq=body.through_seq, missing=missing, reason=body.reason[:200]
+    )
+    p = store.advance_acked(unit)
+    return AcceptGapOut(
+        unit=unit,
+        given_up=missing,
+        acked_seq=p.acked_seq,
+        gaps=[AcceptedGap.model_validate(g) for g in store.accepted_gaps(unit)],
+    )
