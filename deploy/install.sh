@@ -25,7 +25,8 @@ INVENTORY=no
 ENABLE=yes
 START=no
 USER_NAME=nalox
-USER_GROUPS="dialout,audio,video,render,input"
+USER_GROUPS="nalox-dispenser,audio,video,render,input"
+DISPENSER_GROUP=nalox-dispenser
 
 die() { echo "install.sh: $*" >&2; exit 2; }
 say() { echo "install.sh: $*"; }
@@ -76,6 +77,9 @@ install_user() {
     rm -f "$R/etc/nalox/.install-user.new"
     return 0
   fi
+  if ! getent group "$DISPENSER_GROUP" >/dev/null; then
+    groupadd --system "$DISPENSER_GROUP"; say "created group $DISPENSER_GROUP (the dispenser board's device)"
+  fi
   if ! getent passwd "$USER_NAME" >/dev/null; then
     useradd --system --user-group --home-dir /var/lib/nalox --no-create-home \
       --shell /usr/sbin/nologin --comment "nalox vending unit" "$USER_NAME"
@@ -86,6 +90,8 @@ install_user() {
       usermod -a -G "$g" "$USER_NAME"; say "added $USER_NAME to group $g"
     fi
   done
+  others=$(getent group "$DISPENSER_GROUP" | cut -d: -f4 | tr , '\n' | grep -vx "$USER_NAME" | tr '\n' ' ')
+  [ -z "$others" ] || die "group $DISPENSER_GROUP must hold only $USER_NAME (it may dispense kits), found also: $others; remove them (gpasswd -d USER $DISPENSER_GROUP)"
 }
 
 # dir PATH MODE: a directory owned by the service user (ownership only on the real root)

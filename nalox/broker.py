@@ -14,6 +14,23 @@ import time
 from pathlib import Path
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
+GUARD_SOURCE = DEPLOY / "nalox_guard.c"
+GUARD_BUILD = DEPLOY.parent.parent / "build" / "mosquitto" / "nalox_guard.so"
+
+
+def guard_plugin() -> Path:
+    """deploy/mosquitto/nalox_guard.c compiled for this machine's mosquitto (rebuilt when the source is
+    newer). Needs gcc and Debian's mosquitto-dev + libmosquitto-dev (make setup installs them)."""
+    if not GUARD_BUILD.exists() or GUARD_BUILD.stat().st_mtime < GUARD_SOURCE.stat().st_mtime:
+        GUARD_BUILD.parent.mkdir(parents=True, exist_ok=True)
+        partial = GUARD_BUILD.with_suffix(f".{os.getpid()}.tmp")
+        done = subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(partial),
+                               str(GUARD_SOURCE)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"expected {GUARD_SOURCE.name} to compile (apt install gcc mosquitto-dev "
+                               f"libmosquitto-dev), gcc said: {done.stderr.strip()}")
+        partial.replace(GUARD_BUILD)
+    return GUARD_BUILD
 
 
 def free_port() -> int:
@@ -139,4 +156,5 @@ def production_replacements(pki: Path, acl: Path | None = None) -> dict[str, str
         "/etc/nalox/pki/broker.key": str(pki / "broker" / "broker.key"),
         "/etc/nalox/pki/crl.pem": str(pki / "device-ca" / "crl.pem"),
         "/etc/nalox/mosquitto/acl": str(acl or DEPLOY / "acl"),
+        "/usr/lib/nalox/nalox_guard.so": str(guard_plugin()),
     }

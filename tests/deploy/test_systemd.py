@@ -86,7 +86,8 @@ def test_unit_daemon_hardening() -> None:
     for key, value in expected.items():
         assert d.get(key) == value, f"{key}: expected {value}, found {d.get(key)}"
     assert "/dev/nalox-dispenser rw" in d["DeviceAllow"]
-    assert "dialout" in d["SupplementaryGroups"][0].split()
+    groups = d["SupplementaryGroups"][0].split()
+    assert "nalox-dispenser" in groups and "dialout" not in groups
     assert int(d["WatchdogSec"][0]) > 0
 
 

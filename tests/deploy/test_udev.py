@@ -1,6 +1,7 @@
 """The udev rule parses with the machine's udevadm and, on a device it matches, makes
-/dev/nalox-dispenser with group dialout. udevadm 252 `test` really applies what it computes
-(creates links, changes modes), so it runs in a private mount namespace with its own /dev and /run."""
+/dev/nalox-dispenser with group nalox-dispenser (not dialout). udevadm 252 `test` really applies what it
+computes (creates links, changes modes),
+so it runs in a private mount namespace with its own /dev and /run."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ def can_sandbox() -> bool:
 @pytest.fixture(autouse=True)
 def sandbox_available() -> None:
     assert can_sandbox(), "the udev tests need root, unshare (util-linux) and /sys/class/tty/ttyS0"
+    if subprocess.run(["getent", "group", "nalox-dispenser"], capture_output=True).returncode != 0:
+        # what deploy/install.sh creates on a unit; udevadm resolves the rule's GROUP by name
+        subprocess.run(["groupadd", "--system", "nalox-dispenser"], check=True)
 
 
 def udev_test(rule_text: str, tmp_path: Path) -> str:
@@ -72,11 +76,11 @@ def test_rule_parses_cleanly_and_does_not_match_other_ttys(tmp_path: Path) -> No
     assert "nalox-dispenser" not in dev, "a plain serial port must not become the dispenser"
 
 
-def test_rule_makes_the_stable_link_with_group_dialout(tmp_path: Path) -> None:
+def test_rule_gives_the_dispenser_to_its_own_group_not_dialout(tmp_path: Path) -> None:
     out = udev_test(as_serial_console(RULE.read_text()), tmp_path)
     dev = out.split("== dev")[1]
     assert re.search(r"nalox-dispenser -> ttyS0", dev), dev
-    assert re.search(r"^crw-rw---- .* dialout .*ttyS0$", dev, re.M), dev
+    assert re.search(r"^crw-rw---- .* nalox-dispenser .*ttyS0$", dev, re.M), dev
     assert "ID_MM_DEVICE_IGNORE=1" in out
 
 

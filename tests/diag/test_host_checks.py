@@ -19,7 +19,7 @@ from controller import diaghost
 from controller.clock import FakeClock, RealClock
 from controller.diagresult import EXIT_CODES, Check, exit_code
 from controller.ledger import Ledger
-from nalox.broker import DEPLOY, Broker, free_port
+from nalox.broker import DEPLOY, Broker, free_port, production_replacements
 from tests.diag.conftest import make_config
 
 MAKE_CERTS = DEPLOY.parent / "pki" / "make-certs.sh"
@@ -61,13 +61,8 @@ def expired_cert(pki: Pki) -> Path:
 
 @pytest.fixture(scope="module")
 def tls_broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    broker = Broker(DEPLOY / "prod.conf", workdir=tmp_path_factory.mktemp("prod-broker"), replacements={
-        "/etc/nalox/pki/device-ca.crt": str(pki.root / "device-ca" / "ca.crt"),
-        "/etc/nalox/pki/broker.crt": str(pki.root / "broker" / "broker.crt"),
-        "/etc/nalox/pki/broker.key": str(pki.root / "broker" / "broker.key"),
-        "/etc/nalox/pki/crl.pem": str(pki.root / "device-ca" / "crl.pem"),
-        "/etc/nalox/mosquitto/acl": str(DEPLOY / "acl"),
-    })
+    broker = Broker(DEPLOY / "prod.conf", workdir=tmp_path_factory.mktemp("prod-broker"),
+                    replacements=production_replacements(pki.root))
     with broker:
         yield broker
 

@@ -113,7 +113,8 @@ class Watcher:
         self.connected = threading.Event()
         self.disconnected = threading.Event()
         self.client.on_message = lambda c, u, m: self.messages.put(m)
-        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.suback: list[int] = []  # reason codes of the last SUBACK (0x87: not authorized)
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.disconnected.set()
         self.port = port
@@ -126,6 +127,10 @@ class Watcher:
         if self.filters:
             assert self.subscribed.wait(timeout), f"expected a SUBACK for {self.filters} within {timeout} s"
         return self
+
+    def _on_subscribe(self, c: paho.Client, u: Any, mid: int, reasons: list[Any], p: Any) -> None:
+        self.suback = [r.value for r in reasons]
+        self.subscribed.set()
 
     def _on_connect(self, c: paho.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
         self.connected.set()

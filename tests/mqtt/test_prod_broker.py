@@ -155,7 +155,8 @@ def test_unit_can_publish_its_own_report_topics(unit_a: MqttClient, topic: str) 
 def test_unit_subscribed_to_everything_receives_only_its_own_commands_and_acks(
     prod_broker: Broker, pki: Pki
 ) -> None:
-    spy = tls_watcher(prod_broker, pki, "unit-a", ["#"])
+    spy = tls_watcher(prod_broker, pki, "unit-a", ["#", "nalox/v1/unit-a/cmd/+", "nalox/v1/unit-a/ack"])
+    assert spy.suback == [NOT_AUTHORIZED, 1, 1], "expected `#` refused (nalox_guard), its own topics granted"
     unit_b = tls_watcher(prod_broker, pki, "unit-b", [])
     inventory = tls_watcher(prod_broker, pki, "inventory", [])
     operations = tls_watcher(prod_broker, pki, "operations", [])
