@@ -3,10 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev gcc libc6-dev mpv ffmpeg chromium openssl systemd udev
+APT_PACKAGES := mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev gcc libc6-dev mpv ffmpeg chromium openssl systemd udev wrk curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-packages test lint demo bench soak clean
+.PHONY: setup system-packages test lint demo bench bench-scale soak clean
 
 setup: system-packages $(STAMP)
 
@@ -38,6 +38,12 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m bench.run
+
+# the central service at state scale on PostgreSQL (loads once, then reuses the schema; see bench/scale.py)
+SCALE_UNITS ?= 2000
+SCALE_EVENTS ?= 10000000
+bench-scale: setup
+	$(BIN)/python -m bench.scale --units $(SCALE_UNITS) --events $(SCALE_EVENTS) $(SCALE_ARGS)
 
 soak: setup
 	$(BIN)/python -m nalox.soak --presses 3000 --seed $${SEED:-1}

@@ -96,6 +96,9 @@ class AlertSettings(Section):
 
 class ReportSettings(Section):
     timezone: str = Field(default="UTC", description="monthly reports count calendar months in this zone")
+    fiscal_year_start_month: int = Field(
+        default=7, ge=1, le=12, description="fiscal year N starts on the 1st of this month in year N-1 (1: calendar year)"
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -198,6 +201,7 @@ vend_failure_window_hours = 24
 
 [reports]
 timezone = "UTC"          # monthly reports count calendar months in this zone, e.g. "America/Chicago"
+fiscal_year_start_month = 7   # fiscal year N runs from this month of N-1 (7: July 2025 - June 2026 is FY2026)
 
 [[units]]
 id = "unit-001"

@@ -119,6 +119,7 @@ def unit_view(row: UnitRow, recent: int) -> UnitView:
     )
 
 
-def fleet(store: Store, now: datetime) -> list[UnitView]:
-    counts = store.counts_since(now - timedelta(days=RATE_DAYS))
-    return [unit_view(r, counts.get((r.unit, "dispense"), 0)) for r in store.units()]
+def fleet(store: Store, now: datetime, only: list[str] | None = None) -> list[UnitView]:
+    """Every unit, or those named in `only` (in that order: one page of the fleet, one unit)."""
+    counts = store.counts_since(now - timedelta(days=RATE_DAYS), ("dispense",), only=only)
+    return [unit_view(r, counts.get((r.unit, "dispense"), 0)) for r in store.units(only)]

@@ -1,9 +1,51 @@
 """Schema migrations for the central store: a versioned list applied in order, shared by SQLite and
-PostgreSQL (only portable SQL here), each recorded in the schema_version table."""
+PostgreSQL (only portable SQL here), each recorded in the schema_version table. A step may also be a
+function of (transaction, dialect) for what portable SQL cannot say (a backfill that parses JSON)."""
 
 from __future__ import annotations
 
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+import json
+from collections.abc import Callable
+from typing import Any
+
+from inventory import rollups
+
+Step = str | Callable[[Any, str], None]
+
+
+def _rebuild_rollups(tx: Any, dialect: str) -> None:
+    row = tx.one("SELECT value FROM settings WHERE name = 'report_timezone'")
+    rollups.rebuild(tx, dialect, row[0] if row else "UTC")
+
+
+def _fill_unit_columns(tx: Any, dialect: str) -> None:
+    for unit, state_json in tx.rows("SELECT unit, state_json FROM units WHERE state_json IS NOT NULL"):
+        put_unit_columns(tx, unit, json.loads(state_json).get("columns") or [])
+
+
+def put_unit_columns(tx: Any, unit: str, columns: list[dict[str, Any]]) -> None:
+    """The unit's columns as its newest state describes them (par, capacity, lot, expiry): what the
+    fleet page needs to rank units by "needs attention" in SQL, without parsing every state."""
+    tx.execute("DELETE FROM unit_columns WHERE unit = ?", (unit,))
+    for c in sorted(columns, key=lambda c: int(c["column"])):
+        tx.execute(
+            "INSERT INTO unit_columns (unit, col, product, par, capacity, stock, lot, expiry, fault) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                unit,
+                int(c["column"]),
+                c.get("product"),
+                int(c.get("par") or 0),
+                int(c.get("capacity") or 0),
+                int(c.get("stock") or 0),
+                c.get("lot"),
+                str(c["expiry"]) if c.get("expiry") else None,
+                c.get("fault"),
+            ),
+        )
+
+
+MIGRATIONS: list[tuple[int, str, list[Step]]] = [
     (
         1,
         "units, events, stock, ingest counters",
@@ -128,5 +170,29 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         5,
         "a unit whose event numbering restarted (ledger replaced or wiped): acks to it paused",
         ["ALTER TABLE units ADD COLUMN seq_reset_at TEXT"],
+    ),
+    (
+        6,
+        "state scale: report counts kept at ingest, columns of the newest state, indexes for the pages",
+        [
+            *rollups.MIGRATION_SQL,
+            _rebuild_rollups,
+            """CREATE TABLE unit_columns (
+            unit TEXT NOT NULL,
+            col INTEGER NOT NULL,
+            product TEXT,
+            par INTEGER NOT NULL,
+            capacity INTEGER NOT NULL,
+            stock INTEGER NOT NULL,
+            lot TEXT,
+            expiry TEXT,
+            fault TEXT,
+            PRIMARY KEY (unit, col)
+        )""",
+            _fill_unit_columns,
+            "CREATE INDEX events_unit_type_ts ON events (unit, type, ts)",
+            "CREATE INDEX alert_history_raised ON alert_history (raised_at)",
+            "CREATE INDEX units_site ON units (site, unit)",
+        ],
     ),
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
+from datetime import date, timedelta
 from typing import Any
 
 from inventory.store import Store
@@ -50,6 +51,35 @@ def rollup(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, 
         row["vend_failure_rate"] = failure_rate(row)
         out.append(row)
     return out
+
+
+def with_rates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for r in rows:
+        r["vend_failure_rate"] = failure_rate(r)
+    return rows
+
+
+def period(store: Store, start: date, end: date) -> list[dict[str, Any]]:
+    """One row per (site, unit) over the days start..end inclusive (calendar days in the reporting
+    zone), read from the counts kept at ingest."""
+    if end < start:
+        raise ValueError(f"expected a start on or before the end, got {start} after {end}")
+    return with_rates(store.period(start.isoformat(), end.isoformat()))
+
+
+def year_bounds(year: int) -> tuple[date, date]:
+    return date(year, 1, 1), date(year, 12, 31)
+
+
+def fiscal_year_bounds(year: int, start_month: int = 7) -> tuple[date, date]:
+    """Fiscal year `year` ends in calendar year `year` (FY2026 with a July start: 2025-07-01 to
+    2026-06-30); a January start is the calendar year."""
+    if not 1 <= start_month <= 12:
+        raise ValueError(f"expected a fiscal year start month 1-12, got {start_month}")
+    if start_month == 1:
+        return year_bounds(year)
+    first = date(year - 1, start_month, 1)
+    return first, date(year, start_month, 1) - timedelta(days=1)
 
 
 def yearly(store: Store) -> list[dict[str, Any]]:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from inventory.migrations import MIGRATIONS
+from inventory import rollups
+from inventory.migrations import MIGRATIONS, put_unit_columns
 from schemas.models import EventBase, Status, Telemetry, UnitState
 
 
@@ -81,6 +82,7 @@ class Tx:
     def __init__(self, cur: Any, paramstyle: str) -> None:
         self._cur = cur
         self._pg = paramstyle == "pg"
+        self.rollup = rollups.Pending()  # report counts of the events this transaction inserted
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         self._cur.execute(sql.replace("?", "%s") if self._pg else sql, tuple(params))
@@ -133,8 +135,11 @@ class Store:
             for version, description, statements in MIGRATIONS:
                 if version in done:
                     continue
-                for sql in statements:
-                    tx.execute(sql)
+                for step in statements:
+                    if isinstance(step, str):
+                        tx.execute(step)
+                    else:
+                        step(tx, self.dialect)
                 tx.execute(
                     "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
                     (version, description, iso(datetime.now(UTC))),
@@ -194,7 +199,16 @@ class Store:
                 continue
             seen.add(key)
             rows.append(_event_row(event, raw, received, tz))
-        return self._insert_event_rows(tx, rows)
+        inserted = self._insert_event_rows(tx, rows)
+        for event, _raw in events:
+            if (event.unit, event.event_id) in inserted:
+                g = getattr
+                tx.rollup.add(
+                    rollups.local_day(event.ts, tz),
+                    event.unit,
+                    rollups.counts_of(g(event, "type", None), g(event, "via", None), g(event, "phase", None), g(event, "doses", None)),
+                )
+        return inserted
 
     def _insert_event_rows(self, tx: Tx, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
         """One prepared statement run per row (in-process SQLite: no round trip to save, and one
@@ -253,6 +267,7 @@ class Store:
             == 1
         )
         if newer:
+            put_unit_columns(tx, state.unit, [c.model_dump(mode="json") for c in state.columns])
             tx.execute(
                 "UPDATE units SET seq_reset_at = ? WHERE unit = ? AND acked_seq > ? AND seq_reset_at IS NULL",
                 (iso(now or state.ts), state.unit, state.last_seq),
@@ -328,6 +343,7 @@ class Store:
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 (name,),
             )
+            rollups.rebuild(tx, self.dialect, name)
         return len(events)
 
     # ------------------------------------------------------------------ seq tracking
@@ -414,20 +430,92 @@ class Store:
                 return acked
 
     # ------------------------------------------------------------------ reads
-    def units(self) -> list[UnitRow]:
+    _UNIT_COLUMNS = (
+        "unit, site, name, source, status, status_session, status_since, state_json, "
+        "telemetry_json, acked_seq, reported_last_seq, seq_reset_at"
+    )
+
+    def units(self, only: Sequence[str] | None = None) -> list[UnitRow]:
+        """Every unit (or those named in `only`, in that order), with its counted stock."""
         with self.tx() as tx:
-            rows = tx.rows(
-                "SELECT unit, site, name, source, status, status_session, status_since, state_json, "
-                "telemetry_json, acked_seq, reported_last_seq, seq_reset_at FROM units ORDER BY site, unit"
-            )
-            stock_rows = tx.rows("SELECT unit, col, stock FROM stock")
+            if only is None:
+                rows = tx.rows(f"SELECT {self._UNIT_COLUMNS} FROM units ORDER BY site, unit")
+                stock_rows = tx.rows("SELECT unit, col, stock FROM stock")
+            elif not only:
+                return []
+            else:
+                marks = ", ".join("?" * len(only))
+                found = {r[0]: r for r in tx.rows(f"SELECT {self._UNIT_COLUMNS} FROM units WHERE unit IN ({marks})", only)}
+                rows = [found[u] for u in only if u in found]
+                stock_rows = tx.rows(f"SELECT unit, col, stock FROM stock WHERE unit IN ({marks})", only)
         stock: dict[str, dict[int, int]] = {}
         for unit, col, n in stock_rows:
             stock.setdefault(unit, {})[int(col)] = int(n)
         return [_unit_row(r, stock.get(r[0], {})) for r in rows]
 
     def unit(self, unit: str) -> UnitRow | None:
-        return next((u for u in self.units() if u.unit == unit), None)
+        found = self.units([unit])
+        return found[0] if found else None
+
+    # "needs attention" rank in SQL: 0 not online, 1 a column sold out, 2 a column under par, 3 fine.
+    # A column's stock is the counted one (stock table), else the newest state's figure.
+    _RANK = (
+        "CASE WHEN u.status IS NULL OR u.status <> 'online' THEN 0 "
+        "WHEN EXISTS (SELECT 1 FROM stock s WHERE s.unit = u.unit AND s.stock = 0) "
+        "OR EXISTS (SELECT 1 FROM unit_columns c WHERE c.unit = u.unit AND c.stock = 0 AND NOT EXISTS "
+        "(SELECT 1 FROM stock s WHERE s.unit = c.unit AND s.col = c.col)) THEN 1 "
+        "WHEN EXISTS (SELECT 1 FROM unit_columns c LEFT JOIN stock s ON s.unit = c.unit AND s.col = c.col "
+        "WHERE c.unit = u.unit AND COALESCE(s.stock, c.stock) < c.par) THEN 2 ELSE 3 END"
+    )
+
+    def fleet_page(
+        self, site: str | None = None, search: str | None = None, offset: int = 0, limit: int = 50
+    ) -> tuple[list[str], dict[str, int]]:
+        """One page of unit ids, those needing attention first (then by site and id), filtered by
+        site and by a search over id, name and site; and the figures of the whole filtered fleet:
+        units, online, needing attention (rank < 3) and kits in the machines."""
+        where, params = "WHERE 1 = 1", list[Any]()
+        if site:
+            where, params = where + " AND u.site = ?", [*params, site]
+        if search:
+            like = "%" + search.lower().replace("\\", "").replace("%", "").replace("_", "") + "%"
+            where += " AND (LOWER(u.unit) LIKE ? OR LOWER(u.site) LIKE ? OR LOWER(COALESCE(u.name, '')) LIKE ?)"
+            params += [like, like, like]
+        with self.tx() as tx:
+            ids = [
+                r[0]
+                for r in tx.rows(
+                    f"SELECT u.unit FROM units u {where} ORDER BY {self._RANK}, u.site, u.unit LIMIT ? OFFSET ?",
+                    [*params, limit, offset],
+                )
+            ]
+            row = tx.one(
+                f"SELECT COUNT(*), SUM(CASE WHEN u.status = 'online' THEN 1 ELSE 0 END), "
+                f"SUM(CASE WHEN {self._RANK} < 3 THEN 1 ELSE 0 END) FROM units u {where}",
+                params,
+            )
+            kits = tx.one(
+                "SELECT COALESCE(SUM(COALESCE(s.stock, c.stock)), 0) FROM units u "
+                "JOIN unit_columns c ON c.unit = u.unit LEFT JOIN stock s ON s.unit = c.unit AND s.col = c.col "
+                f"{where}",
+                params,
+            )
+            extra = tx.one(  # counted columns the state does not describe
+                "SELECT COALESCE(SUM(s.stock), 0) FROM units u JOIN stock s ON s.unit = u.unit "
+                f"{where} AND NOT EXISTS (SELECT 1 FROM unit_columns c WHERE c.unit = s.unit AND c.col = s.col)",
+                params,
+            )
+        total, online, attention = (int(x or 0) for x in (row or (0, 0, 0)))
+        return ids, {
+            "units": total,
+            "online": online,
+            "attention": attention,
+            "kits": int(kits[0] if kits else 0) + int(extra[0] if extra else 0),
+        }
+
+    def sites(self) -> list[str]:
+        with self.tx() as tx:
+            return [r[0] for r in tx.rows("SELECT DISTINCT site FROM units ORDER BY site")]
 
     def events(
         self, unit: str, limit: int = 100, before_seq: int | None = None, type_: str | None = None
@@ -458,59 +546,141 @@ class Store:
             row = tx.one(sql, params)
         return int(row[0]) if row else 0
 
-    def daily_counts(self, type_: str, since: datetime) -> dict[tuple[str, str], int]:
-        """(unit, YYYY-MM-DD) -> number of events of that type since `since`."""
+    def daily_counts(self, type_: str, since: datetime, unit: str | None = None) -> dict[tuple[str, str], int]:
+        """(unit, YYYY-MM-DD) -> number of events of that type since `since` (of one unit: an index range)."""
+        sql = "SELECT unit, substr(ts, 1, 10), COUNT(*) FROM events WHERE type = ? AND ts >= ?"
+        params: list[Any] = [type_, iso(since)]
+        if unit is not None:
+            sql, params = sql + " AND unit = ?", [*params, unit]
         with self.tx() as tx:
-            rows = tx.rows(
-                "SELECT unit, substr(ts, 1, 10), COUNT(*) FROM events WHERE type = ? AND ts >= ? "
-                "GROUP BY unit, substr(ts, 1, 10)",
-                (type_, iso(since)),
-            )
+            rows = tx.rows(sql + " GROUP BY unit, substr(ts, 1, 10)", params)
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
-    def last_event_ts(self, type_: str) -> dict[str, datetime]:
+    def last_event_ts(self, type_: str, only: Sequence[str] | None = None) -> dict[str, datetime]:
+        """Each unit's newest event of a type: one backward index probe per unit (events_unit_type_ts),
+        not a scan of every event of that type."""
+        sql = "SELECT u.unit, (SELECT MAX(e.ts) FROM events e WHERE e.unit = u.unit AND e.type = ?) FROM units u"
+        params: list[Any] = [type_]
+        if only is not None:
+            if not only:
+                return {}
+            sql, params = sql + f" WHERE u.unit IN ({', '.join('?' * len(only))})", [*params, *only]
         with self.tx() as tx:
-            rows = tx.rows("SELECT unit, MAX(ts) FROM events WHERE type = ? GROUP BY unit", (type_,))
-        return {r[0]: parse_iso(r[1]) or datetime.min.replace(tzinfo=UTC) for r in rows}
+            rows = tx.rows(sql, params)
+        return {r[0]: parse_iso(r[1]) or datetime.min.replace(tzinfo=UTC) for r in rows if r[1]}
 
-    def counts_since(self, since: datetime) -> dict[tuple[str, str], int]:
-        """(unit, type) -> events since `since` (ts of the event)."""
+    def counts_since(
+        self, since: datetime, types: Sequence[str] = ("dispense", "vend_failed"), only: Sequence[str] | None = None
+    ) -> dict[tuple[str, str], int]:
+        """(unit, type) -> events of those types since `since` (ts of the event): index ranges on
+        (type, ts), or (unit, type, ts) for a few units."""
+        sql = f"SELECT unit, type, COUNT(*) FROM events WHERE type IN ({', '.join('?' * len(types))}) AND ts >= ?"
+        params: list[Any] = [*types, iso(since)]
+        if only is not None:
+            if not only:
+                return {}
+            sql, params = sql + f" AND unit IN ({', '.join('?' * len(only))})", [*params, *only]
         with self.tx() as tx:
-            rows = tx.rows(
-                "SELECT unit, type, COUNT(*) FROM events WHERE ts >= ? GROUP BY unit, type", (iso(since),)
-            )
+            rows = tx.rows(sql + " GROUP BY unit, type", params)
         return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    _REPORT_KEYS = ("kits", "doses", "test_vends", "vend_failures", "videos_started", "videos_completed",
+                    "kits_after_video", "out_of_stock")
+
+    def _report_rows(self, keys: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        n = len(keys)
+        return [
+            dict(zip((*keys, *self._REPORT_KEYS), (*r[:n], *(int(x or 0) for x in r[n:])), strict=True))
+            for r in rows
+        ]
 
     def monthly(self) -> list[dict[str, Any]]:
-        """Per month, site and unit: kits, doses, test vends, vend failures, video funnel."""
+        """Per month, site and unit: kits, doses, test vends, vend failures, video funnel (from the
+        counts kept at ingest; monthly_fresh() counts the same from the events)."""
+        sums = ", ".join(f"r.{c}" for c in self._REPORT_KEYS)
         with self.tx() as tx:
             rows = tx.rows(
-                "SELECT e.month, u.site, e.unit, "
-                "SUM(CASE WHEN e.type = 'dispense' AND e.via <> 'test' THEN 1 ELSE 0 END), "
-                "SUM(CASE WHEN e.type = 'dispense' AND e.via <> 'test' THEN e.doses ELSE 0 END), "
-                "SUM(CASE WHEN e.type = 'dispense' AND e.via = 'test' THEN 1 ELSE 0 END), "
-                "SUM(CASE WHEN e.type = 'vend_failed' THEN 1 ELSE 0 END), "
-                "SUM(CASE WHEN e.type = 'video' AND e.phase = 'started' THEN 1 ELSE 0 END), "
-                "SUM(CASE WHEN e.type = 'video' AND e.phase = 'completed' THEN 1 ELSE 0 END), "
-                "SUM(CASE WHEN e.type = 'dispense' AND e.via = 'video' THEN 1 ELSE 0 END), "
-                "SUM(CASE WHEN e.type = 'out_of_stock' THEN 1 ELSE 0 END) "
-                "FROM events e JOIN units u ON u.unit = e.unit GROUP BY e.month, u.site, e.unit "
-                "ORDER BY e.month, u.site, e.unit"
+                f"SELECT r.month, u.site, r.unit, {sums} FROM report_month r JOIN units u ON u.unit = r.unit "
+                "ORDER BY r.month, u.site, r.unit"
             )
-        keys = (
-            "month",
-            "site",
-            "unit",
-            "kits",
-            "doses",
-            "test_vends",
-            "vend_failures",
-            "videos_started",
-            "videos_completed",
-            "kits_after_video",
-            "out_of_stock",
-        )
-        return [dict(zip(keys, (r[0], r[1], r[2], *(int(x or 0) for x in r[3:])), strict=True)) for r in rows]
+        return self._report_rows(("month", "site", "unit"), rows)
+
+    def monthly_fresh(self) -> list[dict[str, Any]]:
+        """monthly(), counted from the events table now (the check of the kept counts)."""
+        sums = ", ".join(x.replace("type", "e.type").replace("via", "e.via").replace("phase", "e.phase")
+                         .replace("doses", "e.doses") for x in rollups.COUNT_SQL[1:])
+        with self.tx() as tx:
+            rows = tx.rows(
+                f"SELECT e.month, u.site, e.unit, {sums} FROM events e JOIN units u ON u.unit = e.unit "
+                "GROUP BY e.month, u.site, e.unit ORDER BY e.month, u.site, e.unit"
+            )
+        return self._report_rows(("month", "site", "unit"), rows)
+
+    def period(self, start: str, end: str) -> list[dict[str, Any]]:
+        """Per site and unit over the days start..end (YYYY-MM-DD, inclusive, in the reporting time
+        zone): whole months from report_month, the partial ones from report_day."""
+        months, partial = rollups.periods(start, end)
+        cols = ", ".join(self._REPORT_KEYS)
+        parts, params = [], list[Any]()
+        span = rollups.month_span(months)
+        if span:
+            parts.append(f"SELECT unit, {cols} FROM report_month WHERE month >= ? AND month <= ?")
+            params += list(span)
+        for a, b in partial:
+            parts.append(f"SELECT unit, {cols} FROM report_day WHERE day >= ? AND day <= ?")
+            params += [a, b]
+        if not parts:
+            return []
+        sums = ", ".join(f"SUM(r.{c})" for c in self._REPORT_KEYS)
+        with self.tx() as tx:
+            rows = tx.rows(
+                f"SELECT u.site, r.unit, {sums} FROM ({' UNION ALL '.join(parts)}) r "
+                "JOIN units u ON u.unit = r.unit GROUP BY u.site, r.unit ORDER BY u.site, r.unit",
+                params,
+            )
+        return self._report_rows(("site", "unit"), rows)
+
+    def period_fresh(self, start: str, end: str) -> list[dict[str, Any]]:
+        """period(), counted from the events now: the day bounds turned into instants in the zone."""
+        from datetime import date, time, timedelta
+
+        tz = self.report_tz
+        lo = datetime.combine(date.fromisoformat(start), time(), tz)
+        hi = datetime.combine(date.fromisoformat(end) + timedelta(days=1), time(), tz)
+        sums = ", ".join(rollups.COUNT_SQL[1:])
+        with self.tx() as tx:
+            rows = tx.rows(
+                f"SELECT u.site, e.unit, {sums.replace('type', 'e.type')} FROM events e JOIN units u ON u.unit = e.unit "
+                "WHERE e.ts >= ? AND e.ts < ? GROUP BY u.site, e.unit ORDER BY u.site, e.unit",
+                (iso(lo), iso(hi)),
+            )
+        return self._report_rows(("site", "unit"), rows)
+
+    def monthly_by_site(self, start_month: str, end_month: str) -> list[dict[str, Any]]:
+        """Per month and site over whole months start..end (YYYY-MM)."""
+        sums = ", ".join(f"SUM(r.{c})" for c in self._REPORT_KEYS)
+        with self.tx() as tx:
+            rows = tx.rows(
+                f"SELECT r.month, u.site, {sums} FROM report_month r JOIN units u ON u.unit = r.unit "
+                "WHERE r.month >= ? AND r.month <= ? GROUP BY r.month, u.site ORDER BY r.month, u.site",
+                (start_month, end_month),
+            )
+        return self._report_rows(("month", "site"), rows)
+
+    def count_since(self, type_: str, since: datetime, site: str | None = None) -> int:
+        """Events of a type since `since` (of one site's units): an index range on (type, ts)."""
+        sql, params = "SELECT COUNT(*) FROM events e WHERE e.type = ? AND e.ts >= ?", [type_, iso(since)]
+        if site is not None:
+            sql += " AND e.unit IN (SELECT unit FROM units WHERE site = ?)"
+            params.append(site)
+        with self.tx() as tx:
+            row = tx.one(sql, params)
+        return int(row[0]) if row else 0
+
+    def count_active_alerts(self) -> int:
+        with self.tx() as tx:
+            row = tx.one("SELECT COUNT(*) FROM active_alerts")
+        return int(row[0]) if row else 0
 
     def restocks_with_discrepancy(self) -> list[tuple[EventRow, str | None]]:
         """Restock events whose blind count differed, each with its resolution time (None: still open)."""
@@ -693,7 +863,9 @@ class SqliteStore(Store):
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                yield Tx(cur, "sqlite")
+                t = Tx(cur, "sqlite")
+                yield t
+                rollups.flush(t, self.dialect, t.rollup)
             except BaseException:
                 self._conn.rollback()
                 raise
@@ -730,7 +902,9 @@ class PostgresStore(Store):
             if self._conn.closed or self._conn.broken:
                 self._conn = self._connect()
             with self._conn.transaction(), self._conn.cursor() as cur:
-                yield Tx(cur, "pg")
+                t = Tx(cur, "pg")
+                yield t
+                rollups.flush(t, self.dialect, t.rollup)
 
     def _insert_event_rows(self, tx: Tx, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
         """One statement of fixed text for any number of rows (one array per column, unnested in

@@ -75,7 +75,7 @@ def render(
         "now": now,
         "page": page_name,
         "refresh": ctx.config.server.refresh_s if refresh else None,
-        "alert_count": len(ctx.store.active_alerts()),
+        "alert_count": ctx.store.count_active_alerts(),
         "ingest": ingest_summary(ctx.store),
         "broker_connected": ctx.runtime().get("mqtt_connected", True),
         "ago": lambda t: ago(t, now),
@@ -85,7 +85,7 @@ def render(
 
 
 def find_unit(ctx: WebContext, unit: str) -> UnitView:
-    u = next((u for u in fleet(ctx.store, ctx.clock.now()) if u.unit == unit), None)
+    u = next(iter(fleet(ctx.store, ctx.clock.now(), [unit])), None)
     if u is None:
         raise HTTPException(404, f"expected a known unit id, got {unit!r}")
     return u

@@ -109,6 +109,11 @@ class MonthlyRow(Counts):
     unit: str
 
 
+class PeriodRow(Counts):
+    site: str
+    unit: str
+
+
 class YearlyRow(Counts):
     year: str
     site: str

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from datetime import date
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from inventory import reports
-from inventory.web.deps import Ctx, render
-from inventory.web.models import Funnel, MonthlyRow, YearlyRow
+from inventory.web.deps import Ctx, WebContext, render
+from inventory.web.models import Funnel, MonthlyRow, PeriodRow, YearlyRow
 
 pages = APIRouter(include_in_schema=False)
 csv = APIRouter(prefix="/reports", tags=["reports"])
@@ -20,9 +22,41 @@ CSV_RESPONSE: dict[int | str, dict[str, object]] = {
 }
 
 
+def report_span(
+    ctx: WebContext, year: int | None, fiscal_year: int | None, start: date | None, end: date | None
+) -> tuple[str, date, date]:
+    """The period a report covers: a calendar year, a fiscal year, or a range of days."""
+    try:
+        if start is not None or end is not None:
+            if start is None or end is None:
+                raise ValueError(f"expected both start and end, got start={start} end={end}")
+            if end < start or (end - start).days > 366 * 20:
+                raise ValueError(f"expected start <= end within 20 years, got {start} to {end}")
+            return f"{start} to {end}", start, end
+        if fiscal_year is not None:
+            a, b = reports.fiscal_year_bounds(fiscal_year, ctx.config.reports.fiscal_year_start_month)
+            return f"fiscal year {fiscal_year} ({a} to {b})", a, b
+        y = year if year is not None else ctx.clock.now().astimezone(ctx.store.report_tz).year
+        a, b = reports.year_bounds(y)
+        return f"{y}", a, b
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from e
+
+
 @pages.get("/reports", response_class=HTMLResponse)
-def reports_page(ctx: Ctx, request: Request) -> HTMLResponse:
-    monthly = reports.monthly(ctx.store)
+def reports_page(
+    ctx: Ctx,
+    request: Request,
+    year: int | None = Query(None, ge=2000, le=2100),
+    fy: int | None = Query(None, ge=2000, le=2100),
+    start: date | None = None,
+    end: date | None = None,
+) -> HTMLResponse:
+    """One period (this year by default, a year, a fiscal year or a range of days) per site, per unit
+    and per month and site, read from the counts kept at ingest."""
+    label, a, b = report_span(ctx, year, fy, start, end)
+    units = reports.period(ctx.store, a, b)
+    month = a.isoformat()[:7]
     return render(
         ctx,
         request,
@@ -30,12 +64,36 @@ def reports_page(ctx: Ctx, request: Request) -> HTMLResponse:
         "reports",
         refresh=False,
         tz=ctx.config.reports.timezone,
-        monthly=monthly,
-        site_month=reports.rollup(monthly, ("month", "site")),
-        yearly_site=reports.rollup(monthly, ("year", "site")),
-        yearly_unit=reports.rollup(monthly, ("year", "site", "unit")),
-        funnel=reports.funnel(monthly),
+        label=label,
+        year=a.year if fy is None and start is None else None,
+        yearly_site=reports.rollup([{**r, "month": month} for r in units], ("site",)),
+        yearly_unit=units,
+        site_month=reports.with_rates(ctx.store.monthly_by_site(month, b.isoformat()[:7])),
+        funnel=reports.funnel([{**r, "month": month} for r in units]),
     )
+
+
+@api.get("/period", response_model=list[PeriodRow])
+def period_json(ctx: Ctx, start: date, end: date) -> list[PeriodRow]:
+    """Counts per site and unit over the days start..end inclusive (calendar days in the reporting
+    time zone), from the counts kept at ingest."""
+    _, a, b = report_span(ctx, None, None, start, end)
+    return [PeriodRow.model_validate(r) for r in reports.period(ctx.store, a, b)]
+
+
+@api.get("/year/{year}", response_model=list[PeriodRow])
+def year_json(ctx: Ctx, year: int = Path(ge=2000, le=2100)) -> list[PeriodRow]:
+    """Counts per site and unit over one calendar year."""
+    _, a, b = report_span(ctx, year, None, None, None)
+    return [PeriodRow.model_validate(r) for r in reports.period(ctx.store, a, b)]
+
+
+@api.get("/fiscal-year/{year}", response_model=list[PeriodRow])
+def fiscal_year_json(ctx: Ctx, year: int = Path(ge=2000, le=2100)) -> list[PeriodRow]:
+    """Counts per site and unit over fiscal year `year` (it ends in that calendar year; its first
+    month is reports.fiscal_year_start_month in central.toml)."""
+    _, a, b = report_span(ctx, None, year, None, None)
+    return [PeriodRow.model_validate(r) for r in reports.period(ctx.store, a, b)]
 
 
 def _download(body: str, filename: str) -> Response:

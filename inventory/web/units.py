@@ -18,25 +18,33 @@ pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api/units", tags=["units"])
 
 
-def attention(u: UnitView) -> tuple[int, str, str]:
-    """Units that need someone first: offline, then sold out, then under par, then the rest."""
-    levels = {c.level for c in u.columns}
-    rank = 0 if not u.online else 1 if "out" in levels else 2 if "low" in levels else 3
-    return rank, u.site, u.unit
+FLEET_PAGE_SIZE = 50  # units per fleet page (a state has thousands)
 
 
 @pages.get("/", response_class=HTMLResponse)
-def fleet_page(ctx: Ctx, request: Request, site: str | None = None, view: str = "cards") -> HTMLResponse:
-    store, cfg = ctx.store, ctx.config
-    everything = sorted(fleet(store, ctx.clock.now()), key=attention)
-    units = [u for u in everything if site is None or u.site == site]
-    active = [a for a in store.active_alerts() if site is None or a["site"] == site]
+def fleet_page(
+    ctx: Ctx,
+    request: Request,
+    site: str | None = None,
+    view: str = "cards",
+    q: str | None = Query(None, max_length=100),
+    page_no: int = Query(1, alias="page", ge=1, le=10_000),
+) -> HTMLResponse:
+    """One page of the fleet, units needing attention first (offline, then sold out, then under par:
+    ranked in SQL), filtered by site and by a search over id, name and site."""
+    store, cfg, now = ctx.store, ctx.config, ctx.clock.now()
+    site, q = site or None, (q or "").strip() or None
+    per = FLEET_PAGE_SIZE
+    ids, figures = store.fleet_page(site, q, (page_no - 1) * per, per)
+    units = fleet(store, now, ids)
+    active = store.active_alerts()
     alerts_by_unit: dict[str, int] = {}
     for a in active:
         alerts_by_unit[a["unit"]] = alerts_by_unit.get(a["unit"], 0) + 1
+    scoped = [a for a in active if site is None or a["site"] == site]
 
     def expiring(u: UnitView) -> list[tuple[ColumnView, int]]:
-        today, horizon = ctx.clock.now().date(), cfg.alerts.expiry_days[-1]
+        today, horizon = now.date(), cfg.alerts.expiry_days[-1]
         out = [(c, c.expires_in_days(today)) for c in u.columns]
         return [(c, d) for c, d in out if d is not None and d <= horizon]
 
@@ -46,17 +54,22 @@ def fleet_page(ctx: Ctx, request: Request, site: str | None = None, view: str = 
         "fleet.html",
         "fleet",
         units=units,
-        sites=sorted({u.site for u in everything}),
+        figures=figures,
+        sites=store.sites(),
         site=site,
+        q=q,
+        page_no=page_no,
+        pages=max(1, -(-figures["units"] // per)),
+        per=per,
         view="table" if view == "table" else "cards",
         alerts_by_unit=alerts_by_unit,
-        online=sum(u.online for u in units),
-        kits_total=sum(u.total_stock for u in units),
-        kits_week=sum(u.dispenses_recent for u in units),
-        critical=sum(a["severity"] == "critical" for a in active),
-        warning=sum(a["severity"] == "warning" for a in active),
+        online=figures["online"],
+        kits_total=figures["kits"],
+        kits_week=store.count_since("dispense", now - timedelta(days=7), site),
+        critical=sum(a["severity"] == "critical" for a in scoped),
+        warning=sum(a["severity"] == "warning" for a in scoped),
         expiring=expiring,
-        last_kit=store.last_event_ts("dispense"),
+        last_kit=store.last_event_ts("dispense", ids),
         tmin=cfg.alerts.temperature_min_c,
         tmax=cfg.alerts.temperature_max_c,
     )
@@ -66,7 +79,7 @@ def fleet_page(ctx: Ctx, request: Request, site: str | None = None, view: str = 
 def unit_page(ctx: Ctx, request: Request, unit: str, before: int | None = None) -> HTMLResponse:
     u, days, limit = find_unit(ctx, unit), 30, 100
     now = ctx.clock.now()
-    counts = ctx.store.daily_counts("dispense", now - timedelta(days=days + 1))
+    counts = ctx.store.daily_counts("dispense", now - timedelta(days=days + 1), unit)
     series = daily_series({d: n for (un, d), n in counts.items() if un == unit}, now.date(), days)
     return render(
         ctx,
