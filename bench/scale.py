@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import shutil
@@ -23,7 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -97,8 +96,18 @@ def event_lines(
     t = start + rng.random() * gap
     restock_n = 0
 
-    def line(type_: str, col: str, product: str, doses: str, stock_after: str, via: str, phase: str,
-             lang: str, disc: str, body: str) -> str:
+    def line(
+        type_: str,
+        col: str,
+        product: str,
+        doses: str,
+        stock_after: str,
+        via: str,
+        phase: str,
+        lang: str,
+        disc: str,
+        body: str,
+    ) -> str:
         h.seq += 1
         d = int(t // 86400)
         s = t - d * 86400
@@ -125,8 +134,17 @@ def event_lines(
         before, h.stock[c] = h.stock[c], 30
         yield line("door", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", '"open":true')
         yield line(
-            "restock", str(c + 1), "\\N", "\\N", "30", "\\N", "\\N", "\\N", str(disc),
-            f'"column":{c + 1},"added":{30 - before},"stock_after":30,"lot":"{h.lot[c]}","expiry":"{h.expiry[c]}",'
+            "restock",
+            str(c + 1),
+            "\\N",
+            "\\N",
+            "30",
+            "\\N",
+            "\\N",
+            "\\N",
+            str(disc),
+            f'"column":{c + 1},"added":{30 - before},"stock_after":30,'
+            f'"lot":"{h.lot[c]}","expiry":"{h.expiry[c]}",'
             f'"expected_before":{before},"counted_before":{counted},"discrepancy":{disc},'
             f'"reason":{"null" if not disc else chr(34) + "miscount" + chr(34)},"source":"{source}"',
         )
@@ -141,41 +159,124 @@ def event_lines(
         if r < 0.004:
             celsius = rng.choice((2.5, 31.5))
             yield line(
-                "temperature", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N",
+                "temperature",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
                 f'"celsius":{celsius},"band":"storage","state":"entered","lots":["{h.lot[0]}"],"seconds_out_of_range":0.0',
             )
             t += 600
             yield line(
-                "temperature", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N",
+                "temperature",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
                 f'"celsius":20.0,"band":"storage","state":"left","lots":["{h.lot[0]}"],"seconds_out_of_range":600.0',
             )
         elif r < 0.006:
             yield line(
-                "alarm", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N",
+                "alarm",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
                 '"code":"jam","state":"raised","severity":"warning","message":"column jammed","column":1',
             )
-        yield line("video", "\\N", "\\N", "\\N", "\\N", "\\N", "started", lang, "\\N",
-                   f'"phase":"started","language":"{lang}"')
+        yield line(
+            "video",
+            "\\N",
+            "\\N",
+            "\\N",
+            "\\N",
+            "\\N",
+            "started",
+            lang,
+            "\\N",
+            f'"phase":"started","language":"{lang}"',
+        )
         if rng.random() < 0.08:
-            yield line("video", "\\N", "\\N", "\\N", "\\N", "\\N", "abandoned", lang, "\\N",
-                       f'"phase":"abandoned","language":"{lang}","position_s":4.0')
+            yield line(
+                "video",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "abandoned",
+                lang,
+                "\\N",
+                f'"phase":"abandoned","language":"{lang}","position_s":4.0',
+            )
         else:
             t += 40
-            yield line("video", "\\N", "\\N", "\\N", "\\N", "\\N", "completed", lang, "\\N",
-                       f'"phase":"completed","language":"{lang}","position_s":45.0')
+            yield line(
+                "video",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "\\N",
+                "completed",
+                lang,
+                "\\N",
+                f'"phase":"completed","language":"{lang}","position_s":45.0',
+            )
             c = rng.randrange(COLUMNS)
             if h.stock[c] == 0:
-                yield line("out_of_stock", "\\N", "nasal-4mg", "\\N", "\\N", "\\N", "\\N", lang, "\\N",
-                           f'"product":"nasal-4mg","language":"{lang}"')
+                yield line(
+                    "out_of_stock",
+                    "\\N",
+                    "nasal-4mg",
+                    "\\N",
+                    "\\N",
+                    "\\N",
+                    "\\N",
+                    lang,
+                    "\\N",
+                    f'"product":"nasal-4mg","language":"{lang}"',
+                )
             elif rng.random() < 0.03:
-                yield line("vend_failed", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N",
-                           '"reason":"jammed","attempts":[]')
+                yield line(
+                    "vend_failed",
+                    "\\N",
+                    "\\N",
+                    "\\N",
+                    "\\N",
+                    "\\N",
+                    "\\N",
+                    "\\N",
+                    "\\N",
+                    '"reason":"jammed","attempts":[]',
+                )
             else:
                 via = "test" if rng.random() < 0.01 else "video"
                 h.stock[c] -= 1
                 yield line(
-                    "dispense", str(c + 1), "nasal-4mg", "2", str(h.stock[c]), via, "\\N", lang, "\\N",
-                    f'"column":{c + 1},"product":"nasal-4mg","doses":2,"lot":"{h.lot[c]}","expiry":"{h.expiry[c]}",'
+                    "dispense",
+                    str(c + 1),
+                    "nasal-4mg",
+                    "2",
+                    str(h.stock[c]),
+                    via,
+                    "\\N",
+                    lang,
+                    "\\N",
+                    f'"column":{c + 1},"product":"nasal-4mg","doses":2,'
+                    f'"lot":"{h.lot[c]}","expiry":"{h.expiry[c]}",'
                     f'"command_id":{h.seq},"language":"{lang}","via":"{via}","stock_after":{h.stock[c]}',
                 )
                 h.stock_seq[c], h.stock_ts[c] = h.seq, h.last_ts
@@ -197,8 +298,13 @@ def state_json(unit: str, site: str, h: UnitHistory, now: datetime, online: bool
         config_version="2026-11",
         columns=[
             ColumnState(
-                column=c + 1, product="nasal-4mg", capacity=30, par=5, stock=h.stock[c],
-                lot=h.lot[c], expiry=datetime.strptime(h.expiry[c], "%Y-%m-%d").date(),
+                column=c + 1,
+                product="nasal-4mg",
+                capacity=30,
+                par=5,
+                stock=h.stock[c],
+                lot=h.lot[c],
+                expiry=datetime.strptime(h.expiry[c], "%Y-%m-%d").date(),
             )
             for c in range(COLUMNS)
         ],
@@ -225,7 +331,8 @@ def load(units: int, events: int, schema: str) -> dict[str, Any]:
     indexes = {
         r[0]: r[1]
         for r in conn.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 'events'", (schema,)
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 'events'",
+            (schema,),
         ).fetchall()
     }
     for name in indexes:
@@ -271,23 +378,49 @@ def load(units: int, events: int, schema: str) -> dict[str, Any]:
             progress(f"index {name} built")
     took["indexes_s"] = round(time.monotonic() - t2, 1)
     t3 = time.monotonic()
-    sites = [f"Site {i // SITE_SIZE + 1:03d} - {rng.choice(('County Jail', 'Detention Center', 'Reentry Office'))}"
-             for i in range(units)]
+    sites = [
+        f"Site {i // SITE_SIZE + 1:03d} - {rng.choice(('County Jail', 'Detention Center', 'Reentry Office'))}"
+        for i in range(units)
+    ]
     with conn.cursor() as cur:
         with cur.copy(
-            "COPY units (unit, site, name, source, enrolled_at, status, status_session, status_ts, status_since, "
+            "COPY units (unit, site, name, source, enrolled_at, "
+            "status, status_session, status_ts, status_since, "
             "state_json, state_ts, telemetry_json, telemetry_ts, acked_seq, reported_last_seq) FROM STDIN"
         ) as copy:
             for i, h in enumerate(histories):
                 u = unit_id(i + 1)
                 online = rng.random() > 0.03
                 ts = now.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
-                tele = json.dumps({"unit": u, "ts": now.isoformat(), "temperature_c": round(rng.uniform(18, 26), 1),
-                                   "uptime_s": 86400.0, "link": {}, "outbox_depth": 0})
-                copy.write_row((
-                    u, sites[i], f"Release lobby {i + 1}", "config", ts, "online" if online else "offline", 1, ts, ts,
-                    state_json(u, sites[i], h, now, online), ts, tele, ts, h.seq, h.seq,
-                ))
+                tele = json.dumps(
+                    {
+                        "unit": u,
+                        "ts": now.isoformat(),
+                        "temperature_c": round(rng.uniform(18, 26), 1),
+                        "uptime_s": 86400.0,
+                        "link": {},
+                        "outbox_depth": 0,
+                    }
+                )
+                copy.write_row(
+                    (
+                        u,
+                        sites[i],
+                        f"Release lobby {i + 1}",
+                        "config",
+                        ts,
+                        "online" if online else "offline",
+                        1,
+                        ts,
+                        ts,
+                        state_json(u, sites[i], h, now, online),
+                        ts,
+                        tele,
+                        ts,
+                        h.seq,
+                        h.seq,
+                    )
+                )
         with cur.copy("COPY stock (unit, col, stock, seq, ts) FROM STDIN") as copy:
             for i, h in enumerate(histories):
                 for c in range(COLUMNS):
@@ -297,19 +430,29 @@ def load(units: int, events: int, schema: str) -> dict[str, Any]:
         ) as copy:
             for i, h in enumerate(histories):
                 for c in range(COLUMNS):
-                    copy.write_row((unit_id(i + 1), c + 1, "nasal-4mg", 5, 30, h.stock[c], h.lot[c], h.expiry[c], None))
+                    copy.write_row(
+                        (unit_id(i + 1), c + 1, "nasal-4mg", 5, 30, h.stock[c], h.lot[c], h.expiry[c], None)
+                    )
         with cur.copy(
-            "COPY alert_history (alert_key, raised_at, unit, site, kind, severity, message, cleared_at) FROM STDIN"
+            "COPY alert_history (alert_key, raised_at, unit, site, "
+            "kind, severity, message, cleared_at) FROM STDIN"
         ) as copy:
             for k in range(units * 20):  # about 20 alerts per unit over five years, all cleared
                 i = rng.randrange(units)
                 raised = datetime.fromtimestamp(rng.uniform(start, end), UTC)
                 kind = rng.choice(("low_stock", "offline", "temperature", "expiry", "vend_failure_rate"))
-                copy.write_row((
-                    f"{kind}:{unit_id(i + 1)}:{k}", raised.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), unit_id(i + 1),
-                    sites[i], kind, "warning", f"{unit_id(i + 1)}: {kind}",
-                    (raised + timedelta(hours=rng.uniform(1, 48))).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                ))
+                copy.write_row(
+                    (
+                        f"{kind}:{unit_id(i + 1)}:{k}",
+                        raised.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                        unit_id(i + 1),
+                        sites[i],
+                        kind,
+                        "warning",
+                        f"{unit_id(i + 1)}: {kind}",
+                        (raised + timedelta(hours=rng.uniform(1, 48))).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    )
+                )
     took["units_alerts_s"] = round(time.monotonic() - t3, 1)
     progress("units, stock, columns and alert history loaded; computing the report counts")
     t4 = time.monotonic()
@@ -381,14 +524,25 @@ from_state = true
 
 
 def wrk(base: str, path: str, seconds: int, connections: int, units: int = 0) -> dict[str, Any]:
-    argv = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-            "-s", str(LUA), base + path.split("%")[0] if units else base + path]
+    argv = [
+        "wrk",
+        f"-t{min(2, connections)}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        base + path.split("%")[0] if units else base + path,
+    ]
     if units:
         argv += ["--", path, str(units)]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     m = re.search(r"^WRK_JSON (.*)$", out.stdout, re.M)
     if not m:
-        raise baselines.BenchError(f"expected a WRK_JSON line from wrk, got {out.stdout[-300:]!r} {out.stderr[-300:]!r}")
+        raise baselines.BenchError(
+            f"expected a WRK_JSON line from wrk, got {out.stdout[-300:]!r} {out.stderr[-300:]!r}"
+        )
     res: dict[str, Any] = json.loads(m.group(1))
     res["rps"] = round(res["requests"] / max(res["duration_s"], 1e-3), 1)
     return res
@@ -429,8 +583,11 @@ def measure(units: int, schema: str, seconds: int, connections: int, ingest_even
     with Broker(DEPLOY / "dev.conf") as broker:
         http_port = rooms._free_port()
         (work / "central.toml").write_text(serve_toml(work, http_port, broker.port, url(schema)))
-        proc = Proc("inventory", [*NALOX, "inventory", "serve", "--config", str(work / "central.toml")],
-                    work / "inventory.log").start()
+        proc = Proc(
+            "inventory",
+            [*NALOX, "inventory", "serve", "--config", str(work / "central.toml")],
+            work / "inventory.log",
+        ).start()
         try:
             central = Central(http_port)
             wait_until("the inventory service's /healthz", central.healthy, 120)
@@ -440,7 +597,9 @@ def measure(units: int, schema: str, seconds: int, connections: int, ingest_even
             for name, path, n in pages(units, year):
                 code = subprocess.run(
                     ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", base + (path % 1 if n else path)],
-                    capture_output=True, text=True, timeout=120,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
                 ).stdout
                 if code != "200":
                     out["pages"][name] = {"path": path, "skipped": f"HTTP {code}"}
@@ -450,12 +609,16 @@ def measure(units: int, schema: str, seconds: int, connections: int, ingest_even
                 r["path"], r["target_p95_ms"] = path, targets(name)
                 r["met"] = r["p95_ms"] <= r["target_p95_ms"] and r["errors_status"] == 0
                 out["pages"][name] = r
-                progress(f"{name}: p50 {r['p50_ms']} p95 {r['p95_ms']} p99 {r['p99_ms']} ms, {r['rps']} req/s")
+                progress(
+                    f"{name}: p50 {r['p50_ms']} p95 {r['p95_ms']} p99 {r['p99_ms']} ms, {r['rps']} req/s"
+                )
             out["central_rss_mb"] = round(ps.memory_info().rss / 1e6)
             out["central_rss_peak_mb"] = round(_peak_kb(proc.pid) / 1e3)
         finally:
             proc.stop()
-        out["ingest"] = guarded("ingest with the rows present", lambda: ingest(broker.port, schema, ingest_events))
+        out["ingest"] = guarded(
+            "ingest with the rows present", lambda: ingest(broker.port, schema, ingest_events)
+        )
     shutil.rmtree(work, ignore_errors=True)
     return out
 
@@ -500,12 +663,14 @@ def explain(schema: str, year: int) -> dict[str, str]:
     queries = {
         "fleet first page": f"SELECT u.unit FROM units u ORDER BY {rank}, u.site, u.unit LIMIT 50 OFFSET 0",
         "report year": (
-            "SELECT u.site, r.unit, SUM(r.kits), SUM(r.doses) FROM (SELECT unit, kits, doses FROM report_month "
+            "SELECT u.site, r.unit, SUM(r.kits), SUM(r.doses) FROM "
+            "(SELECT unit, kits, doses FROM report_month "
             f"WHERE month >= '{months[0]}' AND month <= '{months[1]}') r JOIN units u ON u.unit = r.unit "
             "GROUP BY u.site, r.unit ORDER BY u.site, r.unit"
         ),
         "report year counted fresh from events": (
-            "SELECT e.unit, SUM(CASE WHEN e.type = 'dispense' AND e.via <> 'test' THEN 1 ELSE 0 END) FROM events e "
+            "SELECT e.unit, SUM(CASE WHEN e.type = 'dispense' AND "
+            "e.via <> 'test' THEN 1 ELSE 0 END) FROM events e "
             f"WHERE e.ts >= '{year}-01-01' AND e.ts < '{year + 1}-01-01' GROUP BY e.unit"
         ),
         "unit page dispenses per day": (
@@ -513,10 +678,15 @@ def explain(schema: str, year: int) -> dict[str, str]:
             f"AND ts >= '{year}-11-01' AND unit = 'st-0042' GROUP BY unit, substr(ts, 1, 10)"
         ),
         "newest kit per unit (all units)": (
-            "SELECT u.unit, (SELECT MAX(e.ts) FROM events e WHERE e.unit = u.unit AND e.type = 'dispense') FROM units u"
+            "SELECT u.unit, (SELECT MAX(e.ts) FROM events e WHERE e.unit "
+            "= u.unit AND e.type = 'dispense') FROM units u"
         ),
-        "newest kit per unit, old form": "SELECT unit, MAX(ts) FROM events WHERE type = 'dispense' GROUP BY unit",
-        "unit events page": "SELECT unit, event_id, seq FROM events WHERE unit = 'st-0042' ORDER BY seq DESC LIMIT 100",
+        "newest kit per unit, old form": (
+            "SELECT unit, MAX(ts) FROM events WHERE type = 'dispense' GROUP BY unit"
+        ),
+        "unit events page": (
+            "SELECT unit, event_id, seq FROM events WHERE unit = 'st-0042' ORDER BY seq DESC LIMIT 100"
+        ),
     }
     with psycopg.connect(url(schema), autocommit=True) as conn:
         for name, sql in queries.items():
@@ -531,24 +701,53 @@ def table(s: dict[str, Any]) -> str:
         if "skipped" in r:
             rows.append((name, "-", "-", "-", "-", "", r["skipped"]))
             continue
-        rows.append((name, f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['rps']:.0f}",
-                     f"<= {r['target_p95_ms']:.0f}", "yes" if r["met"] else "NO"))
+        rows.append(
+            (
+                name,
+                f"{r['p50_ms']:.1f}",
+                f"{r['p95_ms']:.1f}",
+                f"{r['p99_ms']:.1f}",
+                f"{r['rps']:.0f}",
+                f"<= {r['target_p95_ms']:.0f}",
+                "yes" if r["met"] else "NO",
+            )
+        )
     g = s.get("ingest", {})
     if "error" in g:
         rows.append(("ingest with rows present", "error", "", "", "", ">= 0.8x", g["error"][:40]))
     else:
-        rows.append((f"ingest (ev/s; bare subscriber {g['baseline_subscriber_per_s']:,})",
-                     f"{g['ingest_postgresql_1w_per_s']:,}", "", "", "", ">= 0.8x",
-                     f"{g['ratio']}x {'yes' if g['met'] else 'NO'}"))
-    rows.append(("central RSS now / peak (MB)", f"{s.get('central_rss_mb')}", f"{s.get('central_rss_peak_mb')}", "",
-                 "", "<= 300", "yes" if (s.get("central_rss_peak_mb") or 1e9) <= 300 else "NO"))
+        rows.append(
+            (
+                f"ingest (ev/s; bare subscriber {g['baseline_subscriber_per_s']:,})",
+                f"{g['ingest_postgresql_1w_per_s']:,}",
+                "",
+                "",
+                "",
+                ">= 0.8x",
+                f"{g['ratio']}x {'yes' if g['met'] else 'NO'}",
+            )
+        )
+    rows.append(
+        (
+            "central RSS now / peak (MB)",
+            f"{s.get('central_rss_mb')}",
+            f"{s.get('central_rss_peak_mb')}",
+            "",
+            "",
+            "<= 300",
+            "yes" if (s.get("central_rss_peak_mb") or 1e9) <= 300 else "NO",
+        )
+    )
     widths = [max(len(r[i]) for r in rows) for i in range(7)]
     lines = ["| " + " | ".join(c.ljust(widths[i]) for i, c in enumerate(r)) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     d = s["data"]
-    lines.append(f"\ndata: {d['units']:,} units, {d['events']:,} events {d['first_event'][:10]}..{d['last_event'][:10]}, "
-                 f"events table {d['events_table_mb']:,} MB; {s['connections']} concurrent connections, "
-                 f"{s['seconds_each']} s each; {s['ran_at']}")
+    lines.append(
+        f"\ndata: {d['units']:,} units, {d['events']:,} events "
+        f"{d['first_event'][:10]}..{d['last_event'][:10]}, "
+        f"events table {d['events_table_mb']:,} MB; {s['connections']} concurrent connections, "
+        f"{s['seconds_each']} s each; {s['ran_at']}"
+    )
     return "\n".join(lines)
 
 
@@ -565,11 +764,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     if shutil.which("wrk") is None:
-        print("bench.scale: expected wrk on PATH (Debian package wrk; `make setup` installs it), found none",
-              file=sys.stderr)
+        print(
+            "bench.scale: expected wrk on PATH (Debian package wrk; `make setup` installs it), found none",
+            file=sys.stderr,
+        )
         return 2
-    res: dict[str, Any] = {"machine": machine(), "ran_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                           "units": args.units, "events_asked": args.events}
+    res: dict[str, Any] = {
+        "machine": machine(),
+        "ran_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "units": args.units,
+        "events_asked": args.events,
+    }
     if args.reload or not loaded(args.units, args.events, args.schema):
         progress(f"loading {args.units:,} units and {args.events:,} events into schema {args.schema}")
         res["load"] = load(args.units, args.events, args.schema)

@@ -97,7 +97,10 @@ class AlertSettings(Section):
 class ReportSettings(Section):
     timezone: str = Field(default="UTC", description="monthly reports count calendar months in this zone")
     fiscal_year_start_month: int = Field(
-        default=7, ge=1, le=12, description="fiscal year N starts on the 1st of this month in year N-1 (1: calendar year)"
+        default=7,
+        ge=1,
+        le=12,
+        description="fiscal year N starts on the 1st of this month in year N-1 (1: calendar year)",
     )
 
     @field_validator("timezone")

@@ -111,7 +111,9 @@ def upsert_sql(table: str, values: str) -> str:
 
 SQLITE_UPSERT = {t: upsert_sql(t, f"VALUES ({', '.join(['?'] * (len(COUNTS) + 2))})") for t in TABLES}
 PG_UPSERT = {  # one statement text for any number of rows: arrays unnested in order
-    t: upsert_sql(t, "SELECT * FROM unnest(%s::text[], %s::text[], " + ", ".join(["%s::bigint[]"] * len(COUNTS)) + ")")
+    t: upsert_sql(
+        t, "SELECT * FROM unnest(%s::text[], %s::text[], " + ", ".join(["%s::bigint[]"] * len(COUNTS)) + ")"
+    )
     for t in TABLES
 }
 
@@ -136,7 +138,9 @@ def rebuild(tx: Any, dialect: str, tz_name: str) -> int:
         from zoneinfo import ZoneInfo
 
         tz, pending = ZoneInfo(tz_name), Pending()
-        for unit, ts, type_, via, phase, doses in tx.rows("SELECT unit, ts, type, via, phase, doses FROM events"):
+        for unit, ts, type_, via, phase, doses in tx.rows(
+            "SELECT unit, ts, type, via, phase, doses FROM events"
+        ):
             when = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
             pending.add(local_day(when, tz), unit, counts_of(type_, via, phase, doses))
         for row in pending.rows("report_day"):

@@ -206,7 +206,12 @@ class Store:
                 tx.rollup.add(
                     rollups.local_day(event.ts, tz),
                     event.unit,
-                    rollups.counts_of(g(event, "type", None), g(event, "via", None), g(event, "phase", None), g(event, "doses", None)),
+                    rollups.counts_of(
+                        g(event, "type", None),
+                        g(event, "via", None),
+                        g(event, "phase", None),
+                        g(event, "doses", None),
+                    ),
                 )
         return inserted
 
@@ -445,7 +450,10 @@ class Store:
                 return []
             else:
                 marks = ", ".join("?" * len(only))
-                found = {r[0]: r for r in tx.rows(f"SELECT {self._UNIT_COLUMNS} FROM units WHERE unit IN ({marks})", only)}
+                found = {
+                    r[0]: r
+                    for r in tx.rows(f"SELECT {self._UNIT_COLUMNS} FROM units WHERE unit IN ({marks})", only)
+                }
                 rows = [found[u] for u in only if u in found]
                 stock_rows = tx.rows(f"SELECT unit, col, stock FROM stock WHERE unit IN ({marks})", only)
         stock: dict[str, dict[int, int]] = {}
@@ -479,13 +487,16 @@ class Store:
             where, params = where + " AND u.site = ?", [*params, site]
         if search:
             like = "%" + search.lower().replace("\\", "").replace("%", "").replace("_", "") + "%"
-            where += " AND (LOWER(u.unit) LIKE ? OR LOWER(u.site) LIKE ? OR LOWER(COALESCE(u.name, '')) LIKE ?)"
+            where += (
+                " AND (LOWER(u.unit) LIKE ? OR LOWER(u.site) LIKE ? OR LOWER(COALESCE(u.name, '')) LIKE ?)"
+            )
             params += [like, like, like]
         with self.tx() as tx:
             ids = [
                 r[0]
                 for r in tx.rows(
-                    f"SELECT u.unit FROM units u {where} ORDER BY {self._RANK}, u.site, u.unit LIMIT ? OFFSET ?",
+                    f"SELECT u.unit FROM units u {where} ORDER BY {self._RANK}, "
+                    "u.site, u.unit LIMIT ? OFFSET ?",
                     [*params, limit, offset],
                 )
             ]
@@ -496,13 +507,15 @@ class Store:
             )
             kits = tx.one(
                 "SELECT COALESCE(SUM(COALESCE(s.stock, c.stock)), 0) FROM units u "
-                "JOIN unit_columns c ON c.unit = u.unit LEFT JOIN stock s ON s.unit = c.unit AND s.col = c.col "
+                "JOIN unit_columns c ON c.unit = u.unit LEFT JOIN "
+                "stock s ON s.unit = c.unit AND s.col = c.col "
                 f"{where}",
                 params,
             )
             extra = tx.one(  # counted columns the state does not describe
                 "SELECT COALESCE(SUM(s.stock), 0) FROM units u JOIN stock s ON s.unit = u.unit "
-                f"{where} AND NOT EXISTS (SELECT 1 FROM unit_columns c WHERE c.unit = s.unit AND c.col = s.col)",
+                f"{where} AND NOT EXISTS (SELECT 1 FROM unit_columns "
+                "c WHERE c.unit = s.unit AND c.col = s.col)",
                 params,
             )
         total, online, attention = (int(x or 0) for x in (row or (0, 0, 0)))
@@ -546,7 +559,9 @@ class Store:
             row = tx.one(sql, params)
         return int(row[0]) if row else 0
 
-    def daily_counts(self, type_: str, since: datetime, unit: str | None = None) -> dict[tuple[str, str], int]:
+    def daily_counts(
+        self, type_: str, since: datetime, unit: str | None = None
+    ) -> dict[tuple[str, str], int]:
         """(unit, YYYY-MM-DD) -> number of events of that type since `since` (of one unit: an index range)."""
         sql = "SELECT unit, substr(ts, 1, 10), COUNT(*) FROM events WHERE type = ? AND ts >= ?"
         params: list[Any] = [type_, iso(since)]
@@ -559,7 +574,10 @@ class Store:
     def last_event_ts(self, type_: str, only: Sequence[str] | None = None) -> dict[str, datetime]:
         """Each unit's newest event of a type: one backward index probe per unit (events_unit_type_ts),
         not a scan of every event of that type."""
-        sql = "SELECT u.unit, (SELECT MAX(e.ts) FROM events e WHERE e.unit = u.unit AND e.type = ?) FROM units u"
+        sql = (
+            "SELECT u.unit, (SELECT MAX(e.ts) FROM events e WHERE "
+            "e.unit = u.unit AND e.type = ?) FROM units u"
+        )
         params: list[Any] = [type_]
         if only is not None:
             if not only:
@@ -570,11 +588,17 @@ class Store:
         return {r[0]: parse_iso(r[1]) or datetime.min.replace(tzinfo=UTC) for r in rows if r[1]}
 
     def counts_since(
-        self, since: datetime, types: Sequence[str] = ("dispense", "vend_failed"), only: Sequence[str] | None = None
+        self,
+        since: datetime,
+        types: Sequence[str] = ("dispense", "vend_failed"),
+        only: Sequence[str] | None = None,
     ) -> dict[tuple[str, str], int]:
         """(unit, type) -> events of those types since `since` (ts of the event): index ranges on
         (type, ts), or (unit, type, ts) for a few units."""
-        sql = f"SELECT unit, type, COUNT(*) FROM events WHERE type IN ({', '.join('?' * len(types))}) AND ts >= ?"
+        sql = (
+            f"SELECT unit, type, COUNT(*) FROM events WHERE type "
+            f"IN ({', '.join('?' * len(types))}) AND ts >= ?"
+        )
         params: list[Any] = [*types, iso(since)]
         if only is not None:
             if not only:
@@ -584,8 +608,16 @@ class Store:
             rows = tx.rows(sql + " GROUP BY unit, type", params)
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
-    _REPORT_KEYS = ("kits", "doses", "test_vends", "vend_failures", "videos_started", "videos_completed",
-                    "kits_after_video", "out_of_stock")
+    _REPORT_KEYS = (
+        "kits",
+        "doses",
+        "test_vends",
+        "vend_failures",
+        "videos_started",
+        "videos_completed",
+        "kits_after_video",
+        "out_of_stock",
+    )
 
     def _report_rows(self, keys: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
         n = len(keys)
@@ -607,8 +639,13 @@ class Store:
 
     def monthly_fresh(self) -> list[dict[str, Any]]:
         """monthly(), counted from the events table now (the check of the kept counts)."""
-        sums = ", ".join(x.replace("type", "e.type").replace("via", "e.via").replace("phase", "e.phase")
-                         .replace("doses", "e.doses") for x in rollups.COUNT_SQL[1:])
+        sums = ", ".join(
+            x.replace("type", "e.type")
+            .replace("via", "e.via")
+            .replace("phase", "e.phase")
+            .replace("doses", "e.doses")
+            for x in rollups.COUNT_SQL[1:]
+        )
         with self.tx() as tx:
             rows = tx.rows(
                 f"SELECT e.month, u.site, e.unit, {sums} FROM events e JOIN units u ON u.unit = e.unit "
@@ -650,7 +687,8 @@ class Store:
         sums = ", ".join(rollups.COUNT_SQL[1:])
         with self.tx() as tx:
             rows = tx.rows(
-                f"SELECT u.site, e.unit, {sums.replace('type', 'e.type')} FROM events e JOIN units u ON u.unit = e.unit "
+                f"SELECT u.site, e.unit, {sums.replace('type', 'e.type')} "
+                "FROM events e JOIN units u ON u.unit = e.unit "
                 "WHERE e.ts >= ? AND e.ts < ? GROUP BY u.site, e.unit ORDER BY u.site, e.unit",
                 (iso(lo), iso(hi)),
             )

@@ -35,7 +35,11 @@ def load(store: Store, config: CentralConfig, clock: FakeClock, seed: int = 5) -
 def check_equal(store: Store) -> None:
     assert store.monthly() == store.monthly_fresh()
     first, last = date(2026, 9, 15), date(2026, 12, 10)
-    for a, b in ((first, last), (date(2026, 10, 1), date(2026, 10, 31)), (date(2026, 10, 7), date(2026, 11, 2))):
+    for a, b in (
+        (first, last),
+        (date(2026, 10, 1), date(2026, 10, 31)),
+        (date(2026, 10, 7), date(2026, 11, 2)),
+    ):
         assert store.period(a.isoformat(), b.isoformat()) == store.period_fresh(a.isoformat(), b.isoformat())
 
 
@@ -76,7 +80,10 @@ def test_any_range_of_days_equals_a_fresh_count(
 
 def test_periods_split_into_whole_months_and_edges() -> None:
     assert rollups.periods("2026-01-01", "2026-12-31") == ([f"2026-{m:02d}" for m in range(1, 13)], [])
-    assert rollups.periods("2026-01-15", "2026-03-03") == (["2026-02"], [("2026-01-15", "2026-01-31"), ("2026-03-01", "2026-03-03")])
+    assert rollups.periods("2026-01-15", "2026-03-03") == (
+        ["2026-02"],
+        [("2026-01-15", "2026-01-31"), ("2026-03-01", "2026-03-03")],
+    )
     assert rollups.periods("2026-02-03", "2026-02-03") == ([], [("2026-02-03", "2026-02-03")])
     assert reports.fiscal_year_bounds(2026) == (date(2025, 7, 1), date(2026, 6, 30))
     assert reports.fiscal_year_bounds(2026, 1) == (date(2026, 1, 1), date(2026, 12, 31))
