@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import baselines
-from nalox.demo import UnitSpec, wait_until
+from nalox.configs import UnitSpec
+from nalox.simunit import start_unit
+from nalox.waiting import wait_until
 from schemas.models import DispenseEvent, Telemetry, UnitState
 
 
@@ -78,8 +80,6 @@ class DropClock:
 
 def vend_overhead(port: int, count: int) -> dict[str, Any]:
     """Drop detected at the controller -> dispense event PUBACKed by the broker, per vend."""
-    from nalox import fleet
-
     work = Path(tempfile.mkdtemp(prefix="nalox-bench-vend-"))
     per_column = count // 6 + 5
     spec = UnitSpec(
@@ -87,7 +87,7 @@ def vend_overhead(port: int, count: int) -> dict[str, Any]:
     )
     clocks: list[DropClock] = []
     with PubackClock() as pubacks:
-        unit = fleet.start_unit(spec, work, port, seed=1, wrap_board=lambda b: _keep(clocks, DropClock(b)))
+        unit = start_unit(spec, work, port, seed=1, wrap_board=lambda b: _keep(clocks, DropClock(b)))
         try:
             for _ in range(count + 1):  # the first press plays the video; the window covers the rest
                 _press_and_wait(unit)

@@ -18,7 +18,12 @@ import paho.mqtt.client as mqtt
 import psutil
 
 from bench import baselines
-from nalox.demo import NALOX, Central, NotifySocket, Proc, Stack, UnitSpec, central_toml, wait_until
+from nalox.central_api import CentralApi
+from nalox.configs import UnitSpec, central_toml
+from nalox.notify import NotifySocket
+from nalox.stack import Stack
+from nalox.supervision import NALOX, Proc
+from nalox.waiting import wait_until
 from schemas.models import DispenseEvent, topic
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1/test"
@@ -128,9 +133,8 @@ def _ingest_run(port: int, count: int, work: Path, unit: str, url: str, workers:
 
 def _until_acked(http_port: int, port: int, unit: str, acks: AckWatch) -> None:
     """The service is up and subscribed: one event goes in and its ack comes out."""
-    central = Central(http_port)
+    central = CentralApi(http_port)
     wait_until("the inventory service's /healthz", central.healthy, 60)
-    central.close()
     deadline = time.monotonic() + 30
     while acks.acked < 1 and time.monotonic() < deadline:
         baselines.publish_window(port, dispense_payloads(unit, 1, 1), 1)

@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from nalox.ports import free_port
+
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
 GUARD_SOURCE = DEPLOY / "nalox_guard.c"
 GUARD_BUILD = DEPLOY.parent.parent / "build" / "mosquitto" / "nalox_guard.so"
@@ -31,12 +33,6 @@ def guard_plugin() -> Path:
                                f"libmosquitto-dev), gcc said: {done.stderr.strip()}")
         partial.replace(GUARD_BUILD)
     return GUARD_BUILD
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Broker:

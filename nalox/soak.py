@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 import tempfile
 import time
@@ -21,19 +20,17 @@ from typing import Any
 
 import structlog
 
-from nalox.broker import free_port
+from controller import log as unit_log
+from nalox.census import LedgerCensus, dispense_in_flight
 from nalox.chaos import ChaosPlan, TcpProxy
-from nalox.demo import (
-    DemoError,
-    NotifySocket,
-    Stack,
-    Stopped,
-    UnitSpec,
-    configure_logging,
-    require_tools,
-    sigterm_raises,
-    wait_until,
-)
+from nalox.configs import UnitSpec
+from nalox.errors import NaloxError
+from nalox.notify import NotifySocket
+from nalox.ports import free_port
+from nalox.stack import Stack
+from nalox.supervision import Stopped, sigterm_raises
+from nalox.tools import require_tools
+from nalox.waiting import wait_until
 
 log = structlog.get_logger("nalox.soak")
 # a broker like production's: persistence on, saved often (kill -9 still loses what was not saved)
@@ -79,28 +76,24 @@ class Soak:
         self.press()
 
     def press(self) -> bool:
-        before = self.ledger()["terminal"]
+        before = self.ledger().terminal
         self.stack.ctl("press", "--lang", self.plan.language())
         self.presses += 1
         try:
             wait_until(
                 "the press to end in a ledger event",
-                lambda: self.ledger()["terminal"] > before,
+                lambda: self.ledger().terminal > before,
                 self.opts.settle_timeout,
                 interval=0.05,
-                alive=self.check_alive,
+                alive=self.stack.check_alive,
             )
             return True
-        except DemoError:
+        except NaloxError:
             self.unsettled += 1
             log.warning("press did not settle", presses=self.presses, active=sorted(self.active))
             return False
 
-    def check_alive(self) -> None:
-        for proc in (self.stack.unit, self.stack.board, self.stack.inventory):
-            self.stack.check_alive(proc)
-
-    def ledger(self) -> dict[str, Any]:
+    def ledger(self) -> LedgerCensus:
         return self.stack.ledger()
 
     # ---------------------------------------------------------------- faults
@@ -125,16 +118,15 @@ class Soak:
         """Press, wait until the daemon has journaled its DISPENSE command, kill -9, restart."""
         self.stack.ctl("press", "--lang", self.plan.language())
         self.presses += 1
-        path = self.stack.unit_dir / "ledger.sqlite3"
         try:
             wait_until(
                 "a pending dispense command in the ledger",
-                lambda: pending_command(path),
+                lambda: dispense_in_flight(self.stack.ledger_path),
                 self.opts.video_seconds + 10,
                 interval=0.01,
             )
             self.kills_in_dispense += 1
-        except DemoError:
+        except NaloxError:
             log.warning("no dispense seen before the kill", presses=self.presses)
         assert self.stack.unit is not None
         self.stack.unit.kill9()
@@ -182,12 +174,12 @@ class Soak:
         led = self.ledger()
         assert self.stack.central is not None
         central_ids = self.stack.central.event_ids(uid)
-        ledger_ids = led["event_ids"]
+        ledger_ids = led.event_ids
         return {
             "presses": self.presses,
             "unsettled_presses": self.unsettled,
             "sim_dropped": int(sim["dropped"]),
-            "ledger_dispensed": led["dispensed"],
+            "ledger_dispensed": led.dispensed,
             "central_dispensed": self.stack.central.dispense_count(uid),
             "ledger_events": len(ledger_ids),
             "central_events": len(central_ids),
@@ -195,9 +187,9 @@ class Soak:
             "events_counted_twice": len(central_ids) - len(set(central_ids)),
             "events_unknown_to_ledger": len(set(central_ids) - set(ledger_ids)),
             "kits_dispensed_twice": len(sim.get("double_drops", [])),
-            "outbox_depth": led["outbox"],
+            "outbox_depth": led.outbox,
             "stock": {
-                "ledger": led["stock"],
+                "ledger": led.stock,
                 "sim": {str(k): int(v) for k, v in sim["stock"].items()},
                 "central": self.stack.central.stock(uid),
             },
@@ -205,18 +197,6 @@ class Soak:
             "unit_kills_during_dispense": self.kills_in_dispense,
             "board": {k: sim.get(k) for k in ("boots", "faults", "presses")},
         }
-
-
-def pending_command(ledger: Path) -> bool:
-    """True while the unit has a DISPENSE journaled but not settled (it is dispensing right now)."""
-    if not ledger.exists():
-        return False
-    con = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5)
-    try:
-        row = con.execute("SELECT COUNT(*) FROM commands WHERE state='pending'").fetchone()
-    finally:
-        con.close()
-    return bool(row and row[0])
 
 
 def verdict(f: dict[str, Any]) -> list[str]:
@@ -281,7 +261,7 @@ def run(opts: Options) -> dict[str, Any]:
                 180,
                 interval=1.0,
             )
-        except DemoError as e:
+        except NaloxError as e:
             log.warning("did not catch up", error=str(e))
         return soak.figures()
     finally:
@@ -328,12 +308,12 @@ def parse_args(argv: list[str]) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
-    configure_logging()
+    unit_log.configure(stream=sys.stderr)
     try:
         require_tools()
         with sigterm_raises():
             figures = run(opts)
-    except DemoError as e:
+    except NaloxError as e:
         print(f"soak: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Stopped):

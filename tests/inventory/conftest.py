@@ -6,8 +6,10 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from inventory.clock import FakeClock
 from inventory.config import CentralConfig, parse_config
 from inventory.store import Store, open_store
+from nalox.configs import UnitSpec
 
 PG_URL = "postgresql://postgres@127.0.0.1/test"
 
@@ -53,6 +56,14 @@ def store(db_url: tuple[str, str | None]) -> Iterator[Store]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(datetime(2026, 11, 1, 12, 0, tzinfo=UTC))
+
+
+def sim_spec(unit: str, site: str, **fields: Any) -> UnitSpec:
+    """A quick simulated unit for nalox.simunit.start_unit: 2 columns of 6, 1 s clip, fast motor."""
+    quick = UnitSpec(
+        unit, site, columns=2, stock=6, spin_ms=50, video_seconds=1.0, telemetry_interval_s=2, ack_resend_s=5
+    )
+    return replace(quick, **fields)
 
 
 def make_config(units: int = 3, **sections: dict[str, object]) -> CentralConfig:

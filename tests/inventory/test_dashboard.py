@@ -19,11 +19,11 @@ from inventory.alerts import ALERT_TOPIC
 from inventory.clock import RealClock
 from inventory.service import Service
 from nalox.broker import Broker
+from nalox.simunit import SimUnit, start_unit
 from schemas.models import Alert, topic
-from tests.inventory.conftest import make_config
+from tests.inventory.conftest import make_config, sim_spec
 from tests.inventory.gen import UnitStream
 from tests.inventory.mqttutil import UnitSide
-from tests.inventory.simunit import SimUnit, make_clip, start_unit
 from tests.waiting import wait_for
 
 CHROMIUM_ARGS = [
@@ -71,16 +71,8 @@ def now_stream(unit: str, site: str) -> UnitStream:
 @pytest.fixture
 def real_unit(broker: Broker, tmp_path: Path) -> Iterator[SimUnit]:
     """unit-001 is a real simulated unit: 2 columns of 5 kits, par 5."""
-    u = start_unit(
-        "unit-001",
-        "Site B",
-        tmp_path / "unit-001",
-        broker.port,
-        make_clip(tmp_path / "clips"),
-        columns=2,
-        stock=5,
-        par=5,
-    )
+    spec = sim_spec("unit-001", "Site B", stock=5, par=5)
+    u = start_unit(spec, tmp_path / "unit-001", broker.port, clips=tmp_path / "clips")
     u.board.set_temperature(21.0)  # a heated release area
     try:
         yield u

@@ -18,8 +18,8 @@ from playwright.sync_api import sync_playwright
 from inventory.clock import RealClock
 from inventory.service import Service
 from nalox.broker import Broker
-from tests.inventory.conftest import make_config
-from tests.inventory.simunit import SimUnit, make_clip, start_unit
+from nalox.simunit import SimUnit, start_unit
+from tests.inventory.conftest import make_config, sim_spec
 from tests.inventory.test_dashboard import CHROMIUM_ARGS
 from tests.waiting import wait_for
 
@@ -29,21 +29,16 @@ ROUNDS = int(os.environ.get("NALOX_FLEET_ROUNDS", "3"))
 
 @pytest.fixture
 def fleet(broker: Broker, tmp_path: Path) -> Iterator[list[SimUnit]]:
-    clip = make_clip(tmp_path / "clips")
     units: list[SimUnit] = []
     try:
         for i in range(1, UNITS + 1):
             units.append(
                 start_unit(
-                    f"unit-{i:03d}",
-                    f"Site {'ABC'[i % 3]}",
+                    sim_spec(f"unit-{i:03d}", f"Site {'ABC'[i % 3]}", stock=4, par=2),
                     tmp_path / f"unit-{i:03d}",
                     broker.port,
-                    clip,
-                    columns=2,
-                    stock=4,
-                    par=2,
                     seed=i,
+                    clips=tmp_path / "clips",
                 )
             )
         yield units
@@ -84,13 +79,13 @@ def test_fleet_reports_every_kit_and_the_csv_matches_the_boards(
                 return all(u.physical_dropped() >= r for u in fleet)
 
             wait_for(dropped_all, 120, f"round {r}: every board dropped a kit")
-        dropped = {u.unit: u.physical_dropped() for u in fleet}
+        dropped = {u.unit_id: u.physical_dropped() for u in fleet}
         assert all(n == ROUNDS for n in dropped.values()), f"no faults injected, one kit per press: {dropped}"
 
         def converged() -> bool:
             units = {x["id"]: x for x in http.get("/api/units").json()}
             return len(units) == UNITS and all(
-                {int(c): n for c, n in units[u.unit]["stock"].items()} == u.physical_stock() for u in fleet
+                {int(c): n for c, n in units[u.unit_id]["stock"].items()} == u.physical_stock() for u in fleet
             )
 
         wait_for(converged, 120, "central stock to equal every board's physical stock")
@@ -102,11 +97,11 @@ def test_fleet_reports_every_kit_and_the_csv_matches_the_boards(
         assert kits == dropped, "the monthly CSV counts exactly the kits that physically dropped"
         assert sum(int(r["doses"]) for r in rows) == 2 * sum(dropped.values())
         page = http.get("/").text
-        assert all(f'id="unit-{u.unit}"' in page for u in fleet), "the dashboard shows every unit"
+        assert all(f'id="unit-{u.unit_id}"' in page for u in fleet), "the dashboard shows every unit"
         table = http.get("/", params={"view": "table"}).text
-        assert all(f'<tr data-unit="{u.unit}">' in table for u in fleet), "the table view too"
+        assert all(f'<tr data-unit="{u.unit_id}">' in table for u in fleet), "the table view too"
         site_a = http.get("/", params={"view": "table", "site": "Site A"}).text
-        assert all((f'<tr data-unit="{u.unit}">' in site_a) == (u.site == "Site A") for u in fleet)
+        assert all((f'<tr data-unit="{u.unit_id}">' in site_a) == (u.spec.site == "Site A") for u in fleet)
         screenshot(f"{central.url}/?view=table", artifacts / "inventory-fleet-table.png")
         print(
             f"fleet: {UNITS} units x {ROUNDS} presses, central caught up {elapsed:.1f}s after the first press"

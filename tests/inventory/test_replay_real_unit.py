@@ -18,8 +18,8 @@ from inventory.clock import RealClock
 from inventory.config import CentralConfig
 from inventory.service import Service
 from nalox.broker import DEPLOY, Broker, production_replacements
-from tests.inventory.conftest import make_config
-from tests.inventory.simunit import make_clip, start_unit
+from nalox.simunit import start_unit
+from tests.inventory.conftest import make_config, sim_spec
 from tests.waiting import wait_for
 
 MAKE_CERTS = DEPLOY.parent / "pki" / "make-certs.sh"
@@ -79,16 +79,14 @@ def central_config(tmp_path: Path, b: BrokerUnderTest, units: int) -> CentralCon
 def test_unregistered_unit_is_replayed_after_it_is_added(
     mqtt_broker: BrokerUnderTest, tmp_path: Path
 ) -> None:
-    unit = start_unit(
+    spec = sim_spec(
         "unit-001",
         "Site B",
-        tmp_path / "unit",
-        mqtt_broker.port,
-        make_clip(tmp_path / "clips"),
         stock=5,
         ack_resend_s=3600,  # only a replay command makes it send again
         tls=mqtt_broker.unit_tls,
     )
+    unit = start_unit(spec, tmp_path / "unit", mqtt_broker.port, clips=tmp_path / "clips")
     try:
         first = Service(central_config(tmp_path, mqtt_broker, units=0), RealClock(), http=False, alerts=False)
         with first:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psutil
 
-from nalox.broker import free_port
-from nalox.demo import port_free, wait_until
+from nalox.ports import free_port, port_free
+from nalox.waiting import wait_until
 
 NALOX = [sys.executable, "-m", "nalox.cli"]
 

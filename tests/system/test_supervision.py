@@ -12,7 +12,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from nalox.broker import Broker
 from nalox.chaos import ChaosPlan, TcpProxy
-from nalox.demo import LIVE, Proc, wait_until
+from nalox.supervision import LIVE, Proc
+from nalox.waiting import wait_until
 
 # a child that starts a grandchild in a session of its own (as a careless daemon might), then waits
 SPAWNER = (
