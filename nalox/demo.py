@@ -17,7 +17,6 @@ from typing import Protocol
 
 import structlog
 
-from controller import log as unit_log
 from nalox.configs import UnitSpec
 from nalox.demo_args import DemoArgs, parse_args
 from nalox.errors import NaloxError
@@ -25,8 +24,8 @@ from nalox.fleet import Fleet
 from nalox.ports import free_port, port_free
 from nalox.stack import Stack
 from nalox.summary import Summary, greeting
-from nalox.supervision import Stopped, sigterm_raises
-from nalox.tools import display_available, require_tools
+from nalox.supervision import run_supervised
+from nalox.tools import display_available
 from nalox.waiting import wait_until
 
 log = structlog.get_logger("nalox.demo")
@@ -193,17 +192,7 @@ def run(args: DemoArgs) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    unit_log.configure(stream=sys.stderr)
-    try:
-        require_tools()
-        with sigterm_raises():
-            return run(args)
-    except NaloxError as e:
-        print(f"nalox demo: {e}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, Stopped):
-        print("\nnalox demo: stopped", file=sys.stderr)
-        return 130
+    return run_supervised("nalox demo", lambda: run(args))
 
 
 if __name__ == "__main__":

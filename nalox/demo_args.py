@@ -76,16 +76,4 @@ def parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str]) -> DemoArgs:
-    a = parser().parse_args(argv)
-    return DemoArgs(
-        vends=a.vends,
-        duration=a.duration,
-        units=a.units,
-        mqtt_port=a.mqtt_port,
-        http_port=a.http_port,
-        headless=a.headless,
-        summary=a.summary,
-        seed=a.seed,
-        interval=a.interval,
-        workdir=a.workdir,
-    )
+    return DemoArgs(**vars(parser().parse_args(argv)))  # each option's dest is a field of DemoArgs

@@ -20,7 +20,6 @@ from typing import Any
 
 import structlog
 
-from controller import log as unit_log
 from nalox.census import LedgerCensus, dispense_in_flight
 from nalox.chaos import ChaosPlan, TcpProxy
 from nalox.configs import UnitSpec
@@ -28,8 +27,7 @@ from nalox.errors import NaloxError
 from nalox.notify import NotifySocket
 from nalox.ports import free_port
 from nalox.stack import Stack
-from nalox.supervision import Stopped, sigterm_raises
-from nalox.tools import require_tools
+from nalox.supervision import run_supervised
 from nalox.waiting import wait_until
 
 log = structlog.get_logger("nalox.soak")
@@ -308,20 +306,14 @@ def parse_args(argv: list[str]) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
-    unit_log.configure(stream=sys.stderr)
-    try:
-        require_tools()
-        with sigterm_raises():
-            figures = run(opts)
-    except NaloxError as e:
-        print(f"soak: {e}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, Stopped):
-        print("soak: stopped", file=sys.stderr)
-        return 130
-    if opts.summary:
-        opts.summary.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
-    return report(figures)
+
+    def soak_and_report() -> int:
+        figures = run(opts)
+        if opts.summary:
+            opts.summary.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+        return report(figures)
+
+    return run_supervised("soak", soak_and_report, failure=2)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,17 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
+from controller import log as unit_log
 from nalox import proctree
 from nalox.errors import NaloxError
+from nalox.tools import require_tools
 
 log = structlog.get_logger("nalox.supervision")
 NALOX = [sys.executable, "-m", "nalox.cli"]  # the `nalox` command of this interpreter
@@ -138,3 +140,19 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_supervised(prog: str, body: Callable[[], int], failure: int = 1) -> int:
+    """The shell of a command that starts rooms (demo, soak): JSON logs on stderr, the programs it needs
+    checked first, SIGTERM and Ctrl-C stop every child (exit 130), a NaloxError is one line (`failure`)."""
+    unit_log.configure(stream=sys.stderr)
+    try:
+        require_tools()
+        with sigterm_raises():
+            return body()
+    except NaloxError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return failure
+    except (KeyboardInterrupt, Stopped):
+        print(f"\n{prog}: stopped", file=sys.stderr)
+        return 130
