@@ -34,7 +34,9 @@ import psycopg
 from bench import baselines, rooms
 from bench.run import RESULTS, guarded, machine, ratio
 from nalox.broker import DEPLOY, Broker
-from nalox.demo import NALOX, Central, Proc, wait_until
+from nalox.central_api import CentralApi
+from nalox.supervision import NALOX, Proc
+from nalox.waiting import wait_until
 
 PG = "postgresql://postgres@127.0.0.1/test"
 SCHEMA = "nalox_scale"
@@ -589,9 +591,8 @@ def measure(units: int, schema: str, seconds: int, connections: int, ingest_even
             work / "inventory.log",
         ).start()
         try:
-            central = Central(http_port)
+            central = CentralApi(http_port)
             wait_until("the inventory service's /healthz", central.healthy, 120)
-            central.close()
             ps = psutil.Process(proc.pid)
             base = f"http://127.0.0.1:{http_port}"
             for name, path, n in pages(units, year):
