@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
 
 from inventory import log
 from inventory.clock import Clock
@@ -111,8 +112,13 @@ def _stock(u: UnitView) -> list[Wanted]:
 def _expiry(u: UnitView, cfg: AlertSettings, now: datetime) -> list[Wanted]:
     out, today = [], now.date()
     for c in u.columns:
-        days = c.expires_in_days(today)
-        if days is None or days > cfg.expiry_days[-1]:
+        dated = [s for s in c.segments if s.expiry is not None and s.count > 0]
+        first = min(dated, key=lambda s: s.expiry or today) if dated else None
+        if first is None or first.expiry is None:
+            continue
+        lot, expiry = first.lot, first.expiry
+        days = (expiry - today).days
+        if days > cfg.expiry_days[-1]:
             continue
         if days < 0:
             out.append(
@@ -120,7 +126,7 @@ def _expiry(u: UnitView, cfg: AlertSettings, now: datetime) -> list[Wanted]:
                     "lot_expired",
                     u,
                     "critical",
-                    f"column {c.column} lot {c.lot} expired on {c.expiry}",
+                    f"column {c.column} lot {lot} expired on {expiry}",
                     f":{c.column}",
                 )
             )
@@ -136,7 +142,7 @@ def _expiry(u: UnitView, cfg: AlertSettings, now: datetime) -> list[Wanted]:
                 f"lot_expiring_{window}d",
                 u,
                 severity,
-                f"column {c.column} lot {c.lot} expires on {c.expiry} (in {days} days)",
+                f"column {c.column} lot {lot} expires on {expiry} (in {days} days)",
                 f":{c.column}",
             )
         )
@@ -145,14 +151,15 @@ def _expiry(u: UnitView, cfg: AlertSettings, now: datetime) -> list[Wanted]:
 
 def _temperature(u: UnitView, cfg: AlertSettings) -> list[Wanted]:
     t = u.temperature_c
-    if t is None or cfg.temperature_min_c <= t <= cfg.temperature_max_c:
+    lo, hi = u.label.storage_min_c, u.label.storage_max_c
+    if t is None or lo <= t <= hi:
         return []
     return [
         _w(
             "temperature",
             u,
             "warning",
-            f"temperature {t:.1f} °C is outside {cfg.temperature_min_c:.0f}-{cfg.temperature_max_c:.0f} °C",
+            f"temperature {t:.1f} °C is outside the label range {lo:g}-{hi:g} °C",
         )
     ]
 
@@ -204,14 +211,22 @@ class AlertManager:
         cfg: AlertSettings,
         clock: Clock,
         publish: Callable[[str, bytes], None] | None = None,
+        products: Mapping[str, Any] | None = None,
+        tz: tzinfo = UTC,
     ) -> None:
         self.store, self.cfg, self.clock, self.publish = store, cfg, clock, publish
+        self.products, self.tz = products, tz
         self.log = log.get("alerts")
         self.started = clock.now()
 
     def run_once(self) -> list[Alert]:
         now = self.clock.now()
-        wanted = {w.key: w for w in evaluate(fleet(self.store, now), self.store, self.cfg, now, self.started)}
+        wanted = {
+            w.key: w
+            for w in evaluate(
+                fleet(self.store, now, None, self.products, self.tz), self.store, self.cfg, now, self.started
+            )
+        }
         active = {a["alert_key"] for a in self.store.active_alerts()}
         changes: list[Alert] = []
         for w in wanted.values():

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from schemas.models import UnitId
+from schemas.models import LabelRange, UnitId
 
 
 class ConfigError(Exception):
@@ -72,14 +72,50 @@ class UnitEntry(Section):
     id: UnitId
     site: str = Field(min_length=1, max_length=200)
     name: str | None = None
+    program: str = Field(
+        default="Jail vending", min_length=1, max_length=100, description="e.g. Community vending"
+    )
+
+
+class ProductSettings(Section):
+    """A product as central knows it; `label` must match the units' product config (the unit reports
+    its own in its state, which wins for that unit's readings)."""
+
+    doses: int = Field(default=2, ge=1, le=20, description="doses per kit")
+    label: LabelRange = LabelRange()
+
+
+class PrivacySettings(Section):
+    kit_time_granularity_s: int = Field(
+        default=3600,
+        ge=60,
+        le=86400,
+        description="the time of each kit, video, failed vend and empty press is stored rounded down to this",
+    )
+
+    @field_validator("kit_time_granularity_s")
+    @classmethod
+    def _divides_a_day(cls, v: int) -> int:
+        if 86400 % v:
+            raise ValueError(f"expected a number of seconds that divides a day (60, 900, 3600...), got {v}")
+        return v
+
+
+class TemperatureHistorySettings(Section):
+    bucket_s: int = Field(
+        default=900, ge=60, le=86400, description="readings are kept as min/mean/max per bucket"
+    )
+    keep_days: int = Field(default=90, ge=1, le=3650, description="older buckets are dropped")
 
 
 class AlertSettings(Section):
     interval_s: float = Field(default=30.0, gt=0)
     offline_minutes: float = Field(default=15.0, gt=0)
     no_dispense_hours: float = Field(default=72.0, gt=0)
-    temperature_min_c: float = 15.0
-    temperature_max_c: float = 25.0
+    temperature_min_c: float | None = Field(
+        default=None, description="obsolete: the product label range ([products.<name>.label]) decides"
+    )
+    temperature_max_c: float | None = Field(default=None, description="obsolete: see temperature_min_c")
     expiry_days: list[int] = Field(default=[30, 60, 90])
     vend_failure_rate: float = Field(default=0.2, ge=0, le=1)
     vend_failure_min_attempts: int = Field(default=5, ge=1)
@@ -102,6 +138,9 @@ class ReportSettings(Section):
         le=12,
         description="fiscal year N starts on the 1st of this month in year N-1 (1: calendar year)",
     )
+    open_data_min_cell: int = Field(
+        default=11, ge=2, le=1000, description="public counts below this are suppressed"
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -121,6 +160,9 @@ class CentralConfig(Section):
     enrollment: EnrollmentSettings = EnrollmentSettings()
     alerts: AlertSettings = AlertSettings()
     reports: ReportSettings = ReportSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    temperature_history: TemperatureHistorySettings = TemperatureHistorySettings()
+    products: dict[str, ProductSettings] = {"nasal-4mg": ProductSettings()}
     units: list[UnitEntry] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -194,8 +236,7 @@ from_state = false        # true: a unit not listed below is enrolled by its fir
 interval_s = 30
 offline_minutes = 15
 no_dispense_hours = 72
-temperature_min_c = 15.0  # naloxone storage range
-temperature_max_c = 25.0
+# temperatures are judged by each product's label range ([products.<name>.label] below)
 expiry_days = [30, 60, 90]
 vend_failure_rate = 0.2
 vend_failure_min_attempts = 5
@@ -205,10 +246,23 @@ vend_failure_window_hours = 24
 [reports]
 timezone = "UTC"          # monthly reports count calendar months in this zone, e.g. "America/Chicago"
 fiscal_year_start_month = 7   # fiscal year N runs from this month of N-1 (7: July 2025 - June 2026 is FY2026)
+open_data_min_cell = 11   # open-data counts below this are suppressed (with complementary cells)
+
+[privacy]
+kit_time_granularity_s = 3600   # central keeps each kit's time rounded down to the hour
+
+[temperature_history]
+bucket_s = 900            # min/mean/max per 15 minutes per unit
+keep_days = 90
+
+[products.nasal-4mg]
+doses = 2
+label = { storage_min_c = 20.0, storage_max_c = 25.0, excursion_min_c = 5.0, excursion_max_c = 40.0 }
 
 [[units]]
 id = "unit-001"
 site = "County Jail - Release Lobby"
+program = "Jail vending"   # recorded with each event: moving a unit later does not rewrite history
 
 [[units]]
 id = "unit-002"

@@ -1,14 +1,20 @@
-"""The fleet as staff see it: each unit's columns (stock against par, lot, expiry), online state,
-temperature, alarms, outbox lag and days of stock left, computed from the store at a given time."""
+"""The fleet as staff see it: each unit's columns (stock against par, lot queue, expiry, holds),
+online state, temperature against its products' label range, alarms, outbox lag and days of stock
+left (inventory.planning's one definition), computed from the store at a given time."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any
 
+from inventory.planning import days_of_stock, local_days, weekday_rates
 from inventory.store import Store, UnitRow
+from schemas.models import LabelRange, LotHold, LotSegment
 
-RATE_DAYS = 7  # "recent rate" = dispenses over the last week
+RECENT_DAYS = 7  # "kits this week" on the fleet page
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,15 @@ class ColumnView:
     lot: str | None
     expiry: date | None
     fault: str | None
+    lots: tuple[LotSegment, ...] = ()  # front (next to drop) first
+    held: str | None = None  # why the unit will not vend this column's front kit
+
+    @property
+    def segments(self) -> tuple[LotSegment, ...]:
+        """The lot queue; a unit that reports none has one segment: the column's lot and stock."""
+        if self.lots:
+            return self.lots
+        return (LotSegment(lot=self.lot, expiry=self.expiry, count=self.stock),) if self.stock else ()
 
     @property
     def level(self) -> str:
@@ -51,15 +66,14 @@ class UnitView:
     mode: str | None
     last_heard: datetime | None = None  # newest state or telemetry the unit sent
     seq_reset_at: datetime | None = None  # the unit's event numbering restarted: acks paused
+    days_left: float | None = None  # inventory.planning.days_of_stock
+    label: LabelRange = field(default_factory=LabelRange)  # the strictest of its products' ranges
+    program: str = "Jail vending"
+    holds: tuple[LotHold, ...] = ()
 
     @property
     def total_stock(self) -> int:
         return sum(c.stock for c in self.columns)
-
-    @property
-    def days_left(self) -> float | None:
-        rate = self.dispenses_recent / RATE_DAYS
-        return self.total_stock / rate if rate > 0 else None
 
 
 def columns_of(row: UnitRow) -> list[ColumnView]:
@@ -80,12 +94,39 @@ def columns_of(row: UnitRow) -> list[ColumnView]:
                 sc.lot if sc else None,
                 sc.expiry if sc else None,
                 sc.fault if sc else None,
+                tuple(sc.lots) if sc else (),
+                sc.held if sc else None,
             )
         )
     return views
 
 
-def unit_view(row: UnitRow, recent: int) -> UnitView:
+def label_of(row: UnitRow, products: Mapping[str, Any] | None) -> LabelRange:
+    """The unit's own report of its products' label ranges wins; then central's product config; the
+    strictest range over the products in its columns."""
+    names = {c.product for c in row.state.columns} if row.state else set()
+    ranges = []
+    for name in sorted(names) or [""]:
+        if row.state and name in row.state.labels:
+            ranges.append(row.state.labels[name])
+        elif products and name in products:
+            ranges.append(products[name].label)
+    if not ranges:
+        return next(iter(products.values())).label if products else LabelRange()
+    return LabelRange(
+        storage_min_c=max(r.storage_min_c for r in ranges),
+        storage_max_c=min(r.storage_max_c for r in ranges),
+        excursion_min_c=max(r.excursion_min_c for r in ranges),
+        excursion_max_c=min(r.excursion_max_c for r in ranges),
+    )
+
+
+def unit_view(
+    row: UnitRow,
+    recent: int,
+    days_left: float | None = None,
+    products: Mapping[str, Any] | None = None,
+) -> UnitView:
     temp = (
         row.telemetry.temperature_c
         if row.telemetry and row.telemetry.temperature_c is not None
@@ -116,10 +157,35 @@ def unit_view(row: UnitRow, recent: int) -> UnitView:
         mode=row.state.mode if row.state else None,
         last_heard=max((x.ts for x in (row.state, row.telemetry) if x is not None), default=None),
         seq_reset_at=row.seq_reset_at,
+        days_left=days_left,
+        label=label_of(row, products),
+        program=row.program,
+        holds=tuple(row.state.holds) if row.state else (),
     )
 
 
-def fleet(store: Store, now: datetime, only: list[str] | None = None) -> list[UnitView]:
+def fleet(
+    store: Store,
+    now: datetime,
+    only: list[str] | None = None,
+    products: Mapping[str, Any] | None = None,
+    tz: tzinfo = UTC,
+) -> list[UnitView]:
     """Every unit, or those named in `only` (in that order: one page of the fleet, one unit)."""
-    counts = store.counts_since(now - timedelta(days=RATE_DAYS), ("dispense",), only=only)
-    return [unit_view(r, counts.get((r.unit, "dispense"), 0)) for r in store.units(only)]
+    today = now.astimezone(tz).date()
+    hours = store.hourly_dispenses(now - timedelta(days=RATE_DAYS_BACK), only)
+    per_unit: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
+    for unit, _product, at, n in hours:
+        per_unit[unit].append((at, n))
+    week_ago = now - timedelta(days=RECENT_DAYS)
+    out = []
+    for r in store.units(only):
+        days = local_days(per_unit.get(r.unit, []), tz)
+        recent = sum(n for at, n in per_unit.get(r.unit, []) if at >= week_ago)
+        stock = sum(c.stock for c in columns_of(r))
+        left = days_of_stock(stock, weekday_rates(days, today), today)
+        out.append(unit_view(r, recent, left, products))
+    return out
+
+
+RATE_DAYS_BACK = 30  # hours fetched for the rates: the 28 days before today, in any zone

@@ -195,4 +195,42 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
             "CREATE INDEX units_site ON units (site, unit)",
         ],
     ),
+    (
+        7,
+        "lots, holds, temperature history; program and site recorded per event at the time",
+        [
+            "ALTER TABLE units ADD COLUMN program TEXT NOT NULL DEFAULT 'Jail vending'",
+            "ALTER TABLE events ADD COLUMN site TEXT",
+            "ALTER TABLE events ADD COLUMN program TEXT",
+            "ALTER TABLE events ADD COLUMN lot TEXT",
+            # history so far: the site the unit has now (the best there is), the default program
+            "UPDATE events SET site = (SELECT u.site FROM units u WHERE u.unit = events.unit), "
+            "program = (SELECT u.program FROM units u WHERE u.unit = events.unit)",
+            "CREATE INDEX events_ts ON events (ts)",
+            """CREATE TABLE lot_holds (
+            lot TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            held_by TEXT NOT NULL,
+            held_at TEXT NOT NULL
+        )""",
+            """CREATE TABLE lot_hold_log (
+            lot TEXT NOT NULL,
+            at TEXT NOT NULL,
+            action TEXT NOT NULL,
+            by_whom TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            PRIMARY KEY (lot, at, action)
+        )""",
+            """CREATE TABLE temperature_history (
+            unit TEXT NOT NULL,
+            bucket TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            sum_c DOUBLE PRECISION NOT NULL,
+            min_c DOUBLE PRECISION NOT NULL,
+            max_c DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (unit, bucket)
+        )""",
+        ],
+    ),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import uvicorn
 
@@ -54,11 +55,20 @@ class Service:
             self.log.warning(
                 "report_months_recomputed", timezone=self.config.reports.timezone, events=recomputed
             )
+        coarsened = s.use_kit_time_granularity(self.config.privacy.kit_time_granularity_s)
+        if coarsened:
+            self.log.warning(
+                "kit_times_coarsened",
+                granularity_s=self.config.privacy.kit_time_granularity_s,
+                events=coarsened,
+            )
         return s
 
     def start(self) -> Service:
         self.store = self._open()
-        self.store.sync_config_units([(u.id, u.site, u.name) for u in self.config.units], self.clock.now())
+        self.store.sync_config_units(
+            [(u.id, u.site, u.name, u.program) for u in self.config.units], self.clock.now()
+        )
         n = self.config.mqtt.workers
         shared = self.config.mqtt.shared or n > 1
         for i in range(n):
@@ -67,7 +77,14 @@ class Service:
         for w in self.workers:
             w.start()
         if self.run_alerts:
-            self.alerts = AlertManager(self.store, self.config.alerts, self.clock, self._publish_alert)
+            self.alerts = AlertManager(
+                self.store,
+                self.config.alerts,
+                self.clock,
+                self._publish_alert,
+                self.config.products,
+                ZoneInfo(self.config.reports.timezone),
+            )
             self._spawn(self._alert_loop, "alerts")
         if self.http:
             self._start_http()

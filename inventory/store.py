@@ -24,6 +24,39 @@ from inventory import rollups
 from inventory.migrations import MIGRATIONS, put_unit_columns
 from schemas.models import EventBase, Status, Telemetry, UnitState
 
+# events a person at the machine causes: central keeps their time only to the privacy granularity
+PERSON_EVENT_TYPES = ("dispense", "video", "vend_failed", "out_of_stock")
+REPORT_COUNTS = (
+    "kits",
+    "doses",
+    "test_vends",
+    "extra_kits",
+    "emergency_kits",
+    "vend_failures",
+    "videos_started",
+    "videos_completed",
+    "kits_after_video",
+    "out_of_stock",
+)
+_REPORT_SUMS = (
+    "SUM(CASE WHEN e.type = 'dispense' AND e.via <> 'test' THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN e.type = 'dispense' AND e.via <> 'test' THEN e.doses ELSE 0 END), "
+    "SUM(CASE WHEN e.type = 'dispense' AND e.via = 'test' THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN e.type = 'dispense' AND e.via = 'extra' THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN e.type = 'dispense' AND e.via = 'emergency' THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN e.type = 'vend_failed' THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN e.type = 'video' AND e.phase = 'started' THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN e.type = 'video' AND e.phase = 'completed' THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN e.type = 'dispense' AND e.via = 'video' THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN e.type = 'out_of_stock' THEN 1 ELSE 0 END)"
+)
+
+
+def coarsen(dt: datetime, granularity_s: int) -> datetime:
+    """`dt` rounded down to a multiple of `granularity_s` since the epoch (UTC)."""
+    t = int(dt.timestamp())
+    return datetime.fromtimestamp(t - t % granularity_s, UTC)
+
 
 class StoreError(Exception):
     """The database refused an operation or holds something unexpected."""
@@ -55,6 +88,7 @@ class UnitRow:
     reported_last_seq: int
     stock: dict[int, int]
     seq_reset_at: datetime | None = None
+    program: str = "Jail vending"
 
 
 @dataclass(frozen=True)
@@ -106,6 +140,7 @@ class Store:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self.report_tz: tzinfo = UTC  # months of the reports are calendar months in this zone
+        self.kit_time_granularity_s = 3600  # person-caused events are stored at this resolution
 
     # ------------------------------------------------------------------ backend hooks
     @contextmanager
@@ -162,14 +197,18 @@ class Store:
         )
         return n == 1
 
-    def sync_config_units(self, units: Sequence[tuple[str, str, str | None]], now: datetime) -> None:
+    def sync_config_units(self, units: Sequence[tuple[str, ...]], now: datetime) -> None:
+        """(unit, site, name[, program]) from the config. A new site or program applies to events
+        from now on: each stored event keeps the site and program recorded when it came in."""
         with self.tx() as tx:
-            for unit, site, name in units:
+            for unit, site, name, *rest in units:
+                program = rest[0] if rest else "Jail vending"
                 tx.execute(
-                    "INSERT INTO units (unit, site, name, source, enrolled_at) VALUES (?, ?, ?, 'config', ?) "
+                    "INSERT INTO units (unit, site, name, source, enrolled_at, program) "
+                    "VALUES (?, ?, ?, 'config', ?, ?) "
                     "ON CONFLICT (unit) DO UPDATE SET site = excluded.site, name = excluded.name, "
-                    "source = 'config'",
-                    (unit, site, name, iso(now)),
+                    "source = 'config', program = excluded.program",
+                    (unit, site, name, iso(now), program),
                 )
 
     def known_units(self) -> set[str]:
@@ -191,16 +230,34 @@ class Store:
         `events` are skipped after their first copy."""
         seen: set[tuple[str, str]] = set()
         rows: list[tuple[Any, ...]] = []
-        received = iso(received_at)
+        kept: list[EventBase] = []
+        g = self.kit_time_granularity_s
+        received = iso(coarsen(received_at, g))
         tz = self.report_tz
+        units = sorted({e.unit for e, _ in events})
+        where: dict[str, tuple[str, str]] = (
+            {
+                r[0]: (r[1], r[2])
+                for r in tx.rows(
+                    f"SELECT unit, site, program FROM units WHERE unit IN ({', '.join(['?'] * len(units))})",
+                    units,
+                )
+            }
+            if units
+            else {}
+        )
         for event, raw in events:
             key = (event.unit, event.event_id)
             if key in seen:
                 continue
             seen.add(key)
-            rows.append(_event_row(event, raw, received, tz))
+            if getattr(event, "type", None) in PERSON_EVENT_TYPES:
+                event, raw = _coarsened(event, g)
+            site, program = where.get(event.unit, (None, None))
+            rows.append(_event_row(event, raw, received, tz) + (site, program, getattr(event, "lot", None)))
+            kept.append(event)
         inserted = self._insert_event_rows(tx, rows)
-        for event, _raw in events:
+        for event in kept:
             if (event.unit, event.event_id) in inserted:
                 g = getattr
                 tx.rollup.add(
@@ -233,7 +290,11 @@ class Store:
             + " ON CONFLICT (unit, col) DO UPDATE SET stock = excluded.stock, seq = excluded.seq, "
             "ts = excluded.ts "
             "WHERE excluded.seq > stock.seq",
-            [x for (unit, col), (seq, stock, ts) in items for x in (unit, col, stock, seq, iso(ts))],
+            [
+                x
+                for (unit, col), (seq, stock, ts) in items
+                for x in (unit, col, stock, seq, iso(coarsen(ts, self.kit_time_granularity_s)))
+            ],
         )
 
     def put_status(self, tx: Tx, unit: str, status: Status, now: datetime) -> bool:
@@ -437,7 +498,7 @@ class Store:
     # ------------------------------------------------------------------ reads
     _UNIT_COLUMNS = (
         "unit, site, name, source, status, status_session, status_since, state_json, "
-        "telemetry_json, acked_seq, reported_last_seq, seq_reset_at"
+        "telemetry_json, acked_seq, reported_last_seq, seq_reset_at, program"
     )
 
     def units(self, only: Sequence[str] | None = None) -> list[UnitRow]:
@@ -822,16 +883,182 @@ class Store:
         keys = ("alert_key", "unit", "site", "kind", "severity", "message", "raised_at", "cleared_at")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
+    # ------------------------------------------------------------------ privacy
+    def use_kit_time_granularity(self, seconds: int) -> int:
+        """Person-caused events are kept at this resolution from now on; stored ones finer than it
+        (older data, or a finer setting before) are rounded down too. Returns how many were."""
+        self.kit_time_granularity_s = seconds
+        from schemas.models import parse_event
+
+        changed = 0
+        with self.tx() as tx:
+            row = tx.one("SELECT value FROM settings WHERE name = 'kit_time_granularity_s'")
+            if row is not None and int(row[0]) % seconds == 0:
+                return 0  # everything stored is already at least this coarse
+            tx.execute(
+                "INSERT INTO settings (name, value) VALUES ('kit_time_granularity_s', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (str(seconds),),
+            )
+            rows = tx.rows(
+                "SELECT unit, event_id, ts, payload, received_at FROM events WHERE type IN "
+                f"({', '.join(['?'] * len(PERSON_EVENT_TYPES))})",
+                PERSON_EVENT_TYPES,
+            )
+            for unit, event_id, ts, payload, received in rows:
+                at = parse_iso(ts) or datetime.min.replace(tzinfo=UTC)
+                rec = parse_iso(received) or at
+                if coarsen(at, seconds) == at and coarsen(rec, seconds) == rec:
+                    continue
+                ev, raw = _coarsened(parse_event(payload), seconds)
+                tx.execute(
+                    "UPDATE events SET ts = ?, payload = ?, received_at = ? WHERE unit = ? AND event_id = ?",
+                    (iso(ev.ts), raw, iso(coarsen(rec, seconds)), unit, event_id),
+                )
+                changed += 1
+        return changed
+
+    # ------------------------------------------------------------------ lots
+    def hold_lot(self, lot: str, kind: str, reason: str, by: str, now: datetime) -> bool:
+        """Put a lot on hold (True when this call did; a lot already held keeps its first reason)."""
+        with self.tx() as tx:
+            n = tx.execute(
+                "INSERT INTO lot_holds (lot, kind, reason, held_by, held_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (lot) DO NOTHING",
+                (lot, kind, reason, by, iso(now)),
+            )
+            if n == 1:
+                tx.execute(
+                    "INSERT INTO lot_hold_log (lot, at, action, by_whom, reason) VALUES (?, ?, 'hold', ?, ?)",
+                    (lot, iso(now), by, f"{kind}: {reason}"),
+                )
+        return n == 1
+
+    def release_lot(self, lot: str, reason: str, by: str, now: datetime) -> bool:
+        with self.tx() as tx:
+            n = tx.execute("DELETE FROM lot_holds WHERE lot = ?", (lot,))
+            if n == 1:
+                tx.execute(
+                    "INSERT INTO lot_hold_log (lot, at, action, by_whom, reason) "
+                    "VALUES (?, ?, 'release', ?, ?)",
+                    (lot, iso(now), by, reason),
+                )
+        return n == 1
+
+    def lot_holds(self) -> dict[str, dict[str, Any]]:
+        with self.tx() as tx:
+            rows = tx.rows("SELECT lot, kind, reason, held_by, held_at FROM lot_holds ORDER BY lot")
+        return {r[0]: {"lot": r[0], "kind": r[1], "reason": r[2], "by": r[3], "since": r[4]} for r in rows}
+
+    def lot_hold_log(self, lot: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        sql = "SELECT lot, at, action, by_whom, reason FROM lot_hold_log"
+        params: list[Any] = []
+        if lot is not None:
+            sql, params = sql + " WHERE lot = ?", [lot]
+        with self.tx() as tx:
+            rows = tx.rows(sql + " ORDER BY at DESC LIMIT ?", [*params, limit])
+        return [dict(zip(("lot", "at", "action", "by", "reason"), r, strict=True)) for r in rows]
+
+    def dispensed_by_lot(self) -> dict[str, int]:
+        with self.tx() as tx:
+            rows = tx.rows(
+                "SELECT lot, COUNT(*) FROM events WHERE type = 'dispense' AND lot IS NOT NULL GROUP BY lot"
+            )
+        return {r[0]: int(r[1]) for r in rows}
+
+    # ------------------------------------------------------------------ temperature history
+    def add_temperatures(self, unit: str, samples: Sequence[tuple[datetime, float]], bucket_s: int) -> None:
+        """Fold readings into per-bucket count/sum/min/max rows (bounded: one row per bucket)."""
+        acc: dict[str, list[float]] = {}
+        for at, c in samples:
+            b = iso(coarsen(at, bucket_s))
+            a = acc.setdefault(b, [0, 0.0, c, c])
+            a[0] += 1
+            a[1] += c
+            a[2], a[3] = min(a[2], c), max(a[3], c)
+        with self.tx() as tx:
+            for b, (n, total, lo, hi) in sorted(acc.items()):
+                tx.execute(
+                    "INSERT INTO temperature_history (unit, bucket, n, sum_c, min_c, max_c) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (unit, bucket) DO UPDATE SET "
+                    "n = temperature_history.n + excluded.n, "
+                    "sum_c = temperature_history.sum_c + excluded.sum_c, "
+                    "min_c = CASE WHEN excluded.min_c < temperature_history.min_c THEN excluded.min_c "
+                    "ELSE temperature_history.min_c END, "
+                    "max_c = CASE WHEN excluded.max_c > temperature_history.max_c THEN excluded.max_c "
+                    "ELSE temperature_history.max_c END",
+                    (unit, b, int(n), total, lo, hi),
+                )
+
+    def temperatures(self, unit: str, since: datetime) -> list[tuple[datetime, float, float, float]]:
+        """(bucket start, min, mean, max) for one unit since `since`, oldest first."""
+        with self.tx() as tx:
+            rows = tx.rows(
+                "SELECT bucket, min_c, sum_c / n, max_c FROM temperature_history "
+                "WHERE unit = ? AND bucket >= ? ORDER BY bucket",
+                (unit, iso(since)),
+            )
+        return [(parse_iso(r[0]) or since, float(r[1]), float(r[2]), float(r[3])) for r in rows]
+
+    def prune_temperatures(self, before: datetime) -> int:
+        with self.tx() as tx:
+            return tx.execute("DELETE FROM temperature_history WHERE bucket < ?", (iso(before),))
+
+    # ------------------------------------------------------------------ reports
+    def period_counts(
+        self, start: datetime, end: datetime, by: Sequence[str] = ("program", "site", "unit")
+    ) -> list[dict[str, Any]]:
+        """Counts of events with start <= ts < end, grouped by any of program, site, unit, month (the
+        program and site recorded with each event; months in the reporting zone)."""
+        allowed = ("program", "site", "unit", "month")
+        if any(b not in allowed for b in by):
+            raise StoreError(f"expected grouping by {allowed}, got {tuple(by)}")
+        cols = [f"COALESCE(e.{b}, '')" for b in by]
+        group = (" GROUP BY " + ", ".join(cols) + " ORDER BY " + ", ".join(cols)) if cols else ""
+        select = ", ".join([*cols, _REPORT_SUMS])
+        with self.tx() as tx:
+            rows = tx.rows(
+                f"SELECT {select} FROM events e WHERE e.ts >= ? AND e.ts < ?{group}", (iso(start), iso(end))
+            )
+        keys = (*by, *REPORT_COUNTS)
+        n = len(by)
+        return [
+            dict(zip(keys, (*r[:n], *(int(x or 0) for x in r[n:])), strict=True))
+            for r in rows
+            if n or any(x for x in r)
+        ]
+
+    def hourly_dispenses(
+        self, since: datetime, only: Sequence[str] | None = None
+    ) -> list[tuple[str, str | None, datetime, int]]:
+        """(unit, product, hour, kits) of kits to people since `since` (test vends left out)."""
+        sql = "SELECT unit, product, substr(ts, 1, 13), COUNT(*) FROM events WHERE type = 'dispense' "
+        sql += "AND via <> 'test' AND ts >= ?"
+        params: list[Any] = [iso(since)]
+        if only is not None:
+            if not only:
+                return []
+            sql += f" AND unit IN ({', '.join('?' * len(only))})"
+            params += list(only)
+        with self.tx() as tx:
+            rows = tx.rows(sql + " GROUP BY unit, product, substr(ts, 1, 13)", params)
+        return [
+            (r[0], r[1], datetime.strptime(r[2], "%Y-%m-%dT%H").replace(tzinfo=UTC), int(r[3])) for r in rows
+        ]
+
 
 _EVENT_COLUMNS = (
     "unit, event_id, seq, type, ts, month, col, product, doses, stock_after, "
-    "via, phase, language, discrepancy, payload, received_at"
+    "via, phase, language, discrepancy, payload, received_at, site, program, lot"
 )
 _INSERT_EVENT = (
-    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({', '.join(['?'] * 16)}) "
+    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({', '.join(['?'] * 19)}) "
     "ON CONFLICT (unit, event_id) DO NOTHING"
 )
-_EVENT_TYPES = "text text bigint text text text integer text integer integer text text text integer text text"
+_EVENT_TYPES = (
+    "text text bigint text text text integer text integer integer text text text integer text text "
+    "text text text"
+)
 _PG_INSERT_EVENTS = (  # %b: arrays sent in binary (no text escaping of each JSON payload)
     f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT * FROM unnest("
     + ", ".join(f"%b::{t}[]" for t in _EVENT_TYPES.split(" "))
@@ -862,6 +1089,13 @@ def _event_row(event: EventBase, raw: str, received: str, tz: tzinfo) -> tuple[A
     )
 
 
+def _coarsened(event: EventBase, granularity_s: int) -> tuple[EventBase, str]:
+    """The event with its time rounded down, and the payload text central keeps for it (the unit's
+    exact time is never stored)."""
+    ev = event.model_copy(update={"ts": coarsen(event.ts, granularity_s)})
+    return ev, ev.model_dump_json()
+
+
 def _unit_row(r: tuple[Any, ...], stock: dict[int, int]) -> UnitRow:
     state = UnitState.model_validate_json(r[7]) if r[7] else None
     telemetry = Telemetry.model_validate_json(r[8]) if r[8] else None
@@ -879,6 +1113,7 @@ def _unit_row(r: tuple[Any, ...], stock: dict[int, int]) -> UnitRow:
         reported_last_seq=int(r[10]),
         stock=stock,
         seq_reset_at=parse_iso(r[11]),
+        program=r[12] or "Jail vending",
     )
 
 

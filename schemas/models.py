@@ -36,8 +36,58 @@ class Status(Payload):
     ts: datetime
 
 
+class LotExposure(Payload):
+    """The heat one kit's lot saw in this unit from its load to this moment: seconds outside the
+    label storage range and beyond the excursion limits, and the mean kinetic temperature."""
+
+    seconds_outside_label: float = Field(ge=0)
+    seconds_in_excursion: float = Field(ge=0)
+    mkt_c: float | None = None
+
+
+class LabelRange(Payload):
+    """A product's label storage range and its allowed excursions (naloxone: 20-25 °C, excursions
+    5-40 °C). The one definition of the temperature bands: the unit's product config carries it, the
+    unit reports it in its state, and the central service judges readings and exposure by it."""
+
+    storage_min_c: float = 20.0
+    storage_max_c: float = 25.0
+    excursion_min_c: float = 5.0
+    excursion_max_c: float = 40.0
+
+    def band(self, celsius: float) -> Literal["normal", "storage", "excursion"]:
+        """normal: inside the label range; storage: outside it but within the excursions; else excursion."""
+        if celsius < self.excursion_min_c or celsius > self.excursion_max_c:
+            return "excursion"
+        if celsius < self.storage_min_c or celsius > self.storage_max_c:
+            return "storage"
+        return "normal"
+
+
+class LotSegment(Payload):
+    """Kits of one lot lying together in a column's spiral; a column's segments are listed front
+    (the next kit to drop) first."""
+
+    lot: str | None = Field(default=None, max_length=64)
+    expiry: date | None = None
+    count: Count
+    loaded_at: datetime | None = None
+    exposure: LotExposure | None = None
+
+
+class LotHold(Payload):
+    """A lot the unit will not vend: a recall from the central service, or its own heat policy."""
+
+    lot: str = Field(min_length=1, max_length=64)
+    kind: Literal["recall", "heat"]
+    reason: str = Field(max_length=300)
+    by: str = Field(max_length=64, description="staff role or `unit` (no names)")
+    since: datetime
+
+
 class ColumnState(Payload):
-    """One column of the dispenser: its product, stock and the lot loaded in it."""
+    """One column of the dispenser: its product, stock and the lot loaded in it. `lot`/`expiry` are
+    the front kit's (the next to drop); `lots` the whole queue, front first."""
 
     column: Column
     product: str
@@ -47,6 +97,8 @@ class ColumnState(Payload):
     lot: str | None = None
     expiry: date | None = None
     fault: str | None = None
+    lots: list[LotSegment] = []
+    held: str | None = Field(default=None, description="why the front kit may not vend (expired, hold)")
 
 
 class AlarmState(Payload):
@@ -75,6 +127,15 @@ class UnitState(Payload):
     outbox_oldest_age_s: float | None = None
     last_seq: int = Field(ge=0)
     temperature_c: float | None = None
+    labels: dict[str, LabelRange] = Field(default={}, description="product -> its label storage range")
+    holds: list[LotHold] = []
+
+
+class TemperatureSample(Payload):
+    """One reading of the storage temperature."""
+
+    ts: datetime
+    celsius: float = Field(ge=-60, le=100)
 
 
 class Telemetry(Payload):
@@ -87,6 +148,9 @@ class Telemetry(Payload):
     link: dict[str, int] = {}
     outbox_depth: int = Field(ge=0)
     outbox_oldest_age_s: float | None = None
+    samples: list[TemperatureSample] = Field(
+        default=[], max_length=720, description="readings since the last telemetry, oldest first"
+    )
 
 
 class EventBase(Payload):
@@ -112,6 +176,7 @@ class DispenseEvent(EventBase):
     language: str | None = None
     via: Literal["video", "window", "fallback", "test"]
     stock_after: Count
+    exposure: LotExposure | None = None
 
 
 class VendAttempt(Payload):
@@ -279,6 +344,16 @@ class DiagCommand(CommandBase):
     pass
 
 
+class LotHoldCommand(CommandBase):
+    """`cmd/lot_hold`: stop (hold=true) or resume (hold=false) vending every kit of `lot`; kept in the
+    unit's ledger so it survives restarts. `by` is a staff role or account name, never a person's."""
+
+    lot: str = Field(min_length=1, max_length=64)
+    hold: bool
+    reason: str = Field(min_length=1, max_length=300)
+    by: str = Field(min_length=1, max_length=64)
+
+
 class TestVendCommand(CommandBase):
     """`cmd/test_vend`: dispense one kit from a column for a test; only in service mode."""
 
@@ -295,6 +370,7 @@ COMMANDS: dict[str, type[CommandBase]] = {
     "replay": ReplayCommand,
     "diag": DiagCommand,
     "test_vend": TestVendCommand,
+    "lot_hold": LotHoldCommand,
 }
 MAX_COMMAND_BYTES = 4096
 

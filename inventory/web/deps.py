@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
@@ -84,8 +85,18 @@ def render(
     return ctx.templates.TemplateResponse(request, name, base | extra)
 
 
+def _tz(ctx: WebContext) -> ZoneInfo:
+    return ZoneInfo(ctx.config.reports.timezone)
+
+
+def fleet_now(ctx: WebContext, only: list[str] | None = None) -> list[UnitView]:
+    """The fleet now (or the units in `only`), judged by the products' label ranges, days counted in
+    the county's zone."""
+    return fleet(ctx.store, ctx.clock.now(), only, ctx.config.products, _tz(ctx))
+
+
 def find_unit(ctx: WebContext, unit: str) -> UnitView:
-    u = next(iter(fleet(ctx.store, ctx.clock.now(), [unit])), None)
+    u = next(iter(fleet(ctx.store, ctx.clock.now(), [unit], ctx.config.products, _tz(ctx))), None)
     if u is None:
         raise HTTPException(404, f"expected a known unit id, got {unit!r}")
     return u

@@ -9,9 +9,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
 from inventory import log
-from inventory.fleet import ColumnView, UnitView, fleet
+from inventory.fleet import ColumnView, UnitView
 from inventory.views import bar_chart, daily_series
-from inventory.web.deps import Ctx, find_unit, render
+from inventory.web.deps import Ctx, find_unit, fleet_now, render
 from inventory.web.models import AcceptedGap, AcceptGap, AcceptGapOut, EventOut, UnitOut, unit_out
 
 pages = APIRouter(include_in_schema=False)
@@ -36,7 +36,7 @@ def fleet_page(
     site, q = site or None, (q or "").strip() or None
     per = FLEET_PAGE_SIZE
     ids, figures = store.fleet_page(site, q, (page_no - 1) * per, per)
-    units = fleet(store, now, ids)
+    units = fleet_now(ctx, ids)
     active = store.active_alerts()
     alerts_by_unit: dict[str, int] = {}
     for a in active:
@@ -70,8 +70,6 @@ def fleet_page(
         warning=sum(a["severity"] == "warning" for a in scoped),
         expiring=expiring,
         last_kit=store.last_event_ts("dispense", ids),
-        tmin=cfg.alerts.temperature_min_c,
-        tmax=cfg.alerts.temperature_max_c,
     )
 
 
@@ -97,7 +95,7 @@ def unit_page(ctx: Ctx, request: Request, unit: str, before: int | None = None) 
 @api.get("", response_model=list[UnitOut])
 def api_units(ctx: Ctx) -> list[UnitOut]:
     """Every unit: id, site, online state and stock per column."""
-    return [unit_out(u) for u in fleet(ctx.store, ctx.clock.now())]
+    return [unit_out(u) for u in fleet_now(ctx)]
 
 
 @api.get("/{unit}", response_model=UnitOut)
