@@ -58,7 +58,14 @@ class MotorTestOutcome:
 
 @dataclass(frozen=True)
 class ButtonPressed:
-    language: str  # "en" | "es"
+    """A button press. `index` is the board's button number (protocol v1: the language code's index,
+    mapped in controller.kiosk.buttons); `age_s` is how long ago the board saw it (None: not reported);
+    `long` is a long press (None/False on boards that cannot tell)."""
+
+    language: str  # "en" | "es" on protocol v1
+    index: int | None = None
+    age_s: float | None = None
+    long: bool = False
 
 
 @dataclass(frozen=True)

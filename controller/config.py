@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
 from datetime import date
 from pathlib import Path
@@ -95,8 +96,15 @@ class Policies(Section):
         "Sorry, the machine could not release a kit. Please ask staff for naloxone."
     )
     service_message: Message = "This machine is being serviced. Please ask staff for naloxone."
+    press_void_message: Message = {
+        "en": "That press was not counted. Press a language button to start.",
+        "es": "Esa pulsación no se contó. Pulse un botón de idioma para empezar.",
+    }
     video_broken_message: Message = "The video is not working. Please ask staff for naloxone."
     self_test_on_close: bool = True
+    press_max_age_s: float = Field(
+        default=3.0, gt=0, le=60, description="a press older than this when handled is void (told so)"
+    )
     status_poll_s: float = Field(default=30.0, gt=0)
 
     def text(self, name: str, language: str | None) -> str:
@@ -111,6 +119,17 @@ class PathsSection(Section):
     data_dir: Path
     ledger: Path | None = None
     control_socket: Path | None = None
+    runtime_dir: Path | None = Field(
+        default=None,
+        description="sockets and scratch files (default: $RUNTIME_DIRECTORY under systemd, else "
+        "data_dir/run); never /tmp",
+    )
+
+    def runtime_path(self) -> Path:
+        if self.runtime_dir is not None:
+            return self.runtime_dir
+        systemd = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        return Path(systemd) if systemd else self.data_dir / "run"
 
     def ledger_path(self) -> Path:
         return self.ledger or self.data_dir / "ledger.sqlite3"
@@ -257,4 +276,6 @@ def _resolve_paths(config: UnitConfig, base: Path) -> UnitConfig:
         config.paths.ledger = fix(config.paths.ledger)
     if config.paths.control_socket:
         config.paths.control_socket = fix(config.paths.control_socket)
+    if config.paths.runtime_dir:
+        config.paths.runtime_dir = fix(config.paths.runtime_dir)
     return config

@@ -174,7 +174,8 @@ class UnitDaemon:
         kind, value = item
         try:
             if kind == "board":
-                self._board_event(value)
+                event, received, queued = value
+                self._board_event(event, received, queued)
             elif kind == "player":
                 self.flow.on_player(value)
             elif kind == "call":
@@ -223,14 +224,20 @@ class UnitDaemon:
     # ------------------------------------------------------------ inputs from other threads
 
     def _on_board_event(self, event: BoardEvent) -> None:
-        self._inbox.put(("board", event))
+        # stamped on arrival; `queued`: it came while the daemon was still starting, i.e. the board held
+        # it while the daemon was down (the board resends its queued events as soon as HELLO arrives)
+        self._inbox.put(("board", (event, self.clock.monotonic(), not self._opened)))
 
     def _on_player_event(self, event: PlayerEvent) -> None:
         self._inbox.put(("player", event))
 
-    def _board_event(self, event: BoardEvent) -> None:
+    def _board_event(self, event: BoardEvent, received: float | None = None, queued: bool = False) -> None:
         if isinstance(event, ButtonPressed):
-            self.flow.on_press(event.language)
+            why = self._stale(event, received, queued)
+            if why is not None:
+                self.flow.on_void_press(event.language, why)
+            else:
+                self.flow.on_press(event.language)
         elif isinstance(event, DoorChanged):
             self.flow.on_door(event.open)
         elif isinstance(event, BoardRebooted):
@@ -242,6 +249,19 @@ class UnitDaemon:
             self.alarms.raise_(
                 code, f"board fault {event.code}: {event.detail}", "warning", event.column or None
             )
+
+    def _stale(self, event: ButtonPressed, received: float | None, queued: bool) -> str | None:
+        """Why a press no longer belongs to a person at the machine (None: it does). A press the board
+        queued while the daemon was down arrives as soon as the link comes up, possibly hours later;
+        one that waited in our queue while the loop was busy (a dispense) is just as stale."""
+        if queued:
+            return "queued_before_link"
+        if received is None:
+            return None
+        age = self.clock.monotonic() - received + (event.age_s or 0.0)
+        if age > self.config.policies.press_max_age_s:
+            return f"too_old ({age:.1f}s)"
+        return None
 
     def _changed(self) -> None:
         if self.reporter is None:

@@ -46,6 +46,7 @@ class FakeBoard:
         self.temperature_c = 22.0
         self.boots = 1
         self.presses = 0
+        self.queued: list[BoardEvent] = []  # presses made while the daemon was down
         self.link_down = False
         self.closed = False
         self._on_event: Callable[[BoardEvent], None] = lambda e: None
@@ -56,6 +57,8 @@ class FakeBoard:
         self.closed = False  # a restarted daemon opens the port again
         self._check_link()
         self._on_event = on_event
+        while self.queued:  # like the real board: events held while nobody listened go out on HELLO
+            on_event(self.queued.pop(0))
         return BoardInfo(
             protocol=1, firmware="fake-1.0", board_id="fake", columns=len(self.stock), boot_count=self.boots
         )
@@ -115,9 +118,16 @@ class FakeBoard:
 
     # ------------------------------------------------------------ what a test does to the machine
 
-    def press(self, language: str = "en") -> None:
+    def press(
+        self, language: str = "en", index: int | None = None, age_s: float | None = None, long: bool = False
+    ) -> None:
         self.presses += 1
-        self._on_event(ButtonPressed(language))
+        self._on_event(ButtonPressed(language, index=index, age_s=age_s, long=long))
+
+    def press_while_down(self, language: str = "en") -> None:
+        """A press while no daemon listens: the board keeps it and sends it when the link comes up."""
+        self.presses += 1
+        self.queued.append(ButtonPressed(language))
 
     def set_door(self, open_: bool) -> None:
         self.door_open = open_

@@ -151,6 +151,13 @@ class VendFlow:
             return
         self._start_video(lang)
 
+    def on_void_press(self, language: str, why: str) -> None:
+        """A press too old to belong to anyone here: no video, no kit; the screen says so."""
+        lang = language if language in self.config.videos.files else self.config.videos.default_language
+        LOG.warning("press_void", language=lang, why=why)
+        if self.phase == Phase.IDLE:
+            self._say(self.config.policies.text("press_void", lang))
+
     def on_player(self, event: PlayerEvent) -> None:
         s = self.session
         if s is None or event.token != s.token:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -79,13 +80,13 @@ def mpv_command(settings: VideoSection, socket_path: Path) -> list[str]:
 class MpvPlayer:
     """One long-running mpv; relaunched on the next play after it crashed or hung."""
 
-    def __init__(self, settings: VideoSection) -> None:
+    def __init__(self, settings: VideoSection, runtime_dir: Path | None = None) -> None:
         self.settings = settings
         self._on_event: OnPlayerEvent = lambda e: None
         self._lock = threading.RLock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
-        self._dir = Path(tempfile.mkdtemp(prefix="nalox-mpv-"))
+        self._dir = player_dir(runtime_dir)
         self._launches = 0
         self._token: int | None = None  # the clip playing now
         self._pos: float | None = None
@@ -304,6 +305,33 @@ class MpvPlayer:
             self._on_event(event)
         except Exception:  # the daemon's callback must not kill the reader
             LOG.exception("player_callback_failed")
+
+
+def player_dir(runtime_dir: Path | None) -> Path:
+    """This process's own folder for mpv's socket, under the daemon's runtime dir. Folders left by a
+    killed daemon (kill -9 gives it no chance to clean up) are removed here, at the next start."""
+    if runtime_dir is None:  # tests and tools without a unit config
+        return Path(tempfile.mkdtemp(prefix="nalox-mpv-"))
+    runtime_dir.mkdir(parents=True, exist_ok=True)
+    for old in runtime_dir.glob("mpv-*"):
+        pid = old.name.removeprefix("mpv-")
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        LOG.info("player_leftovers_removed", path=str(old))
+    mine = runtime_dir / f"mpv-{os.getpid()}"
+    mine.mkdir(mode=0o700, exist_ok=True)
+    return mine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _die_with_parent() -> None:

@@ -95,7 +95,7 @@ def start_unit(
         link: Board = SerialBoard.from_port(controller_end)
         if wrap_board is not None:
             link = wrap_board(link)
-        daemon = UnitDaemon(config, link, MpvPlayer(config.videos), RealClock())
+        daemon = UnitDaemon(config, link, MpvPlayer(config.videos, config.paths.runtime_path()), RealClock())
         daemon.start()
     except Exception:
         board.stop()
