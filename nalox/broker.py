@@ -9,13 +9,23 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from nalox.ports import free_port
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
+
+def _deploy_dir() -> Path:
+    """deploy/mosquitto of this checkout; after a plain `pip install nalox`, the copy pyproject.toml's
+    data-files put under the environment's share/nalox/mosquitto."""
+    checkout = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
+    installed = Path(sys.prefix) / "share" / "nalox" / "mosquitto"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
+DEPLOY = _deploy_dir()
 GUARD_SOURCE = DEPLOY / "nalox_guard.c"
 GUARD_BUILD = DEPLOY.parent.parent / "build" / "mosquitto" / "nalox_guard.so"
 

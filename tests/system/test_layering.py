@@ -132,3 +132,13 @@ def test_shipped_code_imports_only_runtime_dependencies() -> None:
                     where = path.relative_to(ROOT)
                     wrong.append(f"{where} imports {top} ({', '.join(sorted(dists)) or '?'})")
     assert wrong == [], "shipped code imports what [project].dependencies lacks:\n" + "\n".join(wrong)
+
+
+def test_the_broker_configs_ship_with_a_plain_install() -> None:
+    """`nalox demo` starts mosquitto with deploy/mosquitto/dev.conf, outside every Python package: the
+    wheel carries it as data-files, where nalox/broker.py looks when there is no checkout."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    shipped = setuptools["data-files"]["share/nalox/mosquitto"]
+    assert "deploy/mosquitto/dev.conf" in shipped
+    missing = [f for f in shipped if not (ROOT / f).is_file()]
+    assert missing == [], f"data-files name files the checkout lacks: {missing}"
