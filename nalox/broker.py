@@ -14,7 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from nalox.errors import NaloxError
 from nalox.ports import free_port
+
+
+class BrokerError(NaloxError):
+    """mosquitto would not start, or its guard plugin would not build."""
 
 
 def _deploy_dir() -> Path:
@@ -39,7 +44,7 @@ def guard_plugin() -> Path:
         done = subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(partial),
                                str(GUARD_SOURCE)], capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"expected {GUARD_SOURCE.name} to compile (apt install gcc mosquitto-dev "
+            raise BrokerError(f"expected {GUARD_SOURCE.name} to compile (apt install gcc mosquitto-dev "
                                f"libmosquitto-dev), gcc said: {done.stderr.strip()}")
         partial.replace(GUARD_BUILD)
     return GUARD_BUILD
@@ -102,13 +107,13 @@ class Broker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {self.log_tail()}")
+                raise BrokerError(f"mosquitto exited with {self.proc.returncode}: {self.log_tail()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self
             except OSError:
                 time.sleep(0.02)
-        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout}s: {self.log_tail()}")
+        raise BrokerError(f"mosquitto did not listen on {self.port} within {timeout}s: {self.log_tail()}")
 
     def log_tail(self, lines: int = 5) -> str:
         try:

@@ -158,6 +158,10 @@ def wait_caught_up(system: System, timeout: float) -> None:
 
 
 def choose_ports(args: DemoArgs) -> tuple[int, int]:
+    """The ports asked for, which must be free; else free ones (8080 for the dashboard when it is)."""
+    for option, port in (("--mqtt-port", args.mqtt_port), ("--http-port", args.http_port)):
+        if port and not port_free(port):
+            raise NaloxError(f"{option} {port}: expected a free port, something already listens there")
     mqtt_port = args.mqtt_port or free_port()
     http_port = args.http_port or (8080 if port_free(8080) else free_port())
     return mqtt_port, http_port

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -177,3 +178,21 @@ def test_missing_player_and_encoder_are_named_with_their_packages(tmp_path: Path
     assert done.returncode == 1
     assert "mpv (Debian package mpv)" in done.stderr and "ffmpeg (Debian package ffmpeg)" in done.stderr
     assert "make setup" in done.stderr
+
+
+def test_a_busy_port_is_refused_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*NALOX, "demo", "--vends", "1", "--mqtt-port", str(port), "--workdir", str(tmp_path / "demo")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"nalox demo: --mqtt-port {port}: expected a free port, something already listens there"
+    ]
+    assert not (tmp_path / "demo" / "broker").exists(), "refused before starting anything"
