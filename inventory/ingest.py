@@ -31,6 +31,7 @@ from schemas.models import (
     CommandResponse,
     DispenseEvent,
     EventBase,
+    LotHoldCommand,
     ReplayCommand,
     RestockEvent,
     Status,
@@ -196,6 +197,8 @@ class Ingestor:
         self._pending_status: dict[str, Status] = {}
         self.replays_requested = 0
         self._lock = threading.Lock()
+        self._hold_sent: dict[tuple[str, str, bool], float] = {}
+        self._hold_out: list[tuple[str, LotHoldCommand]] = []
 
     # ---------------------------------------------------------------- batch
     def process(self, msgs: Sequence[Incoming]) -> BatchResult:
@@ -211,6 +214,7 @@ class Ingestor:
                     raise
                 self.log.warning("batch_retry", error=str(e), attempt=attempt + 1)
         self._after_commit(result.units)
+        self._send_holds()
         return result
 
     def process_each(self, msgs: Sequence[Incoming]) -> None:
@@ -318,6 +322,7 @@ class Ingestor:
         elif c.kind == "state":
             assert isinstance(c.model, UnitState)
             self.store.put_state(t, c.model, c.raw, now)
+            self._reconcile_holds(t, c.model)
             pending = self._pending_status.pop(c.unit, None)
             if pending is not None:
                 self.store.put_status(t, c.unit, pending, now)
@@ -330,11 +335,70 @@ class Ingestor:
         elif c.kind == "telemetry":
             assert isinstance(c.model, Telemetry)
             self.store.put_telemetry(t, c.model, c.raw)
+            tm = c.model
+            samples = [(x.ts, x.celsius) for x in tm.samples] or (
+                [(tm.ts, tm.temperature_c)] if tm.temperature_c is not None else []
+            )
+            self.store.add_temperatures(t, c.unit, samples, self.config.temperature_history.bucket_s)
             result.other += 1
         else:
             self.log.info("command_response", unit=c.unit, response=c.model.model_dump(mode="json"))
             self.responses_received += 1
             result.other += 1
+
+    # ---------------------------------------------------------------- recall holds
+    HOLD_RESEND_S = 30.0
+
+    def _reconcile_holds(self, t: Tx, state: UnitState) -> None:
+        """A unit whose state shows a recalled lot without its hold (it was offline, or loaded the lot
+        since) is told again; one whose recall hold central released is told to release. Sent after
+        the batch commits; the same order at most every HOLD_RESEND_S per unit and lot."""
+        held = {
+            r[0]: (r[1], r[2])
+            for r in t.rows("SELECT lot, reason, held_by FROM lot_holds WHERE kind = 'recall'")
+        }
+        present = {seg.lot for col in state.columns for seg in col.lots if seg.lot} | {
+            col.lot for col in state.columns if col.lot
+        }
+        unit_recalls = {h.lot for h in state.holds if h.kind == "recall"}
+        now = self.clock.monotonic()
+        for lot in sorted(present & held.keys() - unit_recalls):
+            self._queue_hold(state.unit, lot, True, *held[lot], now)
+        for lot in sorted(unit_recalls - held.keys()):
+            self._queue_hold(state.unit, lot, False, "released at central", "central", now)
+
+    def _queue_hold(self, unit: str, lot: str, hold: bool, reason: str, by: str, now: float) -> None:
+        key = (unit, lot, hold)
+        with self._lock:
+            last = self._hold_sent.get(key)
+            if last is not None and now - last < self.HOLD_RESEND_S:
+                return
+            self._hold_sent[key] = now
+            cmd = LotHoldCommand(
+                command_id=f"lot-{uuid.uuid4().hex[:16]}",
+                issued_at=self.clock.now(),
+                lot=lot,
+                hold=hold,
+                reason=reason[:300] or "recall",
+                by=by[:64] or "central",
+            )
+            self._hold_out.append((unit, cmd))
+
+    def _send_holds(self) -> None:
+        with self._lock:
+            out, self._hold_out = self._hold_out, []
+        for unit, cmd in out:
+            self.publish(
+                topic(unit, "cmd", "lot_hold"),
+                cmd.model_dump_json().encode(),
+                1,
+                topic(unit, "cmd_response", self.response_suffix),
+                cmd.command_id.encode(),
+                3600,
+            )
+            self.log.warning(
+                "lot_hold_sent", unit=unit, lot=cmd.lot, hold=cmd.hold, command_id=cmd.command_id
+            )
 
     # ---------------------------------------------------------------- acks and gaps
     def _after_commit(self, units: set[str]) -> None:

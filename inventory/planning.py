@@ -13,6 +13,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inventory.fleet import UnitView
 
 RATE_WEEKS = 4
 RATE_DAYS = 7 * RATE_WEEKS
@@ -109,3 +113,73 @@ class PickList:
     bring: list[PickLine]
     pull: list[PullLine]
     days_of_stock: dict[str, float | None]  # unit -> days
+
+
+def fleet_lots(
+    units: Sequence[UnitView], holds: dict[str, dict[str, str]], dispensed: dict[str, int]
+) -> list[LotView]:
+    """Every lot in any column of the fleet (from the units' reported lot queues), soonest expiry
+    first, with where it is, how many kits, its holds and the worst heat exposure reported for it."""
+    lots: dict[str, LotView] = {}
+    for u in units:
+        for c in u.columns:
+            for i, seg in enumerate(c.segments):
+                if not seg.count:
+                    continue
+                name = seg.lot or "(no lot)"
+                v = lots.setdefault(name, LotView(name, c.product, seg.expiry))
+                if seg.expiry and (v.expiry is None or seg.expiry < v.expiry):
+                    v.expiry = seg.expiry
+                v.places.append(Place(u.site, u.unit, c.column, seg.count, i == 0))
+                if seg.exposure:
+                    v.worst_outside_label_s = max(v.worst_outside_label_s, seg.exposure.seconds_outside_label)
+                    v.worst_excursion_s = max(v.worst_excursion_s, seg.exposure.seconds_in_excursion)
+                    if seg.exposure.mkt_c is not None:
+                        v.worst_mkt_c = max(v.worst_mkt_c or -273.0, seg.exposure.mkt_c)
+        for h in u.holds:
+            v = lots.get(h.lot)
+            if v is not None:
+                v.unit_holds.append((u.unit, h.kind, h.reason))
+    for name, hold in holds.items():
+        lots.setdefault(name, LotView(name, "?", None)).hold = hold
+    for v in lots.values():
+        v.dispensed = dispensed.get(v.lot, 0)
+    return sorted(lots.values(), key=lambda v: (v.expiry is None, v.expiry or date.max, v.lot))
+
+
+def pick_list(
+    site: str,
+    units: Sequence[UnitView],
+    today: date,
+    pull_days: int,
+    holds: dict[str, dict[str, str]],
+) -> PickList:
+    """What a technician takes to one site: kits per product to fill every column to capacity, and the
+    kits to take out (lots expiring within `pull_days`, expired, or on hold) so they are not vended."""
+    here = [u for u in units if u.site == site]
+    pull_before = today + timedelta(days=pull_days)
+    need: dict[str, list[tuple[str, int, int, int]]] = defaultdict(list)
+    pull: list[PullLine] = []
+    for u in here:
+        unit_held = {h.lot: h for h in u.holds}
+        for c in u.columns:
+            removed = 0
+            for seg in c.segments:
+                why = None
+                if seg.lot in holds:
+                    why = f"on hold: {holds[seg.lot]['reason']}"
+                elif seg.lot in unit_held:
+                    why = f"held by the unit ({unit_held[seg.lot].kind}): {unit_held[seg.lot].reason}"
+                elif seg.expiry is not None and seg.expiry < today:
+                    why = f"expired on {seg.expiry}"
+                elif seg.expiry is not None and seg.expiry <= pull_before:
+                    why = f"expires on {seg.expiry}, within {pull_days} days"
+                if why and seg.count:
+                    pull.append(PullLine(u.unit, c.column, seg.lot or "(no lot)", seg.expiry, seg.count, why))
+                    removed += seg.count
+            need[c.product].append((u.unit, c.column, c.stock - removed, c.capacity))
+    bring = [
+        PickLine(product, sum(cap - max(stock, 0) for _, _, stock, cap in cols), cols)
+        for product, cols in sorted(need.items())
+    ]
+    return PickList(site, today, pull_before, bring, pull, {u.unit: u.days_left for u in here})

@@ -3,7 +3,9 @@ web server, started and stopped as one (in-process for tests and the demo, or by
 
 from __future__ import annotations
 
+import json
 import threading
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,6 +18,7 @@ from inventory.config import CentralConfig
 from inventory.mqtt import IngestWorker
 from inventory.store import Store, StoreError, open_store
 from inventory.web import create_app
+from schemas.models import topic
 
 
 class Service:
@@ -96,6 +99,21 @@ class Service:
         t.start()
         self._threads.append(t)
 
+    def _send_command(self, unit: str, name: str, body: bytes) -> None:
+        """A staff command to one unit (QoS 1; answers come on cmd_response like replay answers)."""
+        if not self.workers:
+            return
+        w = self.workers[0]
+        cid = json.loads(body).get("command_id", "")
+        w.publish(
+            topic(unit, "cmd", name),
+            body,
+            1,
+            topic(unit, "cmd_response", w.ingestor.response_suffix),
+            str(cid).encode(),
+            3600,
+        )
+
     def _publish_alert(self, topic: str, body: bytes) -> None:
         if self.workers:
             self.workers[0].publish(topic, body, 1, None, None, None)
@@ -105,13 +123,16 @@ class Service:
         while not self._stop.is_set():
             try:
                 self.alerts.run_once()
+                keep = timedelta(days=self.config.temperature_history.keep_days)
+                assert self.store is not None
+                self.store.prune_temperatures(self.clock.now() - keep)
             except Exception as e:
                 self.log.error("alert_evaluation_failed", error=repr(e))
             self._stop.wait(self.config.alerts.interval_s)
 
     def _start_http(self) -> None:
         assert self.store is not None
-        app = create_app(self.store, self.config, self.clock, self.runtime)
+        app = create_app(self.store, self.config, self.clock, self.runtime, self._send_command)
         cfg = uvicorn.Config(
             app,
             host=self.config.server.host,

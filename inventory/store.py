@@ -967,7 +967,9 @@ class Store:
         return {r[0]: int(r[1]) for r in rows}
 
     # ------------------------------------------------------------------ temperature history
-    def add_temperatures(self, unit: str, samples: Sequence[tuple[datetime, float]], bucket_s: int) -> None:
+    def add_temperatures(
+        self, tx: Tx, unit: str, samples: Sequence[tuple[datetime, float]], bucket_s: int
+    ) -> None:
         """Fold readings into per-bucket count/sum/min/max rows (bounded: one row per bucket)."""
         acc: dict[str, list[float]] = {}
         for at, c in samples:
@@ -976,19 +978,18 @@ class Store:
             a[0] += 1
             a[1] += c
             a[2], a[3] = min(a[2], c), max(a[3], c)
-        with self.tx() as tx:
-            for b, (n, total, lo, hi) in sorted(acc.items()):
-                tx.execute(
-                    "INSERT INTO temperature_history (unit, bucket, n, sum_c, min_c, max_c) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (unit, bucket) DO UPDATE SET "
-                    "n = temperature_history.n + excluded.n, "
-                    "sum_c = temperature_history.sum_c + excluded.sum_c, "
-                    "min_c = CASE WHEN excluded.min_c < temperature_history.min_c THEN excluded.min_c "
-                    "ELSE temperature_history.min_c END, "
-                    "max_c = CASE WHEN excluded.max_c > temperature_history.max_c THEN excluded.max_c "
-                    "ELSE temperature_history.max_c END",
-                    (unit, b, int(n), total, lo, hi),
-                )
+        for b, (n, total, lo, hi) in sorted(acc.items()):
+            tx.execute(
+                "INSERT INTO temperature_history (unit, bucket, n, sum_c, min_c, max_c) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (unit, bucket) DO UPDATE SET "
+                "n = temperature_history.n + excluded.n, "
+                "sum_c = temperature_history.sum_c + excluded.sum_c, "
+                "min_c = CASE WHEN excluded.min_c < temperature_history.min_c THEN excluded.min_c "
+                "ELSE temperature_history.min_c END, "
+                "max_c = CASE WHEN excluded.max_c > temperature_history.max_c THEN excluded.max_c "
+                "ELSE temperature_history.max_c END",
+                (unit, b, int(n), total, lo, hi),
+            )
 
     def temperatures(self, unit: str, since: datetime) -> list[tuple[datetime, float, float, float]]:
         """(bucket start, min, mean, max) for one unit since `since`, oldest first."""

@@ -9,6 +9,7 @@ from html import escape
 from markupsafe import Markup
 
 from inventory.store import EventRow
+from schemas.models import LabelRange
 
 
 def ago(then: datetime | None, now: datetime) -> str:
@@ -86,5 +87,56 @@ def bar_chart(series: list[tuple[date, int]], title: str) -> Markup:
             parts.append(
                 f'<text x="{tx:.1f}" y="{h + 15}" text-anchor="{anchor}" class="axis">{d:%d %b}</text>'
             )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def temperature_chart(
+    series: list[tuple[datetime, float, float, float]], label: LabelRange, title: str
+) -> Markup:
+    """Storage temperature over time as inline SVG: the label range shaded green, beyond the
+    excursion limits red, each bucket's min-max as a band and its mean as a line."""
+    w, h, pad = 700, 200, 34
+    if not series:
+        return Markup(f'<p class="chart-empty">{escape(title)}: no readings yet</p>')
+    lo = min(min(s[1] for s in series), label.storage_min_c) - 2
+    hi = max(max(s[3] for s in series), label.storage_max_c) + 2
+    t0, t1 = series[0][0].timestamp(), max(series[-1][0].timestamp(), series[0][0].timestamp() + 1)
+
+    def x(t: datetime) -> float:
+        return pad + (w - pad - 4) * (t.timestamp() - t0) / (t1 - t0)
+
+    def y(c: float) -> float:
+        return 6 + (h - 24) * (hi - min(max(c, lo), hi)) / (hi - lo)
+
+    parts = [
+        f'<svg viewBox="0 0 {w} {h}" class="tchart temp" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+        f'<rect class="band" x="{pad}" width="{w - pad - 4}" y="{y(label.storage_max_c):.1f}" '
+        f'height="{y(label.storage_min_c) - y(label.storage_max_c):.1f}"><title>label range '
+        f"{label.storage_min_c:g}-{label.storage_max_c:g} °C</title></rect>",
+    ]
+    if hi > label.excursion_max_c:
+        parts.append(
+            f'<rect class="exc" x="{pad}" width="{w - pad - 4}" y="6" '
+            f'height="{y(label.excursion_max_c) - 6:.1f}"/>'
+        )
+    if lo < label.excursion_min_c:
+        parts.append(
+            f'<rect class="exc" x="{pad}" width="{w - pad - 4}" y="{y(label.excursion_min_c):.1f}" '
+            f'height="{h - 18 - y(label.excursion_min_c):.1f}"/>'
+        )
+    area = [f"{x(t):.1f},{y(mx):.1f}" for t, _mn, _mean, mx in series] + [
+        f"{x(t):.1f},{y(mn):.1f}" for t, mn, _mean, _mx in reversed(series)
+    ]
+    parts.append(f'<polygon class="rng" points="{" ".join(area)}"/>')
+    line = " ".join(f"{x(t):.1f},{y(mean):.1f}" for t, _mn, mean, _mx in series)
+    parts.append(f'<polyline points="{line}"/>')
+    for c in sorted({label.storage_min_c, label.storage_max_c, round(lo + 2), round(hi - 2)}):
+        parts.append(f'<text x="0" y="{y(c) + 4:.1f}" class="axis">{c:g} °C</text>')
+    parts.append(f'<text x="{pad}" y="{h - 2}" class="axis">{series[0][0]:%d %b %H:%M}</text>')
+    parts.append(
+        f'<text x="{w - 4}" y="{h - 2}" text-anchor="end" class="axis">{series[-1][0]:%d %b %H:%M} UTC</text>'
+    )
     parts.append("</svg>")
     return Markup("".join(parts))

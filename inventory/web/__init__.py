@@ -16,12 +16,16 @@ from fastapi.templating import Jinja2Templates
 from inventory.clock import Clock
 from inventory.config import CentralConfig
 from inventory.store import Store
-from inventory.web import alerts, ingest, reports, units
+from inventory.web import alerts, ingest, lots, reports, units
 from inventory.web.deps import TEMPLATES, WebContext
 
 
 def create_app(
-    store: Store, config: CentralConfig, clock: Clock, runtime: Callable[[], dict[str, Any]] | None = None
+    store: Store,
+    config: CentralConfig,
+    clock: Clock,
+    runtime: Callable[[], dict[str, Any]] | None = None,
+    send_command: Callable[[str, str, bytes], None] | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="nalox central inventory",
@@ -34,6 +38,7 @@ def create_app(
         clock=clock,
         runtime=runtime or (lambda: {}),
         templates=Jinja2Templates(directory=str(TEMPLATES)),
+        send_command=send_command,
     )
     for router in (
         units.pages,
@@ -44,6 +49,9 @@ def create_app(
         reports.csv,
         reports.api,
         ingest.router,
+        lots.pages,
+        lots.api,
+        lots.exports,
     ):
         app.include_router(router)
     return app

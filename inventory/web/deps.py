@@ -31,6 +31,8 @@ class WebContext:
     clock: Clock
     runtime: Callable[[], dict[str, Any]]
     templates: Jinja2Templates
+    # publish one command to a unit: (unit, command name, payload); None when no broker is attached
+    send_command: Callable[[str, str, bytes], None] | None = None
 
 
 def web(request: Request) -> WebContext:

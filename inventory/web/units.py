@@ -10,11 +10,12 @@ from fastapi.responses import HTMLResponse
 
 from inventory import log
 from inventory.fleet import ColumnView, UnitView
-from inventory.views import bar_chart, daily_series
+from inventory.views import bar_chart, daily_series, temperature_chart
 from inventory.web.deps import Ctx, find_unit, fleet_now, render
 from inventory.web.models import AcceptedGap, AcceptGap, AcceptGapOut, EventOut, UnitOut, unit_out
 
 pages = APIRouter(include_in_schema=False)
+TEMP_DAYS = 7  # the unit page's temperature chart
 api = APIRouter(prefix="/api/units", tags=["units"])
 
 
@@ -88,6 +89,12 @@ def unit_page(ctx: Ctx, request: Request, unit: str, before: int | None = None) 
         days=days,
         limit=limit,
         chart=bar_chart(series, f"kits dispensed per day at {unit}"),
+        temp_chart=temperature_chart(
+            ctx.store.temperatures(unit, now - timedelta(days=TEMP_DAYS)),
+            u.label,
+            f"storage temperature at {unit}, last {TEMP_DAYS} days",
+        ),
+        temp_days=TEMP_DAYS,
         events=ctx.store.events(unit, limit=limit, before_seq=before),
     )
 

@@ -1,0 +1,372 @@
+"""Lots and planning: the fleet's lots page, recall holds (dashboard and API), per-site printable pick
+lists, report exports (CSV, JSON, Excel for any period, by program/site/unit) and the open-data file."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+
+from inventory import log, opendata, reports
+from inventory.planning import fleet_lots, pick_list
+from inventory.web.deps import Ctx, WebContext, fleet_now, render
+from schemas.models import LotHoldCommand
+
+pages = APIRouter(include_in_schema=False)
+api = APIRouter(prefix="/api", tags=["lots"])
+exports = APIRouter(prefix="/reports", tags=["reports"])
+PULL_DAYS = 30  # a pick list pulls lots expiring within this many days
+
+
+class HoldIn(BaseModel):
+    reason: str = Field(min_length=3, max_length=300, description="why (e.g. the recall notice number)")
+    by: str = Field(min_length=1, max_length=64, description="the staff account or role acting")
+
+
+class HoldOut(BaseModel):
+    lot: str
+    held: bool
+    changed: bool
+    units_told: int
+
+
+class PlaceOut(BaseModel):
+    site: str
+    unit: str
+    column: int
+    kits: int
+    next_to_drop: bool
+
+
+class LotOut(BaseModel):
+    lot: str
+    product: str
+    expiry: date | None
+    kits: int
+    dispensed: int
+    places: list[PlaceOut]
+    hold: dict[str, str] | None
+    unit_holds: list[dict[str, str]]
+    worst_hours_outside_label: float
+    worst_mkt_c: float | None
+
+
+def _lots(ctx: WebContext) -> list[Any]:
+    return fleet_lots(fleet_now(ctx), ctx.store.lot_holds(), ctx.store.dispensed_by_lot())
+
+
+def lot_out(v: Any) -> LotOut:
+    return LotOut(
+        lot=v.lot,
+        product=v.product,
+        expiry=v.expiry,
+        kits=v.kits,
+        dispensed=v.dispensed,
+        places=[
+            PlaceOut(site=p.site, unit=p.unit, column=p.column, kits=p.count, next_to_drop=p.front)
+            for p in v.places
+        ],
+        hold=v.hold,
+        unit_holds=[{"unit": u, "kind": k, "reason": r} for u, k, r in v.unit_holds],
+        worst_hours_outside_label=round(v.worst_outside_label_s / 3600, 2),
+        worst_mkt_c=round(v.worst_mkt_c, 2) if v.worst_mkt_c is not None else None,
+    )
+
+
+def tell_units(ctx: WebContext, lot: str, hold: bool, reason: str, by: str) -> int:
+    """cmd/lot_hold to every unit (a unit that misses it is told again when its state shows the lot
+    without the hold: see Ingestor.reconcile_holds)."""
+    if ctx.send_command is None:
+        return 0
+    units = sorted(ctx.store.known_units())
+    for unit in units:
+        cmd = LotHoldCommand(
+            command_id=f"lot-{uuid.uuid4().hex[:16]}",
+            issued_at=ctx.clock.now(),
+            lot=lot,
+            hold=hold,
+            reason=reason,
+            by=by,
+        )
+        ctx.send_command(unit, "lot_hold", cmd.model_dump_json().encode())
+    return len(units)
+
+
+def hold(ctx: WebContext, lot: str, reason: str, by: str) -> HoldOut:
+    changed = ctx.store.hold_lot(lot, "recall", reason, by, ctx.clock.now())
+    told = tell_units(ctx, lot, True, reason, by)
+    log.get("web").warning("lot_held", lot=lot, by=by, reason=reason, changed=changed, units_told=told)
+    return HoldOut(lot=lot, held=True, changed=changed, units_told=told)
+
+
+def release(ctx: WebContext, lot: str, reason: str, by: str) -> HoldOut:
+    changed = ctx.store.release_lot(lot, reason, by, ctx.clock.now())
+    if not changed:
+        raise HTTPException(404, f"expected a lot on hold, got {lot!r} (not held)")
+    told = tell_units(ctx, lot, False, reason, by)
+    log.get("web").warning("lot_released", lot=lot, by=by, reason=reason, units_told=told)
+    return HoldOut(lot=lot, held=False, changed=changed, units_told=told)
+
+
+def _lot_name(lot: str) -> str:
+    lot = lot.strip()
+    if not 1 <= len(lot) <= 64:
+        raise HTTPException(422, f"expected a lot number of 1-64 characters, got {len(lot)}")
+    return lot
+
+
+# ---------------------------------------------------------------- pages
+
+
+@pages.get("/lots", response_class=HTMLResponse)
+def lots_page(
+    ctx: Ctx,
+    request: Request,
+    product: str | None = Query(None, max_length=100),
+    site: str | None = Query(None, max_length=200),
+    lot: str | None = Query(None, max_length=64),
+) -> HTMLResponse:
+    """Every lot in the fleet, soonest expiry first; filter by product, site and lot."""
+    everything = _lots(ctx)
+    shown = [
+        v
+        for v in everything
+        if (not product or v.product == product)
+        and (not site or site in v.sites)
+        and (not lot or lot.lower() in v.lot.lower())
+    ]
+    today = ctx.clock.now().astimezone(ctx.store.report_tz).date()
+    return render(
+        ctx,
+        request,
+        "lots.html",
+        "lots",
+        lots=shown,
+        products=sorted({v.product for v in everything}),
+        sites=sorted({s for v in everything for s in v.sites}),
+        product=product or "",
+        site=site or "",
+        lot=lot or "",
+        today=today,
+        log=ctx.store.lot_hold_log(limit=50),
+        warn_days=ctx.config.alerts.expiry_days[-1],
+    )
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = (await request.body()).decode("utf-8", "replace")
+    return {k: v[0] for k, v in parse_qs(body).items()}
+
+
+@pages.post("/lots/hold")
+async def hold_form(ctx: Ctx, request: Request) -> RedirectResponse:
+    f = await _form(request)
+    try:
+        body = HoldIn(reason=f.get("reason", ""), by=f.get("by", ""))
+    except ValueError as e:
+        raise HTTPException(422, f"expected a reason (3-300 characters) and who acts: {e}") from e
+    lot = _lot_name(f.get("lot", ""))
+    hold(ctx, lot, body.reason, body.by)
+    return RedirectResponse(f"/lots?lot={quote(lot)}", status_code=303)
+
+
+@pages.post("/lots/release")
+async def release_form(ctx: Ctx, request: Request) -> RedirectResponse:
+    f = await _form(request)
+    try:
+        body = HoldIn(reason=f.get("reason", ""), by=f.get("by", ""))
+    except ValueError as e:
+        raise HTTPException(422, f"expected a reason (3-300 characters) and who acts: {e}") from e
+    release(ctx, _lot_name(f.get("lot", "")), body.reason, body.by)
+    return RedirectResponse("/lots", status_code=303)
+
+
+@pages.get("/sites/{site}/picklist", response_class=HTMLResponse)
+def picklist_page(
+    ctx: Ctx, request: Request, site: str, pull_days: int = Query(PULL_DAYS, ge=0, le=365)
+) -> HTMLResponse:
+    """A printable restock pick list for one site."""
+    units = fleet_now(ctx)
+    if site not in {u.site for u in units}:
+        raise HTTPException(404, f"expected a known site, got {site!r}")
+    today = ctx.clock.now().astimezone(ctx.store.report_tz).date()
+    pl = pick_list(site, units, today, pull_days, ctx.store.lot_holds())
+    return render(ctx, request, "picklist.html", "lots", refresh=False, pl=pl, pull_days=pull_days)
+
+
+# ---------------------------------------------------------------- API
+
+
+@api.get("/lots", response_model=list[LotOut])
+def api_lots(ctx: Ctx, product: str | None = None, site: str | None = None) -> list[LotOut]:
+    """Every lot in the fleet: where it is (site, unit, column, kits), its holds and heat exposure."""
+    return [
+        lot_out(v)
+        for v in _lots(ctx)
+        if (not product or v.product == product) and (not site or site in v.sites)
+    ]
+
+
+@api.post("/lots/{lot}/hold", response_model=HoldOut)
+def api_hold(ctx: Ctx, lot: str, body: HoldIn) -> HoldOut:
+    """Hold a lot fleet-wide (a recall): every unit stops vending its kits at once and keeps the hold
+    across restarts. Recorded with who and why."""
+    return hold(ctx, _lot_name(lot), body.reason, body.by)
+
+
+@api.post("/lots/{lot}/release", response_model=HoldOut)
+def api_release(ctx: Ctx, lot: str, body: HoldIn) -> HoldOut:
+    """Release a held lot, with the reason; recorded with who and why."""
+    return release(ctx, _lot_name(lot), body.reason, body.by)
+
+
+@api.get("/lots/holds/log")
+def api_hold_log(ctx: Ctx, lot: str | None = None) -> list[dict[str, Any]]:
+    """Every hold and release, newest first: lot, when, what, who, why."""
+    return ctx.store.lot_hold_log(lot)
+
+
+@api.get("/sites/{site}/picklist")
+def api_picklist(ctx: Ctx, site: str, pull_days: int = Query(PULL_DAYS, ge=0, le=365)) -> dict[str, Any]:
+    units = fleet_now(ctx)
+    if site not in {u.site for u in units}:
+        raise HTTPException(404, f"expected a known site, got {site!r}")
+    today = ctx.clock.now().astimezone(ctx.store.report_tz).date()
+    pl = pick_list(site, units, today, pull_days, ctx.store.lot_holds())
+    return {
+        "site": pl.site,
+        "today": pl.today.isoformat(),
+        "pull_before": pl.pull_before.isoformat(),
+        "bring": [{"product": b.product, "kits": b.kits_to_bring} for b in pl.bring],
+        "pull": [
+            {"unit": p.unit, "column": p.column, "lot": p.lot, "kits": p.count, "why": p.why} for p in pl.pull
+        ],
+        "days_of_stock": pl.days_of_stock,
+    }
+
+
+# ---------------------------------------------------------------- report exports
+
+
+def export_period(
+    ctx: WebContext, year: int | None, fy: int | None, start: date | None, end: date | None
+) -> reports.Period:
+    tz = ctx.config.reports.timezone
+    try:
+        if start is not None or end is not None:
+            if start is None or end is None:
+                raise reports.PeriodError(f"expected both start and end, got start={start} end={end}")
+            return reports.date_range(start, end, tz)
+        if fy is not None:
+            return reports.fiscal_year(fy, ctx.config.reports.fiscal_year_start_month, tz)
+        return reports.calendar_year(year or ctx.clock.now().astimezone(ctx.store.report_tz).year, tz)
+    except reports.PeriodError as e:
+        raise HTTPException(422, str(e)) from e
+
+
+def _by(by: str) -> str:
+    if by not in reports.GROUPINGS:
+        raise HTTPException(422, f"expected by= one of {sorted(reports.GROUPINGS)}, got {by!r}")
+    return by
+
+
+def _file(body: bytes | str, media: str, name: str) -> Response:
+    return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+Year = Query(None, ge=2000, le=2100)
+
+
+def _described(media: str, what: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"content": {media: {"schema": {"type": "string"}}}, "description": what}}
+
+
+CSV_FILE = _described("text/csv", "a CSV file: comment lines (period, time zone) then a header row")
+XLSX_FILE = _described(
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "an Excel workbook: sheet `report` (period and zone first, a SUM row last) and sheet `about`",
+)
+JSON_FILE = {
+    200: {
+        "content": {"application/json": {"schema": {"type": "object"}}},
+        "description": "{period: {label, first_day, last_day, time_zone, ...}, grouped_by, rows, totals}",
+    }
+}
+
+
+@exports.get("/export.csv", response_class=Response, responses=CSV_FILE)
+def export_csv(
+    ctx: Ctx,
+    year: int | None = Year,
+    fy: int | None = Year,
+    start: date | None = None,
+    end: date | None = None,
+    by: str = "unit",
+) -> Response:
+    """Kits, doses, videos, extra and emergency kits, vend failures for a calendar year (`year`), a
+    fiscal year (`fy`) or a range (`start`, `end`, inclusive), by program/site/unit as recorded with
+    each event; the period and time zone are the file's first line."""
+    p, b = export_period(ctx, year, fy, start, end), _by(by)
+    return _file(
+        reports.period_csv(reports.period_report(ctx.store, p, b), p, b),
+        "text/csv",
+        f"nalox-{p.first}-{p.last}.csv",
+    )
+
+
+@exports.get("/export.json", response_class=Response, responses=JSON_FILE)
+def export_json(
+    ctx: Ctx,
+    year: int | None = Year,
+    fy: int | None = Year,
+    start: date | None = None,
+    end: date | None = None,
+    by: str = "unit",
+) -> Response:
+    p, b = export_period(ctx, year, fy, start, end), _by(by)
+    body = json.dumps(reports.period_json(reports.period_report(ctx.store, p, b), p, b), indent=1)
+    return Response(body, media_type="application/json")
+
+
+@exports.get("/export.xlsx", response_class=Response, responses=XLSX_FILE)
+def export_xlsx(
+    ctx: Ctx,
+    year: int | None = Year,
+    fy: int | None = Year,
+    start: date | None = None,
+    end: date | None = None,
+    by: str = "unit",
+) -> Response:
+    p, b = export_period(ctx, year, fy, start, end), _by(by)
+    return _file(
+        reports.period_xlsx(reports.period_report(ctx.store, p, b), p, b),
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        f"nalox-{p.first}-{p.last}.xlsx",
+    )
+
+
+@exports.get("/open-data.csv", response_class=Response, responses=CSV_FILE)
+def open_data_csv(
+    ctx: Ctx,
+    year: int | None = Year,
+    fy: int | None = Year,
+    start: date | None = None,
+    end: date | None = None,
+) -> Response:
+    """For the public: kits per site and month; counts under reports.open_data_min_cell (11) and the
+    cells that would reveal them are shown as `*`."""
+    p = export_period(ctx, year, fy, start, end)
+    rows = ctx.store.period_counts(p.start_utc, p.end_utc, ("site", "month"))
+    n = ctx.config.reports.open_data_min_cell
+    table, hidden = opendata.open_data(rows, n)
+    return _file(
+        opendata.open_data_csv(table, hidden, n, p.describe()),
+        "text/csv",
+        f"nalox-open-data-{p.first}-{p.last}.csv",
+    )
