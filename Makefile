@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev gcc libc6-dev mpv ffmpeg chromium openssl systemd udev wrk curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-packages test lint demo bench bench-scale soak clean
+.PHONY: setup system-packages node-packages test lint demo bench bench-scale soak clean
 
-setup: system-packages $(STAMP)
+setup: system-packages node-packages $(STAMP)
 
 # apt only when a package is missing, so a second run touches nothing
 system-packages:
@@ -19,6 +19,13 @@ system-packages:
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+
+# MicroPython's own WebAssembly port for the firmware tests (package.json pins it, package-lock.json
+# is committed); npm ci only when the lock file is newer than what node_modules holds.
+node-packages: system-packages
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm; }
+	@[ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund
 
 $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
@@ -49,4 +56,4 @@ soak: setup
 	$(BIN)/python -m nalox.soak --presses 3000 --seed $${SEED:-1}
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -9,17 +9,20 @@ try:
 except ImportError:  # pragma: no cover
     import ustruct as struct  # type: ignore[no-redef]
 
-from firmware_py import codec
+from firmware_py import bootsel, codec
 from firmware_py.buttons import Buttons
 from firmware_py.door import DoorSwitch
 from firmware_py.dropsensor import DropSensor
 from firmware_py.hal import ticks_diff
 from firmware_py.journal import DONE, STARTED, Journal
+from firmware_py.light import StatusLight
 from firmware_py.link import Link
 from firmware_py.motor import Motor
 from firmware_py.temp import Thermistor
+from firmware_py.update import Receiver
 
-FIRMWARE_VERSION = "0.1.0"
+FIRMWARE_VERSION = "0.2.0"  # of this code; a board running an updated slot reports the slot's manifest
+DEFAULT_MODEL = "nalox-board"
 NO_TEMPERATURE = 0x7FFF  # STATUS temp_centi when the sensor is open or shorted
 MOTOR_IDLE, MOTOR_RUNNING, MOTOR_FAULTY = 0, 1, 2
 SENSOR_CLEAR, SENSOR_BLOCKED, SENSOR_FAULTY = 0, 1, 2
@@ -35,6 +38,7 @@ DEFAULTS = {
     "button_debounce_ms": 50,
     "door_debounce_ms": 20,
     "pending_max": 4,  # DISPENSE commands queued behind the running one before ERROR(BUSY)
+    "host_silent_ms": 10000,  # no good frame from the controller this long: the light says so
 }
 
 
@@ -65,6 +69,11 @@ class Board:
         self.thermistor = Thermistor(hal.temp_adc)
         self.buttons = Buttons(hal.button_pins, self.opt["button_debounce_ms"])
         self.link = Link(hal.uart, self.opt["ack_timeout_ms"])
+        self.model = getattr(hal, "board_model", DEFAULT_MODEL)
+        self.light = StatusLight(getattr(hal, "light_pin", None), self.opt["host_silent_ms"])
+        self.updater = Receiver(hal.nvs, self.model)
+        self.restart_pending = False
+        self.started_at = hal.ticks_ms()
         self.motor_fault = [0] * self.columns  # per column: 0 ok, else the fault code
         self.sensor_fault = [False] * self.columns
         self.job = None
@@ -72,6 +81,7 @@ class Board:
         self.nvs_error = None
         self.boot_count = self._count_boot()
         self.journal = Journal(hal.nvs, self.opt["journal_size"])
+        self.firmware = bootsel.version_of(hal.nvs, bootsel.read(hal.nvs)[0], FIRMWARE_VERSION)
         self.interrupted = self._recover()
         self.link.send(codec.Boot(self.boot_count, hal.reset_cause), persistent=True)
         if self.nvs_error is not None:
@@ -88,7 +98,7 @@ class Board:
 
     def _recover(self):
         """STARTED entries become INTERRUPTED (in memory even when the write fails)."""
-        started = [cid for cid, e in self.journal.entries.items() if e[2] == STARTED]
+        started = sorted(cid for cid, e in self.journal.entries.items() if e[2] == STARTED)
         try:
             self.journal.recover()
         except OSError as exc:
@@ -107,6 +117,13 @@ class Board:
         self._run_job(now)
         self._poll_inputs(now)
         self.link.service(now)
+        heard = self.link.last_rx_at if self.link.last_rx_at is not None else self.started_at
+        self.light.update(now, ticks_diff(now, heard))
+        if self.restart_pending and self.link.idle():
+            self.restart_pending = False
+            reset = getattr(self.hal, "reset", None)
+            if reset is not None:
+                reset()  # into the new slot, on trial (bootsel.choose)
 
     def busy(self):
         """True while a coil turns, a command waits or the link has queued frames: step again soon.
@@ -114,10 +131,11 @@ class Board:
         A frame waiting for its ACK does not count: the ACK wakes a loop that waits on the UART,
         and a retransmission a few ms late is harmless.
         """
-        return self.job is not None or bool(self.pending) or bool(self.link.queue)
+        return self.job is not None or bool(self.pending) or bool(self.link.queue) or self.restart_pending
 
     def _bad_request(self, frame, error):
-        code = codec.ERR_UNKNOWN_TYPE if frame.type not in codec.MESSAGE_TYPES else codec.ERR_BAD_PAYLOAD
+        known = codec.MESSAGES[self.link.version]
+        code = codec.ERR_UNKNOWN_TYPE if frame.type not in known else codec.ERR_BAD_PAYLOAD
         self.link.send(codec.Error(code, error[:120]))
 
     # ------------------------------------------------------------ requests
@@ -131,12 +149,51 @@ class Board:
         handler(self, msg, now)
 
     def _on_hello(self, msg, now):
-        if msg.protocol != codec.PROTOCOL_VERSION:
-            detail = "protocol: board speaks %d, controller sent %d" % (codec.PROTOCOL_VERSION, msg.protocol)
+        """Version negotiation: the controller says the highest protocol it speaks; the session runs at
+        the lower of its and ours. A firmware on trial is confirmed here (bootsel)."""
+        if msg.protocol < 1:
+            detail = "protocol: board speaks 1..%d, controller sent %d" % (
+                codec.PROTOCOL_VERSION, msg.protocol)
             self.link.send(codec.Error(codec.ERR_VERSION, detail))
             return
-        self.link.send(codec.HelloReply(codec.PROTOCOL_VERSION, FIRMWARE_VERSION, self.hal.board_id,
-                                        self.columns, self.boot_count))
+        version = min(msg.protocol, codec.PROTOCOL_VERSION)
+        self.link.set_version(version)
+        if version >= 2:
+            self.link.send(codec.HelloReply2(version, self.firmware, self.hal.board_id, self.columns,
+                                             self.boot_count, self.model))
+        else:
+            self.link.send(codec.HelloReply(version, self.firmware, self.hal.board_id, self.columns,
+                                            self.boot_count))
+        try:
+            bootsel.confirm(self.hal.nvs)
+        except OSError as exc:
+            self.nvs_error = exc
+
+    def _on_light(self, msg, now):
+        if msg.pattern in (codec.LIGHT_OFF, codec.LIGHT_LIT, codec.LIGHT_BLINK):
+            self.light.requested = msg.pattern
+        heard = self.link.last_rx_at if self.link.last_rx_at is not None else self.started_at
+        shown = self.light.update(now, ticks_diff(now, heard))
+        self.link.send(codec.LightState(self.light.requested, shown))
+
+    def _update_reply(self, token, answer):
+        code, value, detail = answer
+        self.link.send(codec.UpdateReply(token, code, value, detail[:120]))
+
+    def _on_update_begin(self, msg, now):
+        self._update_reply(msg.token, self.updater.begin(msg, self.door.open))
+
+    def _on_update_file(self, msg, now):
+        self._update_reply(msg.token, self.updater.file(msg))
+
+    def _on_update_chunk(self, msg, now):
+        self._update_reply(msg.token, self.updater.chunk(msg))
+
+    def _on_update_commit(self, msg, now):
+        answer = self.updater.commit(msg)
+        self._update_reply(msg.token, answer)
+        if answer[0] == codec.UPD_OK:
+            self.restart_pending = True
 
     def _on_ping(self, msg, now):
         self.link.send(codec.Pong(msg.nonce))
@@ -186,6 +243,11 @@ class Board:
         codec.DISPENSE: _on_dispense,
         codec.QUERY_RESULT: _on_query,
         codec.MOTOR_TEST: _on_motor_test,
+        codec.LIGHT: _on_light,
+        codec.UPDATE_BEGIN: _on_update_begin,
+        codec.UPDATE_FILE: _on_update_file,
+        codec.UPDATE_CHUNK: _on_update_chunk,
+        codec.UPDATE_COMMIT: _on_update_commit,
     }
 
     def _in_progress(self, cid):

@@ -3,13 +3,18 @@
 One definition of the wire format; see PROTOCOL.md for the byte-level diagram.
 
     on the wire:   COBS( body ) 0x00
-    body:          | ver:1 | seq:1 | type:1 | payload:0..MAX_PAYLOAD | crc16:2 (big endian) |
-    crc16:         CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) over ver..payload
+    body v1:       | 01 | seq:1 | type:1 | payload:0..MAX_PAYLOAD | crc16:2 |
+    body v2:       | 02 | seq:1 | type:1 | len:1 | payload:len | crc32:4 |
+    crc16:         CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) over ver..payload, big endian
+    crc32:         CRC-32/ISO-HDLC (zlib's) over ver..payload, big endian
 
 The 0x00 delimiter never occurs inside a COBS-encoded frame, so a receiver that sees
-garbage simply discards bytes up to the next 0x00 and starts again (resync).
+garbage simply discards bytes up to the next 0x00 and starts again (resync). Version 2 adds
+the payload length and a CRC-32: a frame that gains or loses bytes (a COBS code byte hit by
+noise adds a trailing 0x00, which CRC-16 without a final XOR always accepts) is refused by the
+length, and any other damage by a 32-bit check.
 
-Only stdlib modules MicroPython has are used (struct); no typing, no dataclasses.
+Only stdlib modules MicroPython has are used (struct, binascii); no typing, no dataclasses.
 """
 
 try:
@@ -17,9 +22,16 @@ try:
 except ImportError:  # pragma: no cover - MicroPython spelling
     import ustruct as struct  # type: ignore[no-redef]
 
-PROTOCOL_VERSION = 1
+try:
+    from binascii import crc32 as _crc32
+except ImportError:  # pragma: no cover - a port built without binascii.crc32
+    _crc32 = None
+
+PROTOCOL_VERSION = 2  # the highest version this code speaks
+PROTOCOL_VERSIONS = (1, 2)
 MAX_PAYLOAD = 200
-MAX_BODY = 3 + MAX_PAYLOAD + 2
+MAX_BODY = 4 + MAX_PAYLOAD + 4
+MIN_BODY = {1: 5, 2: 8}
 # A COBS frame grows by at most one byte per 254, plus its delimiter.
 MAX_WIRE = MAX_BODY + MAX_BODY // 254 + 2
 DELIMITER = 0
@@ -42,6 +54,32 @@ def crc16_ccitt(data, crc=0xFFFF):
             else:
                 crc = (crc << 1) & 0xFFFF
     return crc
+
+
+def _crc32_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32_TABLE = None
+
+
+def crc32(data):
+    """CRC-32/ISO-HDLC (zlib, binascii): reflected poly 0xEDB88320, init and final XOR 0xFFFFFFFF."""
+    if _crc32 is not None:
+        return _crc32(data) & 0xFFFFFFFF
+    global _CRC32_TABLE
+    if _CRC32_TABLE is None:
+        _CRC32_TABLE = _crc32_table()
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
 
 
 def cobs_encode(data):
@@ -93,12 +131,13 @@ def cobs_decode(data):
 class Frame:
     """One link-layer frame: sequence number, message type and raw payload."""
 
-    __slots__ = ("seq", "type", "payload")
+    __slots__ = ("seq", "type", "payload", "version")
 
-    def __init__(self, seq, type, payload=b""):
+    def __init__(self, seq, type, payload=b"", version=0):
         self.seq = seq
         self.type = type
         self.payload = bytes(payload)
+        self.version = version  # the frame version it arrived in (0: not decoded from the wire)
 
     def __eq__(self, other):
         return (
@@ -115,32 +154,55 @@ class Frame:
         return "Frame(seq=%d, type=0x%02x, payload=%r)" % (self.seq, self.type, self.payload)
 
 
-def encode_frame(frame):
-    """Frame -> bytes on the wire, delimiter included."""
+def encode_frame(frame, version=1):
+    """Frame -> bytes on the wire in frame `version` (1 or 2), delimiter included."""
     if len(frame.payload) > MAX_PAYLOAD:
         raise CodecError("payload: expected at most %d bytes, got %d" % (MAX_PAYLOAD, len(frame.payload)))
     if not 0 <= frame.seq <= 255 or not 0 <= frame.type <= 255:
         raise CodecError("seq and type: expected 0..255, got seq=%r type=%r" % (frame.seq, frame.type))
-    body = bytes((PROTOCOL_VERSION, frame.seq, frame.type)) + frame.payload
-    crc = crc16_ccitt(body)
-    body += bytes(((crc >> 8) & 0xFF, crc & 0xFF))
+    if version == 2:
+        body = bytes((2, frame.seq, frame.type, len(frame.payload))) + frame.payload
+        crc = crc32(body)
+        body += bytes(((crc >> 24) & 0xFF, (crc >> 16) & 0xFF, (crc >> 8) & 0xFF, crc & 0xFF))
+    elif version == 1:
+        body = bytes((1, frame.seq, frame.type)) + frame.payload
+        crc = crc16_ccitt(body)
+        body += bytes(((crc >> 8) & 0xFF, crc & 0xFF))
+    else:
+        raise CodecError("frame version: expected 1 or 2, got %r" % (version,))
     return cobs_encode(body) + b"\x00"
 
 
-def decode_body(encoded):
-    """COBS bytes between two delimiters -> Frame, or CodecError saying what is wrong."""
+def decode_body(encoded, accept=PROTOCOL_VERSIONS):
+    """COBS bytes between two delimiters -> Frame, or CodecError saying what is wrong.
+
+    `accept` lists the frame versions this receiver takes (a v2 session takes only 2)."""
     body = cobs_decode(encoded)
     if len(body) < 5:
         raise CodecError("frame: expected at least 5 bytes, got %d" % len(body))
+    version = body[0]
+    if version not in accept:
+        raise CodecError("frame: protocol version expected one of %r, got %d" % (tuple(accept), version))
+    if len(body) < MIN_BODY[version]:
+        raise CodecError("frame: expected at least %d bytes, got %d" % (MIN_BODY[version], len(body)))
     if len(body) > MAX_BODY:
         raise CodecError("frame: expected at most %d bytes, got %d" % (MAX_BODY, len(body)))
+    if version == 2:
+        if body[3] != len(body) - 8:
+            raise CodecError("frame: length byte says %d payload bytes, frame has %d" % (
+                body[3], len(body) - 8))
+        want = crc32(body[:-4])
+        got = (body[-4] << 24) | (body[-3] << 16) | (body[-2] << 8) | body[-1]
+        if want != got:
+            raise CodecError("frame: CRC-32 expected 0x%08x, got 0x%08x" % (want, got))
+        return Frame(body[1], body[2], body[4:-4], 2)
+    if len(body) > 3 + MAX_PAYLOAD + 2:
+        raise CodecError("frame: expected at most %d bytes, got %d" % (3 + MAX_PAYLOAD + 2, len(body)))
     want = crc16_ccitt(body[:-2])
     got = (body[-2] << 8) | body[-1]
     if want != got:
         raise CodecError("frame: CRC expected 0x%04x, got 0x%04x" % (want, got))
-    if body[0] != PROTOCOL_VERSION:
-        raise CodecError("frame: protocol version expected %d, got %d" % (PROTOCOL_VERSION, body[0]))
-    return Frame(body[1], body[2], body[3:-2])
+    return Frame(body[1], body[2], body[3:-2], 1)
 
 
 class Deframer:
@@ -152,7 +214,8 @@ class Deframer:
     is discarded and counted in `resyncs`, so one lost delimiter costs at most two frames.
     """
 
-    def __init__(self):
+    def __init__(self, accept=PROTOCOL_VERSIONS):
+        self.accept = tuple(accept)
         self._buf = bytearray()
         self._overflow = False
         self.errors = 0
@@ -179,7 +242,7 @@ class Deframer:
             candidate = bytes(self._buf)
             self._buf = bytearray()
             try:
-                frames.append(decode_body(candidate))
+                frames.append(decode_body(candidate, self.accept))
             except CodecError as exc:
                 self.errors += 1
                 self.last_error = str(exc)
@@ -204,11 +267,18 @@ DISPENSE_RESULT = 0x21
 QUERY_RESULT = 0x22
 MOTOR_TEST = 0x23
 MOTOR_TEST_RESULT = 0x24
+LIGHT = 0x25  # v2
+LIGHT_STATE = 0x26  # v2
 BUTTON = 0x30
 DOOR = 0x31
 FAULT = 0x32
 BOOT = 0x33
 ERROR = 0x40
+UPDATE_BEGIN = 0x50  # v2: firmware update over the link
+UPDATE_FILE = 0x51
+UPDATE_CHUNK = 0x52
+UPDATE_COMMIT = 0x53
+UPDATE_REPLY = 0x54
 
 # Command ids from DIAG_COMMAND_BASE up are reserved for technicians' drop tests straight on the port
 # (daemon stopped); the unit daemon allocates below it, so the board's journal never answers a vend
@@ -240,7 +310,28 @@ OUTCOME_NAMES = {
     OK: "ok",
 }
 
-LANGUAGES = ("en", "es")
+LANGUAGES = ("en", "es")  # protocol 1: BUTTON index i is the language LANGUAGES[i]
+
+# Status light patterns (LIGHT, LIGHT_STATE; protocol 2).
+LIGHT_OFF = 0
+LIGHT_LIT = 1  # ready
+LIGHT_BLINK = 2  # busy (a vend in progress)
+LIGHT_HOST_SILENT = 3  # shown by the board itself when the controller has been silent too long
+LIGHT_NAMES = {LIGHT_OFF: "off", LIGHT_LIT: "lit", LIGHT_BLINK: "blinking", LIGHT_HOST_SILENT: "host_silent"}
+
+# UPDATE_REPLY codes.
+UPD_OK = 0
+UPD_BAD_STATE = 1  # a request out of order (no BEGIN, a trial boot not yet confirmed, ...)
+UPD_BAD_MODEL = 2
+UPD_SERVICE_MODE = 3  # refused: the service door is closed
+UPD_TOO_BIG = 4
+UPD_BAD_OFFSET = 5  # `value` is the offset the board expects next
+UPD_BAD_HASH = 6
+UPD_STORAGE = 7
+UPD_NAMES = {UPD_OK: "ok", UPD_BAD_STATE: "bad_state", UPD_BAD_MODEL: "bad_model",
+             UPD_SERVICE_MODE: "service_mode_required", UPD_TOO_BIG: "too_big", UPD_BAD_OFFSET: "bad_offset",
+             UPD_BAD_HASH: "bad_hash", UPD_STORAGE: "storage"}
+UPDATE_CHUNK_MAX = 180  # data bytes per UPDATE_CHUNK (the payload stays within MAX_PAYLOAD)
 
 # Fault codes (FAULT event `code`, bits of STATUS `faults`).
 FAULT_JAM = 0
@@ -374,9 +465,16 @@ class Hello(Message):
 
 
 class HelloReply(Message):
-    """board -> controller: identity and capabilities; `boot_count` tells reboots apart."""
+    """board -> controller (protocol 1 session): identity and capabilities; `boot_count` tells
+    reboots apart."""
     TYPE = HELLO_REPLY
     FIELDS = (("protocol", "B"), ("firmware", "s"), ("board_id", "s"), ("columns", "B"), ("boot_count", "H"))
+
+
+class HelloReply2(Message):
+    """board -> controller (protocol 2 session): HelloReply plus the board model (bundles name it)."""
+    TYPE = HELLO_REPLY
+    FIELDS = HelloReply.FIELDS + (("model", "s"),)
 
 
 class Ping(Message):
@@ -431,9 +529,10 @@ class MotorTestResult(Message):
 
 
 class Button(Message):
-    """board -> controller: a language button was pressed (index into LANGUAGES)."""
+    """board -> controller: button `index` (0-based) was pressed. Protocol 2: the unit's config says
+    which language a button means; protocol 1 read the index as LANGUAGES[index]."""
     TYPE = BUTTON
-    FIELDS = (("language", "B"),)
+    FIELDS = (("index", "B"),)
 
 
 class Door(Message):
@@ -457,17 +556,68 @@ class Error(Message):
     FIELDS = (("code", "B"), ("detail", "s"))
 
 
-MESSAGE_TYPES = {}
+class Light(Message):
+    """controller -> board (protocol 2): show `pattern` (LIGHT_OFF, LIGHT_LIT, LIGHT_BLINK)."""
+    TYPE = LIGHT
+    FIELDS = (("pattern", "B"),)
+
+
+class LightState(Message):
+    """board -> controller: the pattern asked for and the one shown (LIGHT_HOST_SILENT while the
+    controller has been silent longer than the board's host_silent_ms)."""
+    TYPE = LIGHT_STATE
+    FIELDS = (("requested", "B"), ("shown", "B"))
+
+
+class UpdateBegin(Message):
+    """controller -> board: a firmware bundle of `files` files for `model` follows, into the spare slot."""
+    TYPE = UPDATE_BEGIN
+    FIELDS = (("token", "I"), ("version", "s"), ("model", "s"), ("files", "B"))
+
+
+class UpdateFile(Message):
+    """controller -> board: file `index` of the bundle: its name, size and SHA-256."""
+    TYPE = UPDATE_FILE
+    FIELDS = (("token", "I"), ("index", "B"), ("name", "s"), ("size", "I"), ("sha256", "y"))
+
+
+class UpdateChunk(Message):
+    """controller -> board: `data` of file `index` at `offset` (at most UPDATE_CHUNK_MAX bytes)."""
+    TYPE = UPDATE_CHUNK
+    FIELDS = (("token", "I"), ("index", "B"), ("offset", "I"), ("data", "y"))
+
+
+class UpdateCommit(Message):
+    """controller -> board: check every hash, switch to the new slot atomically and restart into it."""
+    TYPE = UPDATE_COMMIT
+    FIELDS = (("token", "I"),)
+
+
+class UpdateReply(Message):
+    """board -> controller: the answer to the update request with the same `token`; `code` UPD_*,
+    `value` the next offset the board expects (chunks) or 0."""
+    TYPE = UPDATE_REPLY
+    FIELDS = (("token", "I"), ("code", "B"), ("value", "I"), ("detail", "s"))
+
+
+MESSAGE_TYPES_V1 = {}
 for _cls in (Hello, HelloReply, Ping, Pong, StatusRequest, Status, Dispense, DispenseResult,
              QueryResult, MotorTest, MotorTestResult, Button, Door, Fault, Boot, Error):
+    MESSAGE_TYPES_V1[_cls.TYPE] = _cls
+MESSAGE_TYPES = dict(MESSAGE_TYPES_V1)  # protocol 2
+for _cls in (HelloReply2, Light, LightState, UpdateBegin, UpdateFile, UpdateChunk, UpdateCommit, UpdateReply):
     MESSAGE_TYPES[_cls.TYPE] = _cls
+MESSAGES = {1: MESSAGE_TYPES_V1, 2: MESSAGE_TYPES}
 
 
-def decode_message(frame):
-    """Frame -> typed Message; CodecError for an unknown type or a bad payload."""
-    cls = MESSAGE_TYPES.get(frame.type)
+def decode_message(frame, version=None):
+    """Frame -> typed Message; CodecError for an unknown type or a bad payload. The message table is
+    the frame's own version (a v2 frame carries protocol 2 messages), else `version`, else the newest."""
+    if version is None:
+        version = frame.version or PROTOCOL_VERSION
+    cls = MESSAGES[version].get(frame.type)
     if cls is None:
-        raise CodecError("message: expected a known type, got 0x%02x" % frame.type)
+        raise CodecError("message: expected a known type of protocol %d, got 0x%02x" % (version, frame.type))
     return cls.decode(frame.payload)
 
 

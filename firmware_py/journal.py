@@ -89,7 +89,11 @@ class Journal:
 
     def recover(self):
         """At boot: every STARTED entry becomes INTERRUPTED. Returns those command ids."""
-        interrupted = [cid for cid, e in self.entries.items() if e[2] == STARTED]
+        # Oldest slot first, so the newest entry stays the newest (the next slot is found by age).
+        # Never dict order: MicroPython's is not CPython's (found by the differential test).
+        ages = sorted(((e[0] - self.next_slot) % self.size, cid) for cid, e in self.entries.items()
+                      if e[2] == STARTED)
+        interrupted = [cid for _, cid in ages]
         failure = None
         for cid in interrupted:
             try:

@@ -8,6 +8,12 @@ decode is counted and answered with NAK (seq 0). NAK or ACK timeout retransmits 
 frame unchanged. Replies give up after `reply_tries`; events (persistent) retry forever with a
 doubling timeout capped at `max_backoff_ms`; the first good frame from the peer ends the backoff
 (the event is resent at once). A full queue drops its oldest event first.
+
+Versions (PROTOCOL.md, "Version negotiation"): the session starts at protocol 1 after every
+boot. BOOT is always sent in a v1 frame (whoever listens can read it); set_version(2), done by
+the board when the controller's HELLO asks for 2, frames everything else as v2 from then on
+(the outstanding frame too) and refuses v1 frames other than HELLO (a controller starting over)
+and ACK/NAK (the answer to our v1 BOOT). An ACK goes out in the version of the frame it answers.
 """
 
 from firmware_py import codec
@@ -16,7 +22,13 @@ from firmware_py.hal import ticks_diff
 COUNTER_NAMES = (
     "frames_sent", "frames_received", "bytes_received", "decode_errors", "resyncs", "naks_sent",
     "naks_received", "acks_stale", "retransmissions", "duplicates", "give_ups", "queue_overflows",
+    "version_refused",
 )
+SESSION_OPENERS = (codec.HELLO, codec.BOOT)  # always delivered, always framed v1 when sent
+# v1 frames a v2 session still takes: a controller starting over, and the bare ACK/NAK answering
+# our v1 BOOT (a damaged v2 frame never becomes one of these by gaining or losing bytes: its first
+# byte stays 2).
+V1_IN_V2 = (codec.HELLO, codec.ACK, codec.NAK)
 
 
 class Link:
@@ -28,10 +40,23 @@ class Link:
         self.queue_max = queue_max
         self.deframer = codec.Deframer()
         self.queue = []  # [(message, persistent)]
-        self.out = None  # [seq, wire, sent_at, tries, persistent, timeout_ms]
+        self.out = None  # [seq, wire, sent_at, tries, persistent, timeout_ms, message]
         self.tx_seq = 0
         self.last_rx_seq = None
+        self.last_rx_at = None  # ticks of the last good frame from the controller
+        self.version = 1
         self.counters = dict((name, 0) for name in COUNTER_NAMES)
+
+    def set_version(self, version):
+        """Frame everything but BOOT as `version` from now on; the outstanding frame is re-framed."""
+        self.version = version
+        out = self.out
+        if out is not None:
+            out[1] = self._encode(out[0], out[6])
+
+    def _encode(self, seq, message):
+        version = 1 if message.TYPE in SESSION_OPENERS else self.version
+        return codec.encode_frame(codec.message_frame(seq, message), version)
 
     # ------------------------------------------------------------ sending
 
@@ -76,8 +101,8 @@ class Link:
         if self.out is None and self.queue:
             message, persistent = self.queue.pop(0)
             seq = self._next_seq()
-            wire = codec.encode_frame(codec.message_frame(seq, message))
-            self.out = [seq, wire, now, 1, persistent, self.ack_timeout_ms]
+            wire = self._encode(seq, message)
+            self.out = [seq, wire, now, 1, persistent, self.ack_timeout_ms, message]
             self._write(wire)
             self.counters["frames_sent"] += 1
 
@@ -113,14 +138,21 @@ class Link:
         self.counters["decode_errors"] += self.deframer.errors - errors
         self.counters["resyncs"] += self.deframer.resyncs - resyncs
         for _ in range(bad):
-            self._write(codec.encode_frame(codec.Frame(0, codec.NAK)))
-            self.counters["naks_sent"] += 1
+            self._nak()
         delivered = []
         for frame in frames:
+            if frame.version < self.version and frame.type not in V1_IN_V2:
+                self.counters["version_refused"] += 1  # a v1 frame inside a v2 session
+                self._nak()
+                continue
             item = self._receive(frame, now)
             if item is not None:
                 delivered.append(item)
         return delivered
+
+    def _nak(self):
+        self._write(codec.encode_frame(codec.Frame(0, codec.NAK), self.version))
+        self.counters["naks_sent"] += 1
 
     def _receive(self, frame, now):
         if frame.type == codec.ACK:
@@ -135,9 +167,10 @@ class Link:
                 self._retransmit(now, backoff=False)
             return None
         self.counters["frames_received"] += 1
-        self._write(codec.encode_frame(codec.Frame(frame.seq, codec.ACK)))
+        self.last_rx_at = now
+        self._write(codec.encode_frame(codec.Frame(frame.seq, codec.ACK), frame.version))
         self._peer_is_back(now)
-        resets = frame.type in (codec.HELLO, codec.BOOT)
+        resets = frame.type in SESSION_OPENERS
         if not resets and frame.seq == self.last_rx_seq:
             self.counters["duplicates"] += 1
             return None

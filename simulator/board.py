@@ -19,11 +19,12 @@ from typing import Any
 import serial
 import structlog
 
-from firmware_py import codec
+from firmware_py import bootsel, codec
 from firmware_py.board import Board
 from firmware_py.nvs import FileStore, MemoryStore
 from simulator.hal import FAULT_NAMES, SimHal, World
 from simulator.noise import Noise
+from simulator.slots import SlotError, load_board_class
 
 log = structlog.get_logger("simulator")
 # How long an idle board waits for input between main-loop steps: the latency of a button press or
@@ -123,7 +124,7 @@ class SimulatedBoard:
 
     def __init__(self, columns: int = 6, stock: int = 20, faults: str = "", seed: int = 0,
                  spin_ms: float = 300, nvs_path: str | os.PathLike[str] | None = None,
-                 board_id: str = "sim-0001") -> None:
+                 board_id: str = "sim-0001", trial_ms: float = 30_000, nvs: Any = None) -> None:
         if not 1 <= columns <= 32:
             raise SimulatorError(f"columns: expected 1..32, got {columns}")
         if stock < 0:
@@ -133,13 +134,19 @@ class SimulatedBoard:
         self.world = World(columns, stock, spin_ms, seed)
         self.world.on_drop = self._attribute_drop
         self.uart = SimUart(seed)
-        self.nvs: Any = FileStore(str(nvs_path), sync=True) if nvs_path else MemoryStore()
+        self.nvs: Any = nvs if nvs is not None else (
+            FileStore(str(nvs_path), sync=True) if nvs_path else MemoryStore())
         self.board_id = board_id
+        self.trial_ms = trial_ms  # a firmware on trial that has not said HELLO by then is rolled back
+        self._trial_until: float | None = None
+        self.slot = bootsel.FACTORY
+        self.boot_reasons: list[str] = []
         self.spin_ms = spin_ms
         self.fw: Board | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._reboot = threading.Event()
+        self._reset_reason = "sim_reboot"
         self.running = threading.Event()
         self._port_failing = False
         self._link_totals: dict[str, int] = {}
@@ -154,7 +161,7 @@ class SimulatedBoard:
     def start(self) -> None:
         if self._thread is not None:
             raise SimulatorError("start: the board is already running")
-        self._boot("power_on")
+        self._boot_safely("power_on")
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"simboard-{self.board_id}", daemon=True)
         self._thread.start()
@@ -190,21 +197,52 @@ class SimulatedBoard:
             for name, value in self.fw.link.counters.items():
                 self._link_totals[name] = self._link_totals.get(name, 0) + value
         self.world.reset_outputs()
-        hal = SimHal(self.world, self.uart, self.nvs, self.board_id, reason)
-        self.fw = Board(hal, **self._firmware_options())
+        slot, why = bootsel.choose(self.nvs)  # the boot selector runs before any firmware
+        if why in ("rolled_back", "slot_invalid"):
+            reason = why
+        self._trial_until = now_ms() + self.trial_ms if why == "trial" else None
+        hal = SimHal(self.world, self.uart, self.nvs, self.board_id, reason, reset=self._soft_reset)
+        board_class = Board if slot == bootsel.FACTORY else load_board_class(self.nvs, slot)
+        self.slot = slot
+        self.fw = board_class(hal, **self._firmware_options())
+        self.boot_reasons.append(reason)
         with self.world.lock:
             self.world.truth.boots += 1
         log.info("board_boot", board=self.board_id, reason=reason, boot_count=self.fw.boot_count,
-                 interrupted=self.fw.interrupted)
+                 interrupted=self.fw.interrupted, slot=slot, firmware=self.fw.firmware)
+
+    def _soft_reset(self) -> None:
+        self._reset_reason = "soft_reset"
+        self._reboot.set()
+
+    def _trial_expired(self) -> bool:
+        """A firmware on trial that did not say HELLO in time: the board restarts, bootsel rolls back."""
+        if self._trial_until is None or now_ms() < self._trial_until:
+            return False
+        self._trial_until = None
+        return bootsel.in_trial(self.nvs)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if self._reboot.is_set() or self.world.reboot_due():
-                reason = "sim_reboot" if self._reboot.is_set() else "watchdog"
+            if self._reboot.is_set() or self.world.reboot_due() or self._trial_expired():
+                reason = self._reset_reason if self._reboot.is_set() else "watchdog"
+                self._reset_reason = "sim_reboot"
                 self._reboot.clear()
-                self._boot(reason)
+                self._boot_safely(reason)
             if not self._step():
                 break
+
+    def _boot_safely(self, reason: str) -> None:
+        """Boot; firmware that does not load or dies while starting restarts the board (watchdog),
+        and the boot selector takes the board back to the slot it came from."""
+        for _ in range(4):
+            try:
+                self._boot(reason)
+                return
+            except (SlotError, Exception):
+                log.exception("firmware_crash_at_boot", board=self.board_id)
+                reason = "watchdog"
+        raise SimulatorError("board: no firmware boots (factory firmware failing)")
 
     def _step(self) -> bool:
         fw = self.fw
@@ -223,7 +261,7 @@ class SimulatedBoard:
             return True
         except Exception:  # a firmware bug: a real board's watchdog would restart it
             log.exception("firmware_crash", board=self.board_id)
-            self._boot("watchdog")
+            self._boot_safely("watchdog")
             return True
         self._port_failing = False
         return True
@@ -275,7 +313,7 @@ class SimulatedBoard:
     def reboot(self) -> None:
         """Restart the firmware between two steps; non-volatile storage is kept."""
         if self._thread is None:
-            self._boot("sim_reboot")
+            self._boot_safely("sim_reboot")
         else:
             self._reboot.set()
 
@@ -302,6 +340,9 @@ class SimulatedBoard:
                 "faults": dict(truth.injected),
                 "fault_settings": {k: v[0] for k, v in world.faults.items()} | self._line_faults(),
                 "door_open": world.door_open,
+                "light": world.light,
+                "firmware": fw.firmware if (fw := self.fw) is not None else None,
+                "slot": self.slot,
                 "link": self._link_counters(),
             }
 

@@ -71,7 +71,9 @@ class World:
         self.door_open = False
         self.temp_c = 22.0  # room temperature, inside the 20-25 °C storage range
         self._drift = 0.0
-        self.buttons = [[0, 0], [0, 0]]  # per language: [pending presses, last value read]
+        self.buttons = [[0, 0], [0, 0]]  # per button: [pending presses, last value read]
+        self.light = 0  # the status light's pin level, as the firmware last drove it
+        self.light_changes = 0
         self.reboot_at: float | None = None
         self.truth = Truth()
         self.on_drop: Callable[[int], int | None] = lambda column: None  # -> command id or None
@@ -247,6 +249,23 @@ class DoorPin:
         return 1 if self.world.door_open else 0
 
 
+class LightPin:
+    """The status light: the level the firmware drives, kept in the world for stats()."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def value(self, v: int | None = None) -> int | None:
+        with self.world.lock:
+            if v is None:
+                return self.world.light
+            level = 1 if v else 0
+            if level != self.world.light:
+                self.world.light_changes += 1
+            self.world.light = level
+        return None
+
+
 class ButtonPin:
     def __init__(self, world: World, language: int) -> None:
         self.world, self.language = world, language
@@ -266,7 +285,10 @@ class TempADC:
 class SimHal:
     """The HAL object of firmware_py/hal.py, built over a World, a UART and a key->bytes store."""
 
-    def __init__(self, world: World, uart: object, nvs: object, board_id: str, reset_cause: str) -> None:
+    board_model = "nalox-sim"
+
+    def __init__(self, world: World, uart: object, nvs: object, board_id: str, reset_cause: str,
+                 reset: Callable[[], None] = lambda: None) -> None:
         n = len(world.columns)
         self.uart = uart
         self.motor_pins = [MotorPin(world, c) for c in range(1, n + 1)]
@@ -276,6 +298,8 @@ class SimHal:
         self.door_pin = DoorPin(world)
         self.temp_adc = TempADC(world)
         self.button_pins = [ButtonPin(world, 0), ButtonPin(world, 1)]
+        self.light_pin = LightPin(world)
+        self.reset = reset  # the firmware restarts itself (after an update): machine.reset() on a board
         self.nvs = nvs
         self.board_id = board_id
         self.reset_cause = reset_cause

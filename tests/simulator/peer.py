@@ -35,6 +35,7 @@ class Peer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._last_rx_seq: int | None = None
+        self.version = 1  # frames this peer sends (HELLO always v1); 2 once the board answered HelloReply2
         self._thread = threading.Thread(target=self._read, name="test-peer", daemon=True)
         self._thread.start()
 
@@ -55,7 +56,7 @@ class Peer:
             errors = deframer.errors + deframer.resyncs
             frames = deframer.feed(data)
             for _ in range(deframer.errors + deframer.resyncs - errors):
-                self.port.write(codec.encode_frame(codec.Frame(0, codec.NAK)))
+                self.port.write(codec.encode_frame(codec.Frame(0, codec.NAK), self.version))
             for frame in frames:
                 self._on_frame(frame)
 
@@ -69,11 +70,13 @@ class Peer:
         if frame.type == codec.NAK:
             self._nak.set()
             return
-        self.port.write(codec.encode_frame(codec.Frame(frame.seq, codec.ACK)))
+        self.port.write(codec.encode_frame(codec.Frame(frame.seq, codec.ACK), frame.version))
         if frame.type != codec.BOOT and frame.seq == self._last_rx_seq:
             return
         self._last_rx_seq = frame.seq
         message = codec.decode_message(frame)
+        if isinstance(message, codec.HelloReply2):
+            self.version = message.protocol
         self.seen.append(message)
         self.messages.put(message)
 
@@ -83,7 +86,8 @@ class Peer:
         event = threading.Event()
         with self._lock:
             self._acked = {self.seq: event}
-        wire = codec.encode_frame(codec.message_frame(self.seq, message))
+        version = 1 if message.TYPE == codec.HELLO else self.version
+        wire = codec.encode_frame(codec.message_frame(self.seq, message), version)
         for _ in range(self.tries):
             self._nak.clear()
             self.port.write(wire)
@@ -116,9 +120,11 @@ class Peer:
     def expect_type(self, name: str, timeout: float = 5.0) -> Any:
         return self.expect(lambda m: type(m).__name__ == name, timeout, name)
 
-    def hello(self) -> codec.HelloReply:
-        self.send(codec.Hello(codec.PROTOCOL_VERSION))
-        reply: codec.HelloReply = self.expect_type("HelloReply")
+    def hello(self, protocol: int = codec.PROTOCOL_VERSION) -> codec.HelloReply:
+        self.version = 1  # a new session starts in v1 frames
+        self.send(codec.Hello(protocol))
+        reply: codec.HelloReply = self.expect(lambda m: isinstance(m, (codec.HelloReply, codec.HelloReply2)),
+                                              what="HelloReply")
         return reply
 
     def dispense(self, cid: int, column: int, timeout: float = 5.0,

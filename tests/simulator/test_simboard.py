@@ -7,6 +7,7 @@ import time
 import pytest
 
 from firmware_py import codec
+from firmware_py.board import FIRMWARE_VERSION
 from simulator.board import SimulatedBoard, SimulatorError, parse_faults
 from simulator.memlink import serial_pair
 from tests.simulator.peer import Peer
@@ -15,7 +16,8 @@ from tests.simulator.peer import Peer
 def test_hello_reply_identifies_the_board(rig):
     board, peer = rig
     reply = peer.hello()
-    assert reply == codec.HelloReply(1, "0.1.0", "sim-0001", 4, 1)
+    assert reply == codec.HelloReply2(2, FIRMWARE_VERSION, "sim-0001", 4, 1, "nalox-sim")
+    assert peer.hello(protocol=1) == codec.HelloReply(1, FIRMWARE_VERSION, "sim-0001", 4, 1)
 
 
 def test_dispense_is_a_physical_drop_and_a_repeat_is_not(rig):
