@@ -22,11 +22,12 @@ class BoardTimeout(BoardError):
 
 @dataclass(frozen=True)
 class BoardInfo:
-    protocol: int
+    protocol: int  # the version this session negotiated (1 or 2)
     firmware: str
     board_id: str
     columns: int
     boot_count: int
+    model: str = ""  # protocol 2 boards name their model; "" from a protocol 1 board
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,15 @@ class ButtonPressed:
     index: int | None = None
     age_s: float | None = None
     long: bool = False
+
+
+LightPattern = str  # "off" | "lit" (ready) | "blinking" (busy) | "host_silent" (shown by the board only)
+
+
+@dataclass(frozen=True)
+class LightState:
+    requested: LightPattern  # what the controller last asked for
+    shown: LightPattern  # what the light shows now ("host_silent" when the board stopped hearing us)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,12 @@ A DISPENSE is re-sent with the same command_id until its DISPENSE_RESULT arrives
 deadline passes; the board's command journal makes that safe (never a second spin). After a board
 reboot (BOOT) or a port reopen the next request first says HELLO again, and requests in flight are
 re-sent at once (the journal answers INTERRUPTED or the stored result).
+
+Protocol versions (PROTOCOL.md, "Version negotiation"): HELLO always goes in a v1 frame and offers
+the highest version this code speaks; a v1 board refuses it with ERR_VERSION and is asked again with
+HELLO(1). The session then frames everything (but HELLO) in the version the board answered, and in
+a v2 session refuses v1 frames except BOOT (a board starting over) and ACK/NAK. A board reboot or a
+port reopen puts the link back to v1 until the next HELLO.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from controller.board import (
     ButtonPressed,
     DispenseOutcome,
     DoorChanged,
+    LightPattern,
+    LightState,
     LinkCounters,
     MotorTestOutcome,
     outcome_name,
@@ -65,7 +73,10 @@ EXTRA_COUNTERS = (
     "hellos",
     "request_resends",
     "reader_errors",
+    "version_refused",
 )
+V1_IN_V2 = (codec.BOOT, codec.ACK, codec.NAK)  # v1 frames a v2 session still takes from the board
+LIGHT_CODES = {name: code for code, name in codec.LIGHT_NAMES.items() if code != codec.LIGHT_HOST_SILENT}
 
 
 class _Resync(Exception):
@@ -136,6 +147,8 @@ class SerialBoard:
         self._outstanding: _Pending | None = None
         self._last_sent: _Pending | None = None
         self._tx_seq = 0
+        self._version = 1  # frames sent (and accepted) in this session; 1 until HELLO says otherwise
+        self._token = itertools.count(random.randrange(1, 2**31))
         self._pending_lock = threading.Lock()
         self._pending: dict[ReplyKey, list[_Pending]] = {}
         self._session_lock = threading.Lock()
@@ -217,6 +230,30 @@ class SerialBoard:
         key = (codec.DISPENSE_RESULT, command_id)
         return self._outcome(self._request(codec.QueryResult(command_id), key, self._deadline()), 0)
 
+    def light(self, pattern: LightPattern) -> LightState:
+        """Set the board's status light: "lit" (ready), "blinking" (busy) or "off" (protocol 2)."""
+        if pattern not in LIGHT_CODES:
+            raise BoardError(f"light: expected one of {sorted(LIGHT_CODES)}, got {pattern!r}")
+        self._need_protocol(2, "the status light")
+        reply = self._request(codec.Light(LIGHT_CODES[pattern]), (codec.LIGHT_STATE, None), self._deadline())
+        return LightState(codec.LIGHT_NAMES.get(reply.requested, f"unknown_{reply.requested}"),
+                          codec.LIGHT_NAMES.get(reply.shown, f"unknown_{reply.shown}"))
+
+    def update_request(self, msg: codec.Message, timeout: float | None = None) -> Msg:
+        """One firmware-update request (UpdateBegin/File/Chunk/Commit without its token: set here);
+        returns the board's UpdateReply. Re-sent until answered: the board's receiver is idempotent."""
+        self._need_protocol(2, "a firmware update")
+        token = next(self._token) & 0xFFFFFFFF
+        setattr(msg, "token", token)  # noqa: B010 - codec messages carry dynamic fields
+        deadline = self._clock.monotonic() + (self.request_timeout if timeout is None else timeout)
+        return self._request(msg, (codec.UPDATE_REPLY, token), deadline)
+
+    def _need_protocol(self, version: int, what: str) -> None:
+        info = self._ensure_session(self._deadline())
+        if info.protocol < version:
+            raise ProtocolMismatch(f"{what} needs protocol {version}; the board on {self.port_name} speaks "
+                                   f"{info.protocol} (firmware {info.firmware})")
+
     def motor_test(self, column: int) -> MotorTestOutcome:
         """Not re-sent after the board took it (it turns a coil and is not journaled)."""
         reply = self._request(
@@ -248,23 +285,29 @@ class SerialBoard:
             return self.info
 
     def _hello(self, deadline: float) -> BoardInfo:
+        """Offer our highest protocol; a v1 board refuses it (ERR_VERSION) and is asked for 1."""
         self._count("hellos")
-        try:
-            hello = codec.Hello(codec.PROTOCOL_VERSION)
-            reply = self._request(hello, (codec.HELLO_REPLY, None), deadline, hello=True)
-        except BoardRefused as exc:
-            if exc.code == codec.ERR_VERSION:
-                raise ProtocolMismatch(
-                    f"board on {self.port_name} refused protocol {codec.PROTOCOL_VERSION}: {exc.detail}"
-                ) from exc
-            raise
-        if reply.protocol != codec.PROTOCOL_VERSION:
+        self._version = 1
+        offers = sorted(codec.PROTOCOL_VERSIONS, reverse=True)
+        for offer in offers:
+            try:
+                reply = self._request(codec.Hello(offer), (codec.HELLO_REPLY, None), deadline, hello=True)
+                break
+            except BoardRefused as exc:
+                if exc.code != codec.ERR_VERSION:
+                    raise
+                if offer == offers[-1]:
+                    raise ProtocolMismatch(
+                        f"board on {self.port_name} refused protocols {offers}: {exc.detail}") from exc
+                log.info("board_protocol_fallback", port=self.port_name, offered=offer, detail=exc.detail)
+        if not 1 <= reply.protocol <= offer:
             raise ProtocolMismatch(
-                f"board on {self.port_name}: expected protocol {codec.PROTOCOL_VERSION}, got {reply.protocol}"
-            )
-        info = BoardInfo(reply.protocol, reply.firmware, reply.board_id, reply.columns, reply.boot_count)
+                f"board on {self.port_name}: expected protocol 1..{offer}, got {reply.protocol}")
+        self._version = reply.protocol
+        info = BoardInfo(reply.protocol, reply.firmware, reply.board_id, reply.columns, reply.boot_count,
+                         getattr(reply, "model", ""))
         log.info("board_session", port=self.port_name, board_id=info.board_id, firmware=info.firmware,
-                 columns=info.columns, boot_count=info.boot_count)
+                 columns=info.columns, boot_count=info.boot_count, protocol=info.protocol, model=info.model)
         return info
 
     def _request(
@@ -357,7 +400,8 @@ class SerialBoard:
         """Stop-and-wait: send one frame until it is ACKed (or answered); BoardTimeout after max_tries."""
         with self._tx_lock:
             seq = self._next_seq()
-            wire = codec.encode_frame(codec.message_frame(seq, msg))
+            version = 1 if msg.TYPE == codec.HELLO else self._version
+            wire = codec.encode_frame(codec.message_frame(seq, msg), version)
             try:
                 self._send_until_acked(wire, seq, pending, deadline)
             finally:
@@ -402,8 +446,9 @@ class SerialBoard:
         self._count("frames_sent")
         return True
 
-    def _send_bare(self, frame_type: int, seq: int) -> None:
-        if self._write(codec.encode_frame(codec.Frame(seq, frame_type))) and frame_type == codec.NAK:
+    def _send_bare(self, frame_type: int, seq: int, version: int | None = None) -> None:
+        wire = codec.encode_frame(codec.Frame(seq, frame_type), version or self._version)
+        if self._write(wire) and frame_type == codec.NAK:
             self._count("naks_sent")
 
     # ------------------------------------------------------------ link layer: receiving (reader thread)
@@ -456,6 +501,10 @@ class SerialBoard:
             self._send_bare(codec.NAK, 0)
 
     def _on_frame(self, frame: codec.Frame) -> None:
+        if frame.version < self._version and frame.type not in V1_IN_V2:
+            self._count("version_refused")  # a v1 frame inside a v2 session
+            self._send_bare(codec.NAK, 0)
+            return
         if frame.type == codec.ACK:
             self._on_ack(frame.seq)
         elif frame.type == codec.NAK:
@@ -485,7 +534,7 @@ class SerialBoard:
         except codec.CodecError as exc:
             self._undecodable(frame, exc)
             return
-        self._send_bare(codec.ACK, frame.seq)
+        self._send_bare(codec.ACK, frame.seq, frame.version)
         if self._is_duplicate(frame.seq, msg):
             self._count("duplicates")
             return
@@ -498,10 +547,10 @@ class SerialBoard:
         type (newer firmware): ACK and skip it, so it cannot block the board's event queue."""
         self._count("decode_errors")
         log.warning("board_message_undecodable", type=frame.type, seq=frame.seq, error=str(exc))
-        if frame.type in codec.MESSAGE_TYPES:
+        if frame.type in codec.MESSAGES[frame.version or 1]:
             self._send_bare(codec.NAK, 0)
             return
-        self._send_bare(codec.ACK, frame.seq)
+        self._send_bare(codec.ACK, frame.seq, frame.version)
         self._accept_seq(frame.seq)
 
     def _is_duplicate(self, seq: int, msg: Msg) -> bool:
@@ -532,6 +581,7 @@ class SerialBoard:
     def _resync_all(self, why: str) -> None:
         """Next request says HELLO first; requests in flight are sent again."""
         self._need_hello = True
+        self._version = 1  # the board speaks v1 until the next HELLO
         self._generation += 1
         with self._pending_lock:
             waiting = [p for group in self._pending.values() for p in group]
@@ -610,7 +660,8 @@ def _reply_key(msg: Msg) -> ReplyKey:
     return (msg.TYPE, None if field_name is None else getattr(msg, field_name))
 
 
-_KEY_FIELDS = {codec.PONG: "nonce", codec.DISPENSE_RESULT: "command_id", codec.MOTOR_TEST_RESULT: "column"}
+_KEY_FIELDS = {codec.PONG: "nonce", codec.DISPENSE_RESULT: "command_id", codec.MOTOR_TEST_RESULT: "column",
+               codec.UPDATE_REPLY: "token"}
 
 
 def _answers(pending: _Pending, msg: Msg) -> bool:
@@ -626,10 +677,9 @@ def _key_text(key: ReplyKey) -> str:
 
 def _board_event(msg: Msg) -> BoardEvent:
     if msg.TYPE == codec.BUTTON:
-        if msg.language < len(codec.LANGUAGES):
-            return ButtonPressed(codec.LANGUAGES[msg.language])
-        log.warning("board_button_unknown_language", index=msg.language, used="en")
-        return ButtonPressed("en")
+        index = msg.index  # protocol 2: a button number; protocol 1 read it as LANGUAGES[index]
+        language = codec.LANGUAGES[index] if index < len(codec.LANGUAGES) else codec.LANGUAGES[0]
+        return ButtonPressed(language, index=index)
     if msg.TYPE == codec.DOOR:
         return DoorChanged(bool(msg.open))
     return BoardFault(codec.FAULT_NAMES.get(msg.code, f"fault_{msg.code}"), msg.column, msg.detail)

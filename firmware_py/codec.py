@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - MicroPython spelling
 try:
     from binascii import crc32 as _crc32
 except ImportError:  # pragma: no cover - a port built without binascii.crc32
-    _crc32 = None
+    _crc32 = None  # type: ignore[assignment]
 
 PROTOCOL_VERSION = 2  # the highest version this code speaks
 PROTOCOL_VERSIONS = (1, 2)
@@ -600,13 +600,13 @@ class UpdateReply(Message):
     FIELDS = (("token", "I"), ("code", "B"), ("value", "I"), ("detail", "s"))
 
 
-MESSAGE_TYPES_V1 = {}
+MESSAGE_TYPES_V1 = {}  # type: dict
 for _cls in (Hello, HelloReply, Ping, Pong, StatusRequest, Status, Dispense, DispenseResult,
              QueryResult, MotorTest, MotorTestResult, Button, Door, Fault, Boot, Error):
     MESSAGE_TYPES_V1[_cls.TYPE] = _cls
-MESSAGE_TYPES = dict(MESSAGE_TYPES_V1)  # protocol 2
-for _cls in (HelloReply2, Light, LightState, UpdateBegin, UpdateFile, UpdateChunk, UpdateCommit, UpdateReply):
-    MESSAGE_TYPES[_cls.TYPE] = _cls
+MESSAGE_TYPES = dict(MESSAGE_TYPES_V1)  # type: dict  # protocol 2
+for _v2 in (HelloReply2, Light, LightState, UpdateBegin, UpdateFile, UpdateChunk, UpdateCommit, UpdateReply):
+    MESSAGE_TYPES[_v2.TYPE] = _v2
 MESSAGES = {1: MESSAGE_TYPES_V1, 2: MESSAGE_TYPES}
 
 

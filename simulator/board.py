@@ -22,7 +22,7 @@ import structlog
 from firmware_py import bootsel, codec
 from firmware_py.board import Board
 from firmware_py.nvs import FileStore, MemoryStore
-from simulator.hal import FAULT_NAMES, SimHal, World
+from simulator.hal import FAULT_NAMES, SimHal, World, now_ms
 from simulator.noise import Noise
 from simulator.slots import SlotError, load_board_class
 

@@ -17,10 +17,11 @@ from firmware_py import codec
 class Script:
     """What the scripted board does; tests change it while it runs."""
 
-    protocol: int = codec.PROTOCOL_VERSION
+    protocol: int = codec.PROTOCOL_VERSION  # the highest this board speaks; 1 behaves like the v1 firmware
     silent: bool = False  # reads, never answers (a board that is off)
     ack: bool = True  # answers ACK to reliable frames
     refuse_version: bool = False  # answers HELLO with ERROR(ERR_VERSION)
+    reply_protocol: int | None = None  # HELLO_REPLY names this protocol whatever was asked (a broken board)
     error_for: set[int] = field(default_factory=set)  # message types answered with ERROR(ERR_BAD_PAYLOAD)
     swallow_replies: int = 0  # this many replies are never sent (the board gave up on them)
     hold_dispense: bool = False  # dispense results wait until release() is called
@@ -38,6 +39,7 @@ class PtyPeer:
         self._slave = slave
         self._deframer = codec.Deframer()
         self._tx_seq = 0
+        self.version = 1  # the session's frame version (2 after a HELLO that asked for it)
         self._rx_last: int | None = None
         self._stop = threading.Event()
         self._held: list[codec.DispenseResult] = []
@@ -95,7 +97,7 @@ class PtyPeer:
             for frame in self._deframer.feed(data):
                 self._on_frame(frame)
             for _ in range(self._deframer.errors - errors):
-                self._write(codec.Frame(0, codec.NAK))
+                self._write(codec.Frame(0, codec.NAK), self.version)
 
     def _on_frame(self, frame: codec.Frame) -> None:
         with self.got:
@@ -109,7 +111,7 @@ class PtyPeer:
         if frame.type in (codec.ACK, codec.NAK) or self.script.silent:
             return
         if self.script.ack:
-            self._write(codec.Frame(frame.seq, codec.ACK))
+            self._write(codec.Frame(frame.seq, codec.ACK), frame.version)
         if frame.seq == self._rx_last and frame.type != codec.HELLO:
             return
         self._rx_last = frame.seq
@@ -130,9 +132,18 @@ class PtyPeer:
         if msg.TYPE in s.error_for:
             return codec.Error(codec.ERR_BAD_PAYLOAD, "scripted error")
         if isinstance(msg, codec.Hello):
+            offered = msg.protocol  # type: ignore[attr-defined]
             if s.refuse_version:
                 return codec.Error(codec.ERR_VERSION, "board speaks protocol 9")
-            return codec.HelloReply(s.protocol, "peer-1.0", "peer-board", 6, 3)
+            if s.protocol == 1 and offered != 1:  # the v1 firmware's answer
+                return codec.Error(codec.ERR_VERSION, f"protocol: board speaks 1, controller sent {offered}")
+            self.version = min(offered, s.protocol)
+            if s.reply_protocol is not None:
+                self.version = 1
+                return codec.HelloReply(s.reply_protocol, "peer-1.0", "peer-board", 6, 3)
+            if self.version >= 2:
+                return codec.HelloReply2(self.version, "peer-1.0", "peer-board", 6, 3, "peer-model")
+            return codec.HelloReply(self.version, "peer-1.0", "peer-board", 6, 3)
         if isinstance(msg, codec.Ping):
             return codec.Pong(msg.nonce)  # type: ignore[attr-defined]
         if isinstance(msg, codec.StatusRequest):
@@ -160,10 +171,11 @@ class PtyPeer:
 
     def _send_reliable(self, msg: codec.Message) -> None:
         self._tx_seq = self._tx_seq % 255 + 1
-        self._write(codec.message_frame(self._tx_seq, msg))
+        version = 1 if msg.TYPE == codec.BOOT else self.version
+        self._write(codec.message_frame(self._tx_seq, msg), version)
 
-    def _write(self, frame: codec.Frame) -> None:
+    def _write(self, frame: codec.Frame, version: int | None = None) -> None:
         try:
-            os.write(self.master, codec.encode_frame(frame))
+            os.write(self.master, codec.encode_frame(frame, version or self.version))
         except OSError:
             pass

@@ -44,7 +44,7 @@ def board(peer: PtyPeer, events: Events) -> Iterator[SerialBoard]:
 
 
 def test_start_says_hello_and_returns_board_info(board: SerialBoard, peer: PtyPeer) -> None:
-    assert board.info == BoardInfo(codec.PROTOCOL_VERSION, "peer-1.0", "peer-board", 6, 3)
+    assert board.info == BoardInfo(codec.PROTOCOL_VERSION, "peer-1.0", "peer-board", 6, 3, "peer-model")
     assert isinstance(peer.received[0], codec.Hello)
 
 
@@ -69,7 +69,8 @@ def test_board_events_arrive_typed_and_once(board: SerialBoard, peer: PtyPeer, e
     peer.send_event(codec.Door(1))
     peer.send_event(codec.Fault(codec.FAULT_JAM, 4, "coil 4 over current"))
     got = [events.get(timeout=2) for _ in range(3)]
-    assert got == [ButtonPressed("es"), DoorChanged(True), BoardFault("jam", 4, "coil 4 over current")]
+    jam = BoardFault("jam", 4, "coil 4 over current")
+    assert got == [ButtonPressed("es", index=1), DoorChanged(True), jam]
     assert events.empty()
     assert board.counters.duplicates == 1
     assert peer.wait_for(lambda: len(peer.acks_seen) >= 4), "every reliable frame, duplicate too, is ACKed"
@@ -78,7 +79,7 @@ def test_board_events_arrive_typed_and_once(board: SerialBoard, peer: PtyPeer, e
 def test_garbage_and_corrupt_frames_are_counted_and_nakked(
     board: SerialBoard, peer: PtyPeer, events: Events
 ) -> None:
-    good = codec.encode_frame(codec.message_frame(200, codec.Door(0)))
+    good = codec.encode_frame(codec.message_frame(200, codec.Door(0)), peer.version)
     bad = bytearray(good)
     bad[3] ^= 0x40
     peer.send_raw(b"\x00\x13\x37garbage\x00" + bytes(bad) + good)
@@ -132,7 +133,7 @@ def test_board_error_reply_is_a_clear_refusal(board: SerialBoard, peer: PtyPeer)
         board.status()
 
 
-@pytest.mark.parametrize("script", [Script(protocol=2), Script(refuse_version=True)])
+@pytest.mark.parametrize("script", [Script(reply_protocol=7), Script(refuse_version=True)])
 def test_other_protocol_version_is_refused(script: Script) -> None:
     with PtyPeer(script) as p, pytest.raises(ProtocolMismatch, match="protocol"):
         SerialBoard(p.path).start()
@@ -212,12 +213,12 @@ def test_late_unknown_command_answer_never_passes_for_a_dispense_outcome(
 def test_good_crc_bad_payload_is_nakked_and_unknown_type_skipped(
     board: SerialBoard, peer: PtyPeer, events: Events
 ) -> None:
-    peer.send_raw(codec.encode_frame(codec.Frame(100, codec.DOOR, b"\x01\x02")))  # noise past the CRC
+    peer.send_raw(codec.encode_frame(codec.Frame(100, codec.DOOR, b"\x01\x02"), 2))  # noise past the CRC
     assert peer.wait_for(lambda: peer.naks_seen == 1)
     assert 100 not in peer.acks_seen, "not acknowledged: the board must send it again"
-    peer.send_raw(codec.encode_frame(codec.Frame(101, 0x7E, b"future")))  # a newer firmware's message
+    peer.send_raw(codec.encode_frame(codec.Frame(101, 0x7E, b"future"), 2))  # a newer firmware's message
     assert peer.wait_for(lambda: 101 in peer.acks_seen), "acknowledged, so it cannot block the board's queue"
-    peer.send_raw(codec.encode_frame(codec.message_frame(100, codec.Door(1))))
+    peer.send_raw(codec.encode_frame(codec.message_frame(100, codec.Door(1)), 2))
     assert events.get(timeout=2) == DoorChanged(True)
     assert board.counters.extra["decode_errors"] == 2 and events.empty()
 

@@ -54,7 +54,7 @@ def wait_for_boot(events: Events, boot_count: int | None = None, timeout: float 
 def test_clean_line_requests_and_dispenses(sim: SimBoardProcess) -> None:
     with SerialBoard(str(sim.link)) as board:
         info = board.start()
-        assert (info.board_id, info.columns, info.protocol) == ("sim-0001", 6, 1)
+        assert (info.board_id, info.columns, info.protocol, info.model) == ("sim-0001", 6, 2, "nalox-sim")
         assert board.ping() < 0.5
         status = board.status()
         assert not status.door_open and len(status.motors) == 6
