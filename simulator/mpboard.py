@@ -2,7 +2,7 @@
 
     board = MicroPythonBoard(columns=4, stock=10, spin_ms=20)
     board.attach(PtyPort(path))     # or a memlink end; the controller opens `path`
-    board.start()                   # the firmware's main loop steps inside the VM (simulator/mpvm/vm/mp_board.py)
+    board.start()                   # the firmware's main loop steps in the VM (mpvm/vm/mp_board.py)
     board.press(0); board.set_door(True); board.reboot(); board.stats(); board.mem()
 
 A thread bridges the port and the VM's UART: bytes from the line go into the VM with each step,
@@ -27,8 +27,8 @@ IDLE_WAIT_S = 0.01
 
 
 class MicroPythonBoard:
-    def __init__(self, columns: int = 4, stock: int = 10, spin_ms: int = 20, noise: float = 0.0, seed: int = 1,
-                 trial_ms: int = 30_000, heap_kb: int = 256) -> None:
+    def __init__(self, columns: int = 4, stock: int = 10, spin_ms: int = 20, noise: float = 0.0,
+                 seed: int = 1, trial_ms: int = 30_000, heap_kb: int = 256) -> None:
         self.options = {
             "columns": columns, "stock": stock, "spin_ms": spin_ms, "trial_ms": trial_ms,
             "firmware": {"spin_timeout_ms": spin_ms * 2 + 100, "settle_ms": max(2, spin_ms // 10),

@@ -163,7 +163,8 @@ def _boot(reason):
     slot, why = bootsel.choose(nvs)
     if why in ("rolled_back", "slot_invalid"):
         reason = why
-    STATE["trial_until"] = time.ticks_add(time.ticks_ms(), STATE["opts"]["trial_ms"]) if why == "trial" else None
+    trial_ms = STATE["opts"]["trial_ms"]
+    STATE["trial_until"] = time.ticks_add(time.ticks_ms(), trial_ms) if why == "trial" else None
     STATE["slot"] = slot
     try:
         board_class = _firmware_board_class(slot)
