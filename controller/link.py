@@ -289,17 +289,23 @@ class SerialBoard:
         self._count("hellos")
         self._version = 1
         offers = sorted(codec.PROTOCOL_VERSIONS, reverse=True)
-        for offer in offers:
+        index, stale = 0, 0
+        while True:
+            offer = offers[index]
             try:
                 reply = self._request(codec.Hello(offer), (codec.HELLO_REPLY, None), deadline, hello=True)
                 break
             except BoardRefused as exc:
                 if exc.code != codec.ERR_VERSION:
                     raise
-                if offer == offers[-1]:
+                if not exc.detail.endswith(f"sent {offer}") and stale < 3:
+                    stale += 1  # the answer to an earlier HELLO (re-sent after the board's BOOT): ask again
+                    continue
+                if index == len(offers) - 1:
                     raise ProtocolMismatch(
                         f"board on {self.port_name} refused protocols {offers}: {exc.detail}") from exc
                 log.info("board_protocol_fallback", port=self.port_name, offered=offer, detail=exc.detail)
+                index += 1
         if not 1 <= reply.protocol <= offer:
             raise ProtocolMismatch(
                 f"board on {self.port_name}: expected protocol 1..{offer}, got {reply.protocol}")
@@ -598,6 +604,8 @@ class SerialBoard:
         log.warning("board_error", code=msg.code, detail=msg.detail, request=pending and pending.name)
         if pending is None or pending.settled():
             return
+        if msg.code == codec.ERR_VERSION and pending.name != "Hello":
+            return  # only a HELLO is ever refused for its version: a late answer to an earlier one
         if msg.code == codec.ERR_BUSY and pending.resend:
             pending.busy = True
             pending.event.set()

@@ -209,7 +209,7 @@ class SimulatedBoard:
         with self.world.lock:
             self.world.truth.boots += 1
         log.info("board_boot", board=self.board_id, reason=reason, boot_count=self.fw.boot_count,
-                 interrupted=self.fw.interrupted, slot=slot, firmware=self.fw.firmware)
+                 interrupted=self.fw.interrupted, slot=slot, firmware=getattr(self.fw, "firmware", None))
 
     def _soft_reset(self) -> None:
         self._reset_reason = "soft_reset"
@@ -341,7 +341,7 @@ class SimulatedBoard:
                 "fault_settings": {k: v[0] for k, v in world.faults.items()} | self._line_faults(),
                 "door_open": world.door_open,
                 "light": world.light,
-                "firmware": fw.firmware if (fw := self.fw) is not None else None,
+                "firmware": getattr(self.fw, "firmware", None),
                 "slot": self.slot,
                 "link": self._link_counters(),
             }

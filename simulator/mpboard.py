@@ -28,11 +28,11 @@ IDLE_WAIT_S = 0.01
 
 class MicroPythonBoard:
     def __init__(self, columns: int = 4, stock: int = 10, spin_ms: int = 20, noise: float = 0.0,
-                 seed: int = 1, trial_ms: int = 30_000, heap_kb: int = 256) -> None:
+                 seed: int = 1, trial_ms: int = 30_000, heap_kb: int = 256, host_silent_ms: int = 10_000) -> None:
         self.options = {
             "columns": columns, "stock": stock, "spin_ms": spin_ms, "trial_ms": trial_ms,
             "firmware": {"spin_timeout_ms": spin_ms * 2 + 100, "settle_ms": max(2, spin_ms // 10),
-                         "button_debounce_ms": 0, "door_debounce_ms": 0},
+                         "button_debounce_ms": 0, "door_debounce_ms": 0, "host_silent_ms": host_silent_ms},
         }
         self.heap_kb = heap_kb
         self.noise = Noise(noise, seed)
@@ -124,10 +124,15 @@ class MicroPythonBoard:
     def fill_journal(self, n: int, base: int) -> None:
         self._ctl({"cmd": "fill_journal", "n": n, "base": base})
 
+    def track_heap(self, on: bool) -> None:
+        """While on, every step collects garbage first, so mem()'s peak is the peak of live objects."""
+        self._ctl({"cmd": "track", "on": on})
+
     def stats(self) -> dict[str, Any]:
         return self._ctl({"cmd": "stats"})
 
     def mem(self) -> dict[str, Any]:
         """Heap figures inside the VM: live bytes now (after a collection), the highest allocation seen
-        by any step since the last mem(), and the baseline before the firmware was imported."""
+        after any step since the last mem() (live objects only while track_heap is on), and the
+        baseline before the firmware was imported."""
         return self._ctl({"cmd": "mem"})

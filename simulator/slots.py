@@ -67,3 +67,16 @@ def load_board_class(store: Any, slot: int) -> Any:
         return SlotImporter(store, slot).module("board").Board
     except Exception as exc:
         raise SlotError(f"slot {slot}: firmware does not load: {type(exc).__name__}: {exc}") from exc
+
+
+def install(store: Any, slot: int, files: dict[str, bytes], version: str, model: str) -> None:
+    """Put firmware files into `slot` with their manifest and make it the confirmed active slot, as a
+    bench flashing would (tests; a board in the field gets firmware only through the update)."""
+    store.drop(bootsel.prefix(slot))
+    listing = []
+    for name, data in sorted(files.items()):
+        store.put(bootsel.prefix(slot) + name, data)
+        listing.append((bootsel.sha256_hex(data), len(data), name))
+    store.put(bootsel.prefix(slot) + bootsel.MANIFEST, bootsel.manifest_text(version, model, listing))
+    bootsel.activate(store, slot)
+    bootsel.confirm(store)

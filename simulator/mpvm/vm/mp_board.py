@@ -136,7 +136,7 @@ def _motor(world, i, v):
 
 
 STATE = {"board": None, "world": None, "uart": None, "nvs": None, "opts": None, "reboot": None,
-         "trial_until": None, "slot": 0, "heap_after_start": 0, "heap_peak": 0, "reasons": []}
+         "trial_until": None, "slot": 0, "track": False, "heap_after_start": 0, "heap_peak": 0, "reasons": []}
 
 
 def _firmware_board_class(slot):
@@ -217,6 +217,8 @@ def step(rx_hex):
         except Exception as exc:
             sys.print_exception(exc)
             STATE["reboot"] = "watchdog"
+    if STATE["track"]:
+        gc.collect()  # measuring: the peak of live objects, not of garbage waiting for a collection
     used = gc.mem_alloc()
     if used > STATE["heap_peak"]:
         STATE["heap_peak"] = used
@@ -236,6 +238,8 @@ def ctl(text):
         world.door = 1 if req["open"] else 0
     elif cmd == "reboot":
         STATE["reboot"] = "sim_reboot"
+    elif cmd == "track":
+        STATE["track"] = bool(req["on"])
     elif cmd == "mem":
         peak = STATE["heap_peak"]
         gc.collect()
@@ -252,10 +256,11 @@ def ctl(text):
         return json.dumps({
             "dropped": world.dropped, "per_command": world.per_command, "stock": world.stock,
             "presses": world.presses, "boots": world.boots, "light": world.light, "slot": STATE["slot"],
+            "light_shown": board.light.shown if board is not None else None,
             "firmware": board.firmware if board is not None else None, "reasons": STATE["reasons"],
             "implementation": sys.implementation.name,
             "link": board.link.counters if board is not None else {},
         })
     else:
-        raise ValueError("ctl: expected press, door, reboot, mem, fill_journal or stats, got %r" % (cmd,))
+        raise ValueError("ctl: expected press, door, reboot, track, mem, fill_journal or stats, got %r" % (cmd,))
     return json.dumps({"ok": True})

@@ -1,0 +1,140 @@
+"""A whole board under MicroPython 1.27: the firmware's main loop on a simulated HAL inside the VM, its
+UART bridged to a real pty, driven by the controller's real serial link (controller SerialBoard)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.board import BoardEvent, BoardRebooted, ButtonPressed
+from controller.link import SerialBoard
+from simulator.mpboard import MicroPythonBoard
+from simulator.pty import PtyPort
+from tests.waiting import wait_for
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, **options: Any) -> None:
+        self.path = tmp_path / "dispenser"
+        self.port = PtyPort(str(self.path))
+        self.board = MicroPythonBoard(**options)
+        self.board.attach(self.port)
+        self.board.start()
+        self.events: queue.Queue[BoardEvent] = queue.Queue()
+
+    def close(self) -> None:
+        self.board.stop()
+        self.port.close()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path, columns=4, stock=30, spin_ms=20)
+    yield r
+    r.close()
+
+
+def test_dispenses_over_the_controller_link_on_micropython(rig: Rig) -> None:
+    with SerialBoard(str(rig.path)) as link:
+        info = link.start(on_event=rig.events.put)
+        assert (info.protocol, info.model, info.board_id) == (2, "nalox-mpsim", "mpsim-0001")
+        outcomes = [link.dispense(cid, 1 + cid % 4) for cid in range(1, 21)]
+        assert all(o.dropped for o in outcomes)
+        assert link.dispense(7, 4).dropped, "a repeated command id answers from the journal"
+        assert link.query_result(999).outcome == "unknown_command"
+        rig.board.press(1)
+        event = rig.events.get(timeout=5)
+        while not isinstance(event, ButtonPressed):
+            event = rig.events.get(timeout=5)
+        assert event.index == 1
+    stats = rig.board.stats()
+    assert stats["implementation"] == "micropython"
+    assert stats["dropped"] == 20
+    assert stats["per_command"] == {str(cid): 1 for cid in range(1, 21)}
+
+
+def test_reboot_mid_dispense_is_interrupted_never_doubled(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, columns=2, stock=10, spin_ms=600)
+    try:
+        with SerialBoard(str(rig.path)) as link:
+            link.start(on_event=rig.events.put)
+            result: list[Any] = []
+            worker = threading.Thread(target=lambda: result.append(link.dispense(41, 1)))
+            worker.start()
+            wait_for(lambda: link.status().motors[0] == 1, 10, "the coil turning")
+            rig.board.reboot()
+            worker.join(20)
+            assert result and result[0].outcome == "interrupted"
+            boots = []
+            while not rig.events.empty():
+                event = rig.events.get_nowait()
+                if isinstance(event, BoardRebooted):
+                    boots.append(event.reason)
+            assert boots[-1:] == ["sim_reboot"], boots
+            assert link.dispense(41, 1).outcome == "interrupted", "the journal keeps the answer"
+            assert link.dispense(42, 1).dropped
+        stats = rig.board.stats()
+        assert stats["per_command"] == {"42": 1} and stats["dropped"] == 1
+    finally:
+        rig.close()
+
+
+def test_noisy_line_results_match_physical_drops(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, columns=4, stock=20, spin_ms=10, noise=0.02, seed=5)
+    try:
+        with SerialBoard(str(rig.path)) as link:
+            link.start()
+            outcomes = [link.dispense(cid, 1 + cid % 4) for cid in range(100, 140)]
+            counters = link.counters
+        stats = rig.board.stats()
+        for o in outcomes:
+            assert stats["per_command"].get(str(o.command_id), 0) == (1 if o.dropped else 0), o
+        assert sum(o.dropped for o in outcomes) == stats["dropped"] == 40
+        assert counters.crc_errors + counters.retransmissions > 5, "the noise really was there"
+    finally:
+        rig.close()
+
+
+def test_status_light_and_host_silence(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, columns=2, stock=5, spin_ms=20, host_silent_ms=400)
+    try:
+        with SerialBoard(str(rig.path)) as link:
+            link.start()
+            state = link.light("blinking")
+            assert (state.requested, state.shown) == ("blinking", "blinking")
+            assert link.light("lit").shown == "lit"
+            wait_for(lambda: rig.board.stats()["light_shown"] == 3, 10, "the host-silent pattern")
+            assert rig.board.stats()["light"] in (0, 1)
+            link.ping()
+            wait_for(lambda: rig.board.stats()["light_shown"] == 1, 5, "lit again once the controller spoke")
+    finally:
+        rig.close()
+
+
+def test_heap_after_start_during_a_dispense_burst_and_with_a_full_journal(rig: Rig) -> None:
+    """The figures of the issue note (printed); the bounds keep the firmware inside an RP2040's heap."""
+    start = rig.board.mem()
+    rig.board.track_heap(True)
+    with SerialBoard(str(rig.path)) as link:
+        link.start()
+        for cid in range(1, 31):
+            link.dispense(cid, 1 + cid % 4)
+        burst = rig.board.mem()
+        rig.board.fill_journal(512, 10_000)
+        full = rig.board.mem()
+        for cid in range(31, 41):
+            link.dispense(cid, 1 + cid % 4)
+        after_full = rig.board.mem()
+    firmware = start["live"] - start["before_firmware"]
+    print(f"\nheap (bytes, live objects): before firmware {start['before_firmware']}, after start "
+          f"{start['live']} (firmware {firmware}), peak during 30 dispenses {burst['peak_since_last']}, after "
+          f"the burst {burst['live']}, with a full 512-entry journal {full['live']}, peak dispensing with it "
+          f"{after_full['peak_since_last']}")
+    assert firmware < 120_000
+    assert full["live"] < 160_000  # RP2040 MicroPython: about 190 KB of heap
+    assert after_full["peak_since_last"] < 200_000
