@@ -28,7 +28,8 @@ IDLE_WAIT_S = 0.01
 
 class MicroPythonBoard:
     def __init__(self, columns: int = 4, stock: int = 10, spin_ms: int = 20, noise: float = 0.0,
-                 seed: int = 1, trial_ms: int = 30_000, heap_kb: int = 256, host_silent_ms: int = 10_000) -> None:
+                 seed: int = 1, trial_ms: int = 30_000, heap_kb: int = 256,
+                 host_silent_ms: int = 10_000) -> None:
         self.options = {
             "columns": columns, "stock": stock, "spin_ms": spin_ms, "trial_ms": trial_ms,
             "firmware": {"spin_timeout_ms": spin_ms * 2 + 100, "settle_ms": max(2, spin_ms // 10),

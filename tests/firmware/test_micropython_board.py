@@ -132,7 +132,8 @@ def test_heap_after_start_during_a_dispense_burst_and_with_a_full_journal(rig: R
         after_full = rig.board.mem()
     firmware = start["live"] - start["before_firmware"]
     print(f"\nheap (bytes, live objects): before firmware {start['before_firmware']}, after start "
-          f"{start['live']} (firmware {firmware}), peak during 30 dispenses {burst['peak_since_last']}, after "
+          f"{start['live']} (firmware {firmware}), peak during 30 dispenses {burst['peak_since_last']}, "
+          f"after "
           f"the burst {burst['live']}, with a full 512-entry journal {full['live']}, peak dispensing with it "
           f"{after_full['peak_since_last']}")
     assert firmware < 120_000

@@ -262,5 +262,6 @@ def ctl(text):
             "link": board.link.counters if board is not None else {},
         })
     else:
-        raise ValueError("ctl: expected press, door, reboot, track, mem, fill_journal or stats, got %r" % (cmd,))
+        raise ValueError("ctl: expected press, door, reboot, track, mem, fill_journal or stats, got %r"
+                         % (cmd,))
     return json.dumps({"ok": True})
