@@ -1,14 +1,22 @@
-"""Entry point on a real MicroPython dispenser board: build the HAL from `machine` and run the main loop.
+"""Entry point on a real MicroPython dispenser board: choose the firmware slot, build the HAL from
+`machine` and run the main loop.
 
+This file and bootsel.py are the boot selector: the copy flashed at the bench runs first on every
+start; an update over the link replaces the slot it boots, never them (PROTOCOL.md, section 9).
 Pin numbers below are for the reference board (ESP32, 6 columns); change PINS for yours.
 """
 
+import sys
 import time
 
 import machine
 
-from firmware_py.board import Board
+from firmware_py import bootsel
 from firmware_py.nvs import FileStore
+
+NVS_PATH = "/nvs"
+BOARD_MODEL = "nalox-esp32-6"
+TRIAL_MS = 30000  # a new firmware that has not answered HELLO by then is rolled back
 
 PINS = {  # type: dict
     "motors": (12, 13, 14, 15, 16, 17),
@@ -17,12 +25,15 @@ PINS = {  # type: dict
     "door": 26,
     "temp": 27,
     "buttons": (4, 5),
+    "light": 2,
     "uart": (1, 9, 10),  # id, tx, rx
 }
 
 
 class Hal:
-    def __init__(self):
+    board_model = BOARD_MODEL
+
+    def __init__(self, nvs, reason):
         out, inp = machine.Pin.OUT, machine.Pin.IN
         self.ticks_ms = time.ticks_ms  # type: ignore[attr-defined]
         uid, tx, rx = PINS["uart"]
@@ -34,9 +45,11 @@ class Hal:
         self.door_pin = machine.Pin(PINS["door"], inp, machine.Pin.PULL_UP)
         self.temp_adc = machine.ADC(machine.Pin(PINS["temp"]))
         self.button_pins = [machine.Pin(n, inp) for n in PINS["buttons"]]
-        self.nvs = FileStore("/nvs")
+        self.light_pin = machine.Pin(PINS["light"], out, value=0)
+        self.nvs = nvs
         self.board_id = "".join("%02x" % b for b in machine.unique_id())
-        self.reset_cause = reset_cause_name(machine.reset_cause())
+        self.reset_cause = reason or reset_cause_name(machine.reset_cause())
+        self.reset = machine.reset
 
 
 def reset_cause_name(cause):
@@ -50,12 +63,31 @@ def reset_cause_name(cause):
     return names.get(cause, "unknown")
 
 
+def firmware_board(slot):
+    """The Board class of `slot`: the factory copy next to this file, or a received one in storage."""
+    if slot != bootsel.FACTORY:
+        for name in list(sys.modules):
+            if name == "firmware_py" or name.startswith("firmware_py."):
+                del sys.modules[name]
+        sys.path.insert(0, NVS_PATH + "/" + bootsel.prefix(slot).rstrip("/"))
+    from firmware_py.board import Board
+    return Board
+
+
 def run():
-    board = Board(Hal())
+    nvs = FileStore(NVS_PATH)
+    slot, why = bootsel.choose(nvs)
+    reason = why if why in ("rolled_back", "slot_invalid") else None
+    board = firmware_board(slot)(Hal(nvs, reason))
+    trial_until = time.ticks_add(time.ticks_ms(), TRIAL_MS) if why == "trial" else None  # type: ignore[attr-defined]
     wdt = machine.WDT(timeout=2000)
     while True:
         board.step()
         wdt.feed()
+        if trial_until is not None and time.ticks_diff(time.ticks_ms(), trial_until) >= 0:  # type: ignore[attr-defined]
+            trial_until = None
+            if bootsel.in_trial(nvs):
+                machine.reset()  # no HELLO in time: bootsel goes back to the previous slot
         if not board.busy():
             time.sleep_ms(1)  # type: ignore[attr-defined]
 
