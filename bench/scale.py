@@ -41,7 +41,7 @@ from nalox.waiting import wait_until
 PG = "postgresql://postgres@127.0.0.1/test"
 SCHEMA = "nalox_scale"
 LUA = Path(__file__).resolve().parent / "wrk_report.lua"
-FORMAT = "v1"  # bump when the generated data changes shape (a loaded schema of another format is reloaded)
+FORMAT = "v2"  # bump when the generated data changes shape (a loaded schema of another format is reloaded)
 YEARS = 5
 COLUMNS = 4
 SITE_SIZE = 8  # units per site
@@ -380,10 +380,8 @@ def load(units: int, events: int, schema: str) -> dict[str, Any]:
             progress(f"index {name} built")
     took["indexes_s"] = round(time.monotonic() - t2, 1)
     t3 = time.monotonic()
-    sites = [
-        f"Site {i // SITE_SIZE + 1:03d} - {rng.choice(('County Jail', 'Detention Center', 'Reentry Office'))}"
-        for i in range(units)
-    ]
+    kinds = ("County Jail", "Detention Center", "Reentry Office")
+    sites = [f"Site {i // SITE_SIZE + 1:03d} - {kinds[i // SITE_SIZE % 3]}" for i in range(units)]
     with conn.cursor() as cur:
         with cur.copy(
             "COPY units (unit, site, name, source, enrolled_at, "
@@ -568,10 +566,12 @@ def pages(units: int, year: int) -> list[tuple[str, str, int]]:
         ("report year (page)", f"/reports?year={year}", 0),
         ("report fiscal year (page)", f"/reports?fy={fy}", 0),
         ("report range (page)", f"/reports?start={year - 1}-03-15&end={year}-02-10", 0),
+        ("report year, one site (page)", f"/reports?year={year}&site=" + quote("Site 007 - County Jail"), 0),
         ("report year (api)", f"/api/reports/year/{year}", 0),
         ("report fiscal year (api)", f"/api/reports/fiscal-year/{fy}", 0),
         ("report range (api)", f"/api/reports/period?start={year - 1}-03-15&end={year}-02-10", 0),
-        ("api units (all)", "/api/units", 0),
+        ("api units (all 2,000: an export)", "/api/units", 0),
+        ("api units (a page of 100)", "/api/units?limit=100&offset=500", 0),
         ("api unit", "/api/units/st-%04d", units),
         ("api unit events", "/api/units/st-%04d/events?limit=100", units),
         ("api alerts", "/api/alerts", 0),
@@ -654,15 +654,29 @@ def ingest(port: int, schema: str, count: int) -> dict[str, Any]:
     }
 
 
+OLD_RANK = (  # the fleet ranking as first written (EXPLAIN ANALYZE compares it with the one in use)
+    "CASE WHEN u.status IS NULL OR u.status <> 'online' THEN 0 "
+    "WHEN EXISTS (SELECT 1 FROM stock s WHERE s.unit = u.unit AND s.stock = 0) "
+    "OR EXISTS (SELECT 1 FROM unit_columns c WHERE c.unit = u.unit AND c.stock = 0 AND NOT EXISTS "
+    "(SELECT 1 FROM stock s WHERE s.unit = c.unit AND s.col = c.col)) THEN 1 "
+    "WHEN EXISTS (SELECT 1 FROM unit_columns c LEFT JOIN stock s ON s.unit = c.unit AND s.col = c.col "
+    "WHERE c.unit = u.unit AND COALESCE(s.stock, c.stock) < c.par) THEN 2 ELSE 3 END"
+)
+
+
 def explain(schema: str, year: int) -> dict[str, str]:
     """EXPLAIN ANALYZE of the queries behind the slowest pages, as the service runs them."""
     from inventory.store import Store
 
     out: dict[str, str] = {}
     months = f"{year}-01", f"{year}-12"
-    rank = Store._RANK
+    rank = OLD_RANK
     queries = {
-        "fleet first page": f"SELECT u.unit FROM units u ORDER BY {rank}, u.site, u.unit LIMIT 50 OFFSET 0",
+        "fleet ranking, first form (per-unit subqueries)": (
+            f"SELECT u.unit FROM units u ORDER BY {rank}, u.site, u.unit LIMIT 50 OFFSET 0"
+        ),
+        "fleet ranking": f"SELECT u.unit, u.site, u.status, l.lvl, l.kits FROM units u "
+        f"LEFT JOIN ({Store._LEVELS}) l ON l.unit = u.unit",
         "report year": (
             "SELECT u.site, r.unit, SUM(r.kits), SUM(r.doses) FROM "
             "(SELECT unit, kits, doses FROM report_month "
@@ -690,6 +704,7 @@ def explain(schema: str, year: int) -> dict[str, str]:
         ),
     }
     with psycopg.connect(url(schema), autocommit=True) as conn:
+        conn.execute("SET jit = off")  # as the service runs them
         for name, sql in queries.items():
             rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql).fetchall()
             out[name] = "\n".join(r[0] for r in rows)

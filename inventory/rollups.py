@@ -126,13 +126,14 @@ def rebuild(tx: Any, dialect: str, tz_name: str) -> int:
         day = "to_char(ts::timestamptz AT TIME ZONE ?, 'YYYY-MM-DD')"
         tx.execute(
             f"INSERT INTO report_day (day, unit, {', '.join(COUNTS)}) "
-            f"SELECT {day}, unit, {', '.join(COUNT_SQL)} FROM events GROUP BY 1, unit",
+            f"SELECT {day}, unit, {', '.join(COUNT_SQL)} FROM events GROUP BY 1, unit ORDER BY 1, unit",
             (tz_name,),
         )
     elif tz_name == "UTC":
         tx.execute(
             f"INSERT INTO report_day (day, unit, {', '.join(COUNTS)}) "
-            f"SELECT substr(ts, 1, 10), unit, {', '.join(COUNT_SQL)} FROM events GROUP BY 1, unit"
+            f"SELECT substr(ts, 1, 10), unit, {', '.join(COUNT_SQL)} FROM events "
+            "GROUP BY 1, unit ORDER BY 1, unit"
         )
     else:  # SQLite has no time zones: days computed here (SQLite stores are the small ones)
         from zoneinfo import ZoneInfo
@@ -148,7 +149,7 @@ def rebuild(tx: Any, dialect: str, tz_name: str) -> int:
     tx.execute(
         f"INSERT INTO report_month (month, unit, {', '.join(COUNTS)}) "
         f"SELECT substr(day, 1, 7), unit, {', '.join(f'SUM({c})' for c in COUNTS)} FROM report_day "
-        "GROUP BY substr(day, 1, 7), unit"
+        "GROUP BY substr(day, 1, 7), unit ORDER BY 1, unit"
     )
     row = tx.one("SELECT COUNT(*) FROM report_day")
     return int(row[0]) if row else 0

@@ -526,23 +526,27 @@ class Store:
         found = self.units([unit])
         return found[0] if found else None
 
-    # "needs attention" rank in SQL: 0 not online, 1 a column sold out, 2 a column under par, 3 fine.
-    # A column's stock is the counted one (stock table), else the newest state's figure.
-    _RANK = (
-        "CASE WHEN u.status IS NULL OR u.status <> 'online' THEN 0 "
-        "WHEN EXISTS (SELECT 1 FROM stock s WHERE s.unit = u.unit AND s.stock = 0) "
-        "OR EXISTS (SELECT 1 FROM unit_columns c WHERE c.unit = u.unit AND c.stock = 0 AND NOT EXISTS "
-        "(SELECT 1 FROM stock s WHERE s.unit = c.unit AND s.col = c.col)) THEN 1 "
-        "WHEN EXISTS (SELECT 1 FROM unit_columns c LEFT JOIN stock s ON s.unit = c.unit AND s.col = c.col "
-        "WHERE c.unit = u.unit AND COALESCE(s.stock, c.stock) < c.par) THEN 2 ELSE 3 END"
+    # Each column's level, in one pass of hash joins (no per-unit subqueries): 1 sold out, 2 under
+    # par, 3 fine. A column's stock is the counted one (stock table), else the newest state's figure;
+    # a counted column the state does not describe has no par.
+    _LEVELS = (
+        "SELECT unit, MIN(CASE WHEN stock = 0 THEN 1 WHEN stock < par THEN 2 ELSE 3 END) AS lvl, "
+        "SUM(stock) AS kits FROM ("
+        "SELECT c.unit, COALESCE(s.stock, c.stock) AS stock, c.par FROM unit_columns c "
+        "LEFT JOIN stock s ON s.unit = c.unit AND s.col = c.col "
+        "UNION ALL SELECT s.unit, s.stock, 0 FROM stock s WHERE NOT EXISTS "
+        "(SELECT 1 FROM unit_columns c WHERE c.unit = s.unit AND c.col = s.col)"
+        ") cols GROUP BY unit"
     )
 
     def fleet_page(
         self, site: str | None = None, search: str | None = None, offset: int = 0, limit: int = 50
     ) -> tuple[list[str], dict[str, int]]:
-        """One page of unit ids, those needing attention first (then by site and id), filtered by
-        site and by a search over id, name and site; and the figures of the whole filtered fleet:
-        units, online, needing attention (rank < 3) and kits in the machines."""
+        """One page of unit ids, those needing attention first (not online, then a column sold out,
+        then one under par; then by site and id), filtered by site and by a search over id, name and
+        site; and the figures of the whole filtered fleet: units, online, needing attention, kits in
+        the machines. One query over the filtered units' small rows (a state has thousands of units,
+        not millions): the ranking and the sums are done here."""
         where, params = "WHERE 1 = 1", list[Any]()
         if site:
             where, params = where + " AND u.site = ?", [*params, site]
@@ -553,39 +557,31 @@ class Store:
             )
             params += [like, like, like]
         with self.tx() as tx:
-            ids = [
-                r[0]
-                for r in tx.rows(
-                    f"SELECT u.unit FROM units u {where} ORDER BY {self._RANK}, "
-                    "u.site, u.unit LIMIT ? OFFSET ?",
-                    [*params, limit, offset],
-                )
-            ]
-            row = tx.one(
-                f"SELECT COUNT(*), SUM(CASE WHEN u.status = 'online' THEN 1 ELSE 0 END), "
-                f"SUM(CASE WHEN {self._RANK} < 3 THEN 1 ELSE 0 END) FROM units u {where}",
+            rows = tx.rows(
+                f"SELECT u.unit, u.site, u.status, l.lvl, l.kits FROM units u "
+                f"LEFT JOIN ({self._LEVELS}) l ON l.unit = u.unit {where}",
                 params,
             )
-            kits = tx.one(
-                "SELECT COALESCE(SUM(COALESCE(s.stock, c.stock)), 0) FROM units u "
-                "JOIN unit_columns c ON c.unit = u.unit LEFT JOIN "
-                "stock s ON s.unit = c.unit AND s.col = c.col "
-                f"{where}",
-                params,
+        ranked = sorted(
+            (
+                (0 if status != "online" else int(lvl or 3), site_, unit)
+                for unit, site_, status, lvl, _ in rows
             )
-            extra = tx.one(  # counted columns the state does not describe
-                "SELECT COALESCE(SUM(s.stock), 0) FROM units u JOIN stock s ON s.unit = u.unit "
-                f"{where} AND NOT EXISTS (SELECT 1 FROM unit_columns "
-                "c WHERE c.unit = s.unit AND c.col = s.col)",
-                params,
-            )
-        total, online, attention = (int(x or 0) for x in (row or (0, 0, 0)))
-        return ids, {
-            "units": total,
-            "online": online,
-            "attention": attention,
-            "kits": int(kits[0] if kits else 0) + int(extra[0] if extra else 0),
+        )
+        return [unit for _, _, unit in ranked[offset : offset + limit]], {
+            "units": len(rows),
+            "online": sum(r[2] == "online" for r in rows),
+            "attention": sum(rank < 3 for rank, _, _ in ranked),
+            "kits": sum(int(r[4] or 0) for r in rows),
         }
+
+    def unit_ids(self, site: str | None = None, offset: int = 0, limit: int | None = None) -> list[str]:
+        """Unit ids by site and id, of one site or all, one page of them or all."""
+        sql, params = "SELECT unit FROM units WHERE (? IS NULL OR site = ?) ORDER BY site, unit", [site, site]
+        if limit is not None:
+            sql, params = sql + " LIMIT ? OFFSET ?", [*params, limit, offset]
+        with self.tx() as tx:
+            return [r[0] for r in tx.rows(sql, params)]
 
     def sites(self) -> list[str]:
         with self.tx() as tx:
@@ -729,11 +725,13 @@ class Store:
             params += [a, b]
         if not parts:
             return []
-        sums = ", ".join(f"SUM(r.{c})" for c in self._REPORT_KEYS)
-        with self.tx() as tx:
+        sums = ", ".join(f"SUM({c}) AS {c}" for c in self._REPORT_KEYS)
+        picked = ", ".join(f"r.{c}" for c in self._REPORT_KEYS)
+        with self.tx() as tx:  # summed per unit first (a hash of 2,000 keys), then joined and sorted
             rows = tx.rows(
-                f"SELECT u.site, r.unit, {sums} FROM ({' UNION ALL '.join(parts)}) r "
-                "JOIN units u ON u.unit = r.unit GROUP BY u.site, r.unit ORDER BY u.site, r.unit",
+                f"SELECT u.site, r.unit, {picked} FROM (SELECT unit, {sums} FROM "
+                f"({' UNION ALL '.join(parts)}) p GROUP BY unit) r "
+                "JOIN units u ON u.unit = r.unit ORDER BY u.site, r.unit",
                 params,
             )
         return self._report_rows(("site", "unit"), rows)
@@ -755,16 +753,18 @@ class Store:
             )
         return self._report_rows(("site", "unit"), rows)
 
-    def monthly_by_site(self, start_month: str, end_month: str) -> list[dict[str, Any]]:
-        """Per month and site over whole months start..end (YYYY-MM)."""
+    def monthly_by_site(
+        self, start_month: str, end_month: str, site: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Per month and site over whole months start..end (YYYY-MM), of one site or all."""
         sums = ", ".join(f"SUM(r.{c})" for c in self._REPORT_KEYS)
         with self.tx() as tx:
             rows = tx.rows(
                 f"SELECT r.month, u.site, {sums} FROM report_month r JOIN units u ON u.unit = r.unit "
-                "WHERE r.month >= ? AND r.month <= ? GROUP BY r.month, u.site ORDER BY r.month, u.site",
-                (start_month, end_month),
+                "WHERE r.month >= ? AND r.month <= ? AND (? IS NULL OR u.site = ?) GROUP BY r.month, u.site",
+                (start_month, end_month, site, site),
             )
-        return self._report_rows(("month", "site"), rows)
+        return self._report_rows(("month", "site"), sorted(rows, key=lambda r: (r[0], r[1])))
 
     def count_since(self, type_: str, since: datetime, site: str | None = None) -> int:
         """Events of a type since `since` (of one site's units): an index range on (type, ts)."""
@@ -1165,6 +1165,9 @@ class PostgresStore(Store):
         import psycopg
 
         conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        # short queries over indexes and kept counts: compiling them (JIT) costs more than it saves
+        # (40-50 ms of a 150 ms page at state scale, see docs/inventory.md)
+        conn.execute("SET jit = off")
         if self.schema:
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             conn.execute(f'SET search_path TO "{self.schema}"')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from inventory.views import describe
@@ -17,12 +17,37 @@ api = APIRouter(prefix="/api", tags=["alerts"])
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 
+ALERTS_PAGE_SIZE = 100  # active alerts per page (a state's fleet can have a thousand at once)
+
+
 @pages.get("/alerts", response_class=HTMLResponse)
-def alerts_page(ctx: Ctx, request: Request) -> HTMLResponse:
+def alerts_page(
+    ctx: Ctx,
+    request: Request,
+    page_no: int = Query(1, alias="page", ge=1, le=10_000),
+    kind: str | None = Query(None, max_length=50),
+) -> HTMLResponse:
+    """Active alerts, the most severe first, a page at a time (of one kind or all), and recent history."""
+    everything = ctx.store.active_alerts()
+    kinds = sorted({a["kind"] for a in everything})
     active = sorted(
-        ctx.store.active_alerts(), key=lambda a: (SEVERITY_ORDER.get(a["severity"], 3), a["message"])
+        (a for a in everything if kind is None or a["kind"] == kind),
+        key=lambda a: (SEVERITY_ORDER.get(a["severity"], 3), a["message"]),
     )
-    return render(ctx, request, "alerts.html", "alerts", active=active, history=ctx.store.alert_history(100))
+    per = ALERTS_PAGE_SIZE
+    return render(
+        ctx,
+        request,
+        "alerts.html",
+        "alerts",
+        active=active[(page_no - 1) * per : page_no * per],
+        total=len(active),
+        page_no=page_no,
+        pages=max(1, -(-len(active) // per)),
+        kind=kind,
+        kinds=kinds,
+        history=ctx.store.alert_history(100),
+    )
 
 
 @pages.get("/discrepancies", response_class=HTMLResponse)

@@ -43,6 +43,9 @@ def report_span(
         raise HTTPException(422, str(e)) from e
 
 
+DETAIL_ROWS = 60  # more units or sites than this: the page sums them and asks for a site (or the CSV)
+
+
 @pages.get("/reports", response_class=HTMLResponse)
 def reports_page(
     ctx: Ctx,
@@ -51,12 +54,20 @@ def reports_page(
     fy: int | None = Query(None, ge=2000, le=2100),
     start: date | None = None,
     end: date | None = None,
+    site: str | None = Query(None, max_length=200),
 ) -> HTMLResponse:
-    """One period (this year by default, a year, a fiscal year or a range of days) per site, per unit
-    and per month and site, read from the counts kept at ingest."""
+    """One period (this year by default, a year, a fiscal year or a range of days) per site, and per
+    unit and per month for one site (or the whole fleet when it is small), from the counts kept at
+    ingest."""
     label, a, b = report_span(ctx, year, fy, start, end)
+    site = site or None
     units = reports.period(ctx.store, a, b)
     month = a.isoformat()[:7]
+    per_site = reports.rollup([{**r, "month": month} for r in units], ("site",))
+    picked = [r for r in units if site is None or r["site"] == site]
+    months = reports.with_rates(ctx.store.monthly_by_site(month, b.isoformat()[:7], site))
+    if site is None and len(per_site) > DETAIL_ROWS:
+        months = [{**r, "site": "all sites"} for r in reports.rollup(months, ("month",))]
     return render(
         ctx,
         request,
@@ -66,10 +77,15 @@ def reports_page(
         tz=ctx.config.reports.timezone,
         label=label,
         year=a.year if fy is None and start is None else None,
-        yearly_site=reports.rollup([{**r, "month": month} for r in units], ("site",)),
-        yearly_unit=units,
-        site_month=reports.with_rates(ctx.store.monthly_by_site(month, b.isoformat()[:7])),
-        funnel=reports.funnel([{**r, "month": month} for r in units]),
+        period_start=a.isoformat(),
+        period_end=b.isoformat(),
+        site=site,
+        sites=[r["site"] for r in per_site],
+        yearly_site=per_site,
+        yearly_unit=picked if site is not None or len(picked) <= DETAIL_ROWS else [],
+        units_hidden=0 if site is not None or len(picked) <= DETAIL_ROWS else len(picked),
+        site_month=months,
+        funnel=reports.funnel([{**r, "month": month} for r in picked]),
     )
 
 

@@ -100,9 +100,18 @@ def unit_page(ctx: Ctx, request: Request, unit: str, before: int | None = None) 
 
 
 @api.get("", response_model=list[UnitOut])
-def api_units(ctx: Ctx) -> list[UnitOut]:
-    """Every unit: id, site, online state and stock per column."""
-    return [unit_out(u) for u in fleet_now(ctx)]
+def api_units(
+    ctx: Ctx,
+    site: str | None = Query(None, max_length=200),
+    limit: int | None = Query(None, ge=1, le=5000),
+    offset: int = Query(0, ge=0),
+) -> list[UnitOut]:
+    """Every unit (or one site's; one page of `limit` from `offset`, by site and id): id, site, online
+    state and stock per column."""
+    if site is None and limit is None and offset == 0:
+        return [unit_out(u) for u in fleet_now(ctx)]
+    ids = ctx.store.unit_ids(site, offset, limit)
+    return [unit_out(u) for u in fleet_now(ctx, ids)]
 
 
 @api.get("/{unit}", response_model=UnitOut)
