@@ -577,7 +577,8 @@ class Store:
 
     def unit_ids(self, site: str | None = None, offset: int = 0, limit: int | None = None) -> list[str]:
         """Unit ids by site and id, of one site or all, one page of them or all."""
-        sql, params = "SELECT unit FROM units WHERE (? IS NULL OR site = ?) ORDER BY site, unit", [site, site]
+        sql = "SELECT unit FROM units WHERE (? IS NULL OR site = ?) ORDER BY site, unit"
+        params: list[Any] = [site, site]
         if limit is not None:
             sql, params = sql + " LIMIT ? OFFSET ?", [*params, limit, offset]
         with self.tx() as tx:
