@@ -551,10 +551,11 @@ class Store:
         if site:
             where, params = where + " AND u.site = ?", [*params, site]
         if search:
-            like = "%" + search.lower().replace("\\", "").replace("%", "").replace("_", "") + "%"
-            where += (
-                " AND (LOWER(u.unit) LIKE ? OR LOWER(u.site) LIKE ? OR LOWER(COALESCE(u.name, '')) LIKE ?)"
-            )
+            text = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            like = f"%{text}%"  # the search is text: LIKE's wildcards in it are escaped
+            where += " AND (" + " OR ".join(
+                f"LOWER({c}) LIKE ? ESCAPE '\\'" for c in ("u.unit", "u.site", "COALESCE(u.name, '')")
+            ) + ")"
             params += [like, like, like]
         with self.tx() as tx:
             rows = tx.rows(
@@ -577,8 +578,9 @@ class Store:
 
     def unit_ids(self, site: str | None = None, offset: int = 0, limit: int | None = None) -> list[str]:
         """Unit ids by site and id, of one site or all, one page of them or all."""
-        sql = "SELECT unit FROM units WHERE (? IS NULL OR site = ?) ORDER BY site, unit"
-        params: list[Any] = [site, site]
+        where = " WHERE site = ?" if site is not None else ""
+        sql = f"SELECT unit FROM units{where} ORDER BY site, unit"
+        params: list[Any] = [site] if site is not None else []
         if limit is not None:
             sql, params = sql + " LIMIT ? OFFSET ?", [*params, limit, offset]
         with self.tx() as tx:
@@ -762,8 +764,10 @@ class Store:
         with self.tx() as tx:
             rows = tx.rows(
                 f"SELECT r.month, u.site, {sums} FROM report_month r JOIN units u ON u.unit = r.unit "
-                "WHERE r.month >= ? AND r.month <= ? AND (? IS NULL OR u.site = ?) GROUP BY r.month, u.site",
-                (start_month, end_month, site, site),
+                "WHERE r.month >= ? AND r.month <= ?"
+                + (" AND u.site = ?" if site is not None else "")
+                + " GROUP BY r.month, u.site",
+                (start_month, end_month) + ((site,) if site is not None else ()),
             )
         return self._report_rows(("month", "site"), sorted(rows, key=lambda r: (r[0], r[1])))
 
