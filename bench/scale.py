@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import re
 import shutil
@@ -41,7 +42,10 @@ from nalox.waiting import wait_until
 PG = "postgresql://postgres@127.0.0.1/test"
 SCHEMA = "nalox_scale"
 LUA = Path(__file__).resolve().parent / "wrk_report.lua"
-FORMAT = "v2"  # bump when the generated data changes shape (a loaded schema of another format is reloaded)
+FORMAT = "v3"
+PROGRAM = "Jail vending"
+TEMPERATURE_DAYS = 90  # the temperature history the service keeps (temperature_history.keep_days)
+BUCKET_S = 900  # bump when the generated data changes shape (a loaded schema of another format is reloaded)
 YEARS = 5
 COLUMNS = 4
 SITE_SIZE = 8  # units per site
@@ -89,9 +93,17 @@ class UnitHistory:
 
 
 def event_lines(
-    ui: int, n: int, start: float, end: float, rng: random.Random, h: UnitHistory, day: Day, received: str
+    ui: int,
+    n: int,
+    start: float,
+    end: float,
+    rng: random.Random,
+    h: UnitHistory,
+    day: Day,
+    received: str,
+    site: str,
 ) -> Iterator[str]:
-    """About n COPY text lines for unit number ui between the epoch seconds start and end."""
+    """About n COPY text lines for unit number ui (at `site`) between the epoch seconds start and end."""
     unit = unit_id(ui)
     cycles = max(1, n // 3)
     gap = (end - start) / cycles
@@ -109,6 +121,7 @@ def event_lines(
         lang: str,
         disc: str,
         body: str,
+        lot: str = "\\N",
     ) -> str:
         h.seq += 1
         d = int(t // 86400)
@@ -122,7 +135,7 @@ def event_lines(
         )
         return (
             f"{unit}\t{eid}\t{h.seq}\t{type_}\t{ts}\t{ts[:7]}\t{col}\t{product}\t{doses}\t{stock_after}\t"
-            f"{via}\t{phase}\t{lang}\t{disc}\t{payload}\t{received}\n"
+            f"{via}\t{phase}\t{lang}\t{disc}\t{payload}\t{received}\t{site}\t{PROGRAM}\t{lot}\n"
         )
 
     def restock(c: int, source: str) -> Iterator[str]:
@@ -149,6 +162,7 @@ def event_lines(
             f'"lot":"{h.lot[c]}","expiry":"{h.expiry[c]}",'
             f'"expected_before":{before},"counted_before":{counted},"discrepancy":{disc},'
             f'"reason":{"null" if not disc else chr(34) + "miscount" + chr(34)},"source":"{source}"',
+            lot=h.lot[c],
         )
         h.stock_seq[c], h.stock_ts[c] = h.seq, h.last_ts
         yield line("door", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", '"open":false')
@@ -280,6 +294,7 @@ def event_lines(
                     f'"column":{c + 1},"product":"nasal-4mg","doses":2,'
                     f'"lot":"{h.lot[c]}","expiry":"{h.expiry[c]}",'
                     f'"command_id":{h.seq},"language":"{lang}","via":"{via}","stock_after":{h.stock[c]}',
+                    lot=h.lot[c],
                 )
                 h.stock_seq[c], h.stock_ts[c] = h.seq, h.last_ts
         t += rng.expovariate(1 / gap)
@@ -344,12 +359,14 @@ def load(units: int, events: int, schema: str) -> dict[str, Any]:
     start = (now - timedelta(days=365 * YEARS)).timestamp()
     received = now.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
     rng, day = random.Random(15), Day()
+    kinds = ("County Jail", "Detention Center", "Reentry Office")
+    sites = [f"Site {i // SITE_SIZE + 1:03d} - {kinds[i // SITE_SIZE % 3]}" for i in range(units)]
     per_unit = events // units
     histories: list[UnitHistory] = []
     written, next_report, t1 = 0, 0, time.monotonic()
     cols = (
         "unit, event_id, seq, type, ts, month, col, product, doses, stock_after, via, phase, language, "
-        "discrepancy, payload, received_at"
+        "discrepancy, payload, received_at, site, program, lot"
     )
     with conn.cursor() as cur, cur.copy(f"COPY events ({cols}) FROM STDIN") as copy:
         for ui in range(1, units + 1):
@@ -358,7 +375,7 @@ def load(units: int, events: int, schema: str) -> dict[str, Any]:
             n = max(30, int(per_unit * rng.uniform(0.5, 1.5)) if ui < units else events - written)
             unit_start = start + rng.random() * (end - start) * 0.1  # some units came later
             chunk: list[str] = []
-            for ln in event_lines(ui, n, unit_start, end, rng, h, day, received):
+            for ln in event_lines(ui, n, unit_start, end, rng, h, day, received, sites[ui - 1]):
                 chunk.append(ln)
                 if len(chunk) >= 5000:
                     copy.write("".join(chunk))
@@ -380,8 +397,6 @@ def load(units: int, events: int, schema: str) -> dict[str, Any]:
             progress(f"index {name} built")
     took["indexes_s"] = round(time.monotonic() - t2, 1)
     t3 = time.monotonic()
-    kinds = ("County Jail", "Detention Center", "Reentry Office")
-    sites = [f"Site {i // SITE_SIZE + 1:03d} - {kinds[i // SITE_SIZE % 3]}" for i in range(units)]
     with conn.cursor() as cur:
         with cur.copy(
             "COPY units (unit, site, name, source, enrolled_at, "
@@ -453,8 +468,24 @@ def load(units: int, events: int, schema: str) -> dict[str, Any]:
                         (raised + timedelta(hours=rng.uniform(1, 48))).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                     )
                 )
+        with cur.copy("COPY temperature_history (unit, bucket, n, sum_c, min_c, max_c) FROM STDIN") as copy:
+            first_bucket = int((end - TEMPERATURE_DAYS * 86400) // BUCKET_S) * BUCKET_S
+            for i in range(units):
+                base, lines = rng.uniform(18, 24), []
+                for b in range(first_bucket, int(end), BUCKET_S):
+                    d = b // 86400
+                    s_ = b - d * 86400
+                    bucket = f"{day(d)}T{s_ // 3600:02d}:{s_ % 3600 // 60:02d}:00.000000Z"
+                    c = base + 2 * math.sin(b / 86400 * 2 * math.pi)
+                    lines.append(
+                        f"{unit_id(i + 1)}\t{bucket}\t15\t{15 * c:.2f}\t{c - 0.3:.2f}\t{c + 0.3:.2f}\n"
+                    )
+                copy.write("".join(lines))
     took["units_alerts_s"] = round(time.monotonic() - t3, 1)
-    progress("units, stock, columns and alert history loaded; computing the report counts")
+    progress(
+        f"units, stock, columns, alert history and {TEMPERATURE_DAYS} days of temperature history loaded; "
+        "computing the report counts"
+    )
     t4 = time.monotonic()
     with conn.transaction(), conn.cursor() as cur:
         from inventory.store import Tx
@@ -463,7 +494,16 @@ def load(units: int, events: int, schema: str) -> dict[str, Any]:
     took["rollups_s"] = round(time.monotonic() - t4, 1)
     progress(f"{rows:,} (day, unit) report rows; vacuum analyze")
     t5 = time.monotonic()
-    for table in ("events", "units", "stock", "unit_columns", "report_day", "report_month", "alert_history"):
+    for table in (
+        "events",
+        "units",
+        "stock",
+        "unit_columns",
+        "report_day",
+        "report_month",
+        "alert_history",
+        "temperature_history",
+    ):
         conn.execute(f"VACUUM ANALYZE {table}")
     took["vacuum_analyze_s"] = round(time.monotonic() - t5, 1)
     conn.execute(

@@ -175,8 +175,35 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         6,
         "state scale: report counts kept at ingest, columns of the newest state, indexes for the pages",
         [
-            *rollups.MIGRATION_SQL,
-            _rebuild_rollups,
+            # the report tables as first made (migration 8 replaces them; their counts are filled there)
+            """CREATE TABLE report_day (
+            day TEXT NOT NULL,
+            unit TEXT NOT NULL,
+            events BIGINT NOT NULL,
+            kits BIGINT NOT NULL,
+            doses BIGINT NOT NULL,
+            test_vends BIGINT NOT NULL,
+            vend_failures BIGINT NOT NULL,
+            videos_started BIGINT NOT NULL,
+            videos_completed BIGINT NOT NULL,
+            kits_after_video BIGINT NOT NULL,
+            out_of_stock BIGINT NOT NULL,
+            PRIMARY KEY (day, unit)
+        )""",
+            """CREATE TABLE report_month (
+            month TEXT NOT NULL,
+            unit TEXT NOT NULL,
+            events BIGINT NOT NULL,
+            kits BIGINT NOT NULL,
+            doses BIGINT NOT NULL,
+            test_vends BIGINT NOT NULL,
+            vend_failures BIGINT NOT NULL,
+            videos_started BIGINT NOT NULL,
+            videos_completed BIGINT NOT NULL,
+            kits_after_video BIGINT NOT NULL,
+            out_of_stock BIGINT NOT NULL,
+            PRIMARY KEY (month, unit)
+        )""",
             """CREATE TABLE unit_columns (
             unit TEXT NOT NULL,
             col INTEGER NOT NULL,
@@ -232,5 +259,11 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
             PRIMARY KEY (unit, bucket)
         )""",
         ],
+    ),
+    (
+        8,
+        "report counts kept at ingest keyed by the program and site recorded with each event, with "
+        "extra and emergency kits (the report tables of migration 6 replaced and refilled)",
+        [*rollups.MIGRATION_SQL, _rebuild_rollups],
     ),
 ]

@@ -17,6 +17,8 @@ COUNTS = (
     "kits",
     "doses",
     "test_vends",
+    "extra_kits",
+    "emergency_kits",
     "vend_failures",
     "videos_started",
     "videos_completed",
@@ -30,6 +32,8 @@ COUNT_SQL = (
     "SUM(CASE WHEN type = 'dispense' AND via <> 'test' THEN 1 ELSE 0 END)",
     "SUM(CASE WHEN type = 'dispense' AND via <> 'test' THEN doses ELSE 0 END)",
     "SUM(CASE WHEN type = 'dispense' AND via = 'test' THEN 1 ELSE 0 END)",
+    "SUM(CASE WHEN type = 'dispense' AND via = 'extra' THEN 1 ELSE 0 END)",
+    "SUM(CASE WHEN type = 'dispense' AND via = 'emergency' THEN 1 ELSE 0 END)",
     "SUM(CASE WHEN type = 'vend_failed' THEN 1 ELSE 0 END)",
     "SUM(CASE WHEN type = 'video' AND phase = 'started' THEN 1 ELSE 0 END)",
     "SUM(CASE WHEN type = 'video' AND phase = 'completed' THEN 1 ELSE 0 END)",
@@ -39,14 +43,22 @@ COUNT_SQL = (
 
 TABLES = {"report_day": "day", "report_month": "month"}
 
+# rows are keyed by the unit and by the program and site recorded with each event ('' for none)
+KEY = ("unit", "program", "site")
+
 MIGRATION_SQL = [
-    f"""CREATE TABLE {table} (
+    *(f"DROP TABLE {table}" for table in TABLES),
+    *(
+        f"""CREATE TABLE {table} (
             {key} TEXT NOT NULL,
             unit TEXT NOT NULL,
+            program TEXT NOT NULL,
+            site TEXT NOT NULL,
             {", ".join(f"{c} BIGINT NOT NULL" for c in COUNTS)},
-            PRIMARY KEY ({key}, unit)
+            PRIMARY KEY ({key}, unit, program, site)
         )"""
-    for table, key in TABLES.items()
+        for table, key in TABLES.items()
+    ),
 ]
 
 
@@ -60,6 +72,8 @@ def counts_of(type_: str | None, via: str | None, phase: str | None, doses: int 
         int(kit),
         (doses or 0) if kit else 0,
         int(dispense and via == "test"),
+        int(dispense and via == "extra"),
+        int(dispense and via == "emergency"),
         int(type_ == "vend_failed"),
         int(type_ == "video" and phase == "started"),
         int(type_ == "video" and phase == "completed"),
@@ -77,79 +91,84 @@ class Pending:
     every writer follows, after the ingest counters)."""
 
     def __init__(self) -> None:
-        self.days: dict[tuple[str, str], list[int]] = {}
+        self.days: dict[tuple[str, str, str, str], list[int]] = {}
 
-    def add(self, day: str, unit: str, counts: Sequence[int]) -> None:
-        acc = self.days.get((day, unit))
+    def add(self, day: str, unit: str, program: str | None, site: str | None, counts: Sequence[int]) -> None:
+        key = (day, unit, program or "", site or "")
+        acc = self.days.get(key)
         if acc is None:
-            self.days[(day, unit)] = list(counts)
+            self.days[key] = list(counts)
         else:
             for i, n in enumerate(counts):
                 acc[i] += n
 
-    def months(self) -> dict[tuple[str, str], list[int]]:
-        out: dict[tuple[str, str], list[int]] = {}
-        for (day, unit), counts in self.days.items():
-            acc = out.setdefault((day[:7], unit), [0] * len(COUNTS))
+    def months(self) -> dict[tuple[str, str, str, str], list[int]]:
+        out: dict[tuple[str, str, str, str], list[int]] = {}
+        for (day, *rest), counts in self.days.items():
+            acc = out.setdefault((day[:7], *rest), [0] * len(COUNTS))  # type: ignore[arg-type]
             for i, n in enumerate(counts):
                 acc[i] += n
         return out
 
     def rows(self, table: str) -> list[tuple[Any, ...]]:
         source = self.days if table == "report_day" else self.months()
-        return [(k, unit, *counts) for (k, unit), counts in sorted(source.items())]
+        return [(*k, *counts) for k, counts in sorted(source.items())]
 
 
 def upsert_sql(table: str, values: str) -> str:
     key = TABLES[table]
     return (
-        f"INSERT INTO {table} ({key}, unit, {', '.join(COUNTS)}) {values} "
-        f"ON CONFLICT ({key}, unit) DO UPDATE SET "
+        f"INSERT INTO {table} ({key}, unit, program, site, {', '.join(COUNTS)}) {values} "
+        f"ON CONFLICT ({key}, unit, program, site) DO UPDATE SET "
         + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in COUNTS)
     )
 
 
-SQLITE_UPSERT = {t: upsert_sql(t, f"VALUES ({', '.join(['?'] * (len(COUNTS) + 2))})") for t in TABLES}
+SQLITE_UPSERT = {t: upsert_sql(t, f"VALUES ({', '.join(['?'] * (len(COUNTS) + 4))})") for t in TABLES}
 PG_UPSERT = {  # one statement text for any number of rows: arrays unnested in order
     t: upsert_sql(
-        t, "SELECT * FROM unnest(%s::text[], %s::text[], " + ", ".join(["%s::bigint[]"] * len(COUNTS)) + ")"
+        t,
+        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
+        + ", ".join(["%s::bigint[]"] * len(COUNTS))
+        + ")",
     )
     for t in TABLES
 }
 
 
 def rebuild(tx: Any, dialect: str, tz_name: str) -> int:
-    """Recompute both tables from the events table; returns the number of (day, unit) rows."""
+    """Recompute both tables from the events table; returns the number of report_day rows."""
     for table in TABLES:
         tx.execute(f"DELETE FROM {table}")
+    cols = f"day, unit, program, site, {', '.join(COUNTS)}"
+    where = "COALESCE(program, ''), COALESCE(site, '')"
     if dialect == "postgresql":
         day = "to_char(ts::timestamptz AT TIME ZONE ?, 'YYYY-MM-DD')"
         tx.execute(
-            f"INSERT INTO report_day (day, unit, {', '.join(COUNTS)}) "
-            f"SELECT {day}, unit, {', '.join(COUNT_SQL)} FROM events GROUP BY 1, unit ORDER BY 1, unit",
+            f"INSERT INTO report_day ({cols}) SELECT {day}, unit, {where}, {', '.join(COUNT_SQL)} "
+            "FROM events GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
             (tz_name,),
         )
     elif tz_name == "UTC":
         tx.execute(
-            f"INSERT INTO report_day (day, unit, {', '.join(COUNTS)}) "
-            f"SELECT substr(ts, 1, 10), unit, {', '.join(COUNT_SQL)} FROM events "
-            "GROUP BY 1, unit ORDER BY 1, unit"
+            f"INSERT INTO report_day ({cols}) SELECT substr(ts, 1, 10), unit, {where}, "
+            f"{', '.join(COUNT_SQL)} FROM events GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
         )
     else:  # SQLite has no time zones: days computed here (SQLite stores are the small ones)
         from zoneinfo import ZoneInfo
 
         tz, pending = ZoneInfo(tz_name), Pending()
-        for unit, ts, type_, via, phase, doses in tx.rows(
-            "SELECT unit, ts, type, via, phase, doses FROM events"
+        for unit, program, site, ts, type_, via, phase, doses in tx.rows(
+            "SELECT unit, program, site, ts, type, via, phase, doses FROM events"
         ):
             when = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-            pending.add(local_day(when, tz), unit, counts_of(type_, via, phase, doses))
+            pending.add(local_day(when, tz), unit, program, site, counts_of(type_, via, phase, doses))
         for row in pending.rows("report_day"):
             tx.execute(SQLITE_UPSERT["report_day"], row)
     tx.execute(
-        f"INSERT INTO report_month (month, unit, {', '.join(COUNTS)}) "
-        f"SELECT substr(day, 1, 7), unit, {', '.join(f'SUM({c})' for c in COUNTS)} FROM report_day "
-        "GROUP BY substr(day, 1, 7), unit ORDER BY 1, unit"
+        f"INSERT INTO report_month (month, unit, program, site, {', '.join(COUNTS)}) "
+        f"SELECT substr(day, 1, 7), unit, program, site, {', '.join(f'SUM({c})' for c in COUNTS)} "
+        "FROM report_day GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
     )
     row = tx.one("SELECT COUNT(*) FROM report_day")
     return int(row[0]) if row else 0

@@ -260,9 +260,12 @@ class Store:
         for event in kept:
             if (event.unit, event.event_id) in inserted:
                 g = getattr
+                site, program = where.get(event.unit, (None, None))
                 tx.rollup.add(
                     rollups.local_day(event.ts, tz),
                     event.unit,
+                    program,
+                    site,
                     rollups.counts_of(
                         g(event, "type", None),
                         g(event, "via", None),
@@ -553,9 +556,13 @@ class Store:
         if search:
             text = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             like = f"%{text}%"  # the search is text: LIKE's wildcards in it are escaped
-            where += " AND (" + " OR ".join(
-                f"LOWER({c}) LIKE ? ESCAPE '\\'" for c in ("u.unit", "u.site", "COALESCE(u.name, '')")
-            ) + ")"
+            where += (
+                " AND ("
+                + " OR ".join(
+                    f"LOWER({c}) LIKE ? ESCAPE '\\'" for c in ("u.unit", "u.site", "COALESCE(u.name, '')")
+                )
+                + ")"
+            )
             params += [like, like, like]
         with self.tx() as tx:
             rows = tx.rows(
@@ -668,16 +675,7 @@ class Store:
             rows = tx.rows(sql + " GROUP BY unit, type", params)
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
-    _REPORT_KEYS = (
-        "kits",
-        "doses",
-        "test_vends",
-        "vend_failures",
-        "videos_started",
-        "videos_completed",
-        "kits_after_video",
-        "out_of_stock",
-    )
+    _REPORT_KEYS = rollups.COUNTS[1:]
 
     def _report_rows(self, keys: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
         n = len(keys)
@@ -687,25 +685,20 @@ class Store:
         ]
 
     def monthly(self) -> list[dict[str, Any]]:
-        """Per month, site and unit: kits, doses, test vends, vend failures, video funnel (from the
-        counts kept at ingest; monthly_fresh() counts the same from the events)."""
-        sums = ", ".join(f"r.{c}" for c in self._REPORT_KEYS)
+        """Per month, site (the unit's now) and unit: kits, doses, test vends, vend failures, video
+        funnel (from the counts kept at ingest; monthly_fresh() counts the same from the events)."""
+        sums = ", ".join(f"SUM(r.{c})" for c in self._REPORT_KEYS)
         with self.tx() as tx:
             rows = tx.rows(
                 f"SELECT r.month, u.site, r.unit, {sums} FROM report_month r JOIN units u ON u.unit = r.unit "
-                "ORDER BY r.month, u.site, r.unit"
+                "GROUP BY r.month, u.site, r.unit ORDER BY r.month, u.site, r.unit"
             )
         return self._report_rows(("month", "site", "unit"), rows)
 
     def monthly_fresh(self) -> list[dict[str, Any]]:
         """monthly(), counted from the events table now (the check of the kept counts)."""
-        sums = ", ".join(
-            x.replace("type", "e.type")
-            .replace("via", "e.via")
-            .replace("phase", "e.phase")
-            .replace("doses", "e.doses")
-            for x in rollups.COUNT_SQL[1:]
-        )
+        sums = ", ".join(rollups.COUNT_SQL[1:]).replace("type", "e.type").replace("via", "e.via")
+        sums = sums.replace("phase", "e.phase").replace("doses", "e.doses")
         with self.tx() as tx:
             rows = tx.rows(
                 f"SELECT e.month, u.site, e.unit, {sums} FROM events e JOIN units u ON u.unit = e.unit "
@@ -714,59 +707,67 @@ class Store:
         return self._report_rows(("month", "site", "unit"), rows)
 
     def period(self, start: str, end: str) -> list[dict[str, Any]]:
-        """Per site and unit over the days start..end (YYYY-MM-DD, inclusive, in the reporting time
-        zone): whole months from report_month, the partial ones from report_day."""
-        months, partial = rollups.periods(start, end)
-        cols = ", ".join(self._REPORT_KEYS)
-        parts, params = [], list[Any]()
-        span = rollups.month_span(months)
-        if span:
-            parts.append(f"SELECT unit, {cols} FROM report_month WHERE month >= ? AND month <= ?")
-            params += list(span)
-        for a, b in partial:
-            parts.append(f"SELECT unit, {cols} FROM report_day WHERE day >= ? AND day <= ?")
-            params += [a, b]
-        if not parts:
-            return []
-        sums = ", ".join(f"SUM({c}) AS {c}" for c in self._REPORT_KEYS)
-        picked = ", ".join(f"r.{c}" for c in self._REPORT_KEYS)
-        with self.tx() as tx:  # summed per unit first (a hash of 2,000 keys), then joined and sorted
-            rows = tx.rows(
-                f"SELECT u.site, r.unit, {picked} FROM (SELECT unit, {sums} FROM "
-                f"({' UNION ALL '.join(parts)}) p GROUP BY unit) r "
-                "JOIN units u ON u.unit = r.unit ORDER BY u.site, r.unit",
-                params,
-            )
-        return self._report_rows(("site", "unit"), rows)
+        """Per site (recorded with each event) and unit over the days start..end (YYYY-MM-DD,
+        inclusive, in the reporting time zone), from the counts kept at ingest."""
+        return self._period_kept(start, end, ("site", "unit"))
 
     def period_fresh(self, start: str, end: str) -> list[dict[str, Any]]:
         """period(), counted from the events now: the day bounds turned into instants in the zone."""
+        lo, hi = self._instants(start, end)
+        return self.period_counts_fresh(lo, hi, ("site", "unit"))
+
+    def _instants(self, start: str, end: str) -> tuple[datetime, datetime]:
         from datetime import date, time, timedelta
 
         tz = self.report_tz
         lo = datetime.combine(date.fromisoformat(start), time(), tz)
         hi = datetime.combine(date.fromisoformat(end) + timedelta(days=1), time(), tz)
-        sums = ", ".join(rollups.COUNT_SQL[1:])
-        with self.tx() as tx:
-            rows = tx.rows(
-                f"SELECT u.site, e.unit, {sums.replace('type', 'e.type')} "
-                "FROM events e JOIN units u ON u.unit = e.unit "
-                "WHERE e.ts >= ? AND e.ts < ? GROUP BY u.site, e.unit ORDER BY u.site, e.unit",
-                (iso(lo), iso(hi)),
+        return lo, hi
+
+    def _period_kept(self, start: str, end: str, by: Sequence[str]) -> list[dict[str, Any]]:
+        """Counts over the days start..end grouped by `by` (program, site, unit, month): whole months
+        from report_month, the partial ones from report_day; summed in the database."""
+        months, partial = rollups.periods(start, end)
+        cols = ", ".join(self._REPORT_KEYS)
+        parts, params = [], list[Any]()
+        span = rollups.month_span(months)
+        if span:
+            parts.append(
+                f"SELECT month, unit, program, site, {cols} FROM report_month WHERE month >= ? AND month <= ?"
             )
-        return self._report_rows(("site", "unit"), rows)
+            params += list(span)
+        for a, b in partial:
+            parts.append(
+                f"SELECT substr(day, 1, 7) AS month, unit, program, site, {cols} FROM report_day "
+                "WHERE day >= ? AND day <= ?"
+            )
+            params += [a, b]
+        sums = ", ".join(f"SUM({c})" for c in self._REPORT_KEYS)
+        keys = ", ".join(by)
+        group = f" GROUP BY {keys} ORDER BY {keys}" if by else ""
+        select = ", ".join([*by, sums])
+        if not parts:
+            return []
+        with self.tx() as tx:
+            rows = tx.rows(f"SELECT {select} FROM ({' UNION ALL '.join(parts)}) r{group}", params)
+        n = len(by)
+        return [
+            dict(zip((*by, *self._REPORT_KEYS), (*r[:n], *(int(x or 0) for x in r[n:])), strict=True))
+            for r in rows
+            if n or any(x for x in r)
+        ]
 
     def monthly_by_site(
         self, start_month: str, end_month: str, site: str | None = None
     ) -> list[dict[str, Any]]:
-        """Per month and site over whole months start..end (YYYY-MM), of one site or all."""
-        sums = ", ".join(f"SUM(r.{c})" for c in self._REPORT_KEYS)
+        """Per month and site (recorded with each event) over whole months start..end (YYYY-MM), of
+        one site or all."""
+        sums = ", ".join(f"SUM({c})" for c in self._REPORT_KEYS)
+        where = " AND site = ?" if site is not None else ""
         with self.tx() as tx:
             rows = tx.rows(
-                f"SELECT r.month, u.site, {sums} FROM report_month r JOIN units u ON u.unit = r.unit "
-                "WHERE r.month >= ? AND r.month <= ?"
-                + (" AND u.site = ?" if site is not None else "")
-                + " GROUP BY r.month, u.site",
+                f"SELECT month, site, {sums} FROM report_month WHERE month >= ? AND month <= ?{where} "
+                "GROUP BY month, site",
                 (start_month, end_month) + ((site,) if site is not None else ()),
             )
         return self._report_rows(("month", "site"), sorted(rows, key=lambda r: (r[0], r[1])))
@@ -1015,7 +1016,31 @@ class Store:
         self, start: datetime, end: datetime, by: Sequence[str] = ("program", "site", "unit")
     ) -> list[dict[str, Any]]:
         """Counts of events with start <= ts < end, grouped by any of program, site, unit, month (the
-        program and site recorded with each event; months in the reporting zone)."""
+        program and site recorded with each event; months in the reporting zone). From the counts kept
+        at ingest when start and end are midnights of the reporting zone (every calendar period is),
+        else counted from the events."""
+        allowed = ("program", "site", "unit", "month")
+        if any(b not in allowed for b in by):
+            raise StoreError(f"expected grouping by {allowed}, got {tuple(by)}")
+        tz = self.report_tz
+        first, after = start.astimezone(tz), end.astimezone(tz)
+        midnight = (first.hour, first.minute, first.second, first.microsecond) == (0, 0, 0, 0)
+        if (
+            midnight
+            and (after.hour, after.minute, after.second, after.microsecond) == (0, 0, 0, 0)
+            and after > first
+        ):
+            from datetime import timedelta
+
+            last = (after - timedelta(days=1)).date()
+            return self._period_kept(first.date().isoformat(), last.isoformat(), by)
+        return self.period_counts_fresh(start, end, by)
+
+    def period_counts_fresh(
+        self, start: datetime, end: datetime, by: Sequence[str] = ("program", "site", "unit")
+    ) -> list[dict[str, Any]]:
+        """period_counts() counted from the events table now (the check of the kept counts, and the
+        way for a period that does not start and end at the zone's midnights)."""
         allowed = ("program", "site", "unit", "month")
         if any(b not in allowed for b in by):
             raise StoreError(f"expected grouping by {allowed}, got {tuple(by)}")

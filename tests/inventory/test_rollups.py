@@ -6,7 +6,7 @@ backfill of a store that already held events."""
 from __future__ import annotations
 
 import random
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from inventory import reports, rollups
 from inventory.clock import FakeClock
 from inventory.config import CentralConfig
-from inventory.store import Store
+from inventory.store import REPORT_COUNTS, Store
 from tests.inventory.gen import UnitStream
 from tests.inventory.test_ingest import feed, ingestor
 
@@ -87,3 +87,41 @@ def test_periods_split_into_whole_months_and_edges() -> None:
     assert rollups.periods("2026-02-03", "2026-02-03") == ([], [("2026-02-03", "2026-02-03")])
     assert reports.fiscal_year_bounds(2026) == (date(2025, 7, 1), date(2026, 6, 30))
     assert reports.fiscal_year_bounds(2026, 1) == (date(2026, 1, 1), date(2026, 12, 31))
+
+
+def test_period_counts_by_every_grouping_equal_a_fresh_count(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    """The grouped reports (program, site as recorded with each event, unit, month, total) read the
+    kept counts for calendar periods and equal the fresh count; a unit moved to another site keeps its
+    earlier events at the old site."""
+    from inventory.reports import GROUPINGS, calendar_year, date_range, fiscal_year
+
+    store.use_report_timezone("America/Chicago")
+    load(store, config, clock, seed=21)
+    ing, _ = ingestor(store, config, clock)
+    store.sync_config_units([("unit-001", "Site Z", None)], clock.now())  # moved: new events at Site Z
+    s = UnitStream("unit-001", "Site Z", start=datetime(2026, 12, 5, 9, tzinfo=UTC), seq=10_000)
+    s.random_day(random.Random(4), days=10, vends=6)
+    feed(ing, s.messages())
+    zone = "America/Chicago"
+    for period in (
+        calendar_year(2026, zone),
+        fiscal_year(2027, 7, zone),
+        date_range(date(2026, 9, 25), date(2026, 11, 3), zone),
+    ):
+        for by in GROUPINGS.values():
+            kept = store.period_counts(period.start_utc, period.end_utc, by)
+            assert kept == store.period_counts_fresh(period.start_utc, period.end_utc, by), (period, by)
+    sites = {
+        r["site"] for r in store.period_counts(*_year(zone), ("site", "unit")) if r["unit"] == "unit-001"
+    }
+    assert sites == {"Site B", "Site Z"}
+    assert rollups.COUNTS[1:] == tuple(REPORT_COUNTS)
+
+
+def _year(zone: str) -> tuple[datetime, datetime]:
+    from inventory.reports import calendar_year
+
+    p = calendar_year(2026, zone)
+    return p.start_utc, p.end_utc
