@@ -476,9 +476,10 @@ def load(units: int, events: int, schema: str) -> dict[str, Any]:
                     d = b // 86400
                     s_ = b - d * 86400
                     bucket = f"{day(d)}T{s_ // 3600:02d}:{s_ % 3600 // 60:02d}:00.000000Z"
-                    c = base + 2 * math.sin(b / 86400 * 2 * math.pi)
+                    temp = base + 2 * math.sin(b / 86400 * 2 * math.pi)
                     lines.append(
-                        f"{unit_id(i + 1)}\t{bucket}\t15\t{15 * c:.2f}\t{c - 0.3:.2f}\t{c + 0.3:.2f}\n"
+                        f"{unit_id(i + 1)}\t{bucket}\t15\t{15 * temp:.2f}\t"
+                        f"{temp - 0.3:.2f}\t{temp + 0.3:.2f}\n"
                     )
                 copy.write("".join(lines))
     took["units_alerts_s"] = round(time.monotonic() - t3, 1)

@@ -197,7 +197,7 @@ class Store:
         )
         return n == 1
 
-    def sync_config_units(self, units: Sequence[tuple[str, ...]], now: datetime) -> None:
+    def sync_config_units(self, units: Sequence[tuple[str | None, ...]], now: datetime) -> None:
         """(unit, site, name[, program]) from the config. A new site or program applies to events
         from now on: each stored event keeps the site and program recorded when it came in."""
         with self.tx() as tx:
@@ -259,7 +259,6 @@ class Store:
         inserted = self._insert_event_rows(tx, rows)
         for event in kept:
             if (event.unit, event.event_id) in inserted:
-                g = getattr
                 site, program = where.get(event.unit, (None, None))
                 tx.rollup.add(
                     rollups.local_day(event.ts, tz),
@@ -267,10 +266,10 @@ class Store:
                     program,
                     site,
                     rollups.counts_of(
-                        g(event, "type", None),
-                        g(event, "via", None),
-                        g(event, "phase", None),
-                        g(event, "doses", None),
+                        getattr(event, "type", None),
+                        getattr(event, "via", None),
+                        getattr(event, "phase", None),
+                        getattr(event, "doses", None),
                     ),
                 )
         return inserted
