@@ -23,11 +23,11 @@ from schemas.models import DispenseEvent, Telemetry, UnitState
 
 
 class PubackClock:
-    """Wraps controller.mqtt.MqttClient.publish for this process: when a dispense event's PUBACK
+    """Wraps controller.mqtt.client.MqttClient.publish for this process: when a dispense event's PUBACK
     arrives, records perf_counter() under the event's command_id."""
 
     def __init__(self) -> None:
-        from controller import mqtt as unit_mqtt
+        from controller.mqtt import client as unit_mqtt
 
         self.module = unit_mqtt
         self.original = unit_mqtt.MqttClient.publish
@@ -183,8 +183,8 @@ def fill_ledger(path: Path, unit_id: str, count: int) -> Any:
 def outbox_drain(port: int, count: int) -> dict[str, Any]:
     """Events/s the real Reporter moves from a `count`-row outbox to the broker (PUBACKed)."""
     from controller.clock import RealClock
-    from controller.mqtt import MqttSettings
-    from controller.reporter import Reporter
+    from controller.mqtt.client import MqttSettings
+    from controller.mqtt.reporter import Reporter
 
     work = Path(tempfile.mkdtemp(prefix="nalox-bench-drain-"))
     unit_id = f"bench-drain-{uuid.uuid4().hex[:6]}"

@@ -231,8 +231,9 @@ def _rss(proc: psutil.Process) -> int:
 
 
 def serial_link(pings: int, dispenses: int) -> dict[str, Any]:
-    """Ping round trips and dispense commands/s from controller.link over `nalox sim board`'s pty."""
-    from controller.link import SerialBoard
+    """Ping round trips and dispense commands/s from controller.serial.board_link over
+    `nalox sim board`'s pty."""
+    from controller.serial.board_link import SerialBoard
 
     work = Path(tempfile.mkdtemp(prefix="nalox-bench-serial-"))
     spin_ms = 1  # the simulator wants a spin time > 0

@@ -132,7 +132,7 @@ def outbox_drain(port: int, sizes: Sizes) -> dict[str, Any]:
 def unit_inflight_window() -> int:
     """The reporter's default in-flight window, so the baseline publisher gets the same one."""
     try:
-        from controller.mqtt import MqttSettings
+        from controller.mqtt.client import MqttSettings
 
         return int(MqttSettings().inflight_window)
     except ImportError:

@@ -10,8 +10,8 @@ from importlib import resources
 from pathlib import Path
 
 from controller import log
-from controller.board import BoardError
 from controller.config import ConfigError, UnitConfig, load_config
+from controller.serial.board_api import BoardError
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(config: UnitConfig) -> int:
     from controller.clock import RealClock
     from controller.daemon import UnitDaemon
-    from controller.video import MpvPlayer
+    from controller.vend.video import MpvPlayer
 
     log.configure(config.log_level)
     logger = log.get("cli")
@@ -82,7 +82,7 @@ def run(config: UnitConfig) -> int:
 
 
 def open_board(config: UnitConfig):  # type: ignore[no-untyped-def]
-    from controller.link import SerialBoard
+    from controller.serial.board_link import SerialBoard
 
     s = config.serial
     return SerialBoard(

@@ -167,7 +167,7 @@ class UnitConfig(Section):
         if v is None:
             return None
         try:
-            from controller.mqtt import MqttSettings  # E4's model; optional until it lands
+            from controller.mqtt.client import MqttSettings  # E4's model; optional until it lands
         except ImportError:
             return v
         return MqttSettings.model_validate(v)

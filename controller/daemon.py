@@ -13,7 +13,12 @@ from datetime import date
 from typing import Any
 
 from controller import log
-from controller.board import (
+from controller.clock import Clock
+from controller.config import UnitConfig
+from controller.ledger import ColumnChange, Ledger
+from controller.mqtt.commands import CommandRefused  # the one refusal type, re-exported
+from controller.sdnotify import Notifier
+from controller.serial.board_api import (
     Board,
     BoardError,
     BoardEvent,
@@ -23,14 +28,10 @@ from controller.board import (
     ButtonPressed,
     DoorChanged,
 )
-from controller.clock import Clock
-from controller.commands import CommandRefused  # the one refusal type, re-exported
-from controller.config import UnitConfig
-from controller.ledger import ColumnChange, Ledger
-from controller.sdnotify import Notifier
-from controller.temperature import BandChange, TemperatureMonitor
-from controller.vend import Alarms, Mode, VendFlow
-from controller.video import PlayerEvent, VideoPlayer
+from controller.vend.alarms import Alarms
+from controller.vend.flow import Mode, VendFlow
+from controller.vend.temperature import BandChange, TemperatureMonitor
+from controller.vend.video import PlayerEvent, VideoPlayer
 from schemas.models import (
     ColumnState,
     CommandBase,
@@ -326,7 +327,7 @@ class UnitDaemon:
     def _start_reporter(self) -> None:
         if self.config.mqtt is None:
             return
-        from controller.reporter import Reporter  # E4's; only when MQTT is configured
+        from controller.mqtt.reporter import Reporter  # E4's; only when MQTT is configured
 
         self.reporter = Reporter(self.config.mqtt, self, self.ledger, self.clock)
         self.reporter.start()
@@ -336,7 +337,7 @@ class UnitDaemon:
         if path is None:
             return
         try:
-            from controller.control import serve
+            from controller.control_socket import serve
         except ImportError as exc:
             LOG.warning("control_socket_unavailable", error=str(exc))
             return
@@ -496,7 +497,7 @@ class UnitDaemon:
 
     def _cmd_diag(self, cmd: Any) -> dict[str, Any]:
         try:
-            from controller.diagrun import build_report
+            from controller.diag.run import build_report
         except ImportError:
             return self._basic_diag()
         return build_report(self)

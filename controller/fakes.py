@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from controller.board import (
+from controller.clock import Clock
+from controller.serial.board_api import (
     BoardError,
     BoardEvent,
     BoardInfo,
@@ -25,8 +26,7 @@ from controller.board import (
     LinkCounters,
     MotorTestOutcome,
 )
-from controller.clock import Clock
-from controller.video import OnPlayerEvent, VideoCompleted, VideoFailed, VideoProgress
+from controller.vend.video import OnPlayerEvent, VideoCompleted, VideoFailed, VideoProgress
 
 
 class SimulatedCrash(BaseException):  # noqa: N818 - a test's stand-in for kill -9, not an error

@@ -8,7 +8,7 @@ import sys
 # subcommand -> module with a `main(argv: list[str]) -> int`
 ROOMS = {
     "unit": ("controller.cli", "the unit daemon: run, config-example"),
-    "diag": ("controller.diag", "technician diagnostics: ping, sensors, motor-test, report, ..."),
+    "diag": ("controller.diag.cli", "technician diagnostics: ping, sensors, motor-test, report, ..."),
     "sim": ("simulator.cli", "simulated dispenser board: board, ctl"),
     "inventory": ("inventory.cli", "central inventory service: serve"),
     "demo": ("nalox.demo", "broker + simulated board + unit + inventory on this machine"),

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.board import Board
 from controller.clock import RealClock
 from controller.config import load_config
 from controller.daemon import UnitDaemon
-from controller.link import SerialBoard
-from controller.video import MpvPlayer
+from controller.serial.board_api import Board
+from controller.serial.board_link import SerialBoard
+from controller.vend.video import MpvPlayer
 from nalox.census import TERMINAL_EVENTS
 from nalox.configs import ROOM_TEMPERATURE_C, UnitSpec, unit_toml
 from nalox.tools import CACHE, clip

@@ -1,6 +1,6 @@
 """A minimal controller side for simulator tests: ACKs what the board sends, retransmits its own frames.
 
-Deliberately independent of controller/link.py so the simulator is tested on its own.
+Deliberately independent of controller/serial/board_link.py so the simulator is tested on its own.
 """
 
 from __future__ import annotations

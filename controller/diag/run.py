@@ -1,0 +1,171 @@
+"""Runs technician diagnostics by name against a DiagContext, builds the full report, and answers the
+control socket's requests inside the daemon (diag checks and the blind-count restock)."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from typing import Any
+
+from controller.clock import RealClock
+from controller.diag import board_checks as dc
+from controller.diag import host_checks as dh
+from controller.diag.result import Check, passed, report_dict, warned
+
+CHECKS = ("ping", "sensors", "motor-test", "drop-test", "broker", "ledger", "video", "disk", "report")
+
+
+def run_check(ctx: dc.DiagContext, check: str, args: dict[str, Any]) -> list[Check]:
+    """One subcommand's checks. Board checks fail with a `link` check when no board answers."""
+    if check == "ping":
+        return dc.check_ping(ctx, count=int(args.get("count", 20)))
+    if check == "sensors":
+        return dc.check_sensors(ctx, button_wait_s=float(args.get("button", 0.0)))
+    if check == "motor-test":
+        return dc.check_motor(ctx, int(args["column"]))
+    if check == "drop-test":
+        return dc.check_drop(ctx, [int(c) for c in args.get("columns") or []] or None)
+    if check == "broker":
+        return dh.check_broker(ctx.config, ctx.clock)
+    if check == "ledger":
+        return dh.check_ledger(ctx.config, getattr(ctx.daemon, "ledger", None), ctx.clock)
+    if check == "video":
+        return dh.check_video(ctx.config, seconds=float(args.get("seconds", 1.0)),
+                              on_screen=bool(args.get("on_screen", False)))
+    if check == "disk":
+        return dh.check_disk(ctx.config)
+    if check == "report":
+        return full_report(ctx, args)
+    raise ValueError(f"check: expected one of {', '.join(CHECKS)}, got {check!r}")
+
+
+def full_report(ctx: dc.DiagContext, args: dict[str, Any]) -> list[Check]:
+    """Everything at once: the daemon's mode and alarms (when it runs), link, sensors, motors (door open
+    only), broker, ledger, videos, disk."""
+    unit = [check_unit(ctx.daemon)] if ctx.daemon is not None else []
+    return unit + _board_part(ctx, args) + [
+        *dh.check_broker(ctx.config, ctx.clock),
+        *dh.check_ledger(ctx.config, getattr(ctx.daemon, "ledger", None), ctx.clock),
+        *dh.check_video(ctx.config, seconds=float(args.get("seconds", 1.0))),
+        *dh.check_disk(ctx.config),
+    ]
+
+
+def _board_part(ctx: dc.DiagContext, args: dict[str, Any]) -> list[Check]:
+    if ctx.board is None:
+        board_checks = [dc.link_unreachable(ctx)]
+    else:
+        board_checks = dc.check_ping(ctx, count=int(args.get("count", 10)))
+        board_checks += dc.check_sensors(ctx, button_wait_s=float(args.get("button", 0.0)))
+        board_checks += dc.check_all_motors(ctx)
+    return board_checks
+
+
+def check_unit(daemon: Any) -> Check:
+    """The daemon's mode and active alarms: information for the technician (a warning, never the exit
+    code: the checks below find the cause)."""
+    state = daemon.snapshot_state()
+    alarms = [f"{a.code} ({a.severity}): {a.message}" for a in state.alarms]
+    data = {"mode": state.mode, "alarms": [a.model_dump(mode="json") for a in state.alarms],
+            "stock": {str(c.column): c.stock for c in state.columns}}
+    summary = f"mode {state.mode}, {len(alarms)} active alarm(s)"
+    if alarms:
+        return warned("unit", summary, expected="no active alarms", found="; ".join(alarms),
+                      action="the checks below show the cause; alarms clear when it is fixed", **data)
+    return passed("unit", summary, **data)
+
+
+def report_context(ctx: dc.DiagContext) -> dict[str, Any]:
+    """Who the report is about: unit, site, board identity, where it ran, when."""
+    out: dict[str, Any] = {"ts": ctx.clock.now().isoformat(), "via": "daemon" if ctx.daemon else "port"}
+    if ctx.config is not None:
+        out["unit"] = ctx.config.unit.id
+        out["site"] = ctx.config.unit.site
+    info = getattr(ctx.board, "info", None)
+    if info is not None:
+        out["board"] = {"board_id": info.board_id, "firmware": info.firmware, "columns": info.columns,
+                        "boot_count": info.boot_count, "protocol": info.protocol}
+    if ctx.daemon is not None:
+        out["mode"] = str(getattr(ctx.daemon, "mode", "unknown"))
+    return out
+
+
+def daemon_context(daemon: Any) -> dc.DiagContext:
+    return dc.DiagContext(board=getattr(daemon, "board", None), config=getattr(daemon, "config", None),
+                          daemon=daemon, clock=getattr(daemon, "clock", None) or RealClock())
+
+
+def build_report(daemon_or_board: Any, config: Any | None = None, args: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """The full diagnostic report as a JSON-ready dict (`cmd/diag` over MQTT, `nalox diag report --json`).
+    Accepts the running UnitDaemon (uses its board, ledger and config) or a started Board."""
+    if hasattr(daemon_or_board, "ledger") and hasattr(daemon_or_board, "board"):
+        ctx = daemon_context(daemon_or_board)
+        if config is not None:
+            ctx.config = config
+    else:
+        ctx = dc.DiagContext(board=daemon_or_board, config=config)
+    return report_dict(full_report(ctx, args or {}), **report_context(ctx))
+
+
+# ---------------------------------------------------------------- control socket requests (in the daemon)
+
+
+def handle_request(daemon: Any, req: dict[str, Any]) -> dict[str, Any]:
+    op = req["op"]
+    if op == "hello":
+        config = getattr(daemon, "config", None)
+        return {"ok": True, "unit": config.unit.id if config is not None else None, "pid": os.getpid(),
+                "mode": str(getattr(daemon, "mode", "unknown"))}
+    if op == "diag":
+        return _diag(daemon, req)
+    if op == "restock":
+        return restock(daemon, req)
+    return {"ok": False, "error": f"expected op hello, diag or restock, got {op!r}", "code": "bad_request"}
+
+
+def _diag(daemon: Any, req: dict[str, Any]) -> dict[str, Any]:
+    check = req.get("check")
+    if check not in CHECKS:
+        return {"ok": False, "error": f"expected check one of {', '.join(CHECKS)}, got {check!r}",
+                "code": "bad_request"}
+    ctx = daemon_context(daemon)
+    checks = run_check(ctx, str(check), dict(req.get("args") or {}))
+    return {"ok": True, "report": report_dict(checks, **report_context(ctx))}
+
+
+def expected_stock(daemon: Any, column: int) -> int:
+    for col in daemon.snapshot_state().columns:
+        if col.column == column:
+            return int(col.stock)
+    raise KeyError(column)
+
+
+def restock(daemon: Any, req: dict[str, Any]) -> dict[str, Any]:
+    """Blind count: the technician's count comes in first; only then is it compared with what the ledger
+    expected. A discrepancy without a reason is refused with both numbers, so the technician can
+    recount or explain, and the restock is recorded only once it is resolved."""
+    try:
+        column, count = int(req["column"]), int(req["count"])
+        found = None if req.get("counted_before") is None else int(req["counted_before"])
+        expiry = date.fromisoformat(req["expiry"]) if req.get("expiry") else None
+    except (KeyError, TypeError, ValueError) as exc:
+        return {"ok": False, "error": f"expected column, count (integers) and expiry YYYY-MM-DD, got {exc}",
+                "code": "bad_request"}
+    try:
+        expected = expected_stock(daemon, column)
+    except KeyError:
+        return {"ok": False, "error": f"expected a configured column, got column {column}",
+                "code": "bad_column"}
+    reason = (req.get("reason") or "").strip() or None
+    if found is not None and found != expected and reason is None:
+        return {"ok": False, "code": "reason_required", "counted_before": found, "expected_before": expected,
+                "error": f"expected a reason for the discrepancy: counted {found}, the ledger {expected}"}
+    try:
+        event = daemon.restock(column, count, counted_before=found, lot=req.get("lot"), expiry=expiry,
+                               reason=reason, source="local")
+    except Exception as exc:  # CommandRefused(reason) and validation errors say what is wrong
+        return {"ok": False, "error": str(exc), "code": "refused"}
+    payload = event.model_dump(mode="json") if hasattr(event, "model_dump") else dict(event)
+    return {"ok": True, "event": payload, "expected_before": expected}
+

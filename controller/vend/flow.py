@@ -1,0 +1,365 @@
+"""The vend flow: press -> video -> dispense, with the video gate, FEFO, column retry and the ledger.
+
+States: idle -> (button) video -> (video completed) dispensing -> dispensed | failed -> idle.
+The door puts the unit in service mode (no vending) until it is closed and a self-test passes.
+Runs on the daemon's one loop thread only; board and player callbacks reach it through the daemon's queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from controller import log
+from controller.clock import Clock
+from controller.config import UnitConfig
+from controller.ledger import ColumnChange, Ledger
+from controller.serial.board_api import Board, BoardError
+from controller.vend import stock
+from controller.vend.alarms import Alarms
+from controller.vend.video import PlayerEvent, VideoCompleted, VideoFailed, VideoPlayer, VideoProgress
+from schemas.models import (
+    DispenseEvent,
+    DoorEvent,
+    OutOfStockEvent,
+    VendAttempt,
+    VendFailedEvent,
+    VideoEvent,
+)
+
+LOG = log.get("vend")
+Mode = Literal["vending", "service", "locked", "starting"]
+COLUMN_FAULTS = {"jammed", "no_drop_detected", "motor_fault", "empty", "bad_column"}
+
+
+class Phase(StrEnum):
+    IDLE = "idle"
+    VIDEO = "video"
+    DISPENSING = "dispensing"
+
+
+@dataclass
+class VideoSession:
+    token: int
+    language: str
+    started: float  # monotonic
+    length_s: float
+
+
+class VendFlow:
+    def __init__(
+        self,
+        config: UnitConfig,
+        ledger: Ledger,
+        board: Board,
+        player: VideoPlayer,
+        clock: Clock,
+        alarms: Alarms,
+        changed: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.board = board
+        self.player = player
+        self.clock = clock
+        self.alarms = alarms
+        self.changed = changed
+        self.phase = Phase.IDLE
+        self.session: VideoSession | None = None
+        self.window_until: float | None = None
+        self.door_open = False
+        self.self_test_ok = True
+        self.locked = ledger.get_meta("locked") == "1"
+        self.ready = False
+        self._tokens = 0
+
+    # ------------------------------------------------------------ mode
+
+    @property
+    def mode(self) -> Mode:
+        if not self.ready:
+            return "starting"
+        if self.locked:
+            return "locked"
+        if self.door_open or not self.self_test_ok:
+            return "service"
+        return "vending"
+
+    def set_locked(self, locked: bool) -> None:
+        self.locked = locked
+        self.ledger.set_meta("locked", "1" if locked else "0")
+        if locked:
+            self.alarms.raise_("locked", "unit locked by a remote command", "info")
+            self._abandon("locked")
+        else:
+            self.alarms.clear("locked", "unit unlocked")
+        self.changed()
+
+    # ------------------------------------------------------------ inputs
+
+    def on_press(self, language: str) -> None:
+        lang = language if language in self.config.videos.files else self.config.videos.default_language
+        if self.mode != "vending":
+            LOG.info("press_ignored", language=lang, mode=self.mode)
+            self._say(self.config.policies.text("service", lang))
+            return
+        if self.phase != Phase.IDLE:
+            LOG.info("press_ignored", language=lang, phase=str(self.phase))
+            return
+        if self.window_until is not None and self.clock.monotonic() <= self.window_until:
+            LOG.info("press_in_window", language=lang)
+            self.vend(lang, "window")
+            return
+        self._start_video(lang)
+
+    def on_void_press(self, language: str, why: str) -> None:
+        """A press too old to belong to anyone here: no video, no kit; the screen says so."""
+        lang = language if language in self.config.videos.files else self.config.videos.default_language
+        LOG.warning("press_void", language=lang, why=why)
+        if self.phase == Phase.IDLE:
+            self._say(self.config.policies.text("press_void", lang))
+
+    def on_player(self, event: PlayerEvent) -> None:
+        s = self.session
+        if s is None or event.token != s.token:
+            LOG.debug("player_event_stale", token=event.token)
+            return
+        if isinstance(event, VideoProgress):
+            if event.duration_s:
+                s.length_s = event.duration_s
+        elif isinstance(event, VideoCompleted):
+            self._completed(s, event)
+        elif isinstance(event, VideoFailed):
+            self._failed(s, event)
+
+    def on_door(self, open_: bool) -> None:
+        if open_ == self.door_open:
+            return
+        self.door_open = open_
+        self.ledger.record(DoorEvent, open=open_)
+        LOG.info("door", open=open_)
+        if open_:
+            self._abandon("door_open")
+        elif self.config.policies.self_test_on_close:
+            self.self_test()
+        else:
+            self.self_test_ok = True
+        self.changed()
+
+    def tick(self) -> None:
+        s = self.session
+        deadline = None if s is None else s.started + s.length_s + self.config.videos.grace_s
+        if deadline is not None and self.phase == Phase.VIDEO and self.clock.monotonic() > deadline:
+            self._abandon("timeout")
+
+    # ------------------------------------------------------------ video
+
+    def _start_video(self, lang: str) -> None:
+        self._tokens += 1
+        self.session = VideoSession(
+            self._tokens, lang, self.clock.monotonic(), self.config.videos.expected_length_s
+        )
+        self.phase = Phase.VIDEO
+        self.ledger.record(VideoEvent, phase="started", language=lang)
+        self.changed()
+        self.player.play(self.config.videos.files[lang], self._tokens)
+
+    def _completed(self, s: VideoSession, event: VideoCompleted) -> None:
+        self.session = None
+        self.ledger.record(VideoEvent, phase="completed", language=s.language, position_s=event.position_s)
+        self.alarms.clear("video_player", "the player completed a clip")
+        window = self.config.policies.multi_kit_window_s
+        self.window_until = self.clock.monotonic() + window if window > 0 else None
+        self.vend(s.language, "video")
+
+    def _failed(self, s: VideoSession, event: VideoFailed) -> None:
+        self.session = None
+        detail = f"{event.reason}: {event.detail}" if event.detail else event.reason
+        self.ledger.record(
+            VideoEvent, phase="failed", language=s.language, position_s=event.position_s, detail=detail[:500]
+        )
+        fallback = self.config.videos.fallback
+        self.alarms.raise_(
+            "video_player", f"video player failed ({event.reason}); fallback {fallback}", "critical"
+        )
+        LOG.error("video_failed", reason=event.reason, fallback=fallback)
+        if fallback == "dispense":
+            self.vend(s.language, "fallback")
+        else:
+            self.phase = Phase.IDLE
+            self._say(self.config.policies.text("video_broken", s.language))
+            self.changed()
+
+    def _abandon(self, why: str) -> None:
+        s = self.session
+        if s is None:
+            return
+        self.session = None
+        self.phase = Phase.IDLE
+        self.player.stop_playback()
+        position = self.clock.monotonic() - s.started
+        self.ledger.record(
+            VideoEvent, phase="abandoned", language=s.language, position_s=round(position, 1), detail=why
+        )
+        LOG.info("video_abandoned", language=s.language, why=why)
+        self.changed()
+
+    # ------------------------------------------------------------ dispensing
+
+    def vend(self, lang: str | None, via: str) -> DispenseEvent | None:
+        """Try up to max_attempts columns, each with a new command id; record exactly what happened."""
+        self.phase = Phase.DISPENSING
+        self.changed()
+        try:
+            return self._vend(lang, via)
+        finally:
+            self.phase = Phase.IDLE
+            self.changed()
+
+    def _vend(self, lang: str | None, via: str) -> DispenseEvent | None:
+        product = self.config.vend_product
+        self.check_expiry()
+        attempts: list[VendAttempt] = []
+        tried: set[int] = set()
+        for _ in range(self.config.policies.max_attempts):
+            row = stock.choose_column(self.ledger.columns(), product, self.clock.now().date(), tried)
+            if row is None:
+                break
+            tried.add(row.column)
+            cid = self.ledger.allocate_command(row.column, lang, via)
+            outcome = self._dispense(cid, row.column)
+            attempts.append(VendAttempt(column=row.column, command_id=cid, outcome=outcome or "unknown"))
+            if outcome == "dropped":
+                return self.record_drop(cid, row.column, lang, via)
+            if outcome is None:
+                self.alarms.raise_(
+                    "board_unreachable", f"dispense {cid} outcome unknown; will reconcile", "critical"
+                )
+                break  # never try another column while a kit may have dropped
+            self._attempt_failed(cid, row.column, outcome)
+            if outcome == "door_open":
+                break
+        if not attempts:
+            self._out_of_stock(product, lang)
+        else:
+            self._vend_failed(attempts, lang)
+        return None
+
+    def _dispense(self, cid: int, column: int) -> str | None:
+        try:
+            return self.board.dispense(cid, column).outcome
+        except BoardError as exc:
+            LOG.error("dispense_error", command_id=cid, column=column, error=str(exc))
+        for _ in range(3):
+            try:
+                outcome = self.board.query_result(cid).outcome
+            except BoardError:
+                continue
+            return None if outcome == "unknown_command" else outcome
+        return None
+
+    def record_drop(self, cid: int, column: int, lang: str | None, via: str) -> DispenseEvent:
+        row = self.ledger.column(column)
+        product = self.config.products[row.product]
+        if row.stock == 0:
+            self.alarms.raise_(
+                f"stock_discrepancy_{column}", f"column {column} dropped a kit the ledger did not count"
+            )
+        change = ColumnChange(column, stock_delta=-1 if row.stock > 0 else 0)
+        event = self.ledger.record(
+            DispenseEvent,
+            changes=(change,),
+            settle=(cid, "dropped"),
+            column=column,
+            product=row.product,
+            doses=product.doses,
+            lot=row.lot,
+            expiry=row.expiry,
+            command_id=cid,
+            language=lang,
+            via=via,
+        )
+        LOG.info(
+            "dispensed", command_id=cid, column=column, via=via, stock_after=event.stock_after, seq=event.seq
+        )
+        self._say(self.config.policies.text("thank_you", lang))
+        return event
+
+    def _attempt_failed(self, cid: int, column: int, outcome: str) -> None:
+        self.ledger.settle(cid, outcome)
+        LOG.warning("dispense_failed", command_id=cid, column=column, outcome=outcome)
+        if outcome in COLUMN_FAULTS or outcome.startswith("unknown"):
+            self.ledger.set_fault(column, outcome)
+            self.alarms.raise_(f"column_fault_{column}", f"column {column}: {outcome}", "warning", column)
+
+    def _vend_failed(self, attempts: list[VendAttempt], lang: str | None) -> None:
+        reason = (
+            "door_open"
+            if attempts[-1].outcome == "door_open"
+            else ("board_unreachable" if attempts[-1].outcome == "unknown" else "all_columns_failed")
+        )
+        self.ledger.record(VendFailedEvent, reason=reason, attempts=attempts)
+        self.alarms.raise_("vend_failed", f"a vend failed: {reason}", "critical")
+        self._say(self.config.policies.text("vend_failed", lang))
+
+    def _out_of_stock(self, product: str, lang: str | None) -> None:
+        rows = self.ledger.columns()
+        if any(
+            r.stock > 0 and r.product == product and not stock.is_expired(r, self.clock.now().date())
+            for r in rows
+        ):
+            self.ledger.record(VendFailedEvent, reason="all_columns_faulted", attempts=[])
+            self.alarms.raise_("vend_failed", "a vend failed: every column with stock is faulted", "critical")
+            self._say(self.config.policies.text("vend_failed", lang))
+            return
+        self.ledger.record(OutOfStockEvent, product=product, language=lang)
+        self.alarms.raise_("out_of_stock", f"no vendable {product} left", "critical")
+        LOG.warning("out_of_stock", product=product)
+        self._say(self.config.policies.text("out_of_stock", lang))
+
+    # ------------------------------------------------------------ checks
+
+    def check_expiry(self) -> None:
+        today = self.clock.now().date()
+        for row in self.ledger.columns():
+            code = f"lot_expired_{row.column}"
+            if row.stock > 0 and stock.is_expired(row, today):
+                self.alarms.raise_(
+                    code,
+                    f"column {row.column} lot {row.lot} expired {row.expiry}; not vended",
+                    "warning",
+                    row.column,
+                )
+            else:
+                self.alarms.clear(code, "no expired stock in the column")
+
+    def self_test(self) -> bool:
+        """Door closed: the board must answer and report the door closed. Passing clears column faults
+        (the technician had the door open to fix them)."""
+        try:
+            self.board.ping()
+            status = self.board.status()
+            ok, why = not status.door_open, "door still open"
+        except BoardError as exc:
+            ok, why = False, str(exc)
+        self.self_test_ok = ok
+        if not ok:
+            self.alarms.raise_("self_test_failed", f"self-test after door close failed: {why}", "critical")
+            return False
+        self.alarms.clear("self_test_failed", "self-test passed")
+        for row in self.ledger.columns():
+            if row.fault is not None:
+                self.ledger.set_fault(row.column, None)
+                self.alarms.clear(f"column_fault_{row.column}", "cleared after service")
+        self.alarms.clear("vend_failed", "cleared after service")
+        for alarm in self.ledger.active_alarms():
+            if alarm.code.startswith("board_fault_"):
+                self.alarms.clear(alarm.code, "cleared after service")
+        LOG.info("self_test_passed")
+        return True
+
+    def _say(self, text: str) -> None:
+        LOG.info("screen", text=text)
+        self.player.show_text(text, 10.0)

@@ -1,0 +1,121 @@
+"""Fixtures for the unit daemon tests: a config built in code, a daemon on fakes with a FakeClock."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.clock import FakeClock
+from controller.config import UnitConfig, parse_config
+from controller.daemon import UnitDaemon
+from controller.fakes import FakeBoard, FakePlayer
+
+BASE: dict[str, Any] = {
+    "unit": {"id": "test-unit-1", "site": "Test site"},
+    "serial": {"port": "/dev/null"},
+    "products": {"nasal-4mg": {"name": "Naloxone nasal spray 4 mg", "doses": 2}},
+    "columns": [
+        {
+            "column": c,
+            "product": "nasal-4mg",
+            "capacity": 30,
+            "par": 5,
+            "initial_stock": 20,
+            "lot": f"LOT-{c}",
+            "expiry": f"2028-0{c}-01",
+        }
+        for c in range(1, 7)
+    ],
+    "videos": {"files": {"en": "en.mp4", "es": "es.mp4"}, "expected_length_s": 3.0, "grace_s": 10.0},
+    "policies": {"multi_kit_window_s": 60.0, "status_poll_s": 30.0},
+    "paths": {"data_dir": "data"},
+}
+
+
+def make_config(tmp_path: Path, **sections: Any) -> UnitConfig:
+    data = copy.deepcopy(BASE)
+    for name, values in sections.items():
+        if isinstance(values, dict) and isinstance(data.get(name), dict):
+            data[name].update(values)
+        else:
+            data[name] = values
+    return parse_config(data, source="test", base_dir=tmp_path)
+
+
+class Rig:
+    """A daemon on a FakeBoard and FakePlayer with a FakeClock, driven by pump()."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        config: UnitConfig | None = None,
+        board: FakeBoard | None = None,
+        auto: str | None = None,
+    ) -> None:
+        self.tmp_path = tmp_path
+        self.config = config or make_config(tmp_path)
+        self.clock = FakeClock()
+        self.board = board or FakeBoard(columns=len(self.config.columns), stock=20)
+        self.player = FakePlayer(self.clock, duration_s=3.0, auto=auto)
+        self.daemon = UnitDaemon(self.config, self.board, self.player, self.clock)
+        self.daemon.open()
+        self.daemon.pump()
+
+    def press(self, lang: str = "en") -> None:
+        self.board.press(lang)
+        self.daemon.pump()
+
+    def complete(self) -> None:
+        self.clock.advance(3.0)
+        self.player.complete()
+        self.daemon.pump()
+
+    def events(self, kind: str) -> list[Any]:
+        return self.daemon.ledger.events(event_type=kind)
+
+    def restart(self) -> None:
+        """A new daemon on the same ledger file and board (after a crash, the old one is just dropped)."""
+        self.daemon.ledger.close()
+        self.player = FakePlayer(self.clock, duration_s=3.0, auto=self.player.auto)
+        self.daemon = UnitDaemon(self.config, self.board, self.player, self.clock)
+        self.daemon.open()
+        self.daemon.pump()
+
+    def close(self) -> None:
+        self.daemon.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Every test leaves no thread and no child process behind (mpv, sim board, unit daemon)."""
+    import threading
+    import time
+
+    import psutil
+
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        threads = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        children = [
+            p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE
+        ]
+        if not threads and not children:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"expected no leftovers, found threads {threads} and processes {children}")
+        for t in threads:
+            t.join(timeout=0.1)
+        psutil.wait_procs(children, timeout=0.1)

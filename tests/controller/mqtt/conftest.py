@@ -1,0 +1,92 @@
+"""Fixtures for the MQTT tests: a stand-in unit and ledger, a reporter on the dev broker, a watcher."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.clock import RealClock
+from controller.mqtt.client import MqttSettings
+from controller.mqtt.reporter import Reporter
+from nalox.broker import Broker
+from tests.controller.mqtt.certs import Pki, make_certs
+from tests.controller.mqtt.standins import SqliteLedger, StandInUnit, Watcher, real_ledger
+
+
+def fast_settings(port: int, tmp_path: Path, **overrides: Any) -> MqttSettings:
+    base: dict[str, Any] = dict(
+        port=port,
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.5,
+        connect_timeout_s=5,
+        telemetry_interval_s=3600,
+        state_db=tmp_path / "reporter.sqlite",
+    )
+    base.update(overrides)
+    return MqttSettings(**base)
+
+
+@pytest.fixture
+def unit_id() -> str:
+    return f"unit-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def make_reporter(broker: Broker, tmp_path: Path, unit_id: str) -> Iterator[Callable[..., Reporter]]:
+    made: list[Reporter] = []
+
+    def make(
+        clock: Any = None,
+        ledger: SqliteLedger | None = None,
+        unit: StandInUnit | None = None,
+        **overrides: Any,
+    ) -> Reporter:
+        clock = clock or RealClock()
+        unit = unit or StandInUnit(unit_id, clock)
+        ledger = ledger or real_ledger(tmp_path, unit_id, clock)
+        reporter = Reporter(fast_settings(broker.port, tmp_path, **overrides), unit, ledger, clock)
+        made.append(reporter)
+        return reporter
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+@pytest.fixture
+def watcher(broker: Broker, unit_id: str) -> Iterator[Watcher]:
+    w = Watcher(broker.port, [f"nalox/v1/{unit_id}/#"])
+    yield w
+    w.close()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves threads running (paho loops, reporter workers, dispatchers)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not extra or time.monotonic() > deadline:
+            break
+        extra[0].join(0.05)
+    assert not extra, f"expected no threads left by the test, found {[t.name for t in extra]}"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    root = tmp_path_factory.mktemp("pki") / "pki"
+    make_certs(root, "init")
+    for name in ("unit-a", "unit-b", "unit-c", "unit-outage"):
+        make_certs(root, "unit", name)
+    for name in ("inventory", "operations"):
+        make_certs(root, "service", name)
+    make_certs(root, "revoke", "unit-c")
+    return Pki(root)
