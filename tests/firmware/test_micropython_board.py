@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controller.board import BoardEvent, BoardRebooted, ButtonPressed
-from controller.link import SerialBoard
 
+from controller.serial.board_api import BoardEvent, BoardRebooted, ButtonPressed
+from controller.serial.board_link import SerialBoard
 from simulator.mpboard import MicroPythonBoard
 from simulator.pty import PtyPort
 from tests.waiting import wait_for
