@@ -148,6 +148,27 @@ class TemperatureSection(Section):
         return self
 
 
+class FirmwareSection(Section):
+    trusted_keys: list[str] = Field(
+        default_factory=list, max_length=16,
+        description="Ed25519 public keys (base64 of the 32 raw bytes) a firmware bundle must be signed by")
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        import base64
+        import binascii
+
+        for key in keys:
+            try:
+                raw = base64.b64decode(key, validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(f"expected the base64 of 32 raw Ed25519 bytes, got {key[:20]!r}")
+        return keys
+
+
 class UnitConfig(Section):
     unit: UnitSection
     serial: SerialSection
@@ -157,6 +178,7 @@ class UnitConfig(Section):
     policies: Policies = Policies()
     paths: PathsSection
     temperature: TemperatureSection = TemperatureSection()
+    firmware: FirmwareSection = FirmwareSection()
     mqtt: Any = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     config_version: str = "unversioned"

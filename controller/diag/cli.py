@@ -165,6 +165,13 @@ def daemon_serves(config: Any | None) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     quiet_logs()
+    argv = sys.argv[1:] if argv is None else argv
+    if "firmware" in argv[:3] and (argv[0] == "firmware" or argv[0] in ("--config", "--port")):
+        from controller.diag.firmware_cli import main as firmware_main  # nalox diag [--config X] firmware
+
+        at = argv.index("firmware")
+        rest = argv[:at] + argv[at + 1:]
+        return firmware_main(rest[at:at + 1] + rest[:at] + rest[at + 1:] if at else rest)
     try:
         args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:

@@ -149,6 +149,7 @@ class SerialBoard:
         self._last_sent: _Pending | None = None
         self._tx_seq = 0
         self._version = 1  # frames sent (and accepted) in this session; 1 until HELLO says otherwise
+        self._wire = [0, 0]  # bytes written, bytes read
         self._token = itertools.count(random.randrange(1, 2**31))
         self._pending_lock = threading.Lock()
         self._pending: dict[ReplyKey, list[_Pending]] = {}
@@ -445,11 +446,16 @@ class SerialBoard:
             f"{attempt + 1} tries of {self.ack_timeout * 1000:g} ms"
         )
 
+    def wire_bytes(self) -> int:
+        """Bytes on the line so far, both directions (for timing a transfer at a given baud rate)."""
+        return self._wire[0] + self._wire[1]
+
     def _write(self, wire: bytes) -> bool:
         try:
             self._port.write(wire)
         except PortLost:
             return False
+        self._wire[0] += len(wire)
         self._count("frames_sent")
         return True
 
@@ -491,6 +497,7 @@ class SerialBoard:
             log.exception("board_link_reader_error", port=self.port_name)
 
     def _on_bytes(self, data: bytes) -> None:
+        self._wire[1] += len(data)
         frames = self._deframer.feed(data)
         self._note_deframer_errors()
         for frame in frames:

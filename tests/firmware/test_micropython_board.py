@@ -139,3 +139,40 @@ def test_heap_after_start_during_a_dispense_burst_and_with_a_full_journal(rig: R
     assert firmware < 120_000
     assert full["live"] < 160_000  # RP2040 MicroPython: about 190 KB of heap
     assert after_full["peak_since_last"] < 200_000
+
+
+def test_firmware_update_on_micropython_good_and_rolled_back(tmp_path: Path) -> None:
+    """The update end to end on the real interpreter: the new slot is imported by MicroPython from its
+    file system; a firmware that never answers HELLO is rolled back by the board itself."""
+    from controller.diag import firmware_bundle as fwbundle
+    from controller.diag.firmware_update import UpdateFailed, update_board
+    from firmware_py.board import FIRMWARE_VERSION
+
+    firmware = Path(__file__).resolve().parents[2] / "firmware_py"
+    key = tmp_path / "k.pem"
+    public = fwbundle.keygen(key)
+    files = fwbundle.collect(firmware)
+    good = fwbundle.sign(files, fwbundle.load_private_key(key), "0.3.0", "nalox-mpsim", tmp_path / "good.zip")
+    board_py = files["firmware_py/board.py"].decode()
+    hello = '        """Version negotiation:'
+    mute = board_py.replace(hello, "        return\n" + hello, 1)
+    bad = fwbundle.sign({**files, "firmware_py/board.py": mute.encode()}, fwbundle.load_private_key(key),
+                        "0.4.0", "nalox-mpsim", tmp_path / "bad.zip")
+    for bundle in (good, bad):
+        fwbundle.verify(fwbundle.read(tmp_path / ("good.zip" if bundle is good else "bad.zip")), [public])
+    rig = Rig(tmp_path, columns=2, stock=5, spin_ms=20, trial_ms=2000)
+    try:
+        rig.board.set_door(True)
+        with SerialBoard(str(rig.path), request_timeout=15.0) as link:
+            link.start(on_event=rig.events.put)
+            wait_for(lambda: link.status().door_open, 5, "the door open")
+            result = update_board(link, good, rig.events, timeout=60)
+            assert (result.old_version, result.new_version) == (FIRMWARE_VERSION, "0.3.0")
+            stats = rig.board.stats()
+            assert (stats["firmware"], stats["slot"], stats["implementation"]) == ("0.3.0", 1, "micropython")
+            with pytest.raises(UpdateFailed, match=r"rolled back by itself and runs 0\.3\.0"):
+                update_board(link, bad, rig.events, timeout=60)
+            stats = rig.board.stats()
+            assert (stats["firmware"], stats["slot"], stats["reasons"][-1]) == ("0.3.0", 1, "rolled_back")
+    finally:
+        rig.close()

@@ -130,6 +130,8 @@ def _table(name: str, values: dict[str, Any]) -> list[str]:
 
 
 def _toml(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(item) for item in v) + "]"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
