@@ -18,12 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import firmware_py
 from controller.diag.firmware_bundle import BundleError, collect, keygen, load_private_key, read, sign, verify
 from controller.diag.firmware_update import UpdateFailed, UpdateRefused, update_board
 from controller.serial.board_api import BoardError, BoardEvent
 
 EXIT_OK, EXIT_LINK, EXIT_USAGE, EXIT_REFUSED, EXIT_FAILED = 0, 1, 2, 11, 12
-FIRMWARE_SRC = Path(__file__).resolve().parents[1] / "firmware_py"
+FIRMWARE_SRC = Path(firmware_py.__file__).resolve().parent  # the firmware this package ships
 
 
 def parser() -> argparse.ArgumentParser:
