@@ -70,6 +70,7 @@ class UnitView:
     label: LabelRange = field(default_factory=LabelRange)  # the strictest of its products' ranges
     program: str = "Jail vending"
     holds: tuple[LotHold, ...] = ()
+    firmware_version: str | None = None  # the dispenser board's, from the unit's state
 
     @property
     def total_stock(self) -> int:
@@ -161,6 +162,7 @@ def unit_view(
         label=label_of(row, products),
         program=row.program,
         holds=tuple(row.state.holds) if row.state else (),
+        firmware_version=row.state.firmware_version if row.state else None,
     )
 
 

@@ -34,6 +34,7 @@ class UnitOut(BaseModel):
     acked_seq: int
     last_seq: int
     days_left: float | None
+    firmware_version: str | None = Field(None, description="the dispenser board's firmware (unit state)")
 
 
 class EventOut(BaseModel):
@@ -188,4 +189,5 @@ def unit_out(u: UnitView) -> UnitOut:
         acked_seq=u.acked_seq,
         last_seq=u.last_seq,
         days_left=round(u.days_left, 1) if u.days_left is not None else None,
+        firmware_version=u.firmware_version,
     )

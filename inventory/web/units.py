@@ -105,9 +105,13 @@ def api_units(
     site: str | None = Query(None, max_length=200),
     limit: int | None = Query(None, ge=1, le=5000),
     offset: int = Query(0, ge=0),
+    firmware: str | None = Query(None, max_length=40, description="only units whose board runs this version"),
 ) -> list[UnitOut]:
     """Every unit (or one site's; one page of `limit` from `offset`, by site and id): id, site, online
-    state and stock per column."""
+    state, stock per column and board firmware; `firmware=0.3.0` lists the units running that version."""
+    if firmware is not None:
+        ids = ctx.store.unit_ids(site, offset, limit) if site or limit or offset else None
+        return [unit_out(u) for u in fleet_now(ctx, ids) if u.firmware_version == firmware]
     if site is None and limit is None and offset == 0:
         return [unit_out(u) for u in fleet_now(ctx)]
     ids = ctx.store.unit_ids(site, offset, limit)

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
+from firmware_py.board import FIRMWARE_VERSION
 from inventory.clock import RealClock
 from inventory.service import Service
 from nalox.broker import Broker
@@ -96,8 +97,12 @@ def test_fleet_reports_every_kit_and_the_csv_matches_the_boards(
         kits = {r["unit"]: int(r["kits"]) + int(r["test_vends"]) for r in rows}
         assert kits == dropped, "the monthly CSV counts exactly the kits that physically dropped"
         assert sum(int(r["doses"]) for r in rows) == 2 * sum(dropped.values())
+        by_version = http.get("/api/units", params={"firmware": FIRMWARE_VERSION}).json()
+        assert sorted(x["id"] for x in by_version) == sorted(u.unit_id for u in fleet)
+        assert http.get("/api/units", params={"firmware": "9.9.9"}).json() == []
         page = http.get("/").text
         assert all(f'id="unit-{u.unit_id}"' in page for u in fleet), "the dashboard shows every unit"
+        assert page.count(f"Firmware: {FIRMWARE_VERSION}") == UNITS
         table = http.get("/", params={"view": "table"}).text
         assert all(f'<tr data-unit="{u.unit_id}">' in table for u in fleet), "the table view too"
         site_a = http.get("/", params={"view": "table", "site": "Site A"}).text
