@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas.models import UnitId
+from schemas.models import LabelRange, UnitId
 
 
 class ConfigError(Exception):
@@ -39,6 +39,33 @@ class SerialSection(Section):
 class Product(Section):
     name: str = Field(min_length=1)
     doses: int = Field(default=2, ge=1, le=20, description="doses per kit (a nasal-spray kit holds 2)")
+    label: LabelRange = Field(
+        default_factory=LabelRange, description="the label storage range and excursions (the one source)"
+    )
+
+    @field_validator("label")
+    @classmethod
+    def _label_ordered(cls, v: LabelRange) -> LabelRange:
+        if not v.excursion_min_c <= v.storage_min_c < v.storage_max_c <= v.excursion_max_c:
+            raise ValueError("excursion_min_c <= storage_min_c < storage_max_c <= excursion_max_c")
+        return v
+
+
+class HeatPolicy(Section):
+    """When heat exposure puts a lot on hold in this unit (its kits are not vended; alarm; central
+    shows the reason). Exposure counts from the lot's load into a column."""
+
+    max_hours_outside_label: float = Field(default=24.0, gt=0, description="cumulative, per lot")
+    max_minutes_beyond_excursion: float = Field(default=30.0, gt=0, description="beyond 5-40 C, per lot")
+    max_mkt_c: float | None = Field(default=None, description="mean kinetic temperature limit (e.g. 25)")
+    mkt_min_hours: float = Field(default=24.0, gt=0, description="MKT is judged after this much history")
+    sample_keep: int = Field(default=2016, ge=10, le=100_000, description="readings kept in the ledger")
+
+
+class PrivacySection(Section):
+    keep_acked_events_days: float = Field(
+        default=30.0, gt=0, description="events central has acknowledged are deleted after this many days"
+    )
 
 
 class ColumnConfig(Section):
@@ -179,6 +206,8 @@ class UnitConfig(Section):
     paths: PathsSection
     temperature: TemperatureSection = TemperatureSection()
     firmware: FirmwareSection = FirmwareSection()
+    heat_policy: HeatPolicy = HeatPolicy()
+    privacy: PrivacySection = PrivacySection()
     mqtt: Any = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     config_version: str = "unversioned"
@@ -208,7 +237,24 @@ class UnitConfig(Section):
             raise ValueError(f"policies.product one of {sorted(self.products)}")
         if self.videos.default_language not in self.videos.files:
             raise ValueError("videos.default_language one of the languages in videos.files")
+        if "temperature" in self.model_fields_set:  # the old place: it becomes the products' label
+            label = LabelRange(**self.temperature.model_dump())
+            for name, p in list(self.products.items()):
+                if "label" not in p.model_fields_set:
+                    self.products[name] = p.model_copy(update={"label": label})
+        strictest = self.label()
+        object.__setattr__(self, "temperature", TemperatureSection(**strictest.model_dump()))
         return self
+
+    def label(self) -> LabelRange:
+        """The strictest label range of the products loaded in the columns: the unit's one band."""
+        ranges = [self.products[c.product].label for c in self.columns if c.product in self.products]
+        return LabelRange(
+            storage_min_c=max(r.storage_min_c for r in ranges),
+            storage_max_c=min(r.storage_max_c for r in ranges),
+            excursion_min_c=max(r.excursion_min_c for r in ranges),
+            excursion_max_c=min(r.excursion_max_c for r in ranges),
+        )
 
     @property
     def vend_product(self) -> str:

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from controller import log
@@ -28,6 +28,7 @@ from controller.serial.board_api import (
     ButtonPressed,
     DoorChanged,
 )
+from controller.vend import stock
 from controller.vend.alarms import Alarms
 from controller.vend.flow import Mode, VendFlow
 from controller.vend.temperature import BandChange, TemperatureMonitor
@@ -36,9 +37,13 @@ from schemas.models import (
     ColumnState,
     CommandBase,
     DispenseEvent,
+    LotExposure,
+    LotHold,
+    LotSegment,
     RestockEvent,
     Telemetry,
     TemperatureEvent,
+    TemperatureSample,
     UnitState,
     VendAttempt,
     VendFailedEvent,
@@ -46,8 +51,6 @@ from schemas.models import (
 
 LOG = log.get("daemon")
 LOOP_POLL_S = 0.2
-
-
 
 
 class UnitDaemon:
@@ -69,6 +72,9 @@ class UnitDaemon:
         self.alarms = Alarms(self.ledger, self._changed)
         self.flow = VendFlow(config, self.ledger, board, player, clock, self.alarms, self._changed)
         self.temperature = TemperatureMonitor(config.temperature)
+        self._last_reading: float | None = None
+        self._last_purge: float | None = None
+        self._sample_cursor = 0
         self.board_info: BoardInfo | None = None
         self.reporter: Any = None
         self.control: Any = None
@@ -355,7 +361,74 @@ class UnitDaemon:
             self.flow.on_door(status.door_open)
         for change in self.temperature.update(status.temperature_c, self.clock.monotonic()):
             self._temperature_change(change)
+        self.record_temperature(status.temperature_c)
         self.reconcile_if_pending()
+        self._purge_if_due()
+
+    def record_temperature(self, celsius: float) -> None:
+        """Keep the reading, add the time since the last one to every loaded lot's exposure (judged
+        by the products' label range), and hold any lot past the heat policy."""
+        now = self.clock.monotonic()
+        seconds = 0.0 if self._last_reading is None else min(max(now - self._last_reading, 0.0), 3600.0)
+        self._last_reading = now
+        label = self.config.label()
+        band = label.band(celsius)
+        policy = self.config.heat_policy
+        self.ledger.record_temperature(
+            celsius, seconds, band != "normal", band == "excursion", policy.sample_keep
+        )
+        self._apply_heat_policy()
+
+    def _apply_heat_policy(self) -> None:
+        policy, label = self.config.heat_policy, self.config.label()
+        held = {h.lot for h in self.ledger.holds()}
+        changed = False
+        for seg in self.ledger.segments():
+            if not seg.lot or seg.lot in held:
+                continue
+            why = None
+            if seg.seconds_in_excursion > policy.max_minutes_beyond_excursion * 60:
+                why = (
+                    f"{seg.seconds_in_excursion / 60:.0f} min beyond {label.excursion_min_c:g}-"
+                    f"{label.excursion_max_c:g} °C (limit {policy.max_minutes_beyond_excursion:g} min)"
+                )
+            elif seg.seconds_outside_label > policy.max_hours_outside_label * 3600:
+                why = (
+                    f"{seg.seconds_outside_label / 3600:.1f} h outside the label range "
+                    f"{label.storage_min_c:g}-{label.storage_max_c:g} °C "
+                    f"(limit {policy.max_hours_outside_label:g} h)"
+                )
+            elif (
+                policy.max_mkt_c is not None
+                and seg.mkt_c is not None
+                and (self.clock.now() - seg.loaded_at).total_seconds() >= policy.mkt_min_hours * 3600
+                and seg.mkt_c > policy.max_mkt_c
+            ):
+                why = f"mean kinetic temperature {seg.mkt_c:.1f} °C above {policy.max_mkt_c:g} °C"
+            if why is None:
+                continue
+            reason = f"heat in column {seg.column}: {why}"
+            if self.ledger.hold_lot(seg.lot, "heat", reason, "unit"):
+                held.add(seg.lot)
+                changed = True
+                self.alarms.raise_(
+                    f"lot_heat_{seg.lot}", f"lot {seg.lot} held: {reason}", "critical", seg.column
+                )
+                LOG.warning("lot_heat_hold", lot=seg.lot, column=seg.column, reason=reason)
+        if changed:
+            self.flow.check_expiry()
+            self._changed()
+
+    def _purge_if_due(self) -> None:
+        """Acknowledged events older than privacy.keep_acked_events_days leave the ledger (hourly)."""
+        now = self.clock.monotonic()
+        if self._last_purge is not None and now - self._last_purge < 3600:
+            return
+        self._last_purge = now
+        days = self.config.privacy.keep_acked_events_days
+        n = self.ledger.purge(self.clock.now() - timedelta(days=days))
+        if n:
+            LOG.info("events_purged", events=n, older_than_days=days)
 
     def reconcile_if_pending(self) -> None:
         if self.ledger.pending_commands() and self.flow.phase.value == "idle":
@@ -431,11 +504,12 @@ class UnitDaemon:
                 f"{row.stock}; expected a reason"
             )
         before = row.stock if counted_before is None else counted_before
-        new_lot = lot if lot is not None else row.lot
-        new_expiry = expiry if expiry is not None else row.expiry
+        back = self.ledger.segments(column)[-1:] or None
+        new_lot = lot if lot is not None else (back[0].lot if back else row.lot)
+        new_expiry = expiry if expiry is not None else (back[0].expiry if back else row.expiry)
         fault = None if row.fault == "empty" else row.fault
         change = ColumnChange(
-            column, stock=count, lot=new_lot, expiry=new_expiry, set_lot=True, fault=fault, set_fault=True
+            column, stock=count, lot=new_lot, expiry=new_expiry, found=before, fault=fault, set_fault=True
         )
         event = self.ledger.record(
             RestockEvent,
@@ -473,11 +547,41 @@ class UnitDaemon:
         return {"seq": ev.seq, "stock_after": ev.stock_after, "discrepancy": ev.discrepancy}
 
     def _cmd_set_lot(self, cmd: Any) -> dict[str, Any]:
+        """Every kit in the column is of this lot (a correction: the whole queue takes it)."""
         row = self.ledger.column(cmd.column) if self._known(cmd.column) else None
         if row is None:
             raise CommandRefused(f"expected a configured column, found column {cmd.column}")
-        ev = self._restock(cmd.column, row.stock, None, cmd.lot, cmd.expiry, "lot set", "remote")
+        change = ColumnChange(cmd.column, stock=row.stock, lot=cmd.lot, expiry=cmd.expiry, set_lot=True)
+        ev = self.ledger.record(
+            RestockEvent,
+            changes=(change,),
+            column=cmd.column,
+            added=0,
+            lot=cmd.lot,
+            expiry=cmd.expiry,
+            expected_before=row.stock,
+            reason="lot set",
+            source="remote",
+        )
+        self.flow.check_expiry()
+        self._changed()
         return {"seq": ev.seq, "lot": ev.lot, "expiry": str(ev.expiry)}
+
+    def _cmd_lot_hold(self, cmd: Any) -> dict[str, Any]:
+        """A recall from central (hold) or its release: kept in the ledger (survives restarts); every
+        column whose front kit is of the lot stops vending at once."""
+        if cmd.hold:
+            changed = self.ledger.hold_lot(cmd.lot, "recall", cmd.reason, cmd.by)
+        else:
+            released = self.ledger.release_lot(cmd.lot)
+            changed = released is not None
+            if released is not None and released.kind == "heat":
+                self.alarms.clear(f"lot_heat_{cmd.lot}", f"released by {cmd.by}: {cmd.reason}")
+        LOG.warning("lot_hold", lot=cmd.lot, hold=cmd.hold, by=cmd.by, reason=cmd.reason, changed=changed)
+        self.flow.check_expiry()
+        self._changed()
+        kits = sum(s.count for s in self.ledger.segments() if s.lot == cmd.lot)
+        return {"lot": cmd.lot, "held": cmd.hold, "changed": changed, "kits_here": kits}
 
     def _cmd_lock(self, cmd: Any) -> dict[str, Any]:
         self.flow.set_locked(True)
@@ -573,10 +677,31 @@ class UnitDaemon:
             outbox_oldest_age_s=self._age(oldest),
             last_seq=self.ledger.last_seq(),
             temperature_c=self.temperature.last_c,
+            labels={name: p.label for name, p in self.config.products.items()},
+            holds=[
+                LotHold(lot=h.lot, kind=h.kind, reason=h.reason[:300], by=h.by[:64], since=h.since)  # type: ignore[arg-type]
+                for h in self.ledger.holds()
+            ],
         )
 
     def _column_states(self) -> list[ColumnState]:
         rows = {r.column: r for r in self.ledger.columns()}
+        segs: dict[int, list[LotSegment]] = {}
+        for s in self.ledger.segments():
+            segs.setdefault(s.column, []).append(
+                LotSegment(
+                    lot=s.lot,
+                    expiry=s.expiry,
+                    count=s.count,
+                    loaded_at=s.loaded_at,
+                    exposure=LotExposure(
+                        seconds_outside_label=round(s.seconds_outside_label, 1),
+                        seconds_in_excursion=round(s.seconds_in_excursion, 1),
+                        mkt_c=round(s.mkt_c, 2) if s.mkt_c is not None else None,
+                    ),
+                )
+            )
+        today = self.clock.now().date()
         out = []
         for cfg in self.config.columns:
             r = rows.get(cfg.column)
@@ -590,14 +715,21 @@ class UnitDaemon:
                     lot=r.lot if r else None,
                     expiry=r.expiry if r else None,
                     fault=r.fault if r else None,
+                    lots=segs.get(cfg.column, [])[:50],
+                    held=stock.blocked(r, today) if r else None,
                 )
             )
         return out
 
     def telemetry(self) -> Telemetry:
+        """The periodic telemetry, with the temperature readings since the last one (at most 720)."""
+        samples = self.ledger.temperature_samples(self._sample_cursor)
+        if samples:
+            self._sample_cursor = samples[-1][0]
         return Telemetry(
             unit=self.unit_id,
             ts=self.clock.now(),
+            samples=[TemperatureSample(ts=ts, celsius=max(-60.0, min(100.0, c))) for _, ts, c in samples],
             temperature_c=self.temperature.last_c,
             uptime_s=max(0.0, self.clock.monotonic() - self._started_at),
             link=self.board.counters.as_dict(),

@@ -7,6 +7,7 @@ here, persisted, and only increases. Thread-safe: the reporter reads from its ow
 
 from __future__ import annotations
 
+import math
 import secrets
 import sqlite3
 import threading
@@ -38,6 +39,27 @@ CREATE TABLE IF NOT EXISTS alarms(code TEXT PRIMARY KEY, severity TEXT NOT NULL,
     since TEXT NOT NULL, col INTEGER);
 CREATE TABLE IF NOT EXISTS lot_excursions(lot TEXT PRIMARY KEY, seconds REAL NOT NULL);
 """
+LEDGER_VERSION = 2
+# version 2: a column is a queue of lot segments (front = lowest id), lot holds, temperature readings
+SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS lot_segments(id INTEGER PRIMARY KEY AUTOINCREMENT, col INTEGER NOT NULL,
+    lot TEXT, expiry TEXT, count INTEGER NOT NULL CHECK (count >= 0), loaded_at TEXT NOT NULL,
+    out_s REAL NOT NULL DEFAULT 0, exc_s REAL NOT NULL DEFAULT 0,
+    mkt_sum REAL NOT NULL DEFAULT 0, mkt_dt REAL NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS lot_segments_col ON lot_segments(col, id);
+CREATE TABLE IF NOT EXISTS lot_holds(lot TEXT PRIMARY KEY, kind TEXT NOT NULL, reason TEXT NOT NULL,
+    by_whom TEXT NOT NULL, since TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS temperature_samples(id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL,
+    celsius REAL NOT NULL);
+"""
+MKT_DH_OVER_R = 83144.0 / 8.3144  # activation energy 83.144 kJ/mol over the gas constant, in kelvin
+
+
+def mkt_c(mkt_sum: float, mkt_dt: float) -> float | None:
+    """Mean kinetic temperature (Haynes) from the time-weighted sum of exp(-dH/RT)."""
+    if mkt_dt <= 0 or mkt_sum <= 0:
+        return None
+    return MKT_DH_OVER_R / -math.log(mkt_sum / mkt_dt) - 273.15
 
 
 class LedgerError(Exception):
@@ -54,12 +76,38 @@ class OutboxRow:
 
 @dataclass(frozen=True)
 class ColumnRow:
+    """A column; `lot`/`expiry` are its front kit's (the next to drop), `held` why that kit may not
+    vend (its lot is on hold), None when it may."""
+
     column: int
     product: str
     stock: int
     lot: str | None
     expiry: date | None
     fault: str | None
+    held: str | None = None
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    column: int
+    lot: str | None
+    expiry: date | None
+    count: int
+    loaded_at: datetime
+    seconds_outside_label: float
+    seconds_in_excursion: float
+    mkt_c: float | None
+
+
+@dataclass(frozen=True)
+class Hold:
+    lot: str
+    kind: str  # recall | heat
+    reason: str
+    by: str
+    since: datetime
 
 
 @dataclass(frozen=True)
@@ -84,6 +132,9 @@ class ColumnChange:
     set_lot: bool = False
     fault: str | None = None
     set_fault: bool = False
+    # a restock: the kits found in the column (blind count, or the ledger's), then the kits now in it;
+    # kits added go behind the ones already in the spiral as a new segment of (lot, expiry)
+    found: int | None = None
 
 
 class Ledger:
@@ -97,11 +148,32 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        self._migrate()
         self.unit_id = unit_id or self._meta("unit_id")
         if unit_id:
             self._check_unit(unit_id)
 
     # ------------------------------------------------------------ plumbing
+
+    def _migrate(self) -> None:
+        """Version 1 ledgers kept one lot per column: each column's kits become one segment of that
+        lot (history, events and stock untouched)."""
+        with self._tx() as db:
+            version = int(self._meta("ledger_version", "1") or 1)
+            if version >= LEDGER_VERSION:
+                return
+            for stmt in SCHEMA_V2.split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+            now = self.clock.now().isoformat()
+            for col, stock, lot, expiry in db.execute(
+                "SELECT col, stock, lot, expiry FROM columns WHERE stock > 0"
+            ).fetchall():
+                db.execute(
+                    "INSERT INTO lot_segments(col, lot, expiry, count, loaded_at) VALUES(?,?,?,?,?)",
+                    (col, lot, expiry, stock, now),
+                )
+            self._set_meta(db, "ledger_version", LEDGER_VERSION)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -187,14 +259,83 @@ class Ledger:
         if stock < 0:
             raise LedgerError(f"column {c.column}: expected stock >= 0 after the change, found {stock}")
         db.execute("UPDATE columns SET stock=? WHERE col=?", (stock, c.column))
-        if c.set_lot:
-            db.execute(
-                "UPDATE columns SET lot=?, expiry=? WHERE col=?",
-                (c.lot, c.expiry.isoformat() if c.expiry else None, c.column),
-            )
+        self._move_segments(db, c, int(row[0]), int(stock))
         if c.set_fault:
             db.execute("UPDATE columns SET fault=? WHERE col=?", (c.fault, c.column))
         return int(stock)
+
+    def _move_segments(self, db: sqlite3.Connection, c: ColumnChange, before: int, after: int) -> None:
+        """Keep the column's lot queue equal to its stock: a kit leaves from the front; a restock
+        first sets what was found (missing kits leave from the front, extra ones join the back),
+        then adds its kits behind them or takes the difference from the front; a lot set without a
+        count relabels every kit. The column row mirrors the front segment's lot and expiry."""
+        col = c.column
+        expiry = c.expiry.isoformat() if c.expiry else None
+        now = self.clock.now().isoformat()
+        if c.found is not None:
+            self._fit(db, col, c.found, c.lot, expiry, now)
+            if after > c.found:
+                db.execute(
+                    "INSERT INTO lot_segments(col, lot, expiry, count, loaded_at) VALUES(?,?,?,?,?)",
+                    (col, c.lot, expiry, after - c.found, now),
+                )
+            else:
+                self._take_front(db, col, c.found - after)
+        elif c.set_lot:
+            db.execute("DELETE FROM lot_segments WHERE col=?", (col,))
+            if after:
+                db.execute(
+                    "INSERT INTO lot_segments(col, lot, expiry, count, loaded_at) VALUES(?,?,?,?,?)",
+                    (col, c.lot, expiry, after, now),
+                )
+        else:
+            self._fit(db, col, before, None, None, now)
+            if after < before:
+                self._take_front(db, col, before - after)
+            elif after > before:
+                self._fit(db, col, after, None, None, now)
+        front = db.execute(
+            "SELECT lot, expiry FROM lot_segments WHERE col=? AND count > 0 ORDER BY id LIMIT 1", (col,)
+        ).fetchone()
+        if front is not None:
+            db.execute("UPDATE columns SET lot=?, expiry=? WHERE col=?", (front[0], front[1], col))
+        elif c.set_lot or c.found is not None:
+            db.execute("UPDATE columns SET lot=?, expiry=? WHERE col=?", (c.lot, expiry, col))
+
+    @staticmethod
+    def _take_front(db: sqlite3.Connection, col: int, n: int) -> None:
+        while n > 0:
+            seg = db.execute(
+                "SELECT id, count FROM lot_segments WHERE col=? AND count > 0 ORDER BY id LIMIT 1", (col,)
+            ).fetchone()
+            if seg is None:
+                return
+            take = min(n, int(seg[1]))
+            db.execute("UPDATE lot_segments SET count = count - ? WHERE id=?", (take, seg[0]))
+            n -= take
+        db.execute("DELETE FROM lot_segments WHERE col=? AND count = 0", (col,))
+
+    def _fit(
+        self, db: sqlite3.Connection, col: int, want: int, lot: str | None, expiry: str | None, now: str
+    ) -> None:
+        """Make the queue hold `want` kits: fewer found leave from the front; more found join the last
+        segment (or a new one of `lot` in an empty column)."""
+        have = int(
+            db.execute("SELECT COALESCE(SUM(count), 0) FROM lot_segments WHERE col=?", (col,)).fetchone()[0]
+        )
+        if have > want:
+            self._take_front(db, col, have - want)
+        elif have < want:
+            last = db.execute(
+                "SELECT id FROM lot_segments WHERE col=? ORDER BY id DESC LIMIT 1", (col,)
+            ).fetchone()
+            if last is not None:
+                db.execute("UPDATE lot_segments SET count = count + ? WHERE id=?", (want - have, last[0]))
+            else:
+                db.execute(
+                    "INSERT INTO lot_segments(col, lot, expiry, count, loaded_at) VALUES(?,?,?,?,?)",
+                    (col, lot, expiry, want - have, now),
+                )
 
     def events(self, after_seq: int = 0, event_type: str | None = None) -> list[EventBase]:
         sql = "SELECT payload FROM events WHERE seq > ?" + (" AND event_type=?" if event_type else "")
@@ -264,11 +405,118 @@ class Ledger:
     def columns(self) -> list[ColumnRow]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT col, product, stock, lot, expiry, fault FROM columns ORDER BY col"
+                "SELECT c.col, c.product, c.stock, c.lot, c.expiry, c.fault, h.kind, h.reason FROM columns c "
+                "LEFT JOIN lot_holds h ON h.lot = c.lot AND c.stock > 0 ORDER BY c.col"
             ).fetchall()
         return [
-            ColumnRow(r[0], r[1], r[2], r[3], date.fromisoformat(r[4]) if r[4] else None, r[5]) for r in rows
+            ColumnRow(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                date.fromisoformat(r[4]) if r[4] else None,
+                r[5],
+                f"lot {r[3]} on {r[6]} hold: {r[7]}" if r[6] else None,
+            )
+            for r in rows
         ]
+
+    def segments(self, column: int | None = None) -> list[Segment]:
+        """Lot segments, front first per column."""
+        sql = (
+            "SELECT id, col, lot, expiry, count, loaded_at, out_s, exc_s, mkt_sum, mkt_dt FROM lot_segments "
+            "WHERE count > 0" + (" AND col=?" if column is not None else "") + " ORDER BY col, id"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (column,) if column is not None else ()).fetchall()
+        return [
+            Segment(
+                r[0],
+                r[1],
+                r[2],
+                date.fromisoformat(r[3]) if r[3] else None,
+                r[4],
+                datetime.fromisoformat(r[5]),
+                r[6],
+                r[7],
+                mkt_c(r[8], r[9]),
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------ lot holds
+
+    def hold_lot(self, lot: str, kind: str, reason: str, by: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO lot_holds(lot, kind, reason, by_whom, since) VALUES(?,?,?,?,?)",
+                (lot, kind, reason, by, self.clock.now().isoformat()),
+            )
+        return bool(cur.rowcount)
+
+    def release_lot(self, lot: str) -> Hold | None:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT lot, kind, reason, by_whom, since FROM lot_holds WHERE lot=?", (lot,)
+            ).fetchone()
+            db.execute("DELETE FROM lot_holds WHERE lot=?", (lot,))
+        return Hold(row[0], row[1], row[2], row[3], datetime.fromisoformat(row[4])) if row else None
+
+    def holds(self) -> list[Hold]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT lot, kind, reason, by_whom, since FROM lot_holds ORDER BY lot"
+            ).fetchall()
+        return [Hold(r[0], r[1], r[2], r[3], datetime.fromisoformat(r[4])) for r in rows]
+
+    # ------------------------------------------------------------ temperature readings and exposure
+
+    def record_temperature(
+        self, celsius: float, seconds: float, outside_label: bool, beyond_excursion: bool, keep: int
+    ) -> None:
+        """One reading: kept (the newest `keep`), and `seconds` (since the last reading) added to the
+        exposure of every lot in the columns."""
+        weight = math.exp(-MKT_DH_OVER_R / (celsius + 273.15)) * seconds
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO temperature_samples(ts, celsius) VALUES(?, ?)",
+                (self.clock.now().isoformat(), celsius),
+            )
+            db.execute("DELETE FROM temperature_samples WHERE id <= ?", (int(cur.lastrowid or 0) - keep,))
+            if seconds > 0:
+                db.execute(
+                    "UPDATE lot_segments SET out_s = out_s + ?, exc_s = exc_s + ?, mkt_sum = mkt_sum + ?, "
+                    "mkt_dt = mkt_dt + ? WHERE count > 0",
+                    (
+                        seconds if outside_label else 0.0,
+                        seconds if beyond_excursion else 0.0,
+                        weight,
+                        seconds,
+                    ),
+                )
+
+    def temperature_samples(self, after_id: int = 0, limit: int = 720) -> list[tuple[int, datetime, float]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, ts, celsius FROM temperature_samples WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        return [(int(r[0]), datetime.fromisoformat(r[1]), float(r[2])) for r in rows]
+
+    # ------------------------------------------------------------ privacy
+
+    def purge(self, older_than: datetime) -> int:
+        """Delete events central has acknowledged (seq <= acked) recorded before `older_than`, and
+        settled dispense commands as old; returns how many events went."""
+        cutoff = older_than.isoformat()
+        with self._tx() as db:
+            n = db.execute(
+                "DELETE FROM events WHERE seq <= ? AND created_at < ? "
+                "AND seq NOT IN (SELECT seq FROM outbox)",
+                (self.acked_seq(), cutoff),
+            ).rowcount
+            db.execute("DELETE FROM commands WHERE state = 'settled' AND created_at < ?", (cutoff,))
+        return int(n)
 
     def column(self, number: int) -> ColumnRow:
         for row in self.columns():

@@ -307,7 +307,7 @@ class VendFlow:
     def _out_of_stock(self, product: str, lang: str | None) -> None:
         rows = self.ledger.columns()
         if any(
-            r.stock > 0 and r.product == product and not stock.is_expired(r, self.clock.now().date())
+            r.stock > 0 and r.product == product and stock.blocked(r, self.clock.now().date()) is None
             for r in rows
         ):
             self.ledger.record(VendFailedEvent, reason="all_columns_faulted", attempts=[])
@@ -322,18 +322,27 @@ class VendFlow:
     # ------------------------------------------------------------ checks
 
     def check_expiry(self) -> None:
+        """A column whose front kit is expired or of a held lot holds (never vends) with an alarm until
+        a technician takes the kits out (a restock with a lower count) or the hold is released."""
         today = self.clock.now().date()
         for row in self.ledger.columns():
             code = f"lot_expired_{row.column}"
             if row.stock > 0 and stock.is_expired(row, today):
                 self.alarms.raise_(
                     code,
-                    f"column {row.column} lot {row.lot} expired {row.expiry}; not vended",
+                    f"column {row.column} lot {row.lot} expired {row.expiry}; not vended, "
+                    "take the expired kits out",
                     "warning",
                     row.column,
                 )
             else:
                 self.alarms.clear(code, "no expired stock in the column")
+            held = f"lot_held_{row.column}"
+            if row.held:
+                msg = f"column {row.column}: {row.held}; not vended"
+                self.alarms.raise_(held, msg, "warning", row.column)
+            else:
+                self.alarms.clear(held, "the column's front lot is not held")
 
     def self_test(self) -> bool:
         """Door closed: the board must answer and report the door closed. Passing clears column faults

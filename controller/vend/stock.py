@@ -1,4 +1,5 @@
-"""Column choice for a vend: first-expiry-first-out among vendable columns; expired lots never vend."""
+"""Column choice for a vend: first-expiry-first-out over each column's front kit (the next to drop);
+a column whose front kit is expired or of a held lot never vends (it waits for a technician)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ def is_expired(row: ColumnRow, today: date) -> bool:
     return row.expiry is not None and row.expiry < today
 
 
+def blocked(row: ColumnRow, today: date) -> str | None:
+    """Why the column's front kit may not vend: expired, or its lot on hold; None when it may."""
+    if row.stock > 0 and is_expired(row, today):
+        return f"front kit of lot {row.lot} expired {row.expiry}"
+    return row.held if row.stock > 0 else None
+
+
 def vendable(
     rows: Iterable[ColumnRow], product: str, today: date, exclude: set[int] | None = None
 ) -> list[ColumnRow]:
@@ -23,7 +31,7 @@ def vendable(
         if r.product == product
         and r.stock > 0
         and r.fault is None
-        and not is_expired(r, today)
+        and blocked(r, today) is None
         and r.column not in skip
     ]
     return sorted(ok, key=lambda r: (r.expiry is None, r.expiry or date.max, r.column))

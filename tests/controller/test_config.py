@@ -77,9 +77,10 @@ def test_config_example_command_prints_it(capsys: pytest.CaptureFixture[str]) ->
             "expected column 3 product one of ['nasal-4mg'], found 'nasal-2mg'",
         ),
         (
-            "storage_max_c = 25.0",
-            "storage_max_c = 45.0",
-            "field temperature: expected excursion_min_c <= storage_min_c < storage_max_c <= excursion_max_c",
+            "storage_max_c = 25.0,",
+            "storage_max_c = 45.0,",
+            "field products.nasal-4mg.label: expected excursion_min_c <= storage_min_c < storage_max_c <= "
+            "excursion_max_c",
         ),
         ("[unit]", "[unit\n", "expected valid TOML, found a syntax error"),
     ],

@@ -253,7 +253,9 @@ def test_restock_blind_count_needs_reason_on_discrepancy(rig: Rig) -> None:
         1, 30, counted_before=18, reason="two kits missing", lot="NEW", expiry=date(2030, 1, 1)
     )
     assert ev.discrepancy == -2 and ev.added == 12 and ev.stock_after == 30
-    assert rig.daemon.ledger.column(1).stock == 30 and rig.daemon.ledger.column(1).lot == "NEW"
+    # the 18 kits found stay in front (their lot is the next to drop); the 12 new ones load behind
+    assert rig.daemon.ledger.column(1).stock == 30 and rig.daemon.ledger.column(1).lot == "LOT-1"
+    assert [(s.lot, s.count) for s in rig.daemon.ledger.segments(1)] == [("LOT-1", 18), ("NEW", 12)]
 
 
 def test_snapshot_state_and_telemetry_validate(rig: Rig) -> None:
