@@ -23,6 +23,8 @@ from controller.serial.board_api import (
     ButtonPressed,
     DispenseOutcome,
     DoorChanged,
+    LightPattern,
+    LightState,
     LinkCounters,
     MotorTestOutcome,
 )
@@ -49,6 +51,7 @@ class FakeBoard:
         self.queued: list[BoardEvent] = []  # presses made while the daemon was down
         self.link_down = False
         self.closed = False
+        self.light_pattern = "off"  # what the status light shows (board.light)
         self._on_event: Callable[[BoardEvent], None] = lambda e: None
 
     # ------------------------------------------------------------ Board interface
@@ -90,6 +93,13 @@ class FakeBoard:
     def motor_test(self, column: int) -> MotorTestOutcome:
         self._check_link()
         return MotorTestOutcome(column, "ok" if column in self.stock else "bad_column", 120)
+
+    def light(self, pattern: LightPattern) -> LightState:
+        self._check_link()
+        if pattern not in ("off", "lit", "blinking"):
+            raise BoardError(f"light: expected off, lit or blinking, got {pattern!r}")
+        self.light_pattern = pattern
+        return LightState(pattern, pattern)
 
     # ------------------------------------------------------------ the physical machine
 
