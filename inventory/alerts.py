@@ -18,10 +18,12 @@ from inventory import log
 from inventory.clock import Clock
 from inventory.config import AlertSettings
 from inventory.fleet import UnitView, fleet
-from inventory.store import Store
+from inventory.store import Store, coarsen
 from schemas.models import TOPIC_ROOT, Alert
 
 ALERT_TOPIC = f"{TOPIC_ROOT}/_central/alert"
+# alerts a person's kit (or failed vend) can cause: their times are kept at the kit-time granularity
+KIT_DRIVEN = frozenset({"low_stock", "sold_out", "no_dispense", "vend_failure_rate", "unit_alarm"})
 
 
 @dataclass(frozen=True)
@@ -229,8 +231,13 @@ class AlertManager:
         }
         active = {a["alert_key"] for a in self.store.active_alerts()}
         changes: list[Alert] = []
+        g = self.store.kit_time_granularity_s
+
+        def when(kind: str) -> datetime:
+            return coarsen(now, g) if kind in KIT_DRIVEN else now
+
         for w in wanted.values():
-            if self.store.raise_alert(w.key, w.unit, w.site, w.kind, w.severity, w.message, now):
+            if self.store.raise_alert(w.key, w.unit, w.site, w.kind, w.severity, w.message, when(w.kind)):
                 changes.append(
                     Alert(
                         alert_id=w.key,
@@ -240,11 +247,11 @@ class AlertManager:
                         severity=w.severity,  # type: ignore[arg-type]
                         state="raised",
                         message=w.message,
-                        ts=now,
+                        ts=when(w.kind),
                     )
                 )
         for key in active - wanted.keys():
-            row = self.store.clear_alert(key, now)
+            row = self.store.clear_alert(key, when(key.split(":", 1)[0]))
             if row is not None:
                 changes.append(
                     Alert(
@@ -255,7 +262,7 @@ class AlertManager:
                         severity=row[4],
                         state="cleared",
                         message=row[5],
-                        ts=now,
+                        ts=when(row[3]),
                     )
                 )
         for a in changes:
@@ -263,7 +270,10 @@ class AlertManager:
         return changes
 
     def _announce(self, a: Alert) -> None:
-        self.log.info("alert", **a.model_dump(mode="json"))
+        # a log line is stamped with the time it is written: for an alert a kit caused (sold out,
+        # low stock) that would time the kit, so those go out on MQTT and the webhook (coarse ts) only
+        level = self.log.debug if a.kind in KIT_DRIVEN else self.log.info
+        level("alert", **a.model_dump(mode="json"))
         body = a.model_dump_json().encode()
         if self.publish is not None:
             self.publish(ALERT_TOPIC, body)

@@ -58,6 +58,7 @@ class IngestWorker:
         self.shared = shared
         self.response_topic = f"{TOPIC_ROOT}/+/cmd_response/{client_id}"  # what we subscribe to
         self.log = log.get("mqtt").bind(client_id=client_id)
+        self.inserted_total = 0  # events this worker inserted (logged at stop: no line per batch of kits)
         self.client = make_client(self.settings, client_id)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -92,6 +93,7 @@ class IngestWorker:
             self._thread.join(timeout=30)
         self.client.disconnect()
         self.client.loop_stop()
+        self.log.info("ingest_stopped", inserted=self.inserted_total)
 
     # ------------------------------------------------ paho callbacks (paho's thread: be quick)
     def _on_connect(
@@ -203,7 +205,9 @@ class IngestWorker:
             try:
                 if failures < 3:
                     r = self.ingestor.process(batch)
-                    level = self.log.info if r.inserted or r.rejected else self.log.debug
+                    self.inserted_total += r.inserted
+                    # a line per batch of kits would time each kit exactly: info only for refusals
+                    level = self.log.info if r.rejected else self.log.debug
                     level(
                         "batch_committed",
                         messages=len(batch),

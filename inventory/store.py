@@ -25,7 +25,7 @@ from inventory.migrations import MIGRATIONS, put_unit_columns
 from schemas.models import EventBase, Status, Telemetry, UnitState
 
 # events a person at the machine causes: central keeps their time only to the privacy granularity
-PERSON_EVENT_TYPES = ("dispense", "video", "vend_failed", "out_of_stock")
+PERSON_EVENT_TYPES = ("dispense", "video", "vend_failed", "out_of_stock", "alarm")  # alarms: a failed vend
 REPORT_COUNTS = (
     "kits",
     "doses",
@@ -323,14 +323,25 @@ class Store:
         )
 
     def put_state(self, tx: Tx, state: UnitState, raw: str, now: datetime | None = None) -> bool:
-        """Keep the newest state. A newer state whose last_seq is below what we already acked means
-        the unit's ledger restarted its numbering: acks to it stop (see SeqProgress.paused)."""
+        """Keep the newest state. Its time is kept only at the privacy granularity (the unit sends a
+        state after each kit: its exact time would time the kit), so within one such period the last
+        to arrive wins (one unit's retained states arrive in order). A newer state whose last_seq is
+        below what we already acked means the unit's ledger restarted its numbering: acks to it stop
+        (see SeqProgress.paused)."""
+        g = self.kit_time_granularity_s
+        at = coarsen(state.ts, g)
+        kept = state.model_copy(
+            update={
+                "ts": at,
+                "alarms": [a.model_copy(update={"since": coarsen(a.since, g)}) for a in state.alarms],
+            }
+        )
         newer = (
             tx.execute(
                 "UPDATE units SET state_json = ?, state_ts = ?, "
                 "reported_last_seq = CASE WHEN reported_last_seq > ? THEN reported_last_seq ELSE ? END "
                 "WHERE unit = ? AND (state_ts IS NULL OR state_ts <= ?)",
-                (raw, iso(state.ts), state.last_seq, state.last_seq, state.unit, iso(state.ts)),
+                (kept.model_dump_json(), iso(at), state.last_seq, state.last_seq, state.unit, iso(at)),
             )
             == 1
         )
@@ -338,7 +349,7 @@ class Store:
             put_unit_columns(tx, state.unit, [c.model_dump(mode="json") for c in state.columns])
             tx.execute(
                 "UPDATE units SET seq_reset_at = ? WHERE unit = ? AND acked_seq > ? AND seq_reset_at IS NULL",
-                (iso(now or state.ts), state.unit, state.last_seq),
+                (iso(coarsen(now or state.ts, g)), state.unit, state.last_seq),
             )
         return newer
 
@@ -843,7 +854,8 @@ class Store:
             if n == 1:
                 tx.execute(
                     "INSERT INTO alert_history (alert_key, raised_at, unit, site, kind, severity, message) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_key, raised_at) DO UPDATE SET "
+                    "cleared_at = NULL, severity = excluded.severity, message = excluded.message",
                     (key, iso(now), unit, site, kind, severity, message),
                 )
             else:

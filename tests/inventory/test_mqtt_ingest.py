@@ -201,7 +201,7 @@ def _stop_and_count(procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> l
         p.terminate()
         assert p.wait(30) == 0, path.read_text()[-2000:]
         lines = [json.loads(x) for x in path.read_text().splitlines() if x.startswith("{")]
-        counts.append(sum(x.get("inserted", 0) for x in lines if x.get("event") == "batch_committed"))
+        counts.append(sum(x.get("inserted", 0) for x in lines if x.get("event") == "ingest_stopped"))
     return counts
 
 
