@@ -293,6 +293,13 @@ class CommandBase(Payload):
 
     command_id: str = Field(min_length=1, max_length=64)
     issued_at: datetime
+    issued_by: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="the staff member who sent it from the central dashboard (kept in the unit's ledger); "
+        "never a person at the machine",
+    )
 
 
 class RestockCommand(CommandBase):

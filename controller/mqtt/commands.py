@@ -59,7 +59,9 @@ class Reply:
 
 
 class CommandMemory:
-    """The last MEMORY_SIZE answers by command_id, in SQLite (":memory:" for tests)."""
+    """The last MEMORY_SIZE commands by command_id, in SQLite (":memory:" for tests): each with the
+    answer given, the command as received and `issued_by` (the staff member who sent it from the
+    central dashboard; DESIGN.md invariant 9: staff actions are kept with who sent them)."""
 
     def __init__(self, path: Path | str, size: int = MEMORY_SIZE) -> None:
         self.size = size
@@ -69,6 +71,10 @@ class CommandMemory:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("CREATE TABLE IF NOT EXISTS command_answers (n INTEGER PRIMARY KEY AUTOINCREMENT, "
                          "command_id TEXT UNIQUE NOT NULL, name TEXT NOT NULL, answer TEXT NOT NULL)")
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(command_answers)")}
+        for column in ("issued_by", "command", "answered_at"):  # added later: older ledgers gain them
+            if column not in have:
+                self._db.execute(f"ALTER TABLE command_answers ADD COLUMN {column} TEXT")
 
     def get(self, command_id: str) -> CommandResponse | None:
         with self._lock:
@@ -76,16 +82,39 @@ class CommandMemory:
                                    (command_id,)).fetchone()
         return CommandResponse.model_validate_json(row[0]) if row else None
 
-    def put(self, command_id: str, name: str, answer: CommandResponse) -> None:
+    def put(self, command_id: str, name: str, answer: CommandResponse, command: CommandBase | None = None,
+            answered_at: datetime | None = None) -> None:
+        issued_by = command.issued_by if command is not None else None
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO command_answers (command_id, name, answer) "
-                             "VALUES (?, ?, ?)", (command_id, name, answer.model_dump_json()))
+            self._db.execute("INSERT OR REPLACE INTO command_answers (command_id, name, answer, issued_by, "
+                             "command, answered_at) VALUES (?, ?, ?, ?, ?, ?)",
+                             (command_id, name, answer.model_dump_json(), issued_by,
+                              command.model_dump_json() if command is not None else None,
+                              answered_at.isoformat() if answered_at else None))
             self._db.execute("DELETE FROM command_answers "
                              "WHERE n <= (SELECT MAX(n) FROM command_answers) - ?", (self.size,))
+
+    def history(self, limit: int = 100) -> list[RememberedCommand]:
+        """The newest remembered commands first: who sent each, what it said and the answer given."""
+        with self._lock:
+            rows = self._db.execute("SELECT command_id, name, issued_by, command, answer, answered_at "
+                                    "FROM command_answers ORDER BY n DESC LIMIT ?", (limit,)).fetchall()
+        return [RememberedCommand(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None,
+                                  CommandResponse.model_validate_json(r[4]), r[5]) for r in rows]
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+@dataclass(frozen=True)
+class RememberedCommand:
+    command_id: str
+    name: str
+    issued_by: str | None
+    command: dict[str, Any] | None
+    answer: CommandResponse
+    answered_at: str | None
 
 
 class CommandProcessor:
@@ -149,7 +178,7 @@ class CommandProcessor:
             log.info("command_repeated", name=name, command_id=cmd.command_id, status=earlier.status)
             return earlier
         response = self._check_age(cmd) or self._act(name, cmd)
-        self.memory.put(cmd.command_id, name, response)
+        self.memory.put(cmd.command_id, name, response, cmd, self.clock.now())
         return response
 
     def _check_age(self, cmd: CommandBase) -> CommandResponse | None:
@@ -177,7 +206,7 @@ class CommandProcessor:
             return CommandResponse(command_id=cmd.command_id, status="error",
                                    reason=f"internal error while acting: {type(exc).__name__}: {exc}"[:500])
         self.acted += 1
-        log.info("command_done", name=name, command_id=cmd.command_id)
+        log.info("command_done", name=name, command_id=cmd.command_id, issued_by=cmd.issued_by)
         return CommandResponse(command_id=cmd.command_id, status="ok", result=_jsonable(result))
 
     def _reply_topic(self, msg: InboundMessage) -> str:

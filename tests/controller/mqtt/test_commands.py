@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,23 @@ def test_response_topic_with_wildcards_or_elsewhere_falls_back_to_the_default(wa
     p, _, clock = processor()
     reply = p.process(msg("lock", body(clock), response_topic=wanted))
     assert reply.topic == f"nalox/v1/{UNIT}/cmd_response"
+
+
+def test_the_unit_keeps_who_sent_a_command_next_to_it_and_its_answer(tmp_path: Path) -> None:
+    db = tmp_path / "reporter.db"
+    old = sqlite3.connect(db)  # a ledger from before issued_by existed
+    old.execute("CREATE TABLE command_answers (n INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "command_id TEXT UNIQUE NOT NULL, name TEXT NOT NULL, answer TEXT NOT NULL)")
+    old.commit()
+    old.close()
+    p, handler, clock = processor(CommandMemory(db))
+    body = {"command_id": "staff-1", "issued_at": clock.now().isoformat(), "issued_by": "olivia",
+            "reason": "restock"}
+    assert p.process(msg("lock", json.dumps(body))).response.status == "ok"
+    assert handler.calls[0][1].issued_by == "olivia"
+    remembered = CommandMemory(db).history()
+    assert [(c.command_id, c.name, c.issued_by) for c in remembered] == [("staff-1", "lock", "olivia")]
+    assert remembered[0].command is not None and remembered[0].command["reason"] == "restock"
+    assert remembered[0].answer.status == "ok" and remembered[0].answered_at is not None
+    too_long = dict(body, command_id="staff-2", issued_by="x" * 65)
+    assert p.process(msg("lock", json.dumps(too_long))).response.status == "error"
