@@ -4,7 +4,7 @@
 #   make-certs.sh DIR init [BROKER_NAME...]  server CA + device CA + broker cert (SAN localhost,
 #                                            127.0.0.1 and each BROKER_NAME) + an empty CRL
 #   make-certs.sh DIR unit UNIT_ID           a unit certificate, CN = UNIT_ID (the MQTT username)
-#   make-certs.sh DIR service NAME           a service certificate: inventory or operations
+#   make-certs.sh DIR service NAME           a service certificate: inventory, dashboard or operations
 #   make-certs.sh DIR revoke NAME            revoke NAME's certificate and rewrite the CRL
 #   make-certs.sh DIR crl                    rewrite the CRL (valid NALOX_CRL_DAYS, default 365 days:
 #                                            past that OpenSSL refuses EVERY client, so renew early)
@@ -26,7 +26,7 @@ die() { echo "make-certs: $*" >&2; exit 1; }
 check_name() {
   printf '%s' "$1" | grep -Eq '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$' \
     || die "expected a name of letters, digits, '_', '.', '-' (max 64, not starting with a symbol), got '$1'"
-  case "$1" in inventory|operations) [ "${2:-}" = service ] || die "'$1' is reserved for a service certificate";; esac
+  case "$1" in inventory|dashboard|operations) [ "${2:-}" = service ] || die "'$1' is reserved for a service certificate";; esac
 }
 
 device_cnf() {
@@ -122,7 +122,7 @@ case "$ACTION" in
   init) mkdir -p "$DIR"; init "$@";;
   unit) [ $# -eq 1 ] || usage; client "$1" unit;;
   service) [ $# -eq 1 ] || usage
-    case "$1" in inventory|operations) client "$1" service;; *) die "expected inventory or operations, got '$1'";; esac;;
+    case "$1" in inventory|dashboard|operations) client "$1" service;; *) die "expected inventory, dashboard or operations, got '$1'";; esac;;
   revoke) [ $# -eq 1 ] || usage; revoke "$1";;
   crl) gen_crl;;
   *) usage;;

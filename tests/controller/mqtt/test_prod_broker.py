@@ -30,11 +30,14 @@ def prod_broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield broker
 
 
+SERVICES = ("inventory", "dashboard", "operations")
+
+
 def tls_watcher(broker: Broker, pki: Pki, name: str, filters: list[str]) -> Watcher:
     return Watcher(
         broker.port,
         filters,
-        client_id=f"{name}-{uuid.uuid4().hex[:6]}" if name in ("inventory", "operations") else name,
+        client_id=f"{name}-{uuid.uuid4().hex[:6]}" if name in SERVICES else name,
         tls=pki.tls(name),
     )
 
@@ -181,6 +184,7 @@ def test_unit_subscribed_to_everything_receives_only_its_own_commands_and_acks(
 def test_services_have_their_own_rights(prod_broker: Broker, pki: Pki) -> None:
     inventory = tls_watcher(prod_broker, pki, "inventory", [])
     operations = tls_watcher(prod_broker, pki, "operations", [])
+    dashboard = tls_watcher(prod_broker, pki, "dashboard", [])
     codes = {}
 
     def code(w: Watcher, topic: str) -> int:
@@ -199,9 +203,13 @@ def test_services_have_their_own_rights(prod_broker: Broker, pki: Pki) -> None:
         codes["operations lock"] = code(operations, "nalox/v1/unit-a/cmd/lock")
         codes["operations ack"] = code(operations, "nalox/v1/unit-a/ack")
         codes["operations event"] = code(operations, "nalox/v1/unit-a/event/dispense")
+        codes["dashboard lock"] = code(dashboard, "nalox/v1/unit-a/cmd/lock")
+        codes["dashboard ack"] = code(dashboard, "nalox/v1/unit-a/ack")
+        codes["dashboard state"] = code(dashboard, "nalox/v1/unit-a/state")
     finally:
         inventory.close()
         operations.close()
+        dashboard.close()
     allowed = {k: v < 0x80 for k, v in codes.items()}
     assert allowed == {
         "inventory ack": True,
@@ -211,6 +219,9 @@ def test_services_have_their_own_rights(prod_broker: Broker, pki: Pki) -> None:
         "operations lock": True,
         "operations ack": False,
         "operations event": False,
+        "dashboard lock": True,
+        "dashboard ack": False,
+        "dashboard state": False,
     }, codes
 
 
