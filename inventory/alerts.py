@@ -215,9 +215,11 @@ class AlertManager:
         publish: Callable[[str, bytes], None] | None = None,
         products: Mapping[str, Any] | None = None,
         tz: tzinfo = UTC,
+        notify: Callable[[Alert], None] | None = None,
     ) -> None:
         self.store, self.cfg, self.clock, self.publish = store, cfg, clock, publish
         self.products, self.tz = products, tz
+        self.notify = notify  # e-mail digest
         self.log = log.get("alerts")
         self.started = clock.now()
 
@@ -279,6 +281,8 @@ class AlertManager:
             self.publish(ALERT_TOPIC, body)
         if self.cfg.webhook_url:
             post_webhook(self.cfg.webhook_url, body)  # this runs on the alert thread, never on ingest
+        if self.notify is not None:
+            self.notify(a)
 
 
 def post_webhook(url: str, body: bytes) -> bool:

@@ -7,11 +7,12 @@ expected and what was found; the CLI prints it and exits 2.
 from __future__ import annotations
 
 import tomllib
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.models import LabelRange, UnitId
 
@@ -24,10 +25,78 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+ROLES = ("viewer", "inventory", "operations", "admin")  # each role can do everything the ones before it can
+Role = Literal["viewer", "inventory", "operations", "admin"]
+
+
+def _zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ValueError(f"expected an IANA time zone such as 'America/Chicago', got {v!r}") from e
+    return v
+
+
 class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     refresh_s: int = Field(default=15, ge=2, le=3600, description="dashboard self-refresh period")
+    timezone: str | None = Field(
+        default=None, description="times on the pages are shown in this zone (default: [reports] timezone)"
+    )
+    tls_cert_file: Path | None = Field(default=None, description="serve HTTPS with this certificate")
+    tls_key_file: Path | None = None
+    command_timeout_s: float = Field(default=30.0, gt=0, le=3600, description="a unit's answer is due within")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str | None) -> str | None:
+        return None if v is None else _zone(v)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("expected both tls_cert_file and tls_key_file, or neither")
+        return self
+
+
+class SsoSettings(Section):
+    """Single sign-on through the county's reverse proxy: its headers are believed only when the
+    request comes from one of `trusted_proxies`."""
+
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(min_length=1)
+    user_header: str = Field(default="X-Remote-User", min_length=1, max_length=64)
+    groups_header: str = Field(default="X-Remote-Groups", min_length=1, max_length=64)
+    group_roles: dict[str, Role] = Field(
+        default={}, description="proxy group -> role; a user gets the highest role of their groups"
+    )
+
+
+class AuthSettings(Section):
+    session_idle_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
+    max_failed_logins: int = Field(default=5, ge=1, le=100, description="then the account is locked")
+    lockout_minutes: float = Field(default=15.0, gt=0)
+    login_attempts_per_ip: int = Field(default=30, ge=1, description="failed logins per 10 min per address")
+    sso: SsoSettings | None = None
+
+
+class EmailSettings(Section):
+    smtp_host: str = Field(min_length=1)
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = None
+    sender: str = Field(default="nalox@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
+    recipients: list[str] = Field(min_length=1)
+    digest_minutes: float = Field(default=10.0, gt=0, description="alerts are gathered into one mail per")
+
+    @field_validator("recipients")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if "@" not in a or any(c.isspace() for c in a)]
+        if bad:
+            raise ValueError(f"expected e-mail addresses, got {bad[0]!r}")
+        return v
 
 
 class StoreSettings(Section):
@@ -52,6 +121,15 @@ class MqttSettings(Section):
     tls: TlsSettings | None = None
     username: str | None = None
     password: str | None = None
+    commands_client_id: str = Field(
+        default="nalox-dashboard",
+        min_length=1,
+        max_length=64,
+        description="the dashboard's own MQTT session for staff commands (CN `dashboard` in production)",
+    )
+    commands_tls: TlsSettings | None = Field(
+        default=None, description="the dashboard's certificate for commands; default: [mqtt.tls]"
+    )
 
 
 class IngestSettings(Section):
@@ -81,6 +159,7 @@ class ProductSettings(Section):
     """A product as central knows it; `label` must match the units' product config (the unit reports
     its own in its state, which wins for that unit's readings)."""
 
+    name: str | None = Field(default=None, max_length=200, description="shown on pages instead of the code")
     doses: int = Field(default=2, ge=1, le=20, description="doses per kit")
     label: LabelRange = LabelRange()
 
@@ -121,6 +200,7 @@ class AlertSettings(Section):
     vend_failure_min_attempts: int = Field(default=5, ge=1)
     vend_failure_window_hours: float = Field(default=24.0, gt=0)
     webhook_url: str | None = None
+    email: EmailSettings | None = None
 
     @field_validator("expiry_days")
     @classmethod
@@ -145,11 +225,7 @@ class ReportSettings(Section):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as e:
-            raise ValueError(f"expected an IANA time zone such as 'America/Chicago', got {v!r}") from e
-        return v
+        return _zone(v)
 
 
 class CentralConfig(Section):
@@ -162,9 +238,14 @@ class CentralConfig(Section):
     reports: ReportSettings = ReportSettings()
     privacy: PrivacySettings = PrivacySettings()
     temperature_history: TemperatureHistorySettings = TemperatureHistorySettings()
-    products: dict[str, ProductSettings] = {"nasal-4mg": ProductSettings()}
+    products: dict[str, ProductSettings] = {"nasal-4mg": ProductSettings(name="Naloxone nasal spray 4 mg")}
+    auth: AuthSettings = AuthSettings()
     units: list[UnitEntry] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def display_timezone(self) -> str:
+        return self.server.timezone or self.reports.timezone
 
     @field_validator("units")
     @classmethod
@@ -206,7 +287,26 @@ log_level = "info"
 [server]
 host = "127.0.0.1"        # dashboard + API address; put a TLS reverse proxy in front for remote staff
 port = 8080
-refresh_s = 15            # pages refresh themselves this often
+refresh_s = 15            # pages refresh themselves this often (a form being filled is never lost)
+timezone = "America/Los_Angeles"   # the county's zone: every time on the pages is shown in it
+command_timeout_s = 30    # a unit's answer to a command sent from the dashboard is due within this
+# tls_cert_file = "/etc/nalox/pki/dashboard.crt"   # serve HTTPS directly (counties without a proxy)
+# tls_key_file = "/etc/nalox/pki/dashboard.key"
+
+[auth]                    # staff accounts: `nalox inventory user add NAME --role ROLE`
+session_idle_minutes = 30 # a session unused this long ends
+max_failed_logins = 5     # then the account is locked for lockout_minutes
+lockout_minutes = 15
+login_attempts_per_ip = 30   # failed logins per 10 minutes from one address
+# [auth.sso]              # single sign-on through the county's reverse proxy
+# trusted_proxies = ["10.0.0.5/32"]   # the headers are believed only from these addresses
+# user_header = "X-Remote-User"
+# groups_header = "X-Remote-Groups"   # comma-separated
+# [auth.sso.group_roles]  # proxy group -> role (the highest of a user's groups counts)
+# "nalox-viewers" = "viewer"
+# "pharmacy" = "inventory"
+# "facilities" = "operations"
+# "it-admins" = "admin"
 
 [store]
 db = "central.db"         # SQLite file (default), or "postgresql://user@host/dbname" for a large fleet
@@ -223,6 +323,11 @@ workers = 1                     # ingest clients in this process (more than 1 im
 # ca_file = "/etc/nalox/pki/ca.crt"
 # cert_file = "/etc/nalox/pki/central.crt"
 # key_file = "/etc/nalox/pki/central.key"
+commands_client_id = "nalox-dashboard"   # staff commands from the dashboard go out on their own session
+# [mqtt.commands_tls]     # ... with the `dashboard` certificate (make-certs.sh DIR service dashboard)
+# ca_file = "/etc/nalox/pki/ca.crt"
+# cert_file = "/etc/nalox/pki/dashboard.crt"
+# key_file = "/etc/nalox/pki/dashboard.key"
 
 [ingest]
 gap_timeout_s = 30        # a missing seq not filled within this time is asked for again (cmd/replay)
@@ -242,6 +347,13 @@ vend_failure_rate = 0.2
 vend_failure_min_attempts = 5
 vend_failure_window_hours = 24
 # webhook_url = "https://example.org/hooks/nalox"   # each alert is POSTed here as JSON
+# [alerts.email]          # alerts by e-mail, gathered into one digest per digest_minutes
+# smtp_host = "smtp.county.example"
+# smtp_port = 587
+# starttls = true
+# sender = "nalox@county.example"
+# recipients = ["pharmacy@county.example"]
+# digest_minutes = 10
 
 [reports]
 timezone = "UTC"          # monthly reports count calendar months in this zone, e.g. "America/Chicago"
@@ -256,6 +368,7 @@ bucket_s = 900            # min/mean/max per 15 minutes per unit
 keep_days = 90
 
 [products.nasal-4mg]
+name = "Naloxone nasal spray 4 mg"   # what staff read on the pages (the code is what units report)
 doses = 2
 label = { storage_min_c = 20.0, storage_max_c = 25.0, excursion_min_c = 5.0, excursion_max_c = 40.0 }
 

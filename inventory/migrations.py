@@ -266,4 +266,74 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         "extra and emergency kits (the report tables of migration 6 replaced and refilled)",
         [*rollups.MIGRATION_SQL, _rebuild_rollups],
     ),
+    (
+        9,
+        "staff accounts, sessions, API tokens, the append-only audit trail, alert follow-up, staff commands",
+        [
+            """CREATE TABLE staff_users (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            password_hash TEXT,
+            disabled INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            failed_logins INTEGER NOT NULL DEFAULT 0,
+            locked_until TEXT,
+            last_login_at TEXT
+        )""",
+            """CREATE TABLE staff_sessions (
+            id_hash TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            source TEXT
+        )""",
+            """CREATE TABLE api_tokens (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            revoked_at TEXT,
+            last_used_at TEXT
+        )""",
+            """CREATE TABLE audit_log (
+            id TEXT PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            role TEXT,
+            via TEXT NOT NULL,
+            source TEXT,
+            action TEXT NOT NULL,
+            target TEXT,
+            outcome TEXT NOT NULL,
+            before_json TEXT,
+            after_json TEXT,
+            detail TEXT
+        )""",
+            "CREATE INDEX audit_log_at ON audit_log (at)",
+            """CREATE TABLE alert_actions (
+            alert_key TEXT NOT NULL,
+            raised_at TEXT NOT NULL,
+            acked_by TEXT,
+            acked_at TEXT,
+            note TEXT,
+            assignee TEXT,
+            snoozed_until TEXT,
+            PRIMARY KEY (alert_key, raised_at)
+        )""",
+            """CREATE TABLE staff_commands (
+            command_id TEXT PRIMARY KEY,
+            unit TEXT NOT NULL,
+            name TEXT NOT NULL,
+            params TEXT NOT NULL,
+            issued_by TEXT NOT NULL,
+            issued_at TEXT NOT NULL,
+            status TEXT NOT NULL,
+            answer TEXT,
+            answered_at TEXT
+        )""",
+            "CREATE INDEX staff_commands_unit ON staff_commands (unit, issued_at)",
+        ],
+    ),
 ]

@@ -13,12 +13,15 @@ import uvicorn
 
 from inventory import log
 from inventory.alerts import AlertManager
+from inventory.audit import AuditTrail
 from inventory.clock import Clock, RealClock
+from inventory.commands import Commander
 from inventory.config import CentralConfig
 from inventory.mqtt import IngestWorker
+from inventory.notify import EmailDigest
 from inventory.store import Store, StoreError, open_store
 from inventory.web import create_app
-from schemas.models import topic
+from schemas.models import Alert, topic
 
 
 class Service:
@@ -41,6 +44,8 @@ class Service:
         self.stores: list[Store] = []
         self.store: Store | None = None
         self.alerts: AlertManager | None = None
+        self.commander: Commander | None = None
+        self.email: EmailDigest | None = None
         self.port: int | None = None
         self._server: uvicorn.Server | None = None
         self._threads: list[threading.Thread] = []
@@ -79,6 +84,8 @@ class Service:
             self.workers.append(IngestWorker(self.config, self._open(), self.clock, cid, shared))
         for w in self.workers:
             w.start()
+        if self.config.alerts.email is not None:
+            self.email = EmailDigest(self.config.alerts.email, self.clock)
         if self.run_alerts:
             self.alerts = AlertManager(
                 self.store,
@@ -87,9 +94,11 @@ class Service:
                 self._publish_alert,
                 self.config.products,
                 ZoneInfo(self.config.reports.timezone),
+                notify=self._mail_alert,
             )
             self._spawn(self._alert_loop, "alerts")
         if self.http:
+            self.commander = Commander(self.config, self._open(), self.clock, AuditTrail(self.store)).start()
             self._start_http()
         self.log.info("service_started", db=self.store.dialect, workers=n, shared=shared, url=self.url)
         return self
@@ -118,6 +127,10 @@ class Service:
         if self.workers:
             self.workers[0].publish(topic, body, 1, None, None, None)
 
+    def _mail_alert(self, alert: Alert) -> None:
+        if self.email is not None:
+            self.email.add(f"{alert.state}: {alert.severity}: {alert.message}", alert.severity == "critical")
+
     def _alert_loop(self) -> None:
         assert self.alerts is not None
         while not self._stop.is_set():
@@ -128,15 +141,22 @@ class Service:
                 self.store.prune_temperatures(self.clock.now() - keep)
             except Exception as e:
                 self.log.error("alert_evaluation_failed", error=repr(e))
+            if self.email is not None:
+                self.email.tick()
             self._stop.wait(self.config.alerts.interval_s)
 
     def _start_http(self) -> None:
         assert self.store is not None
-        app = create_app(self.store, self.config, self.clock, self.runtime, self._send_command)
+        app = create_app(
+            self.store, self.config, self.clock, self.runtime, self._send_command, self.commander, self.email
+        )
+        server = self.config.server
         cfg = uvicorn.Config(
             app,
-            host=self.config.server.host,
-            port=self.config.server.port,
+            host=server.host,
+            port=server.port,
+            ssl_certfile=str(server.tls_cert_file) if server.tls_cert_file else None,
+            ssl_keyfile=str(server.tls_key_file) if server.tls_key_file else None,
             log_config=None,
             access_log=False,
             log_level="warning",
@@ -155,7 +175,8 @@ class Service:
 
     @property
     def url(self) -> str | None:
-        return f"http://{self.config.server.host}:{self.port}" if self.port else None
+        scheme = "https" if self.config.server.tls_cert_file else "http"
+        return f"{scheme}://{self.config.server.host}:{self.port}" if self.port else None
 
     def runtime(self) -> dict[str, Any]:
         gaps: dict[str, int] = {}
@@ -182,6 +203,8 @@ class Service:
             self._server.should_exit = True
         for w in self.workers:
             w.stop()
+        if self.commander is not None:
+            self.commander.stop()
         for t in self._threads:
             t.join(timeout=10)
         for s in self.stores:

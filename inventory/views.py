@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from html import escape
 
@@ -25,17 +26,20 @@ def ago(then: datetime | None, now: datetime) -> str:
     return f"{s // 86400} days"
 
 
-def describe(e: EventRow) -> str:
-    """One line a person reads in the event log."""
+def describe(e: EventRow, product: Callable[[str], str] = str) -> str:
+    """One line a person reads in the event log (`product` turns a product code into its name)."""
     d = json.loads(e.payload)
     t = e.type
     if t == "dispense":
         return (
-            f"kit from column {d['column']} ({d['product']}, {d['doses']} doses, lot {d.get('lot') or '-'}); "
+            f"kit from column {d['column']} ({product(d['product'])}, {d['doses']} doses, "
+            f"lot {d.get('lot') or '-'}); "
             f"stock now {d['stock_after']}; via {d['via']}"
         )
     if t == "restock":
         text = f"column {d['column']}: {d['added']:+d} kits, stock now {d['stock_after']} ({d.get('source')})"
+        if d.get("lot"):
+            text += f", lot {d['lot']}" + (f" expiring {d['expiry']}" if d.get("expiry") else "")
         if d.get("discrepancy"):
             text += (
                 f"; blind count {d.get('counted_before')} vs expected {d.get('expected_before')}"
@@ -53,7 +57,7 @@ def describe(e: EventRow) -> str:
     if t == "temperature":
         return f"temperature {d['celsius']:.1f} °C {d['state']} {d['band']} band"
     if t == "out_of_stock":
-        return f"out of stock: {d['product']}"
+        return f"out of stock: {product(d['product'])}"
     return t
 
 

@@ -4,22 +4,31 @@ the page renderer, taken from app.state by FastAPI's Depends() (tests can overri
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from inventory.accounts import Accounts, role_allows
+from inventory.audit import AuditTrail
 from inventory.clock import Clock
 from inventory.config import CentralConfig
 from inventory.fleet import UnitView, fleet
 from inventory.store import Store
 from inventory.views import ago, describe
 
+if TYPE_CHECKING:
+    from inventory.commands import Commander
+    from inventory.notify import EmailDigest
+    from inventory.web.auth import LoginThrottle, Principal, Signer
+
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
 @dataclass
@@ -31,8 +40,31 @@ class WebContext:
     clock: Clock
     runtime: Callable[[], dict[str, Any]]
     templates: Jinja2Templates
+    accounts: Accounts
+    audit: AuditTrail
+    signer: Signer
+    throttle: LoginThrottle
+    commander: Commander | None = None
+    email: EmailDigest | None = None
+    tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     # publish one command to a unit: (unit, command name, payload); None when no broker is attached
     send_command: Callable[[str, str, bytes], None] | None = None
+
+    def local(self, t: datetime | str | None, seconds: bool = False) -> str:
+        """A time as the county reads it: in the configured zone, with the zone's abbreviation."""
+        if t is None or t == "":
+            return "–"
+        if isinstance(t, str):
+            try:
+                t = datetime.fromisoformat(t.replace("Z", "+00:00"))
+            except ValueError:
+                return str(t)
+        fmt = "%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z"
+        return t.astimezone(self.tz).strftime(fmt)
+
+    def product(self, code: str | None) -> str:
+        p = self.config.products.get(code or "")
+        return (p.name if p is not None and p.name else None) or code or "–"
 
 
 def web(request: Request) -> WebContext:
@@ -70,21 +102,33 @@ def ingest_summary(store: Store) -> dict[str, Any]:
 
 
 def render(
-    ctx: WebContext, request: Request, name: str, page_name: str, refresh: bool = True, **extra: Any
+    ctx: WebContext,
+    request: Request,
+    name: str,
+    page_name: str,
+    who: Principal | None,
+    refresh: bool = True,
+    status_code: int = 200,
+    **extra: Any,
 ) -> HTMLResponse:
     """A server-rendered page with the header, footer and self-refresh every page shares."""
     now = ctx.clock.now()
     base = {
         "now": now,
         "page": page_name,
+        "who": who,
+        "can": (lambda role: who is not None and role_allows(who.role, role)),
+        "local": ctx.local,
+        "product": ctx.product,
+        "zone": ctx.config.display_timezone,
         "refresh": ctx.config.server.refresh_s if refresh else None,
         "alert_count": ctx.store.count_active_alerts(),
         "ingest": ingest_summary(ctx.store),
         "broker_connected": ctx.runtime().get("mqtt_connected", True),
         "ago": lambda t: ago(t, now),
-        "describe": describe,
+        "describe": lambda e: describe(e, ctx.product),
     }
-    return ctx.templates.TemplateResponse(request, name, base | extra)
+    return ctx.templates.TemplateResponse(request, name, base | extra, status_code=status_code)
 
 
 def _tz(ctx: WebContext) -> ZoneInfo:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
+from inventory.web.auth import require
 from inventory.web.deps import Ctx
 from inventory.web.models import Health, IngestOut
 
 router = APIRouter(tags=["ingest"])
 
 
-@router.get("/api/ingest", response_model=IngestOut)
+@router.get("/api/ingest", response_model=IngestOut, dependencies=[Depends(require("viewer"))])
 def api_ingest(ctx: Ctx) -> IngestOut:
     """Ingest counters, refused messages per reason (with the last detail), open seq gaps."""
     return IngestOut.model_validate(

@@ -9,24 +9,29 @@ from datetime import date
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from inventory import log, opendata, reports
 from inventory.planning import fleet_lots, pick_list
+from inventory.web.auth import InventoryStaff, Principal, Viewer, require
 from inventory.web.deps import Ctx, WebContext, fleet_now, render
 from schemas.models import LotHoldCommand
 
 pages = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/api", tags=["lots"])
-exports = APIRouter(prefix="/reports", tags=["reports"])
+api = APIRouter(prefix="/api", tags=["lots"], dependencies=[Depends(require("viewer"))])
+exports = APIRouter(prefix="/reports", tags=["reports"], dependencies=[Depends(require("viewer"))])
 PULL_DAYS = 30  # a pick list pulls lots expiring within this many days
 
 
 class HoldIn(BaseModel):
     reason: str = Field(min_length=3, max_length=300, description="why (e.g. the recall notice number)")
-    by: str = Field(min_length=1, max_length=64, description="the staff account or role acting")
+    by: str | None = Field(
+        default=None,
+        max_length=64,
+        description="ignored: the hold is recorded under the signed-in staff member or token",
+    )
 
 
 class HoldOut(BaseModel):
@@ -98,18 +103,39 @@ def tell_units(ctx: WebContext, lot: str, hold: bool, reason: str, by: str) -> i
     return len(units)
 
 
-def hold(ctx: WebContext, lot: str, reason: str, by: str) -> HoldOut:
+def hold(ctx: WebContext, lot: str, reason: str, who: Principal) -> HoldOut:
+    by = who.name
     changed = ctx.store.hold_lot(lot, "recall", reason, by, ctx.clock.now())
     told = tell_units(ctx, lot, True, reason, by)
+    ctx.audit.record(
+        who.actor,
+        "lot_hold",
+        ctx.clock.now(),
+        target=f"lot:{lot}",
+        outcome="ok" if changed else "refused",
+        before={"held": not changed},
+        after={"held": True, "units_told": told},
+        detail=reason if changed else f"held already; {reason}",
+    )
     log.get("web").warning("lot_held", lot=lot, by=by, reason=reason, changed=changed, units_told=told)
     return HoldOut(lot=lot, held=True, changed=changed, units_told=told)
 
 
-def release(ctx: WebContext, lot: str, reason: str, by: str) -> HoldOut:
+def release(ctx: WebContext, lot: str, reason: str, who: Principal) -> HoldOut:
+    by = who.name
     changed = ctx.store.release_lot(lot, reason, by, ctx.clock.now())
     if not changed:
         raise HTTPException(404, f"expected a lot on hold, got {lot!r} (not held)")
     told = tell_units(ctx, lot, False, reason, by)
+    ctx.audit.record(
+        who.actor,
+        "lot_release",
+        ctx.clock.now(),
+        target=f"lot:{lot}",
+        before={"held": True},
+        after={"held": False, "units_told": told},
+        detail=reason,
+    )
     log.get("web").warning("lot_released", lot=lot, by=by, reason=reason, units_told=told)
     return HoldOut(lot=lot, held=False, changed=changed, units_told=told)
 
@@ -127,6 +153,7 @@ def _lot_name(lot: str) -> str:
 @pages.get("/lots", response_class=HTMLResponse)
 def lots_page(
     ctx: Ctx,
+    who: Viewer,
     request: Request,
     product: str | None = Query(None, max_length=100),
     site: str | None = Query(None, max_length=200),
@@ -147,6 +174,7 @@ def lots_page(
         request,
         "lots.html",
         "lots",
+        who,
         lots=shown,
         products=sorted({v.product for v in everything}),
         sites=sorted({s for v in everything for s in v.sites}),
@@ -165,31 +193,31 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 @pages.post("/lots/hold")
-async def hold_form(ctx: Ctx, request: Request) -> RedirectResponse:
+async def hold_form(ctx: Ctx, who: InventoryStaff, request: Request) -> RedirectResponse:
     f = await _form(request)
     try:
-        body = HoldIn(reason=f.get("reason", ""), by=f.get("by", ""))
+        body = HoldIn(reason=f.get("reason", ""))
     except ValueError as e:
-        raise HTTPException(422, f"expected a reason (3-300 characters) and who acts: {e}") from e
+        raise HTTPException(422, f"expected a reason (3-300 characters): {e}") from e
     lot = _lot_name(f.get("lot", ""))
-    hold(ctx, lot, body.reason, body.by)
+    hold(ctx, lot, body.reason, who)
     return RedirectResponse(f"/lots?lot={quote(lot)}", status_code=303)
 
 
 @pages.post("/lots/release")
-async def release_form(ctx: Ctx, request: Request) -> RedirectResponse:
+async def release_form(ctx: Ctx, who: InventoryStaff, request: Request) -> RedirectResponse:
     f = await _form(request)
     try:
-        body = HoldIn(reason=f.get("reason", ""), by=f.get("by", ""))
+        body = HoldIn(reason=f.get("reason", ""))
     except ValueError as e:
-        raise HTTPException(422, f"expected a reason (3-300 characters) and who acts: {e}") from e
-    release(ctx, _lot_name(f.get("lot", "")), body.reason, body.by)
+        raise HTTPException(422, f"expected a reason (3-300 characters): {e}") from e
+    release(ctx, _lot_name(f.get("lot", "")), body.reason, who)
     return RedirectResponse("/lots", status_code=303)
 
 
 @pages.get("/sites/{site}/picklist", response_class=HTMLResponse)
 def picklist_page(
-    ctx: Ctx, request: Request, site: str, pull_days: int = Query(PULL_DAYS, ge=0, le=365)
+    ctx: Ctx, who: Viewer, request: Request, site: str, pull_days: int = Query(PULL_DAYS, ge=0, le=365)
 ) -> HTMLResponse:
     """A printable restock pick list for one site."""
     units = fleet_now(ctx)
@@ -197,7 +225,7 @@ def picklist_page(
         raise HTTPException(404, f"expected a known site, got {site!r}")
     today = ctx.clock.now().astimezone(ctx.store.report_tz).date()
     pl = pick_list(site, units, today, pull_days, ctx.store.lot_holds())
-    return render(ctx, request, "picklist.html", "lots", refresh=False, pl=pl, pull_days=pull_days)
+    return render(ctx, request, "picklist.html", "lots", who, refresh=False, pl=pl, pull_days=pull_days)
 
 
 # ---------------------------------------------------------------- API
@@ -214,16 +242,16 @@ def api_lots(ctx: Ctx, product: str | None = None, site: str | None = None) -> l
 
 
 @api.post("/lots/{lot}/hold", response_model=HoldOut)
-def api_hold(ctx: Ctx, lot: str, body: HoldIn) -> HoldOut:
+def api_hold(ctx: Ctx, who: InventoryStaff, lot: str, body: HoldIn) -> HoldOut:
     """Hold a lot fleet-wide (a recall): every unit stops vending its kits at once and keeps the hold
     across restarts. Recorded with who and why."""
-    return hold(ctx, _lot_name(lot), body.reason, body.by)
+    return hold(ctx, _lot_name(lot), body.reason, who)
 
 
 @api.post("/lots/{lot}/release", response_model=HoldOut)
-def api_release(ctx: Ctx, lot: str, body: HoldIn) -> HoldOut:
+def api_release(ctx: Ctx, who: InventoryStaff, lot: str, body: HoldIn) -> HoldOut:
     """Release a held lot, with the reason; recorded with who and why."""
-    return release(ctx, _lot_name(lot), body.reason, body.by)
+    return release(ctx, _lot_name(lot), body.reason, who)
 
 
 @api.get("/lots/holds/log")

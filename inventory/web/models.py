@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from inventory.commands import SentCommand
 from inventory.fleet import UnitView
 
 
@@ -64,7 +65,15 @@ class AcceptGapOut(BaseModel):
     gaps: list[AcceptedGap]
 
 
-class AlertOut(BaseModel):
+class FollowUpOut(BaseModel):
+    acked_by: str | None
+    acked_at: str | None
+    note: str | None
+    assignee: str | None
+    snoozed_until: str | None
+
+
+class AlertBase(BaseModel):
     alert_key: str
     unit: str | None
     site: str | None
@@ -74,8 +83,25 @@ class AlertOut(BaseModel):
     raised_at: str
 
 
-class AlertHistoryOut(AlertOut):
+class AlertOut(AlertBase):
+    follow_up: FollowUpOut | None = None
+
+
+class AlertHistoryOut(AlertBase):
     cleared_at: str | None
+
+
+class AlertAction(BaseModel):
+    alert_key: str = Field(min_length=1, max_length=300)
+    action: Literal["acknowledge", "assign", "snooze"]
+    note: str | None = Field(default=None, max_length=500)
+    assignee: str | None = Field(default=None, max_length=64)
+    minutes: int | None = Field(default=None, description="snooze length")
+
+
+class AlertActionOut(BaseModel):
+    alert: AlertBase
+    follow_up: FollowUpOut
 
 
 class AlertsOut(BaseModel):
@@ -161,6 +187,56 @@ class Health(BaseModel):
     schema_version: int | None = None
     mqtt_connected: bool | None = None
     error: str | None = None
+
+
+class AuditOut(BaseModel):
+    at: str
+    actor: str = Field(description="staff member, token:<name>, or the service")
+    role: str | None
+    via: str = Field(description="password | sso | token | cli | mqtt (a unit's answer) | system")
+    source: str | None = Field(description="client address, or the unit id for a unit's answer")
+    action: str
+    target: str | None
+    outcome: str = Field(description="ok | refused | failed | sent | answered | timeout")
+    before: Any
+    after: Any
+    detail: str | None
+
+
+class CommandIn(BaseModel):
+    """The fields of a staff command; each command takes only its own (see schemas.models)."""
+
+    reason: str | None = Field(default=None, max_length=500, description="lock")
+    column: int | None = Field(default=None, description="set_lot, test_vend")
+    lot: str | None = Field(default=None, max_length=64, description="set_lot")
+    expiry: date | None = Field(default=None, description="set_lot")
+    from_seq: int | None = Field(default=None, description="replay")
+
+
+class CommandOut(BaseModel):
+    command_id: str
+    unit: str
+    name: str
+    params: dict[str, Any]
+    issued_by: str
+    issued_at: str
+    status: Literal["sent", "ok", "error", "timeout"]
+    answer: dict[str, Any] | None
+    answered_at: str | None
+
+
+def command_out(c: SentCommand) -> CommandOut:
+    return CommandOut(
+        command_id=c.command_id,
+        unit=c.unit,
+        name=c.name,
+        params=c.params,
+        issued_by=c.issued_by,
+        issued_at=c.issued_at.isoformat(),
+        status=c.status,  # type: ignore[arg-type]
+        answer=c.answer,
+        answered_at=c.answered_at.isoformat() if c.answered_at else None,
+    )
 
 
 def unit_out(u: UnitView) -> UnitOut:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from datetime import date
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from inventory import reports
+from inventory.web.auth import Viewer, require
 from inventory.web.deps import Ctx, WebContext, render
 from inventory.web.models import Funnel, MonthlyRow, PeriodRow, YearlyRow
 
 pages = APIRouter(include_in_schema=False)
-csv = APIRouter(prefix="/reports", tags=["reports"])
-api = APIRouter(prefix="/api/reports", tags=["reports"])
+csv = APIRouter(prefix="/reports", tags=["reports"], dependencies=[Depends(require("viewer"))])
+api = APIRouter(prefix="/api/reports", tags=["reports"], dependencies=[Depends(require("viewer"))])
 CSV_RESPONSE: dict[int | str, dict[str, object]] = {
     200: {
         "content": {"text/csv": {"schema": {"type": "string"}}},
@@ -49,6 +50,7 @@ DETAIL_ROWS = 60  # more units or sites than this: the page sums them and asks f
 @pages.get("/reports", response_class=HTMLResponse)
 def reports_page(
     ctx: Ctx,
+    who: Viewer,
     request: Request,
     year: int | None = Query(None, ge=2000, le=2100),
     fy: int | None = Query(None, ge=2000, le=2100),
@@ -73,6 +75,7 @@ def reports_page(
         request,
         "reports.html",
         "reports",
+        who,
         refresh=False,
         tz=ctx.config.reports.timezone,
         label=label,

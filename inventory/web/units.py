@@ -5,18 +5,31 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 
-from inventory import log
+from inventory import commands, log
+from inventory.commands import CommandError
 from inventory.fleet import ColumnView, UnitView
 from inventory.views import bar_chart, daily_series, temperature_chart
+from inventory.web.alerts import form_of
+from inventory.web.auth import InventoryStaff, Operations, Principal, Viewer, require
 from inventory.web.deps import Ctx, find_unit, fleet_now, render
-from inventory.web.models import AcceptedGap, AcceptGap, AcceptGapOut, EventOut, UnitOut, unit_out
+from inventory.web.models import (
+    AcceptedGap,
+    AcceptGap,
+    AcceptGapOut,
+    CommandIn,
+    CommandOut,
+    EventOut,
+    UnitOut,
+    command_out,
+    unit_out,
+)
 
 pages = APIRouter(include_in_schema=False)
 TEMP_DAYS = 7  # the unit page's temperature chart
-api = APIRouter(prefix="/api/units", tags=["units"])
+api = APIRouter(prefix="/api/units", tags=["units"], dependencies=[Depends(require("viewer"))])
 
 
 FLEET_PAGE_SIZE = 50  # units per fleet page (a state has thousands)
@@ -25,6 +38,7 @@ FLEET_PAGE_SIZE = 50  # units per fleet page (a state has thousands)
 @pages.get("/", response_class=HTMLResponse)
 def fleet_page(
     ctx: Ctx,
+    who: Viewer,
     request: Request,
     site: str | None = None,
     view: str = "cards",
@@ -54,6 +68,7 @@ def fleet_page(
         request,
         "fleet.html",
         "fleet",
+        who,
         units=units,
         figures=figures,
         sites=store.sites(),
@@ -75,7 +90,7 @@ def fleet_page(
 
 
 @pages.get("/units/{unit}", response_class=HTMLResponse)
-def unit_page(ctx: Ctx, request: Request, unit: str, before: int | None = None) -> HTMLResponse:
+def unit_page(ctx: Ctx, who: Viewer, request: Request, unit: str, before: int | None = None) -> HTMLResponse:
     u, days, limit = find_unit(ctx, unit), 30, 100
     now = ctx.clock.now()
     counts = ctx.store.daily_counts("dispense", now - timedelta(days=days + 1), unit)
@@ -85,6 +100,7 @@ def unit_page(ctx: Ctx, request: Request, unit: str, before: int | None = None) 
         request,
         "unit.html",
         "unit",
+        who,
         u=u,
         days=days,
         limit=limit,
@@ -96,7 +112,65 @@ def unit_page(ctx: Ctx, request: Request, unit: str, before: int | None = None) 
         ),
         temp_days=TEMP_DAYS,
         events=ctx.store.events(unit, limit=limit, before_seq=before),
+        commands=commands.recent(ctx.store, unit, 10),
+        command_timeout=ctx.config.server.command_timeout_s,
     )
+
+
+def send_command(
+    ctx: Ctx, who: Principal, unit: str, name: str, fields: dict[str, object]
+) -> commands.SentCommand:
+    find_unit(ctx, unit)
+    if ctx.commander is None:
+        raise HTTPException(
+            503, "commands are not available: this service runs without its MQTT command client"
+        )
+    try:
+        return ctx.commander.send(unit, name, fields, who.actor)
+    except CommandError as e:
+        ctx.audit.record(
+            who.actor,
+            f"command_{name}"[:64],
+            ctx.clock.now(),
+            target=unit,
+            outcome="refused",
+            after=fields,
+            detail=str(e),
+        )
+        raise HTTPException(422 if "field" in str(e) or "expected" in str(e) else 503, str(e)) from e
+
+
+def _fields(name: str, form: dict[str, str]) -> dict[str, object]:
+    """The command's fields from the unit page's form (only the ones that command takes)."""
+    wanted = {
+        "lock": ("reason",),
+        "unlock": ("reason",),
+        "set_lot": ("column", "lot", "expiry"),
+        "test_vend": ("column",),
+        "replay": ("from_seq",),
+        "diag": (),
+    }.get(name, ())
+    out: dict[str, object] = {}
+    for k in wanted:
+        v = form.get(k, "").strip()
+        if v:
+            out[k] = v
+    if name == "unlock":
+        out.pop("reason", None)  # the unit's unlock takes no reason; it is kept in the audit trail
+    return out
+
+
+@pages.post("/units/{unit}/commands")
+async def command_form(ctx: Ctx, who: Operations, request: Request, unit: str) -> RedirectResponse:
+    form = await form_of(request)
+    name = form.get("name", "")
+    fields = _fields(name, form)
+    sent = send_command(ctx, who, unit, name, fields)
+    if name == "unlock" and form.get("reason", "").strip():
+        ctx.audit.record(
+            who.actor, "unlock_reason", ctx.clock.now(), target=unit, detail=form["reason"][:500]
+        )
+    return RedirectResponse(f"/units/{unit}?sent={sent.command_id}#commands", status_code=303)
 
 
 @api.get("", response_model=list[UnitOut])
@@ -141,11 +215,27 @@ def api_events(
     ]
 
 
+@api.post("/{unit}/commands/{name}", response_model=CommandOut, status_code=202)
+def api_send_command(ctx: Ctx, who: Operations, unit: str, name: str, body: CommandIn) -> CommandOut:
+    """Send a command to a unit (lock, unlock, set_lot, diag, test_vend, replay) through the central
+    service's broker identity; answers 202 with the command as sent. Poll
+    /api/units/{unit}/commands for the unit's answer. Needs the operations role."""
+    fields = body.model_dump(exclude_none=True)
+    return command_out(send_command(ctx, who, unit, name, fields))
+
+
+@api.get("/{unit}/commands", response_model=list[CommandOut])
+def api_commands(ctx: Ctx, unit: str, limit: int = Query(20, ge=1, le=200)) -> list[CommandOut]:
+    """Commands staff sent to this unit, newest first, each with its status and the unit's answer."""
+    find_unit(ctx, unit)
+    return [command_out(c) for c in commands.recent(ctx.store, unit, limit)]
+
+
 @api.post("/{unit}/accept-gap", response_model=AcceptGapOut)
-def accept_gap(ctx: Ctx, unit: str, body: AcceptGap) -> AcceptGapOut:
+def accept_gap(ctx: Ctx, who: InventoryStaff, unit: str, body: AcceptGap) -> AcceptGapOut:
     """Give up on missing seqs up to `through_seq` (the unit no longer has them, e.g. after the
     central database was restored from a backup). Recorded with the reason; acks resume past it."""
-    find_unit(ctx, unit)
+    acked_before = find_unit(ctx, unit).acked_seq
     if not body.reason.strip():
         raise HTTPException(422, "expected a reason for giving up on events, got an empty one")
     store = ctx.store
@@ -154,6 +244,15 @@ def accept_gap(ctx: Ctx, unit: str, body: AcceptGap) -> AcceptGapOut:
         "gap_accepted", unit=unit, through_seq=body.through_seq, missing=missing, reason=body.reason[:200]
     )
     p = store.advance_acked(unit)
+    ctx.audit.record(
+        who.actor,
+        "gap_accept",
+        ctx.clock.now(),
+        target=unit,
+        before={"acked_seq": acked_before},
+        after={"through_seq": body.through_seq, "given_up": missing, "acked_seq": p.acked_seq},
+        detail=body.reason.strip()[:500],
+    )
     return AcceptGapOut(
         unit=unit,
         given_up=missing,

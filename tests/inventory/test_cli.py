@@ -66,6 +66,31 @@ def test_serve_answers_and_stops_on_sigterm(broker: Broker, tmp_path: Path) -> N
     conf.write_text('[[units]]\nid = "unit-001"\nsite = "Site A"\n')
     port = free_port()
     log = tmp_path / "serve.log"
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nalox.cli",
+            "inventory",
+            "token",
+            "create",
+            "--config",
+            str(conf),
+            "--db",
+            str(tmp_path / "c.db"),
+            "--role",
+            "viewer",
+            "--name",
+            "cli test",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    token = made.stdout.strip()
+    assert token.startswith("nalox_") and len(made.stdout.splitlines()) == 1, "one token on stdout"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
@@ -96,7 +121,9 @@ def test_serve_answers_and_stops_on_sigterm(broker: Broker, tmp_path: Path) -> N
                 return False
 
         wait_for(healthy, 30, "/healthz to answer 200")
-        units = httpx.get(f"http://127.0.0.1:{port}/api/units", timeout=5).json()
+        assert httpx.get(f"http://127.0.0.1:{port}/api/units", timeout=5).status_code == 401
+        auth = {"Authorization": f"Bearer {token}"}
+        units = httpx.get(f"http://127.0.0.1:{port}/api/units", headers=auth, timeout=5).json()
         assert [u["id"] for u in units] == ["unit-001"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, expect, sync_playwright
 
@@ -24,6 +23,7 @@ from schemas.models import Alert, topic
 from tests.inventory.conftest import make_config, sim_spec
 from tests.inventory.gen import UnitStream
 from tests.inventory.mqttutil import UnitSide
+from tests.inventory.staff import add_staff, api_client, login
 from tests.waiting import wait_for
 
 CHROMIUM_ARGS = [
@@ -104,7 +104,10 @@ def test_dashboard_fed_by_a_real_unit_shows_a_vend_and_a_low_stock_alert(
                 retain=True,
             )
             feed.publish_all(s.messages())
+        assert central.store is not None
+        add_staff(central.store, "vera", "viewer")
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        login(page, central.url or "", "vera")
         page.goto(central.url or "")
         card = page.locator("#unit-unit-001")
         expect(card.locator(".pill")).to_have_text("online", timeout=20_000)
@@ -139,6 +142,7 @@ def test_dashboard_fed_by_a_real_unit_shows_a_vend_and_a_low_stock_alert(
         expect(page.locator("#monthly-site")).to_contain_text("Site B")
         page.screenshot(path=str(artifacts / "inventory-reports.png"), full_page=True)
         phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+        login(phone, central.url or "", "vera")
         phone.goto(central.url or "")
         expect(phone.locator("#unit-unit-001 .col.low")).to_have_count(1)
         width = phone.evaluate("document.documentElement.scrollWidth")
@@ -157,7 +161,7 @@ def test_api_and_csv_over_http(central: Service, broker: Broker) -> None:
         feed.publish_all(
             [(topic(s.unit, "state"), s.state(datetime.now(UTC)).model_dump_json().encode())] + s.messages()
         )
-        with httpx.Client(base_url=central.url or "", timeout=10) as http:
+        with api_client(central) as http:
             wait_for(
                 lambda: (
                     len(http.get("/api/units/unit-002/events", params={"limit": 1000}).json())
@@ -192,7 +196,7 @@ def test_restock_discrepancy_is_listed_until_resolved_and_refusals_show(
         s.restock(0, 1, 10)
         s.restock(30, 1, 20, counted_before=8)  # the ledger expected 10, the technician counted 8
         feed.publish_all(s.messages() + [(topic("unit-003", "event", "door"), b"{not json")])
-        with httpx.Client(base_url=central.url or "", timeout=10) as http:
+        with api_client(central) as http:
             wait_for(lambda: len(http.get("/api/discrepancies").json()) == 1, 20, "one discrepancy")
             page = http.get("/discrepancies").text
             assert "blind count 8 vs expected 10 (-2)" in page
@@ -218,7 +222,7 @@ def test_accept_gap_over_the_api(central: Service, broker: Broker) -> None:
         s = now_stream("unit-003", "Site B")
         msgs = s.messages()
         feed.publish_all(msgs[:3] + msgs[4:])  # seq 4 never arrives
-        with httpx.Client(base_url=central.url or "", timeout=10) as http:
+        with api_client(central) as http:
             wait_for(lambda: http.get("/api/units/unit-003").json()["acked_seq"] == 3, 20, "ack stops at 3")
             assert (
                 http.post(
@@ -236,7 +240,7 @@ def test_accept_gap_over_the_api(central: Service, broker: Broker) -> None:
 
 
 def test_pages_warn_when_the_service_loses_the_broker(central: Service, broker: Broker) -> None:
-    with httpx.Client(base_url=central.url or "", timeout=10) as http:
+    with api_client(central) as http:
         assert 'class="banner"' not in http.get("/").text
         broker.kill()  # the broker crashes
         wait_for(lambda: 'class="banner"' in http.get("/").text, 20, "the stale-data banner")

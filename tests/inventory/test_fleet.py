@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
@@ -21,6 +20,7 @@ from inventory.service import Service
 from nalox.broker import Broker
 from nalox.simunit import SimUnit, start_unit
 from tests.inventory.conftest import make_config, sim_spec
+from tests.inventory.staff import api_client
 from tests.inventory.test_dashboard import CHROMIUM_ARGS
 from tests.waiting import wait_for
 
@@ -48,11 +48,13 @@ def fleet(broker: Broker, tmp_path: Path) -> Iterator[list[SimUnit]]:
             u.stop()
 
 
-def screenshot(url: str, path: Path) -> None:
+def screenshot(url: str, path: Path, authorization: str) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(
+                viewport={"width": 1280, "height": 900}, extra_http_headers={"Authorization": authorization}
+            )
             page.goto(url)
             page.screenshot(path=str(path), full_page=True)
         finally:
@@ -69,7 +71,7 @@ def test_fleet_reports_every_kit_and_the_csv_matches_the_boards(
         store={"db": str(tmp_path / "central.db")},
         server={"port": 0},
     )
-    with Service(cfg, RealClock()) as central, httpx.Client(base_url=central.url or "", timeout=10) as http:
+    with Service(cfg, RealClock()) as central, api_client(central, "viewer") as http:
         assert central.wait_connected(10)
         t0 = time.monotonic()
         for r in range(1, ROUNDS + 1):
@@ -107,7 +109,11 @@ def test_fleet_reports_every_kit_and_the_csv_matches_the_boards(
         assert all(f'<tr data-unit="{u.unit_id}">' in table for u in fleet), "the table view too"
         site_a = http.get("/", params={"view": "table", "site": "Site A"}).text
         assert all((f'<tr data-unit="{u.unit_id}">' in site_a) == (u.spec.site == "Site A") for u in fleet)
-        screenshot(f"{central.url}/?view=table", artifacts / "inventory-fleet-table.png")
+        screenshot(
+            f"{central.url}/?view=table",
+            artifacts / "inventory-fleet-table.png",
+            http.headers["Authorization"],
+        )
         print(
             f"fleet: {UNITS} units x {ROUNDS} presses, central caught up {elapsed:.1f}s after the first press"
         )

@@ -32,6 +32,7 @@ from schemas.models import (
 )
 from tests.inventory.conftest import make_config
 from tests.inventory.mqttutil import UnitSide
+from tests.inventory.staff import add_staff, login, make_token
 from tests.inventory.test_dashboard import browser  # noqa: F401 (fixture)
 from tests.waiting import wait_for
 
@@ -108,6 +109,10 @@ def test_lots_recall_pick_list_and_temperature_chart(
     artifacts: Path,
 ) -> None:
     soon, later, past = TODAY + timedelta(days=12), TODAY + timedelta(days=400), TODAY - timedelta(days=2)
+    assert central.store is not None
+    add_staff(central.store, "pharmacist", "inventory")
+    token = make_token(central.store, "inventory", "pharmacist")
+    http = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=10)
     units = {
         "unit-001": state(
             "unit-001",
@@ -139,9 +144,9 @@ def test_lots_recall_pick_list_and_temperature_chart(
         side.publish_all([(topic("unit-001", "telemetry"), tel.model_dump_json().encode())])
         base = central.url
         assert base
-        wait_for(lambda: len(httpx.get(f"{base}/api/lots").json()) == 3, 10, "three lots listed")
-        lots = {x["lot"]: x for x in httpx.get(f"{base}/api/lots").json()}
-        assert [x["lot"] for x in httpx.get(f"{base}/api/lots").json()] == ["LOT-GONE", "LOT-OLD", "LOT-NEW"]
+        wait_for(lambda: len(http.get(f"{base}/api/lots").json()) == 3, 10, "three lots listed")
+        lots = {x["lot"]: x for x in http.get(f"{base}/api/lots").json()}
+        assert [x["lot"] for x in http.get(f"{base}/api/lots").json()] == ["LOT-GONE", "LOT-OLD", "LOT-NEW"]
         assert lots["LOT-OLD"]["kits"] == 7
         assert {(p["unit"], p["column"], p["kits"]) for p in lots["LOT-OLD"]["places"]} == {
             ("unit-001", 1, 3),
@@ -158,14 +163,14 @@ def test_lots_recall_pick_list_and_temperature_chart(
         told = {m.topic.split("/")[2] for m in holds(side)}
         assert told == set(units)
         cmd = json.loads(holds(side)[0].payload)
-        assert (cmd["lot"], cmd["hold"], cmd["by"]) == ("LOT-OLD", True, "pharmacist")
-        log = httpx.get(f"{base}/api/lots/holds/log").json()
+        assert (cmd["lot"], cmd["hold"], cmd["by"]) == ("LOT-OLD", True, "token:pharmacist")
+        log = http.get(f"{base}/api/lots/holds/log").json()
         assert (log[0]["action"], log[0]["by"], log[0]["reason"]) == (
             "hold",
-            "pharmacist",
+            "token:pharmacist",
             "recall: FDA recall R-123",
         )
-        bad = httpx.post(f"{base}/api/lots/LOT-OLD/hold", json={"reason": "", "by": "x"})
+        bad = http.post(f"{base}/api/lots/LOT-OLD/hold", json={"reason": "", "by": "x"})
         assert bad.status_code == 422
 
         # unit-003 comes back with a fresh state still showing the lot unheld: it is told again
@@ -185,12 +190,13 @@ def test_lots_recall_pick_list_and_temperature_chart(
             "the hold sent again to a unit whose state shows the lot unheld",
         )
 
-        pick = httpx.get(f"{base}/api/sites/Site B/picklist").json()
+        pick = http.get(f"{base}/api/sites/Site B/picklist").json()
         pulled = {(p["unit"], p["lot"], p["kits"]) for p in pick["pull"]}
         assert pulled == {("unit-001", "LOT-OLD", 3), ("unit-003", "LOT-OLD", 4)}
         assert pick["bring"] == [{"product": "nasal-4mg", "kits": (20 - 15) + (20 - 9) + (20 - 0)}]
 
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        login(page, base, "pharmacist")
         page.goto(f"{base}/lots")
         row = page.locator("tr[data-lot='LOT-OLD']")
         expect(row).to_contain_text("RECALL HOLD")
@@ -210,12 +216,15 @@ def test_lots_recall_pick_list_and_temperature_chart(
         page.goto(f"{base}/lots?lot=LOT-OLD")
         row = page.locator("tr[data-lot='LOT-OLD']")
         row.locator("input[name=reason]").fill("recall withdrawn by the maker")
-        row.locator("input[name=by]").fill("pharmacist")
         row.get_by_role("button", name="Release").click()
         expect(page.locator("tr[data-lot='LOT-OLD']")).not_to_contain_text("RECALL HOLD")
-        assert httpx.get(f"{base}/api/lots/holds/log").json()[0]["action"] == "release"
+        released = http.get(f"{base}/api/lots/holds/log").json()[0]
+        assert (released["action"], released["by"]) == ("release", "pharmacist")
+        audit = [(e["actor"], e["action"]) for e in http.get(f"{base}/api/audit").json()]
+        assert ("pharmacist", "lot_release") in audit and ("token:pharmacist", "lot_hold") in audit
         page.close()
     finally:
+        http.close()
         side.close()
 
 

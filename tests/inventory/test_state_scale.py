@@ -14,6 +14,7 @@ from inventory.config import CentralConfig
 from inventory.store import Store
 from inventory.web import create_app
 from schemas.models import ColumnState, DispenseEvent, Status, UnitState
+from tests.inventory.staff import make_token
 
 UNITS = 120
 
@@ -94,7 +95,8 @@ def test_pages_of_a_large_fleet_over_http(store: Store) -> None:
             f"k{i}", f"unit-{i % UNITS + 1:03d}", "Site A", "low_stock", "warning", f"m{i}", now
         )
     app = create_app(store, CentralConfig(), FakeClock(now + timedelta(minutes=1)))
-    with TestClient(app) as http:
+    token = make_token(store, "viewer")
+    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as http:
         first = http.get("/")
         assert first.status_code == 200 and "page 1 of 3" in first.text and 'id="fleet-search"' in first.text
         shown = re.findall(r'<article class="card" id="unit-[^"]+" data-unit="([^"]+)"', first.text)
