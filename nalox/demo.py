@@ -184,10 +184,12 @@ def run(args: DemoArgs) -> int:
     system = build(args)
     try:
         system.start()
-        print(greeting(system.stack.http_port, system.stack.mqtt_port, system.link), flush=True)
+        stack = system.stack
+        print(greeting(stack.http_port, stack.mqtt_port, system.link, stack.access), flush=True)
         presses = press_loop(system, args)
         wait_caught_up(system, timeout=(90 if args.units == 1 else 120) if args.vends else 30)
         result = system.summary(presses)
+        result.api_token = system.stack.access.api_token if system.stack.access else None
         result.report(args.summary)
         return 0 if result.agrees() else 3
     finally:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nalox.access import DemoAccess, demo_access
 from nalox.broker import DEPLOY, Broker
 from nalox.census import LedgerCensus, ledger_census
 from nalox.central_api import CentralApi
@@ -42,6 +43,7 @@ class Stack:
     inventory: Proc | None = None
     watcher: Watcher | None = None
     central: CentralApi | None = None
+    access: DemoAccess | None = None  # the demo login and API token, made before the service starts
 
     @property
     def link(self) -> Path:
@@ -91,11 +93,13 @@ class Stack:
         conf.write_text(
             central_toml(self.workdir, self.http_port, self.mqtt_port, units or [self.spec], self.db)
         )
+        if self.access is None:
+            self.access = demo_access(self.db or str(self.workdir / "central.sqlite"))
         argv = [*NALOX, "inventory", "serve", "--config", str(conf)]
         argv += ["--http-port", str(self.http_port), "--mqtt-port", str(self.mqtt_port)]
         self.inventory = Proc("inventory", argv, self.workdir / "inventory.log").start()
         if self.central is None:
-            self.central = CentralApi(self.http_port)
+            self.central = CentralApi(self.http_port, self.access.api_token)
         wait_until(
             "the inventory service to answer /healthz",
             self.central.healthy,

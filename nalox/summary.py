@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nalox.access import DemoAccess
 from nalox.central_api import CentralApi
 
 Stock = dict[str, int]  # column (as text) -> kits
@@ -100,10 +101,19 @@ class Summary:
             path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
 
 
-def greeting(http_port: int, mqtt_port: int, link: Path | None = None) -> str:
-    """Where to look while the demo runs; with a board's `link`, how to press its button by hand."""
+def greeting(
+    http_port: int, mqtt_port: int, link: Path | None = None, access: DemoAccess | None = None
+) -> str:
+    """Where to look while the demo runs and how to sign in; with a board's `link`, how to press its
+    button by hand."""
     nalox = Path(sys.executable).parent / "nalox"  # the venv's command: not on a new user's PATH
     lines = [f"dashboard: http://127.0.0.1:{http_port}/   broker: mqtt://127.0.0.1:{mqtt_port}"]
+    if access is not None:
+        lines.append(f"sign in as {access.login} / {access.password}   (admin; made for this demo)")
+        lines.append(
+            f"API token (viewer): {access.api_token}   e.g. curl -H 'Authorization: Bearer <token>' "
+            f"http://127.0.0.1:{http_port}/api/units"
+        )
     if link is not None:
         lines.append(f"press the button yourself: {nalox} sim ctl --link {link} press [--lang es]")
     lines.append(f"watch the topics: mosquitto_sub -p {mqtt_port} -V mqttv5 -v -t 'nalox/v1/#'")
