@@ -155,7 +155,7 @@ def test_lots_recall_pick_list_and_temperature_chart(
         assert lots["LOT-NEW"]["kits"] == 44
 
         # a recall: recorded with who and why, told to every unit
-        r = httpx.post(
+        r = http.post(
             f"{base}/api/lots/LOT-OLD/hold", json={"reason": "FDA recall R-123", "by": "pharmacist"}
         )
         assert r.status_code == 200 and r.json()["units_told"] == 3
