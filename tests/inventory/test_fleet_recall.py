@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
@@ -19,6 +18,7 @@ from nalox.broker import Broker
 from nalox.simunit import SimUnit, start_unit
 from tests.inventory.conftest import make_config, sim_spec
 from tests.inventory.mqttutil import UnitSide
+from tests.inventory.staff import api_client
 from tests.inventory.test_dashboard import CHROMIUM_ARGS
 from tests.waiting import wait_for
 
@@ -52,7 +52,7 @@ def test_a_recall_holds_the_lot_on_every_unit_within_one_state_update(
         server={"port": 0},
     )
     watch = UnitSide(broker.port, "recall-watch", subscribe=("nalox/v1/+/state",))
-    with Service(cfg, RealClock()) as central, httpx.Client(base_url=central.url or "", timeout=10) as http:
+    with Service(cfg, RealClock()) as central, api_client(central, "inventory") as http:
         assert central.wait_connected(10)
 
         def lot_everywhere() -> bool:
@@ -100,7 +100,10 @@ def test_a_recall_holds_the_lot_on_every_unit_within_one_state_update(
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             try:
-                pg = browser.new_page(viewport={"width": 1280, "height": 900})
+                pg = browser.new_page(
+                    viewport={"width": 1280, "height": 900},
+                    extra_http_headers={"Authorization": http.headers["Authorization"]},
+                )
                 pg.goto(f"{central.url}/lots")
                 pg.screenshot(path=str(artifacts / "inventory-recall.png"), full_page=True)
             finally:
