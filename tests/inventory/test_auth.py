@@ -4,18 +4,23 @@ roles, the SSO header from the trusted proxy only, API tokens (hashed, revocable
 from __future__ import annotations
 
 import re
+import subprocess
 import warnings
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 
 from inventory.accounts import AccountError, Accounts, sha256
 from inventory.audit import AuditTrail
-from inventory.clock import FakeClock
+from inventory.clock import FakeClock, RealClock
 from inventory.config import CentralConfig
+from inventory.service import Service
 from inventory.store import Store
 from inventory.web import create_app
+from nalox.broker import Broker
 from tests.inventory.conftest import make_config
 from tests.inventory.staff import PASSWORD, add_staff, make_token
 
@@ -217,3 +222,55 @@ def test_every_route_but_healthz_login_and_static_needs_a_session_or_token(store
             assert r.status_code == 401, f"{m} {path} answered {r.status_code} without credentials"
             checked += 1
     assert checked >= 33
+
+
+def test_served_over_tls_the_session_cookie_is_secure(broker: Broker, tmp_path: Path) -> None:
+    cert, key = tmp_path / "dash.crt", tmp_path / "dash.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    cfg = make_config(
+        1,
+        mqtt={"port": broker.port, "client_id": "central-tls"},
+        store={"db": str(tmp_path / "central.db")},
+        server={"port": 0, "tls_cert_file": str(cert), "tls_key_file": str(key)},
+    )
+    with Service(cfg, RealClock()) as central:
+        assert central.url and central.url.startswith("https://")
+        assert central.store is not None
+        add_staff(central.store, "ivan", "inventory")
+        with httpx.Client(base_url=central.url, verify=str(cert), timeout=10) as c:
+            assert c.get("/healthz").status_code in (200, 503)
+            form = c.get("/login").text
+            assert "Secure" in c.get("/login").headers["set-cookie"]
+            r = c.post(
+                "/login",
+                data={"username": "ivan", "password": PASSWORD, "csrf_token": csrf_of(form), "next": "/"},
+            )
+            assert r.status_code == 303
+            cookie = r.headers["set-cookie"]
+            assert "nalox_session=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(central.url.replace("https://", "http://") + "/healthz", timeout=5)
