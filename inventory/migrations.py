@@ -18,6 +18,30 @@ def _rebuild_rollups(tx: Any, dialect: str) -> None:
     rollups.rebuild(tx, dialect, row[0] if row else "UTC")
 
 
+def _append_only_audit(tx: Any, dialect: str) -> None:
+    """The database itself refuses to change or remove an audit entry (not only the code's habit)."""
+    if dialect == "postgresql":
+        tx.execute(
+            "CREATE OR REPLACE FUNCTION nalox_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION USING MESSAGE = 'audit_log is append-only: ' || TG_OP || ' refused'; "
+            "END $$"
+        )
+        tx.execute(
+            "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
+            "FOR EACH ROW EXECUTE FUNCTION nalox_audit_append_only()"
+        )
+        tx.execute(
+            "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
+            "FOR EACH STATEMENT EXECUTE FUNCTION nalox_audit_append_only()"
+        )
+        return
+    for op in ("UPDATE", "DELETE"):
+        tx.execute(
+            f"CREATE TRIGGER audit_log_no_{op.lower()} BEFORE {op} ON audit_log "
+            f"BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: {op} refused'); END"
+        )
+
+
 def _fill_unit_columns(tx: Any, dialect: str) -> None:
     for unit, state_json in tx.rows("SELECT unit, state_json FROM units WHERE state_json IS NOT NULL"):
         put_unit_columns(tx, unit, json.loads(state_json).get("columns") or [])
@@ -335,5 +359,10 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         )""",
             "CREATE INDEX staff_commands_unit ON staff_commands (unit, issued_at)",
         ],
+    ),
+    (
+        10,
+        "the audit trail is append-only in the database too (triggers refuse UPDATE, DELETE, TRUNCATE)",
+        [_append_only_audit],
     ),
 ]

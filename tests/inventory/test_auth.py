@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from inventory.accounts import AccountError, Accounts, sha256
-from inventory.audit import AuditTrail
+from inventory.audit import Actor, AuditTrail
 from inventory.clock import FakeClock, RealClock
 from inventory.config import CentralConfig
 from inventory.service import Service
@@ -274,3 +274,16 @@ def test_served_over_tls_the_session_cookie_is_secure(broker: Broker, tmp_path: 
             assert "nalox_session=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
         with pytest.raises(httpx.HTTPError):
             httpx.get(central.url.replace("https://", "http://") + "/healthz", timeout=5)
+
+
+def test_the_database_refuses_to_change_or_remove_an_audit_entry(store: Store, clock: FakeClock) -> None:
+    trail = AuditTrail(store)
+    trail.record(Actor("ivan", "inventory", "password", "10.0.0.1"), "alert_acknowledge", clock.now(), "u:k")
+    for sql in ("UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"):
+        with pytest.raises(Exception, match="append-only"), store.tx() as tx:
+            tx.execute(sql)
+    assert [(e.actor, e.action) for e in trail.entries()] == [("ivan", "alert_acknowledge")]
+    if store.dialect == "postgresql":
+        with pytest.raises(Exception, match="append-only"), store.tx() as tx:
+            tx.execute("TRUNCATE audit_log")
+    assert len(trail.entries()) == 1
