@@ -308,9 +308,6 @@ def _file(body: bytes | str, media: str, name: str) -> Response:
     return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-Year = Query(None, ge=2000, le=2100)
-
-
 def _described(media: str, what: str) -> dict[int | str, dict[str, Any]]:
     return {200: {"content": {media: {"schema": {"type": "string"}}}, "description": what}}
 
@@ -331,8 +328,8 @@ JSON_FILE = {
 @exports.get("/export.csv", response_class=Response, responses=CSV_FILE)
 def export_csv(
     ctx: Ctx,
-    year: int | None = Year,
-    fy: int | None = Year,
+    year: int | None = Query(None, ge=2000, le=2100),
+    fy: int | None = Query(None, ge=2000, le=2100),
     start: date | None = None,
     end: date | None = None,
     by: str = "unit",
@@ -351,8 +348,8 @@ def export_csv(
 @exports.get("/export.json", response_class=Response, responses=JSON_FILE)
 def export_json(
     ctx: Ctx,
-    year: int | None = Year,
-    fy: int | None = Year,
+    year: int | None = Query(None, ge=2000, le=2100),
+    fy: int | None = Query(None, ge=2000, le=2100),
     start: date | None = None,
     end: date | None = None,
     by: str = "unit",
@@ -365,8 +362,8 @@ def export_json(
 @exports.get("/export.xlsx", response_class=Response, responses=XLSX_FILE)
 def export_xlsx(
     ctx: Ctx,
-    year: int | None = Year,
-    fy: int | None = Year,
+    year: int | None = Query(None, ge=2000, le=2100),
+    fy: int | None = Query(None, ge=2000, le=2100),
     start: date | None = None,
     end: date | None = None,
     by: str = "unit",
@@ -382,8 +379,8 @@ def export_xlsx(
 @exports.get("/open-data.csv", response_class=Response, responses=CSV_FILE)
 def open_data_csv(
     ctx: Ctx,
-    year: int | None = Year,
-    fy: int | None = Year,
+    year: int | None = Query(None, ge=2000, le=2100),
+    fy: int | None = Query(None, ge=2000, le=2100),
     start: date | None = None,
     end: date | None = None,
 ) -> Response:

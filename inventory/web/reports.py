@@ -81,6 +81,7 @@ def reports_page(
         label=label,
         year=a.year if fy is None and start is None else None,
         period_start=a.isoformat(),
+        min_cell=ctx.config.reports.open_data_min_cell,
         period_end=b.isoformat(),
         site=site,
         sites=[r["site"] for r in per_site],

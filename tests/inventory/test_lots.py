@@ -6,6 +6,7 @@ test-artifacts/."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openpyxl
 import pytest
 from playwright.sync_api import Browser, expect
 
@@ -189,6 +191,18 @@ def test_lots_recall_pick_list_and_temperature_chart(
             10,
             "the hold sent again to a unit whose state shows the lot unheld",
         )
+
+        # the report downloads answer over HTTP with their period and zone
+        csv_text = http.get(f"{base}/reports/export.csv", params={"fy": 2027}).text
+        assert csv_text.startswith("# nalox report, fiscal year 2027 (2026-07-01 to 2027-06-30)")
+        xlsx = http.get(f"{base}/reports/export.xlsx", params={"year": 2026})
+        wb = openpyxl.load_workbook(io.BytesIO(xlsx.content))
+        assert wb["report"]["B2"].value == "UTC" and "calendar year 2026" in wb["report"]["B1"].value
+        assert http.get(f"{base}/reports/open-data.csv", params={"year": 2026}).text.startswith(
+            "# nalox open data"
+        )
+        assert http.get(f"{base}/reports/export.csv", params={"by": "person"}).status_code == 422
+        assert "report-exports" in http.get(f"{base}/reports", params={"year": 2026}).text
 
         pick = http.get(f"{base}/api/sites/Site B/picklist").json()
         pulled = {(p["unit"], p["lot"], p["kits"]) for p in pick["pull"]}
