@@ -79,11 +79,19 @@ def test_a_recall_holds_the_lot_on_every_unit_within_one_state_update(
         with watch._lock:
             after = watch.received[seen_before:]
         for u in fleet:
+            # the hold is applied with its alarm event (seq n): the first state that includes seq n
+            # (the next state update after the command) must carry the hold
+            n = next(
+                e.seq
+                for e in u.daemon.ledger.events(event_type="alarm")
+                if getattr(e, "code", "") == "lot_held_1" and getattr(e, "state", "") == "raised"
+            )
             states = [json.loads(m.payload) for m in after if m.topic == f"nalox/v1/{u.unit_id}/state"]
+            states = [st for st in states if st["last_seq"] >= n]
             assert states, f"{u.unit_id} published a state after the recall"
             first = states[0]
             assert [h["lot"] for h in first["holds"]] == [LOT], (
-                f"{u.unit_id}: the first state update carries it"
+                f"{u.unit_id}: the first state update after the command carries it"
             )
             col1 = next(c for c in first["columns"] if c["column"] == 1)
             assert col1["held"] and "maker recall 2026-17" in col1["held"]
