@@ -59,7 +59,7 @@ def test_dispenses_over_the_controller_link_on_micropython(rig: Rig) -> None:
 
 
 def test_reboot_mid_dispense_is_interrupted_never_doubled(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, columns=2, stock=10, spin_ms=600)
+    rig = Rig(tmp_path, columns=2, stock=10, spin_ms=3000)  # long enough to reboot it mid-turn under load
     try:
         with SerialBoard(str(rig.path)) as link:
             link.start(on_event=rig.events.put)
@@ -142,8 +142,9 @@ def test_heap_after_start_during_a_dispense_burst_and_with_a_full_journal(rig: R
 
 
 def test_firmware_update_on_micropython_good_and_rolled_back(tmp_path: Path) -> None:
-    """The update end to end on the real interpreter: the new slot is imported by MicroPython from its
-    file system; a firmware that never answers HELLO is rolled back by the board itself."""
+    """The update end to end on the real interpreter: a corrupted chunk is refused by the board's hash
+    check; a good bundle's slot is imported by MicroPython from its file system; a firmware that never
+    answers HELLO is rolled back by the board itself."""
     from controller.diag import firmware_bundle as fwbundle
     from controller.diag.firmware_update import UpdateFailed, update_board
     from firmware_py.board import FIRMWARE_VERSION
@@ -160,12 +161,19 @@ def test_firmware_update_on_micropython_good_and_rolled_back(tmp_path: Path) -> 
                         "0.4.0", "nalox-mpsim", tmp_path / "bad.zip")
     for bundle in (good, bad):
         fwbundle.verify(fwbundle.read(tmp_path / ("good.zip" if bundle is good else "bad.zip")), [public])
-    rig = Rig(tmp_path, columns=2, stock=5, spin_ms=20, trial_ms=2000)
+    rig = Rig(tmp_path, columns=2, stock=5, spin_ms=20, trial_ms=4000)
     try:
         rig.board.set_door(True)
         with SerialBoard(str(rig.path), request_timeout=15.0) as link:
             link.start(on_event=rig.events.put)
             wait_for(lambda: link.status().door_open, 5, "the door open")
+
+            def corrupt(index: int, offset: int, data: bytes) -> bytes:
+                return data[:-1] + bytes([data[-1] ^ 1]) if (index, offset) == (4, 0) else data
+
+            with pytest.raises(UpdateFailed, match="bad_hash"):
+                update_board(link, good, rig.events, timeout=60, chunk_filter=corrupt)
+            assert rig.board.stats()["slot"] == 0, "a corrupted chunk switches nothing"
             result = update_board(link, good, rig.events, timeout=60)
             assert (result.old_version, result.new_version) == (FIRMWARE_VERSION, "0.3.0")
             stats = rig.board.stats()

@@ -79,7 +79,7 @@ def make_bundle(keys: tuple[Any, str], tmp: Path, version: str = NEW, model: str
 
 
 class Rig:
-    def __init__(self, store: Any = None, trial_ms: float = 4000) -> None:
+    def __init__(self, store: Any = None, trial_ms: float = 15_000) -> None:
         ctl_end, board_end = serial_pair()
         self.board = SimulatedBoard(columns=2, stock=5, spin_ms=5, trial_ms=trial_ms, nvs=store)
         self.board.attach(board_end)
@@ -187,7 +187,7 @@ def test_firmware_that_never_says_hello_is_rolled_back_by_the_board(keys, tmp_pa
     hello = '        """Version negotiation:'
     mute = board_py.replace(hello, "        return\n" + hello, 1)
     assert mute != board_py
-    rig = Rig(trial_ms=1500)
+    rig = Rig(trial_ms=2500)
     try:
         bundle = make_bundle(keys, tmp_path, patch={"firmware_py/board.py": mute.encode()})
         with pytest.raises(UpdateFailed, match=r"did not come up; the board rolled back by itself"):
@@ -225,7 +225,7 @@ def test_power_cut_at_every_stage_leaves_old_or_new_never_neither(keys, tmp_path
     outcomes: dict[str, int] = {}
     for point in cut_points(log):
         store = CuttingStore()
-        rig = Rig(store, trial_ms=1500)
+        rig = Rig(store, trial_ms=8000)  # a cut rolls back at the next boot, never waiting for this
         try:
             store.cut_at = len(store.writes) + point + 1
             try:
