@@ -62,7 +62,10 @@ def run(config: UnitConfig) -> int:
     logger = log.get("cli")
     try:
         board = open_board(config)
-        daemon = UnitDaemon(config, board, MpvPlayer(config.videos, config.paths.runtime_path()), RealClock())
+        run_dir = config.paths.runtime_path()
+        daemon = UnitDaemon(
+            config, board, MpvPlayer(config.videos, run_dir), RealClock(), runtime_dir=run_dir
+        )
     except Exception as exc:
         logger.error("start_failed", error=str(exc), expected="a reachable board and a usable ledger")
         return EXIT_FAILED

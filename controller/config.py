@@ -88,6 +88,9 @@ class ColumnConfig(Section):
 
 class VideoSection(Section):
     files: dict[str, Path]
+    captions: dict[str, Path] = Field(
+        default={}, description="subtitle file per language (default: the clip's own .srt beside it)"
+    )
     default_language: str = "en"
     expected_length_s: float = Field(default=120.0, gt=0, description="used until the player reports it")
     grace_s: float = Field(default=30.0, ge=0, description="beyond the clip length before abandonment")
@@ -111,35 +114,100 @@ Message = str | dict[str, str]
 
 
 class Policies(Section):
-    multi_kit_window_s: float = Field(default=300.0, ge=0, description="0 replays the video for each kit")
+    another_kit_window_s: float = Field(
+        default=20.0, ge=0, le=600,
+        description="after a kit, a press within this many seconds gives the same person another kit "
+        "(0: every kit needs the video)",
+    )
+    kits_per_session: int = Field(default=5, ge=1, le=100_000, description="kits per video watched")
+    emergency: bool = Field(
+        default=True, description="a long press (or a button mapped to 'emergency') releases one kit at "
+        "once with a short how-to loop, recorded via='emergency'"
+    )
+    out_of_stock_offer_s: float = Field(
+        default=30.0, ge=0, le=600, description="out of stock: a press within this plays the training anyway"
+    )
     max_attempts: int = Field(default=3, ge=1, le=64, description="columns tried per press")
     product: str | None = Field(default=None, description="product vended on a press (default: the first)")
-    # screen messages: one text, or one per language ({en = "...", es = "..."})
-    out_of_stock_message: Message = (
-        "This machine is out of naloxone. Free naloxone: ask the release desk, or any pharmacy."
-    )
-    thank_you_message: Message = "Take your naloxone kit from the tray. Call 911 for an overdose."
-    vend_failed_message: Message = (
-        "Sorry, the machine could not release a kit. Please ask staff for naloxone."
-    )
-    service_message: Message = "This machine is being serviced. Please ask staff for naloxone."
-    press_void_message: Message = {
-        "en": "That press was not counted. Press a language button to start.",
-        "es": "Esa pulsación no se contó. Pulse un botón de idioma para empezar.",
-    }
-    video_broken_message: Message = "The video is not working. Please ask staff for naloxone."
+    # the county's own words for a screen's first line, one text or one per language ({en = "...", es =
+    # "..."}); without them the screens use the language packs (controller/kiosk/locale/*.po)
+    out_of_stock_message: Message | None = None
+    thank_you_message: Message | None = None
+    vend_failed_message: Message | None = None
+    service_message: Message | None = None
+    video_broken_message: Message | None = None
     self_test_on_close: bool = True
     press_max_age_s: float = Field(
         default=3.0, gt=0, le=60, description="a press older than this when handled is void (told so)"
     )
     status_poll_s: float = Field(default=30.0, gt=0)
 
-    def text(self, name: str, language: str | None) -> str:
-        """The message `name` in the person's language (English, then any, when not translated)."""
-        value: Message = getattr(self, f"{name}_message")
-        if isinstance(value, str):
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        """multi_kit_window_s (one machine-wide window after any video) became another_kit_window_s (the
+        same person's window after their kit, capped by kits_per_session); old files keep loading."""
+        if isinstance(data, dict) and "multi_kit_window_s" in data:
+            data = dict(data)
+            old = data.pop("multi_kit_window_s")
+            data.setdefault("another_kit_window_s", old)
+        return data
+
+    def text(self, name: str, language: str | None) -> str | None:
+        """The county's own message `name` in the person's language, or None (use the language pack)."""
+        value: Message | None = getattr(self, f"{name}_message", None)
+        if value is None or isinstance(value, str):
             return value
-        return value.get(language or "en") or value.get("en") or next(iter(value.values()), "")
+        return value.get(language or "en") or value.get("en") or next(iter(value.values()), None)
+
+
+class AccessPointConfig(Section):
+    name: str = Field(min_length=1, max_length=80)
+    address: str = Field(default="", max_length=120)
+    hours: str = Field(default="", max_length=80)
+    phone: str = Field(default="", max_length=40)
+
+
+class KioskSection(Section):
+    buttons: list[str] = Field(
+        default=["en", "es"], min_length=1, max_length=16,
+        description="what each board button does, by index: a language code, 'emergency' or 'repeat'",
+    )
+    display: bool | None = Field(default=None, description="draw screens on mpv (default: when not headless)")
+    width: int = Field(default=1280, ge=320, le=3840)
+    height: int = Field(default=720, ge=240, le=2160)
+    captions: bool = True
+    speech: bool = True
+    speech_volume: int = Field(default=100, ge=0, le=200, description="espeak-ng amplitude, 100 = normal")
+    speech_rate_wpm: int = Field(default=150, ge=80, le=400)
+    espeak: str = "espeak-ng"
+    voices: dict[str, str] = Field(default={}, description="espeak-ng voice per language, over the defaults")
+    speech_dir: Path | None = Field(default=None, description="write speech to WAV files here (tests)")
+    access_points: list[AccessPointConfig] = Field(default=[], max_length=6)
+    info_url: str | None = Field(default=None, max_length=300, pattern=r"^https?://\S+$")
+
+    @field_validator("buttons")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from controller.kiosk.i18n import available
+
+        packs = available()
+        for b in v:
+            if b not in ("emergency", "repeat") and b not in packs:
+                raise ValueError(
+                    f"each button a language among {', '.join(packs)}, 'emergency' or 'repeat' (not {b!r})"
+                )
+        if not any(b in packs for b in v):
+            raise ValueError("at least one language button")
+        return v
+
+    @property
+    def languages(self) -> list[str]:
+        out: list[str] = []
+        for b in self.buttons:
+            if b not in ("emergency", "repeat") and b not in out:
+                out.append(b)
+        return out
 
 
 class PathsSection(Section):
@@ -208,6 +276,7 @@ class UnitConfig(Section):
     firmware: FirmwareSection = FirmwareSection()
     heat_policy: HeatPolicy = HeatPolicy()
     privacy: PrivacySection = PrivacySection()
+    kiosk: KioskSection = KioskSection()
     mqtt: Any = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     config_version: str = "unversioned"
@@ -244,6 +313,11 @@ class UnitConfig(Section):
                     self.products[name] = p.model_copy(update={"label": label})
         strictest = self.label()
         object.__setattr__(self, "temperature", TemperatureSection(**strictest.model_dump()))
+        missing = [lang for lang in self.kiosk.languages if lang not in self.videos.files]
+        if missing:
+            raise ValueError(
+                f"a clip in videos.files for each button language (missing {', '.join(missing)})"
+            )
         return self
 
     def label(self) -> LabelRange:
@@ -339,6 +413,9 @@ def _resolve_paths(config: UnitConfig, base: Path) -> UnitConfig:
         return p if p.is_absolute() else (base / p)
 
     config.videos.files = {k: fix(v) for k, v in config.videos.files.items()}
+    config.videos.captions = {k: fix(v) for k, v in config.videos.captions.items()}
+    if config.kiosk.speech_dir:
+        config.kiosk.speech_dir = fix(config.kiosk.speech_dir)
     config.paths.data_dir = fix(config.paths.data_dir)
     if config.paths.ledger:
         config.paths.ledger = fix(config.paths.ledger)

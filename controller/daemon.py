@@ -10,11 +10,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 from controller import log
 from controller.clock import Clock
 from controller.config import UnitConfig
+from controller.kiosk import buttons
+from controller.kiosk.display import Kiosk
 from controller.ledger import ColumnChange, Ledger
 from controller.mqtt.commands import CommandRefused  # the one refusal type, re-exported
 from controller.sdnotify import Notifier
@@ -61,6 +64,8 @@ class UnitDaemon:
         player: VideoPlayer,
         clock: Clock,
         notifier: Notifier | None = None,
+        kiosk: Kiosk | None = None,
+        runtime_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.board = board
@@ -70,7 +75,10 @@ class UnitDaemon:
         self.notifier = notifier or Notifier()
         self.ledger = Ledger(config.paths.ledger_path(), clock, unit_id=config.unit.id)
         self.alarms = Alarms(self.ledger, self._changed)
-        self.flow = VendFlow(config, self.ledger, board, player, clock, self.alarms, self._changed)
+        self.kiosk = kiosk or Kiosk(config, player, clock, runtime_dir=runtime_dir)
+        self.flow = VendFlow(
+            config, self.ledger, board, player, clock, self.alarms, self._changed, self.kiosk
+        )
         self.temperature = TemperatureMonitor(config.temperature)
         self._last_reading: float | None = None
         self._last_purge: float | None = None
@@ -103,6 +111,7 @@ class UnitDaemon:
             boots=self.board_info.boot_count,
         )
         self.player.start(self._on_player_event)
+        self.kiosk.start()
         self.reconcile()
         self.flow.check_expiry()
         self._poll_status()
@@ -126,6 +135,7 @@ class UnitDaemon:
         for name, closer in (
             ("reporter", lambda: self.reporter and self.reporter.stop()),
             ("control", lambda: self.control and self.control.close()),
+            ("kiosk", self.kiosk.close),
             ("player", self.player.close),
             ("board", self.board.close),
             ("ledger", self.ledger.close),
@@ -241,10 +251,17 @@ class UnitDaemon:
     def _board_event(self, event: BoardEvent, received: float | None = None, queued: bool = False) -> None:
         if isinstance(event, ButtonPressed):
             why = self._stale(event, received, queued)
+            action = buttons.resolve(event, self.config.kiosk.buttons, self.config.videos.default_language)
             if why is not None:
-                self.flow.on_void_press(event.language, why)
+                self.flow.on_void_press(action.lang or self.config.videos.default_language, why)
+            elif action.kind == "repeat" or (
+                action.kind == "emergency" and event.long and self.kiosk.screen not in ("idle", "video")
+            ):
+                self.kiosk.repeat()  # a long press on a screen with words says them again
+            elif action.kind == "emergency":
+                self.flow.on_emergency(action.lang)
             else:
-                self.flow.on_press(event.language)
+                self.flow.on_press(action.lang or self.config.videos.default_language)
         elif isinstance(event, DoorChanged):
             self.flow.on_door(event.open)
         elif isinstance(event, BoardRebooted):

@@ -28,7 +28,7 @@ from controller.serial.board_api import (
     LinkCounters,
     MotorTestOutcome,
 )
-from controller.vend.video import OnPlayerEvent, VideoCompleted, VideoFailed, VideoProgress
+from controller.vend.video import OnPlayerEvent, VideoCompleted, VideoFailed, VideoProgress, VideoStarted
 
 
 class SimulatedCrash(BaseException):  # noqa: N818 - a test's stand-in for kill -9, not an error
@@ -193,6 +193,8 @@ class FakePlayer:
         self.auto = auto
         self.plays: list[tuple[Path, int]] = []
         self.texts: list[str] = []
+        self.subtitles: list[Path | None] = []
+        self.overlays: list[Path | None] = []  # None: overlay removed
         self.token: int | None = None
         self.started_at: float | None = None
         self.closed = False
@@ -201,8 +203,9 @@ class FakePlayer:
     def start(self, on_event: OnPlayerEvent) -> None:
         self._on_event = on_event
 
-    def play(self, path: Path, token: int) -> None:
+    def play(self, path: Path, token: int, subtitles: Path | None = None) -> None:
         self.plays.append((Path(path), token))
+        self.subtitles.append(subtitles)
         self.token, self.started_at = token, self.clock.monotonic()
         if self.auto == "complete":
             self.complete()
@@ -210,6 +213,7 @@ class FakePlayer:
             self.fail(self.auto)
         else:
             self._on_event(VideoProgress(token, 0.0, self.duration_s))
+            self._on_event(VideoStarted(token))
 
     def complete(self) -> None:
         """The clip played to its end (the test advanced the clock or does not care)."""
@@ -231,6 +235,12 @@ class FakePlayer:
 
     def show_text(self, text: str, seconds: float = 10.0) -> None:
         self.texts.append(text)
+
+    def overlay(self, path: Path, width: int, height: int) -> None:
+        self.overlays.append(path)
+
+    def clear_overlay(self) -> None:
+        self.overlays.append(None)
 
     def close(self) -> None:
         self.closed = True

@@ -174,7 +174,7 @@ class DispenseEvent(EventBase):
     expiry: date | None = None
     command_id: int = Field(ge=0)
     language: str | None = None
-    via: Literal["video", "window", "fallback", "test"]
+    via: Literal["video", "extra", "emergency", "window", "fallback", "test"]
     stock_after: Count
     exposure: LotExposure | None = None
 

@@ -10,16 +10,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Literal
 
 from controller import log
 from controller.clock import Clock
 from controller.config import UnitConfig
+from controller.kiosk.display import Kiosk
 from controller.ledger import ColumnChange, Ledger
 from controller.serial.board_api import Board, BoardError
 from controller.vend import stock
 from controller.vend.alarms import Alarms
-from controller.vend.video import PlayerEvent, VideoCompleted, VideoFailed, VideoPlayer, VideoProgress
+from controller.vend.video import (
+    PlayerEvent,
+    VideoCompleted,
+    VideoFailed,
+    VideoPlayer,
+    VideoProgress,
+    VideoStarted,
+)
 from schemas.models import (
     DispenseEvent,
     DoorEvent,
@@ -46,6 +55,16 @@ class VideoSession:
     language: str
     started: float  # monotonic
     length_s: float
+    kit: bool = True  # False: out of stock, the person chose to watch anyway
+
+
+@dataclass
+class KitSession:
+    """One person's kits after one completed video: more within the window, up to the cap."""
+
+    language: str
+    kits: int
+    until: float  # monotonic: "another kit" presses count until then
 
 
 class VendFlow:
@@ -58,8 +77,10 @@ class VendFlow:
         clock: Clock,
         alarms: Alarms,
         changed: Callable[[], None],
+        kiosk: Kiosk | None = None,
     ) -> None:
         self.config = config
+        self.kiosk = kiosk or Kiosk(config, player, clock)
         self.ledger = ledger
         self.board = board
         self.player = player
@@ -68,7 +89,8 @@ class VendFlow:
         self.changed = changed
         self.phase = Phase.IDLE
         self.session: VideoSession | None = None
-        self.window_until: float | None = None
+        self.kits: KitSession | None = None
+        self.offer_until: float | None = None  # out of stock: a press before this plays the video anyway
         self.door_open = False
         self.self_test_ok = True
         self.locked = ledger.get_meta("locked") == "1"
@@ -99,34 +121,81 @@ class VendFlow:
 
     # ------------------------------------------------------------ inputs
 
+    def _lang(self, language: str | None) -> str:
+        langs = self.config.kiosk.languages
+        return language if language in langs else self.config.videos.default_language
+
     def on_press(self, language: str) -> None:
-        lang = language if language in self.config.videos.files else self.config.videos.default_language
+        lang = self._lang(language)
         if self.mode != "vending":
             LOG.info("press_ignored", language=lang, mode=self.mode)
-            self._say(self.config.policies.text("service", lang))
+            self.kiosk.show("out_of_service", lang, reason=self._service_reason())
             return
         if self.phase != Phase.IDLE:
             LOG.info("press_ignored", language=lang, phase=str(self.phase))
             return
-        if self.window_until is not None and self.clock.monotonic() <= self.window_until:
-            LOG.info("press_in_window", language=lang)
-            self.vend(lang, "window")
+        now = self.clock.monotonic()
+        kits = self.kits
+        if kits is not None and now <= kits.until and kits.kits < self.config.policies.kits_per_session:
+            LOG.info("press_another_kit", language=kits.language, kits=kits.kits)
+            self._person_vend(kits.language, "extra")
+            return
+        self.kits = None
+        if self.offer_until is not None and now <= self.offer_until:
+            self.offer_until = None
+            self._start_video(lang, kit=False)
+            return
+        self.offer_until = None
+        if self._vendable() is None:
+            self._no_kit_before_video(lang)
             return
         self._start_video(lang)
 
+    def on_emergency(self, language: str | None) -> None:
+        """A kit at once, no video (the configured exception to the video gate), with a how-to loop."""
+        lang = self._lang(language)
+        if not self.config.policies.emergency:
+            self.on_press(lang)
+            return
+        if self.mode != "vending":
+            self.kiosk.show("out_of_service", lang, reason=self._service_reason())
+            return
+        if self.phase == Phase.DISPENSING:
+            return
+        if self.phase == Phase.VIDEO:
+            self._abandon("emergency")
+        self.kits = None
+        LOG.warning("emergency_press", language=lang)
+        self.kiosk.show("emergency", lang)
+        self.vend(lang, "emergency")
+
+    def _service_reason(self) -> str:
+        if self.locked:
+            return "locked"
+        if self.door_open:
+            return "door_open"
+        if not self.ready:
+            return "board_down"
+        return "service" if not self.self_test_ok else "service"
+
+    def _vendable(self) -> object | None:
+        return stock.choose_column(self.ledger.columns(), self.config.vend_product, self.clock.now().date())
+
     def on_void_press(self, language: str, why: str) -> None:
         """A press too old to belong to anyone here: no video, no kit; the screen says so."""
-        lang = language if language in self.config.videos.files else self.config.videos.default_language
+        lang = self._lang(language)
         LOG.warning("press_void", language=lang, why=why)
         if self.phase == Phase.IDLE:
-            self._say(self.config.policies.text("press_void", lang))
+            self.kiosk.show("press_void", lang)
 
     def on_player(self, event: PlayerEvent) -> None:
         s = self.session
         if s is None or event.token != s.token:
             LOG.debug("player_event_stale", token=event.token)
             return
-        if isinstance(event, VideoProgress):
+        if isinstance(event, VideoStarted):
+            self.kiosk.hide()
+        elif isinstance(event, VideoProgress):
             if event.duration_s:
                 s.length_s = event.duration_s
         elif isinstance(event, VideoCompleted):
@@ -149,30 +218,56 @@ class VendFlow:
         self.changed()
 
     def tick(self) -> None:
+        now = self.clock.monotonic()
+        if self.kits is not None and now > self.kits.until:
+            LOG.info("kit_session_closed", kits=self.kits.kits)
+            self.kits = None
+        self._sync_screen()
+        self.kiosk.tick()
         s = self.session
         deadline = None if s is None else s.started + s.length_s + self.config.videos.grace_s
         if deadline is not None and self.phase == Phase.VIDEO and self.clock.monotonic() > deadline:
             self._abandon("timeout")
 
+    def _sync_screen(self) -> None:
+        """The screen follows the unit's mode: out of service while it cannot vend, idle when it can."""
+        if self.mode != "vending":
+            reason = self._service_reason()
+            if self.kiosk.screen != "out_of_service" or self.kiosk.current.params.get("reason") != reason:
+                self.kiosk.show("out_of_service", None, reason=reason)
+        elif self.kiosk.screen == "out_of_service" and not self.kiosk.out_of_service:
+            self.kiosk.show("idle")
+
     # ------------------------------------------------------------ video
 
-    def _start_video(self, lang: str) -> None:
+    def _start_video(self, lang: str, kit: bool = True) -> None:
         self._tokens += 1
         self.session = VideoSession(
-            self._tokens, lang, self.clock.monotonic(), self.config.videos.expected_length_s
+            self._tokens, lang, self.clock.monotonic(), self.config.videos.expected_length_s, kit
         )
         self.phase = Phase.VIDEO
+        self.kiosk.show("video", lang)  # the press's feedback at once; hidden at the clip's first frame
         self.ledger.record(VideoEvent, phase="started", language=lang)
         self.changed()
-        self.player.play(self.config.videos.files[lang], self._tokens)
+        self.player.play(self.config.videos.files[lang], self._tokens, self._captions(lang))
+
+    def _captions(self, lang: str) -> Path | None:
+        if not self.config.kiosk.captions:
+            return None
+        path = self.config.videos.captions.get(lang) or self.config.videos.files[lang].with_suffix(".srt")
+        return path if path.is_file() else None
 
     def _completed(self, s: VideoSession, event: VideoCompleted) -> None:
         self.session = None
         self.ledger.record(VideoEvent, phase="completed", language=s.language, position_s=event.position_s)
         self.alarms.clear("video_player", "the player completed a clip")
-        window = self.config.policies.multi_kit_window_s
-        self.window_until = self.clock.monotonic() + window if window > 0 else None
-        self.vend(s.language, "video")
+        if not s.kit:  # watched while out of stock: thank them, say where to go
+            self.phase = Phase.IDLE
+            self.kiosk.show("out_of_stock", s.language, hold_s=30.0)
+            self.changed()
+            return
+        self.kits = KitSession(s.language, 0, self.clock.monotonic())
+        self._person_vend(s.language, "video")
 
     def _failed(self, s: VideoSession, event: VideoFailed) -> None:
         self.session = None
@@ -185,11 +280,12 @@ class VendFlow:
             "video_player", f"video player failed ({event.reason}); fallback {fallback}", "critical"
         )
         LOG.error("video_failed", reason=event.reason, fallback=fallback)
-        if fallback == "dispense":
+        if fallback == "dispense" and s.kit:
             self.vend(s.language, "fallback")
         else:
             self.phase = Phase.IDLE
-            self._say(self.config.policies.text("video_broken", s.language))
+            override = self.config.policies.text("video_broken", s.language)
+            self.kiosk.show("video_broken", s.language, override=override)
             self.changed()
 
     def _abandon(self, why: str) -> None:
@@ -204,9 +300,29 @@ class VendFlow:
             VideoEvent, phase="abandoned", language=s.language, position_s=round(position, 1), detail=why
         )
         LOG.info("video_abandoned", language=s.language, why=why)
+        if why != "emergency":
+            self.kiosk.show("idle")
         self.changed()
 
     # ------------------------------------------------------------ dispensing
+
+    def _person_vend(self, lang: str, via: str) -> None:
+        """A kit for the person at the machine (after the video, or another one in their window)."""
+        self.kiosk.show("dispensing", lang)
+        event = self.vend(lang, via)
+        kits = self.kits
+        if event is None or kits is None:
+            self.kits = None if event is None else kits
+            return
+        kits.kits += 1
+        window = self.config.policies.another_kit_window_s
+        more = window > 0 and kits.kits < self.config.policies.kits_per_session
+        kits.until = self.clock.monotonic() + (window if more else 0.0)
+        until = kits.until if more else self.clock.monotonic() + 15.0
+        override = self.config.policies.text("thank_you", lang)
+        self.kiosk.show("take_kit", lang, number=kits.kits, until=until, override=override)
+        if not more:
+            self.kits = None
 
     def vend(self, lang: str | None, via: str) -> DispenseEvent | None:
         """Try up to max_attempts columns, each with a new command id; record exactly what happened."""
@@ -284,7 +400,6 @@ class VendFlow:
         LOG.info(
             "dispensed", command_id=cid, column=column, via=via, stock_after=event.stock_after, seq=event.seq
         )
-        self._say(self.config.policies.text("thank_you", lang))
         return event
 
     def _attempt_failed(self, cid: int, column: int, outcome: str) -> None:
@@ -302,7 +417,8 @@ class VendFlow:
         )
         self.ledger.record(VendFailedEvent, reason=reason, attempts=attempts)
         self.alarms.raise_("vend_failed", f"a vend failed: {reason}", "critical")
-        self._say(self.config.policies.text("vend_failed", lang))
+        self.kits = None
+        self.kiosk.show("vend_failed", lang, override=self.config.policies.text("vend_failed", lang))
 
     def _out_of_stock(self, product: str, lang: str | None) -> None:
         rows = self.ledger.columns()
@@ -312,12 +428,23 @@ class VendFlow:
         ):
             self.ledger.record(VendFailedEvent, reason="all_columns_faulted", attempts=[])
             self.alarms.raise_("vend_failed", "a vend failed: every column with stock is faulted", "critical")
-            self._say(self.config.policies.text("vend_failed", lang))
-            return
-        self.ledger.record(OutOfStockEvent, product=product, language=lang)
-        self.alarms.raise_("out_of_stock", f"no vendable {product} left", "critical")
-        LOG.warning("out_of_stock", product=product)
-        self._say(self.config.policies.text("out_of_stock", lang))
+        else:
+            self.ledger.record(OutOfStockEvent, product=product, language=lang)
+            self.alarms.raise_("out_of_stock", f"no vendable {product} left", "critical")
+            LOG.warning("out_of_stock", product=product)
+        self.kits = None
+        # no kit can come: where else to get naloxone now, and the offer to watch the training anyway
+        self.offer_until = self.clock.monotonic() + self.config.policies.out_of_stock_offer_s
+        self.kiosk.show(
+            "out_of_stock",
+            lang,
+            hold_s=self.config.policies.out_of_stock_offer_s,
+            override=self.config.policies.text("out_of_stock", lang),
+        )
+
+    def _no_kit_before_video(self, lang: str) -> None:
+        """Out of stock (or every column faulted) at the press: say so before any video."""
+        self._out_of_stock(self.config.vend_product, lang)
 
     # ------------------------------------------------------------ checks
 
@@ -369,6 +496,4 @@ class VendFlow:
         LOG.info("self_test_passed")
         return True
 
-    def _say(self, text: str) -> None:
-        LOG.info("screen", text=text)
-        self.player.show_text(text, 10.0)
+

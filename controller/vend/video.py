@@ -35,6 +35,13 @@ class VideoProgress:
 
 
 @dataclass(frozen=True)
+class VideoStarted:
+    """The clip's first frame is on screen (mpv's playback-restart after the load)."""
+
+    token: int
+
+
+@dataclass(frozen=True)
 class VideoCompleted:
     token: int
     position_s: float | None
@@ -49,15 +56,17 @@ class VideoFailed:
     detail: str | None = None
 
 
-PlayerEvent = VideoProgress | VideoCompleted | VideoFailed
+PlayerEvent = VideoProgress | VideoStarted | VideoCompleted | VideoFailed
 OnPlayerEvent = Callable[[PlayerEvent], None]
 
 
 class VideoPlayer(Protocol):
     def start(self, on_event: OnPlayerEvent) -> None: ...
-    def play(self, path: Path, token: int) -> None: ...  # outcome arrives through on_event
+    def play(self, path: Path, token: int, subtitles: Path | None = None) -> None: ...  # -> on_event
     def stop_playback(self) -> None: ...
     def show_text(self, text: str, seconds: float = 10.0) -> None: ...
+    def overlay(self, path: Path, width: int, height: int) -> None: ...  # a BGRA image over everything
+    def clear_overlay(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -74,6 +83,10 @@ def mpv_command(settings: VideoSection, socket_path: Path) -> list[str]:
     ]
     if settings.headless:
         args += ["--vo=null", "--ao=null", "--force-window=no"]
+    else:  # the kiosk's screens are overlays on mpv's own window: keep it open while idle
+        args += ["--force-window=yes", "--keep-open=no", "--osd-level=0"]
+    # captions: large, white on a dark box, readable from 1.5 m
+    args += ["--sub-font-size=52", "--sub-border-style=opaque-box", "--sub-back-color=0.0/0.0/0.0/0.75"]
     return args + list(settings.mpv_args)
 
 
@@ -89,11 +102,14 @@ class MpvPlayer:
         self._dir = player_dir(runtime_dir)
         self._launches = 0
         self._token: int | None = None  # the clip playing now
+        self._started: int | None = None  # the token whose first frame was reported
         self._pos: float | None = None
         self._max_pos = 0.0
         self._duration: float | None = None
         self._last_progress = 0.0
         self._closed = threading.Event()
+        self._requests = 0
+        self._answers: dict[int, dict[str, Any]] = {}
         self._watchdog = threading.Thread(target=self._watch, name="mpv-watchdog", daemon=True)
 
     # ------------------------------------------------------------ public
@@ -106,7 +122,7 @@ class MpvPlayer:
         except PlayerUnavailable as exc:
             LOG.warning("player_unavailable", detail=str(exc))
 
-    def play(self, path: Path, token: int) -> None:
+    def play(self, path: Path, token: int, subtitles: Path | None = None) -> None:
         if not Path(path).is_file():
             self._emit(VideoFailed(token, "missing_file", detail=f"expected a clip at {path}, found no file"))
             return
@@ -118,8 +134,13 @@ class MpvPlayer:
         with self._lock:
             self._token, self._pos, self._max_pos, self._duration = token, None, 0.0, None
             self._last_progress = time.monotonic()
-        self._send(["loadfile", str(path), "replace"])
-        LOG.info("video_play", token=token, clip=Path(path).name)
+        options = []
+        if subtitles is not None and subtitles.is_file() and "," not in str(subtitles):
+            options.append(f"sub-file={subtitles}")
+        else:
+            options.append("sub-auto=no")  # no captions asked for: none of mpv's own guessing either
+        self._send(["loadfile", str(path), "replace", ",".join(options)])
+        LOG.info("video_play", token=token, clip=Path(path).name, captions=subtitles and subtitles.name)
 
     def stop_playback(self) -> None:
         with self._lock:
@@ -128,6 +149,35 @@ class MpvPlayer:
 
     def show_text(self, text: str, seconds: float = 10.0) -> None:
         self._send(["show-text", text, int(seconds * 1000), 0])  # level 0: shown even with osd-level=0
+
+    def overlay(self, path: Path, width: int, height: int) -> None:
+        """Show a raw BGRA image (mpv maps the file) over the video and the idle window, at 0,0."""
+        try:
+            self._ensure_running()
+        except PlayerUnavailable as exc:
+            LOG.warning("overlay_unavailable", detail=str(exc))
+            return
+        self._send(["overlay-add", 0, 0, 0, str(path), 0, "bgra", width, height, width * 4])
+
+    def clear_overlay(self) -> None:
+        self._send(["overlay-remove", 0])
+
+    def get_property(self, name: str, timeout: float = 2.0) -> Any:
+        """One property's value (tests and diagnostics), or None when mpv does not answer in time."""
+        with self._lock:
+            self._requests += 1
+            rid = self._requests
+            waiter: dict[str, Any] = {"event": threading.Event()}
+            self._answers[rid] = waiter
+        data = (json.dumps({"command": ["get_property", name], "request_id": rid}) + "\n").encode()
+        with self._lock:
+            if self._sock is not None:
+                with contextlib.suppress(OSError):
+                    self._sock.sendall(data)
+        waiter["event"].wait(timeout)
+        with self._lock:
+            self._answers.pop(rid, None)
+        return waiter.get("data")
 
     def close(self) -> None:
         self._closed.set()
@@ -233,8 +283,24 @@ class MpvPlayer:
             msg = json.loads(line)
         except ValueError:
             return
+        rid = msg.get("request_id")
+        if isinstance(rid, int):
+            with self._lock:
+                waiter = self._answers.get(rid)
+            if waiter is not None:
+                waiter["data"] = msg.get("data")
+                waiter["event"].set()
+            return
         if msg.get("event") == "property-change":
             self._property(msg.get("name"), msg.get("data"))
+        elif msg.get("event") == "playback-restart":
+            with self._lock:
+                token = self._token
+                first = token is not None and self._started != token
+                if first:
+                    self._started = token
+            if first and token is not None:
+                self._emit(VideoStarted(token))
         elif msg.get("event") == "end-file":
             self._end_file(str(msg.get("reason")), msg.get("file_error"))
 
@@ -307,19 +373,20 @@ class MpvPlayer:
             LOG.exception("player_callback_failed")
 
 
-def player_dir(runtime_dir: Path | None) -> Path:
-    """This process's own folder for mpv's socket, under the daemon's runtime dir. Folders left by a
-    killed daemon (kill -9 gives it no chance to clean up) are removed here, at the next start."""
+def player_dir(runtime_dir: Path | None, kind: str = "mpv") -> Path:
+    """This process's own folder for mpv's socket (or the kiosk's screen files), under the daemon's
+    runtime dir. Folders left by a killed daemon (kill -9 gives it no chance to clean up) are removed
+    here, at the next start."""
     if runtime_dir is None:  # tests and tools without a unit config
-        return Path(tempfile.mkdtemp(prefix="nalox-mpv-"))
+        return Path(tempfile.mkdtemp(prefix=f"nalox-{kind}-"))
     runtime_dir.mkdir(parents=True, exist_ok=True)
-    for old in runtime_dir.glob("mpv-*"):
-        pid = old.name.removeprefix("mpv-")
+    for old in runtime_dir.glob(f"{kind}-*"):
+        pid = old.name.removeprefix(f"{kind}-")
         if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
             continue
         shutil.rmtree(old, ignore_errors=True)
         LOG.info("player_leftovers_removed", path=str(old))
-    mine = runtime_dir / f"mpv-{os.getpid()}"
+    mine = runtime_dir / f"{kind}-{os.getpid()}"
     mine.mkdir(mode=0o700, exist_ok=True)
     return mine
 

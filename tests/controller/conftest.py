@@ -30,7 +30,12 @@ BASE: dict[str, Any] = {
         }
         for c in range(1, 7)
     ],
-    "videos": {"files": {"en": "en.mp4", "es": "es.mp4"}, "expected_length_s": 3.0, "grace_s": 10.0},
+    "videos": {
+        "files": {"en": "en.mp4", "es": "es.mp4"},
+        "expected_length_s": 3.0,
+        "grace_s": 10.0,
+        "headless": True,
+    },
     "policies": {"multi_kit_window_s": 60.0, "status_poll_s": 30.0},
     "paths": {"data_dir": "data"},
 }

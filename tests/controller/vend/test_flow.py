@@ -81,8 +81,8 @@ def test_window_dispenses_without_replaying_video(rig: Rig) -> None:
     rig.clock.advance(30)
     rig.press()
     assert len(rig.player.plays) == 1
-    assert [e.via for e in rig.events("dispense")] == ["video", "window"]
-    rig.clock.advance(31)  # window of 60 s from completion is over
+    assert [e.via for e in rig.events("dispense")] == ["video", "extra"]  # "another kit", counted apart
+    rig.clock.advance(61)  # the same person's window of 60 s after their last kit is over
     rig.press()
     assert len(rig.player.plays) == 2
     assert len(rig.events("dispense")) == 2
@@ -139,7 +139,8 @@ def test_player_failure_with_block_fallback_gives_nothing(tmp_path: Path) -> Non
         r.daemon.pump()
         assert not r.events("dispense") and r.board.stats()["dropped"] == 0
         assert r.daemon.ledger.alarm_active("video_player")
-        assert any("ask staff" in t for t in r.player.texts)
+        assert r.daemon.kiosk.screen == "video_broken"
+        assert any("ask the release desk staff" in t for t in r.player.texts)
     finally:
         r.close()
 
@@ -172,7 +173,7 @@ def test_every_column_failing_records_vend_failed(rig: Rig) -> None:
     assert rig.board.stats()["dropped"] == 0
 
 
-def test_out_of_stock_still_plays_video_then_says_where(tmp_path: Path) -> None:
+def test_out_of_stock_says_where_before_any_video_and_offers_it(tmp_path: Path) -> None:
     cols = [{"column": 1, "product": "nasal-4mg", "capacity": 30, "initial_stock": 0}]
     msg = "Out of naloxone: try the county health office."
     r = Rig(
@@ -182,11 +183,17 @@ def test_out_of_stock_still_plays_video_then_says_where(tmp_path: Path) -> None:
     )
     try:
         r.press()
-        assert r.player.plays, "the training video plays even when no kit is left"
-        r.complete()
+        assert not r.player.plays, "no video before the person learns there is no kit"
+        assert r.daemon.kiosk.screen == "out_of_stock"
         assert len(r.events("out_of_stock")) == 1
-        assert msg in r.player.texts
+        assert r.player.texts[-1].startswith(msg)
         assert r.daemon.ledger.alarm_active("out_of_stock")
+        r.press()  # "watch the training anyway"
+        assert len(r.player.plays) == 1
+        r.complete()
+        assert r.board.stats()["dropped"] == 0 and not r.events("dispense")
+        assert [e.phase for e in r.events("video")] == ["started", "completed"]
+        assert r.daemon.kiosk.screen == "out_of_stock"
     finally:
         r.close()
 
@@ -339,10 +346,16 @@ def test_messages_in_the_persons_language(tmp_path: Path) -> None:
     )
     try:
         r.press("es")
-        r.complete()
-        assert r.player.texts[-1] == "No hay naloxona."
+        assert r.player.texts[-1].startswith("No hay naloxona.")
         assert r.config.policies.text("out_of_stock", "fr") == "Out of naloxone."
-        assert r.config.policies.text("thank_you", "es").startswith("Take your naloxone kit")
+        assert r.config.policies.text("thank_you", "es") is None  # no county text: the Spanish pack
+        r.board.stock[1] = 1
+        r.daemon.restock(1, 1)
+        r.clock.advance(31)  # the offer to watch anyway is over: a new press is a new person
+        r.press("es")
+        r.complete()
+        assert r.daemon.kiosk.screen == "take_kit"
+        assert r.player.texts[-1].startswith("Tome su kit de la bandeja de abajo.")
     finally:
         r.close()
 

@@ -28,6 +28,7 @@ from tests.controller.conftest import make_config
 COLUMNS = 3
 STOCK = 3
 WINDOW_S = 60.0
+CAP = 3
 
 
 class FakeBackend:
@@ -151,7 +152,7 @@ class UnitMachine(RuleBasedStateMachine):
                 }
                 for c in range(1, COLUMNS + 1)
             ],
-            policies={"multi_kit_window_s": WINDOW_S, "status_poll_s": 30.0},
+            policies={"another_kit_window_s": WINDOW_S, "kits_per_session": CAP, "status_poll_s": 30.0},
         )
         self.clock = FakeClock()
         self.backend = self.backend_class()
@@ -274,21 +275,24 @@ class UnitMachine(RuleBasedStateMachine):
     @invariant()
     def no_kit_without_video_or_logged_fallback(self) -> None:
         last_video: VideoEvent | None = None
-        completed_at: list[Any] = []
+        last_kit: DispenseEvent | None = None  # the person's previous kit since their video
+        kits = 0
         for e in self.daemon.ledger.events():
             if isinstance(e, VideoEvent):
                 last_video = e
                 if e.phase == "completed":
-                    completed_at.append(e.ts)
+                    last_kit, kits = None, 0
             elif isinstance(e, DispenseEvent):
                 if e.via == "video":
                     assert last_video is not None and last_video.phase == "completed"
                 elif e.via == "fallback":
                     assert last_video is not None and last_video.phase == "failed"
-                elif e.via == "window":
-                    assert completed_at and (e.ts - completed_at[-1]).total_seconds() <= WINDOW_S
+                elif e.via == "extra":  # "another kit": same person, inside the window, under the cap
+                    assert last_kit is not None and (e.ts - last_kit.ts).total_seconds() <= WINDOW_S
+                    assert kits < CAP
                 else:
                     raise AssertionError(f"unexpected via {e.via}")
+                last_kit, kits = e, kits + 1
 
     @invariant()
     def at_most_one_kit_per_press(self) -> None:

@@ -1,0 +1,38 @@
+"""What a button press means: the unit config maps each board button (by index) to a language,
+'emergency' or 'repeat'. Protocol v1 boards report a language code instead of an index: that code is
+turned into an index here and nowhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from controller.serial.board_api import ButtonPressed
+
+V1_INDEX = {"en": 0, "es": 1}  # protocol v1: codec.LANGUAGES order
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: Literal["language", "emergency", "repeat"]
+    lang: str | None  # the person's language, when the press says it
+
+
+def button_index(event: ButtonPressed) -> int:
+    if event.index is not None:
+        return event.index
+    return V1_INDEX.get(event.language, 0)
+
+
+def resolve(event: ButtonPressed, buttons: list[str], default_lang: str) -> Action:
+    index = button_index(event)
+    what = buttons[index] if 0 <= index < len(buttons) else None
+    if what is None:  # a board with more buttons than the config names: the first language
+        what = next(b for b in buttons if b not in ("emergency", "repeat"))
+    if what == "emergency":
+        return Action("emergency", None)
+    if what == "repeat":
+        return Action("repeat", None)
+    if event.long:
+        return Action("emergency", what)
+    return Action("language", what)
