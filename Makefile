@@ -3,7 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev gcc libc6-dev mpv ffmpeg chromium openssl systemd udev wrk curl
+# kiosk: espeak-ng speaks the screens; fonts-wqy-microhei draws Chinese and Korean; xvfb, tesseract-ocr(-spa)
+# and sox check the real screens and speech in tests
+KIOSK_APT := espeak-ng fonts-dejavu-core fonts-wqy-microhei xvfb tesseract-ocr tesseract-ocr-spa sox
+APT_PACKAGES := $(KIOSK_APT) mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev gcc libc6-dev mpv ffmpeg chromium openssl systemd udev wrk curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-packages node-packages test lint demo bench bench-scale soak clean

@@ -29,9 +29,18 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", required=True, type=Path)
     sub.add_parser("config-example", help="print a commented example configuration")
-    clips = sub.add_parser("demo-clips", help="make short en/es test clips with ffmpeg (not real training)")
+    clips = sub.add_parser(
+        "demo-clips", help="make short test clips with captions (<lang>.mp4 + <lang>.srt) with ffmpeg"
+    )
     clips.add_argument("--out", required=True, type=Path)
     clips.add_argument("--seconds", type=float, default=3.0)
+    clips.add_argument("--langs", default="en,es", help="comma-separated languages (default en,es)")
+    screens = sub.add_parser(
+        "screens", help="render every kiosk screen in every configured language (or one) to PNG"
+    )
+    screens.add_argument("--config", required=True, type=Path)
+    screens.add_argument("--out", required=True, type=Path)
+    screens.add_argument("--lang", help="one language code (default: every configured language)")
     return p
 
 
@@ -41,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(example_text())
         return 0
     if args.command == "demo-clips":
-        return make_clips(args.out, args.seconds)
+        return make_clips(args.out, args.seconds, [x for x in args.langs.split(",") if x])
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -50,7 +59,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"{args.config}: ok (unit {config.unit.id}, {len(config.columns)} columns)")
         return 0
+    if args.command == "screens":
+        return render_screens(config, args.out, args.lang)
     return run(config)
+
+
+def render_screens(config: UnitConfig, out: Path, lang: str | None) -> int:
+    """Every screen as the unit draws it, one PNG per screen and language: `<screen>-<lang>.png`."""
+    from controller.kiosk import i18n
+    from controller.kiosk.display import context_of
+    from controller.kiosk.screens import SCREENS, compose, render
+
+    langs = config.kiosk.languages
+    if lang is not None and lang not in langs:
+        print(
+            f"nalox unit screens: --lang: expected one of the configured languages {', '.join(langs)}, "
+            f"found {lang!r}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    ctx = context_of(config)
+    out.mkdir(parents=True, exist_ok=True)
+    for code in [lang] if lang else langs:
+        if not i18n.pack(code).reviewed:
+            print(f"nalox unit screens: {code}: {i18n.REVIEW_NOTE}", file=sys.stderr)
+        for name in SCREENS:
+            spec = compose(name, code, ctx, number=1, reason="service")
+            path = out / f"{name}-{code}.png"
+            render(spec, ctx.size).save(path)
+            print(path)
+    return 0
 
 
 def run(config: UnitConfig) -> int:
@@ -93,16 +131,46 @@ def open_board(config: UnitConfig):  # type: ignore[no-untyped-def]
     )
 
 
-def make_clips(out: Path, seconds: float) -> int:
+def make_clips(out: Path, seconds: float, langs: list[str] | None = None) -> int:
+    from controller.kiosk import i18n
+
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         print("nalox unit demo-clips: expected ffmpeg on PATH, found none", file=sys.stderr)
         return EXIT_FAILED
+    unknown = [lang for lang in langs or [] if lang not in i18n.available()]
+    if unknown:
+        print(
+            f"nalox unit demo-clips: --langs: expected languages among {', '.join(i18n.available())}, "
+            f"found {', '.join(unknown)}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     out.mkdir(parents=True, exist_ok=True)
-    for lang in ("en", "es"):
+    for lang in langs or ["en", "es"]:
         make_clip(out / f"{lang}.mp4", seconds, ffmpeg)
+        write_captions(out / f"{lang}.srt", lang, seconds)
         print(out / f"{lang}.mp4")
+        print(out / f"{lang}.srt")
     return 0
+
+
+def write_captions(path: Path, lang: str, seconds: float) -> Path:
+    """A SubRip caption file in `lang` for a demo clip of `seconds` (two cues, from the language pack)."""
+    from controller.kiosk import i18n
+    from controller.kiosk import messages as m
+
+    p = i18n.pack(lang)
+    half = seconds / 2
+
+    def ts(t: float) -> str:
+        ms = int(round(t * 1000))
+        return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+    cues = [(0.0, half, p.gettext(m.WATCH_VIDEO)), (half, seconds, p.gettext(m.KIT_AFTER_VIDEO))]
+    text = "".join(f"{i}\n{ts(a)} --> {ts(b)}\n{t}\n\n" for i, (a, b, t) in enumerate(cues, 1))
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def make_clip(path: Path, seconds: float, ffmpeg: str = "ffmpeg") -> Path:

@@ -23,7 +23,8 @@ class UnitSpec:
     spin_ms: int = 150  # one spiral turn of the simulated motor
     video_seconds: float = 2.0
     headless: bool = True
-    multi_kit_window_s: float = 0
+    multi_kit_window_s: float = 0  # the same person's "another kit" window (policies.another_kit_window_s)
+    kits_per_session: int = 5
     telemetry_interval_s: float = 10
     ack_resend_s: float = 10
     tls: dict[str, str] | None = None  # client certificate files: keys "ca", "cert", "key"
@@ -77,7 +78,8 @@ en = {_q(videos["en"])}
 es = {_q(videos["es"])}
 
 [policies]
-multi_kit_window_s = {spec.multi_kit_window_s}
+another_kit_window_s = {spec.multi_kit_window_s}
+kits_per_session = {spec.kits_per_session}
 status_poll_s = 5
 
 [paths]

@@ -174,7 +174,12 @@ class DispenseEvent(EventBase):
     expiry: date | None = None
     command_id: int = Field(ge=0)
     language: str | None = None
-    via: Literal["video", "extra", "emergency", "window", "fallback", "test"]
+    via: Literal["video", "extra", "emergency", "window", "fallback", "test"] = Field(
+        description="video: after a completed video; extra: another kit for the same person inside "
+        "their window; emergency: the emergency button or a long press, no video; window: the old "
+        "machine-wide window (units before the kiosk change); fallback: the player was broken; test: "
+        "a technician's drop test"
+    )
     stock_after: Count
     exposure: LotExposure | None = None
 

@@ -86,7 +86,7 @@ def mpv_command(settings: VideoSection, socket_path: Path) -> list[str]:
     else:  # the kiosk's screens are overlays on mpv's own window: keep it open while idle
         args += ["--force-window=yes", "--keep-open=no", "--osd-level=0"]
     # captions: large, white on a dark box, readable from 1.5 m
-    args += ["--sub-font-size=52", "--sub-border-style=opaque-box", "--sub-back-color=0.0/0.0/0.0/0.75"]
+    args += ["--sub-font-size=52", "--sub-border-size=4", "--sub-color=1.0/1.0/1.0"]
     return args + list(settings.mpv_args)
 
 

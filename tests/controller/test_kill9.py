@@ -51,7 +51,7 @@ def test_kill9_during_dispense_then_restart_reconciles(tmp_path: Path) -> None:
             tmp_path,
             board.link,
             {"en": clip, "es": clip},
-            **{"multi_kit_window_s = 300": "multi_kit_window_s = 0"},
+            **{"another_kit_window_s = 20 ": "another_kit_window_s = 0 "},
         ),
         tmp_path,
     )

@@ -65,7 +65,7 @@ def run(
             board.link,
             clips,
             **{
-                "multi_kit_window_s = 300": "multi_kit_window_s = 0",
+                "another_kit_window_s = 20 ": "another_kit_window_s = 0 ",
                 "initial_stock = 20": "initial_stock = 40",
                 "capacity = 30": "capacity = 50",
                 "status_poll_s = 30": "status_poll_s = 5",

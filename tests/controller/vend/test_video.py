@@ -16,7 +16,14 @@ from controller.clock import RealClock
 from controller.config import VideoSection
 from controller.daemon import UnitDaemon
 from controller.fakes import FakeBoard
-from controller.vend.video import MpvPlayer, PlayerEvent, VideoCompleted, VideoFailed, VideoProgress
+from controller.vend.video import (
+    MpvPlayer,
+    PlayerEvent,
+    VideoCompleted,
+    VideoFailed,
+    VideoProgress,
+    VideoStarted,
+)
 from tests.controller.conftest import make_config
 
 CLIP_S = 2.0
@@ -52,7 +59,7 @@ def outcome(events: queue.Queue[PlayerEvent], timeout: float) -> PlayerEvent:
     deadline = time.monotonic() + timeout
     while True:
         ev = events.get(timeout=max(0.01, deadline - time.monotonic()))
-        if not isinstance(ev, VideoProgress):
+        if not isinstance(ev, VideoProgress | VideoStarted):
             return ev
 
 
@@ -82,8 +89,8 @@ def test_crash_during_playback_then_relaunch(
 ) -> None:
     p, events = player
     p.play(clip, token=1)
-    first = events.get(timeout=10)  # duration known: mpv is playing
-    assert isinstance(first, VideoProgress)
+    first = events.get(timeout=10)  # first frame up or duration known: mpv is playing
+    assert isinstance(first, VideoProgress | VideoStarted)
     assert p.pid is not None
     os.kill(p.pid, signal.SIGKILL)
     ev = outcome(events, 10)
@@ -96,7 +103,7 @@ def test_crash_during_playback_then_relaunch(
 def test_hang_is_detected(player: tuple[MpvPlayer, queue.Queue[PlayerEvent]], clip: Path) -> None:
     p, events = player
     p.play(clip, token=3)
-    assert isinstance(events.get(timeout=10), VideoProgress)
+    assert isinstance(events.get(timeout=10), VideoProgress | VideoStarted)
     assert p.pid is not None
     os.kill(p.pid, signal.SIGSTOP)
     ev = outcome(events, 10)
@@ -146,7 +153,7 @@ def test_daemon_with_real_mpv_dispenses_after_the_clip(tmp_path: Path, clip: Pat
         assert time.monotonic() - pressed >= CLIP_S - 0.3
         assert getattr(daemon.ledger.events(event_type="dispense")[0], "via", None) == "video"
         assert wait_for(lambda: daemon.flow.phase.value == "idle", 5)
-        daemon.flow.window_until = None
+        daemon.flow.kits = None  # the next person
         board.press("es")  # its clip is missing: the configured fallback dispenses, with an alarm
         assert wait_for(lambda: board.stats()["dropped"] == 2, 10)
         assert [getattr(e, "via", None) for e in daemon.ledger.events(event_type="dispense")] == [
