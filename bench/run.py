@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import baselines, rooms
+from bench import kiosk as kiosk_bench
 from nalox.broker import DEPLOY, Broker
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -98,6 +99,7 @@ def measure_all(sizes: Sizes, quick: bool) -> dict[str, Any]:
             "unit footprint", lambda: rooms.footprint(broker.port, sizes.idle_seconds)
         )
     res["serial_link"] = guarded("serial link", lambda: serial_link(sizes))
+    res["kiosk"] = guarded("kiosk press latency", lambda: kiosk_bench.measure(10 if quick else 40))
     return res
 
 
@@ -268,6 +270,7 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         rows.append(
             ("dispenses/s over a pty", fmt(s["dispenses_per_s"]), "", "", f"spin {s['dispense_spin_ms']} ms")
         )
+    rows += kiosk_bench.table_rows(r.get("kiosk", {}))
     return rows
 
 

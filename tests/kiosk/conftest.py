@@ -60,5 +60,3 @@ def ocr(img: Image.Image, lang: str, tmp: Path) -> str:
         timeout=60,
     ).stdout.decode("utf-8", "replace")
     return normalise(out)
-
-

@@ -45,8 +45,15 @@ def test_spanish_speaker_gets_spanish_on_every_screen(tmp_path: Path) -> None:
         assert r.player.texts[-1].startswith(ES.gettext(m.VEND_FAILED))
         person = r.daemon.kiosk.shown[start:]
         assert {lang for _screen, lang in person} == {"es"}, person
-        assert [s for s, _ in person] == ["video", "dispensing", "take_kit", "dispensing", "take_kit",
-                                          "dispensing", "vend_failed"]
+        assert [s for s, _ in person] == [
+            "video",
+            "dispensing",
+            "take_kit",
+            "dispensing",
+            "take_kit",
+            "dispensing",
+            "vend_failed",
+        ]
     finally:
         r.close()
 

@@ -133,9 +133,12 @@ def test_unit_screens_renders_every_screen_in_every_language(
 ) -> None:
     cfg = tmp_path / "unit.toml"
     text = (Path(__file__).parents[2] / "controller" / "unit.example.toml").read_text()
-    cfg.write_text(text.replace('buttons = ["en", "es"]', 'buttons = ["en", "es", "zh", "emergency"]').replace(
-        'es = "/tmp/nalox/videos/es.mp4"', 'es = "/tmp/nalox/videos/es.mp4"\nzh = "/tmp/nalox/videos/zh.mp4"'
-    ))
+    cfg.write_text(
+        text.replace('buttons = ["en", "es"]', 'buttons = ["en", "es", "zh", "emergency"]').replace(
+            'es = "/tmp/nalox/videos/es.mp4"',
+            'es = "/tmp/nalox/videos/es.mp4"\nzh = "/tmp/nalox/videos/zh.mp4"',
+        )
+    )
     out = tmp_path / "shots"
     assert unit_main(["screens", "--config", str(cfg), "--out", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())

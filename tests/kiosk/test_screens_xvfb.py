@@ -69,7 +69,9 @@ def shown(k: Kiosk, xvfb: Xvfb, name: str, lang: str, tmp: Path, **params: objec
     try:
         wait_for(readable, timeout=20, what=f"{name}-{lang}: {spec.title!r} on the X screen", poll=0.1)
     except AssertionError:
-        raise AssertionError(f"{name}-{lang}: expected {key!r} in the OCR text, found {found.get('text')!r}")
+        raise AssertionError(
+            f"{name}-{lang}: expected {key!r} in the OCR text, found {found.get('text')!r}"
+        ) from None
     img = found["img"]
     assert isinstance(img, Image.Image)
     keep = os.environ.get("NALOX_SCREENSHOTS")
@@ -87,7 +89,9 @@ def dark_share(img: Image.Image) -> float:
 
 
 @pytest.mark.parametrize("lang", ["en", "es"])
-def test_every_screen_readable_on_the_real_display(kiosk: Kiosk, xvfb: Xvfb, tmp_path: Path, lang: str) -> None:
+def test_every_screen_readable_on_the_real_display(
+    kiosk: Kiosk, xvfb: Xvfb, tmp_path: Path, lang: str
+) -> None:
     for name in SCREENS:
         img, text = shown(kiosk, xvfb, name, lang, tmp_path, reason="service", number=1)
         assert dark_share(img) < 0.05, f"{name}-{lang} is mostly black"
