@@ -188,6 +188,7 @@ GROUPINGS = {
     "site": ("program", "site"),
     "unit": ("program", "site", "unit"),
     "month": ("month", "program", "site"),
+    "language": ("language",),  # kits and videos per language the person chose (counted from events)
     "total": (),
 }
 

@@ -1030,9 +1030,11 @@ class Store:
         program and site recorded with each event; months in the reporting zone). From the counts kept
         at ingest when start and end are midnights of the reporting zone (every calendar period is),
         else counted from the events."""
-        allowed = ("program", "site", "unit", "month")
+        allowed = ("program", "site", "unit", "month", "language")
         if any(b not in allowed for b in by):
             raise StoreError(f"expected grouping by {allowed}, got {tuple(by)}")
+        if "language" in by:  # the counts kept at ingest have no language: count the events
+            return self.period_counts_fresh(start, end, by)
         tz = self.report_tz
         first, after = start.astimezone(tz), end.astimezone(tz)
         midnight = (first.hour, first.minute, first.second, first.microsecond) == (0, 0, 0, 0)
@@ -1052,7 +1054,7 @@ class Store:
     ) -> list[dict[str, Any]]:
         """period_counts() counted from the events table now (the check of the kept counts, and the
         way for a period that does not start and end at the zone's midnights)."""
-        allowed = ("program", "site", "unit", "month")
+        allowed = ("program", "site", "unit", "month", "language")
         if any(b not in allowed for b in by):
             raise StoreError(f"expected grouping by {allowed}, got {tuple(by)}")
         cols = [f"COALESCE(e.{b}, '')" for b in by]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ LOG = log.get("kiosk")
 SILENT = {"idle", "video"}  # idle does not talk to passers-by; the video has its own sound track
 HOLD_S = {"press_void": 6.0, "vend_failed": 20.0, "video_broken": 20.0, "emergency": 30.0, "take_kit": 15.0}
 CACHE_FILES = 48
+REFRESH_S = 3.0
 
 
 def context_of(config: UnitConfig) -> ScreenContext:
@@ -96,6 +98,7 @@ class Kiosk:
         self._dir: Path | None = None
         self._files: OrderedDict[tuple[Any, ...], Path] = OrderedDict()
         self._on_screen: tuple[Any, ...] | None = None
+        self._pushed_at = 0.0
         self._n = 0
         self.first_feedback: dict[int, float] = {}  # show number -> monotonic when it reached mpv (bench)
         self._shows = 0
@@ -246,11 +249,12 @@ class Kiosk:
                 spec = _with_title(spec, cur.spec.title)
         frame = int((now - cur.since) / spec.frame_s) % spec.frames if spec.frames > 1 and spec.frame_s else 0
         key = (spec, frame)
-        if key == self._on_screen:
+        # the same picture again every few seconds: a relaunched mpv (after a crash) gets it back
+        if key == self._on_screen and time.monotonic() - self._pushed_at < REFRESH_S:
             return
         path = self._file(spec, frame)
         self.player.overlay(path, *self.ctx.size)
-        self._on_screen = key
+        self._on_screen, self._pushed_at = key, time.monotonic()
         self.first_feedback.setdefault(shows, self.clock.monotonic())
 
     def _file(self, spec: ScreenSpec, frame: int) -> Path:
