@@ -93,6 +93,7 @@ class UnitDaemon:
         self._next_poll = 0.0
         self._next_watchdog = 0.0
         self._opened = False
+        self._light: str | None = None  # the status light pattern last set
 
     # ------------------------------------------------------------ lifecycle
 
@@ -216,9 +217,33 @@ class UnitDaemon:
                 self._next_poll = now + self.config.policies.status_poll_s
                 self._poll_status()
                 self.flow.check_expiry()
+            self._drive_light()
         except Exception:
             LOG.exception("tick_failed")
         self._watchdog()
+
+    def _drive_light(self) -> None:
+        """The board's status light follows the unit: lit = ready, blinking = busy (a person's video or
+        kit), off = cannot vend. Boards without a light (protocol 1) are left alone after one try."""
+        light = getattr(self.board, "light", None)
+        if light is None or self._light == "unsupported":
+            return
+        if self.flow.phase.value != "idle":
+            want = "blinking"
+        else:
+            want = "lit" if self.mode == "vending" else "off"
+        if want == self._light:
+            return
+        try:
+            light(want)
+        except BoardError as exc:
+            if type(exc).__name__ == "ProtocolMismatch":
+                self._light = "unsupported"
+                LOG.info("status_light_unsupported", detail=str(exc))
+            else:
+                LOG.warning("status_light_failed", error=str(exc))
+            return
+        self._light = want
 
     def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval_s

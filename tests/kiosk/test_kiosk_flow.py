@@ -211,3 +211,19 @@ def test_out_of_service_screen_for_ledger_down_and_door(tmp_path: Path) -> None:
         assert r.daemon.kiosk.screen == "idle"
     finally:
         r.close()
+
+
+def test_status_light_follows_the_unit(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    try:
+        assert r.board.light_pattern == "lit", "ready"
+        r.press("en")
+        assert r.board.light_pattern == "blinking", "busy: a person's video"
+        r.complete()
+        r.daemon.pump()
+        assert r.board.light_pattern == "lit"
+        r.board.set_door(True)
+        r.daemon.pump()
+        assert r.board.light_pattern == "off", "cannot vend"
+    finally:
+        r.close()

@@ -56,13 +56,11 @@ def kiosk(xvfb: Xvfb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 def shown(k: Kiosk, xvfb: Xvfb, name: str, lang: str, tmp: Path, **params: object) -> tuple[Image.Image, str]:
     """Show a screen; return the screenshot in which tesseract reads the screen's title."""
-    before = xvfb.grab().tobytes()
     spec = k.show(name, lang, **params)
     key = normalise(spec.title)
     found: dict[str, object] = {}
-    # cheap first: the kiosk handed the screen to mpv and the X screen changed; then read it
-    wait_for(lambda: k._on_screen is not None and k._on_screen[0].name == name, 10, f"{name} sent to mpv")
-    wait_for(lambda: xvfb.grab().tobytes() != before, 10, f"{name}-{lang} on the X screen")
+    # cheap first: the kiosk handed this very screen to mpv; then read the X screen until it shows
+    wait_for(lambda: k._on_screen is not None and k._on_screen[0] == spec, 10, f"{name} sent to mpv")
 
     def readable() -> bool:
         img = xvfb.grab()
