@@ -228,10 +228,8 @@ class UnitDaemon:
         light = getattr(self.board, "light", None)
         if light is None or self._light == "unsupported":
             return
-        if self.flow.phase.value != "idle":
-            want = "blinking"
-        else:
-            want = "lit" if self.mode == "vending" else "off"
+        ready = "lit" if self.mode == "vending" else "off"
+        want = "blinking" if self.flow.phase.value != "idle" else ready
         if want == self._light:
             return
         try:
