@@ -129,6 +129,11 @@ class MicroPythonBoard:
         """While on, every step collects garbage first, so mem()'s peak is the peak of live objects."""
         self._ctl({"cmd": "track", "on": on})
 
+    def cut_power_at(self, kind: str, key: str, nth: int = 1) -> None:
+        """Arm a power cut at the nth write of `kind` ("put", "append", "drop") to `key` in the board's
+        storage: that write never happens and the board starts again."""
+        self._ctl({"cmd": "cut", "kind": kind, "key": key, "nth": nth})
+
     def stats(self) -> dict[str, Any]:
         return self._ctl({"cmd": "stats"})
 

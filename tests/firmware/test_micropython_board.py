@@ -184,3 +184,46 @@ def test_firmware_update_on_micropython_good_and_rolled_back(tmp_path: Path) -> 
             assert (stats["firmware"], stats["slot"], stats["reasons"][-1]) == ("0.3.0", 1, "rolled_back")
     finally:
         rig.close()
+
+
+POWER_CUTS = [  # (kind, key, nth write of that kind to that key): the stages of an update
+    ("append", "fw1/firmware_py/codec.py", 40),  # in the middle of the transfer
+    ("put", "fwslot", 1),  # the switch itself (the write that would make the new slot active)
+    ("put", "fwslot", 2),  # the new firmware's first start, on trial, before it said HELLO
+    ("put", "fwslot", 3),  # the confirmation, as it answers HELLO
+]
+
+
+@pytest.mark.parametrize("cut", POWER_CUTS, ids=lambda c: f"{c[0]}-{c[1].replace('/', '_')}-{c[2]}")
+def test_power_cut_during_an_update_on_micropython(tmp_path: Path, cut: tuple[str, str, int]) -> None:
+    """After the cut the board runs the old firmware or the new one, from a whole slot, never neither."""
+    from controller.diag import firmware_bundle as fwbundle
+    from controller.diag.firmware_update import UpdateFailed, update_board
+    from firmware_py.board import FIRMWARE_VERSION
+
+    firmware = Path(__file__).resolve().parents[2] / "firmware_py"
+    key = tmp_path / "k.pem"
+    fwbundle.keygen(key)
+    bundle = fwbundle.sign(fwbundle.collect(firmware), fwbundle.load_private_key(key), "0.3.0", "nalox-mpsim",
+                           tmp_path / "fw.zip")
+    rig = Rig(tmp_path, columns=2, stock=5, spin_ms=20, trial_ms=8000)
+    try:
+        rig.board.set_door(True)
+        with SerialBoard(str(rig.path), request_timeout=15.0) as link:
+            link.start(on_event=rig.events.put)
+            wait_for(lambda: link.status().door_open, 5, "the door open")
+            rig.board.cut_power_at(*cut)
+            try:
+                update_board(link, bundle, rig.events, timeout=30)
+            except UpdateFailed:
+                pass
+            link.ping()
+            assert link.info is not None
+            running = link.info.firmware
+        stats = rig.board.stats()
+        assert stats["cuts"] == [f"{cut[0]} {cut[1]}"], "the power really was cut there"
+        assert running in (FIRMWARE_VERSION, "0.3.0") and stats["firmware"] == running
+        assert stats["slot_ok"] and not stats["on_trial"]
+        assert (running == "0.3.0") == (cut[2] == 2 and cut[1] == "fwslot"), (cut, running)
+    finally:
+        rig.close()

@@ -69,6 +69,44 @@ class World:
         return self.level[i]
 
 
+class PowerCut(Exception):
+    """The board loses power at this write: the write never happens, the firmware stops at once."""
+
+
+class CutStore:
+    """The board's FileStore, with a power cut at the `nth` write of `kind` to `key` when armed."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.writes = 0
+        self.cut = None  # [kind, key, nth]
+
+    def get(self, key):
+        return self.inner.get(key)
+
+    def _write(self, kind, key):
+        self.writes += 1
+        cut = self.cut
+        if cut is not None and cut[0] == kind and cut[1] == key:
+            cut[2] -= 1
+            if cut[2] <= 0:
+                self.cut = None
+                STATE["cuts"].append(kind + " " + key)
+                raise PowerCut("power cut at %s %s" % (kind, key))
+
+    def put(self, key, value):
+        self._write("put", key)
+        self.inner.put(key, value)
+
+    def append(self, key, data):
+        self._write("append", key)
+        self.inner.append(key, data)
+
+    def drop(self, prefix):
+        self._write("drop", prefix)
+        self.inner.drop(prefix)
+
+
 class Pin:
     def __init__(self, read=None, write=None):
         self._read = read
@@ -136,7 +174,7 @@ def _motor(world, i, v):
 
 
 STATE = {"board": None, "world": None, "uart": None, "nvs": None, "opts": None, "reboot": None,
-         "trial_until": None, "slot": 0, "track": False, "heap_after_start": 0, "heap_peak": 0, "reasons": []}
+         "trial_until": None, "slot": 0, "track": False, "cuts": [], "heap_after_start": 0, "heap_peak": 0, "reasons": []}
 
 
 def _firmware_board_class(slot):
@@ -156,6 +194,15 @@ def _firmware_board_class(slot):
 
 
 def _boot(reason):
+    try:
+        _start_firmware(reason)
+    except Exception as exc:  # power lost again while starting: start again
+        sys.print_exception(exc)
+        STATE["board"] = None
+        STATE["reboot"] = "power_on"
+
+
+def _start_firmware(reason):
     world = STATE["world"]
     for i in range(len(world.motor)):
         world.motor[i] = None
@@ -185,7 +232,7 @@ def start(text):
     world = World(opts["columns"], opts["stock"], opts["spin_ms"])
     STATE["world"] = world
     STATE["uart"] = Uart()
-    STATE["nvs"] = FileStore(FLASH)
+    STATE["nvs"] = CutStore(FileStore(FLASH))
     STATE["opts"] = opts
     _boot("power_on")
     gc.collect()
@@ -240,6 +287,8 @@ def ctl(text):
         STATE["reboot"] = "sim_reboot"
     elif cmd == "track":
         STATE["track"] = bool(req["on"])
+    elif cmd == "cut":
+        STATE["nvs"].cut = [req["kind"], req["key"], req["nth"]]
     elif cmd == "mem":
         peak = STATE["heap_peak"]
         gc.collect()
@@ -258,10 +307,12 @@ def ctl(text):
             "presses": world.presses, "boots": world.boots, "light": world.light, "slot": STATE["slot"],
             "light_shown": board.light.shown if board is not None else None,
             "firmware": board.firmware if board is not None else None, "reasons": STATE["reasons"],
-            "implementation": sys.implementation.name,
+            "implementation": sys.implementation.name, "cuts": STATE["cuts"],
+            "slot_ok": bootsel.verify(STATE["nvs"], STATE["slot"]) is None,
+            "on_trial": bootsel.in_trial(STATE["nvs"]),
             "link": board.link.counters if board is not None else {},
         })
     else:
-        raise ValueError("ctl: expected press, door, reboot, track, mem, fill_journal or stats, got %r"
+        raise ValueError("ctl: expected press, door, reboot, track, cut, mem, fill_journal or stats, got %r"
                          % (cmd,))
     return json.dumps({"ok": True})
