@@ -174,7 +174,8 @@ def _motor(world, i, v):
 
 
 STATE = {"board": None, "world": None, "uart": None, "nvs": None, "opts": None, "reboot": None,
-         "trial_until": None, "slot": 0, "track": False, "cuts": [], "heap_after_start": 0, "heap_peak": 0, "reasons": []}
+         "trial_until": None, "slot": 0, "track": False, "cuts": [], "heap_after_start": 0, "heap_peak": 0,
+         "reasons": []}
 
 
 def _firmware_board_class(slot):
