@@ -16,6 +16,12 @@ builds one from `machine`, `simulator/hal.py` builds a simulated one, tests use 
     board_id        short text naming this board
     reset_cause     text for the BOOT message: "power_on", "watchdog", "sim_reboot", ...
 
+Optional (protocol 2; a HAL without them still runs):
+
+    light_pin       output pin of the status light (light.py drives the patterns)
+    board_model     text naming the hardware; firmware bundles are made for one model
+    reset()         restart the board (machine.reset): after an update, into the new slot
+
 A pin is anything with value() / value(v) like machine.Pin.
 """
 
