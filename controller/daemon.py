@@ -424,7 +424,7 @@ class UnitDaemon:
         held = {h.lot for h in self.ledger.holds()}
         changed = False
         for seg in self.ledger.segments():
-            if not seg.lot or seg.lot in held:
+            if not seg.lot or seg.lot in held or self.ledger.get_meta(f"heat_released:{seg.lot}"):
                 continue
             why = None
             if seg.seconds_in_excursion > policy.max_minutes_beyond_excursion * 60:
@@ -616,6 +616,8 @@ class UnitDaemon:
             released = self.ledger.release_lot(cmd.lot)
             changed = released is not None
             if released is not None and released.kind == "heat":
+                # staff judged this lot's exposure: the policy does not hold it again for it
+                self.ledger.set_meta(f"heat_released:{cmd.lot}", f"{cmd.by}: {cmd.reason}"[:300])
                 self.alarms.clear(f"lot_heat_{cmd.lot}", f"released by {cmd.by}: {cmd.reason}")
         LOG.warning("lot_hold", lot=cmd.lot, hold=cmd.hold, by=cmd.by, reason=cmd.reason, changed=changed)
         self.flow.check_expiry()

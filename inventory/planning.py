@@ -137,9 +137,9 @@ def fleet_lots(
                     if seg.exposure.mkt_c is not None:
                         v.worst_mkt_c = max(v.worst_mkt_c or -273.0, seg.exposure.mkt_c)
         for h in u.holds:
-            v = lots.get(h.lot)
-            if v is not None:
-                v.unit_holds.append((u.unit, h.kind, h.reason))
+            held = lots.get(h.lot)
+            if held is not None:
+                held.unit_holds.append((u.unit, h.kind, h.reason))
     for name, hold in holds.items():
         lots.setdefault(name, LotView(name, "?", None)).hold = hold
     for v in lots.values():

@@ -32,6 +32,7 @@ from controller.vend.video import (
 from schemas.models import (
     DispenseEvent,
     DoorEvent,
+    LotExposure,
     OutOfStockEvent,
     VendAttempt,
     VendFailedEvent,
@@ -384,6 +385,16 @@ class VendFlow:
                 f"stock_discrepancy_{column}", f"column {column} dropped a kit the ledger did not count"
             )
         change = ColumnChange(column, stock_delta=-1 if row.stock > 0 else 0)
+        front = self.ledger.segments(column)[:1]
+        exposure = (
+            LotExposure(
+                seconds_outside_label=round(front[0].seconds_outside_label, 1),
+                seconds_in_excursion=round(front[0].seconds_in_excursion, 1),
+                mkt_c=round(front[0].mkt_c, 2) if front[0].mkt_c is not None else None,
+            )
+            if front
+            else None
+        )
         event = self.ledger.record(
             DispenseEvent,
             changes=(change,),
@@ -396,6 +407,7 @@ class VendFlow:
             command_id=cid,
             language=lang,
             via=via,
+            exposure=exposure,
         )
         LOG.info(
             "dispensed", command_id=cid, column=column, via=via, stock_after=event.stock_after, seq=event.seq

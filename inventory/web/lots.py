@@ -317,7 +317,7 @@ XLSX_FILE = _described(
     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "an Excel workbook: sheet `report` (period and zone first, a SUM row last) and sheet `about`",
 )
-JSON_FILE = {
+JSON_FILE: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"application/json": {"schema": {"type": "object"}}},
         "description": "{period: {label, first_day, last_day, time_zone, ...}, grouped_by, rows, totals}",

@@ -192,6 +192,18 @@ def test_a_hot_day_holds_the_exposed_lot_with_an_alarm_and_a_clear_reason(tmp_pa
         assert seg.exposure.mkt_c is not None and abs(seg.exposure.mkt_c - 34.0) < 0.01  # all 7 h at 34
         vend(r)
         assert r.events("dispense") == [] and r.board.per_column[1] == 0
+        r.daemon.handle_command(
+            "lot_hold",
+            LotHoldCommand(
+                command_id="h1", issued_at=r.clock.now(), lot="SUMMER", hold=False, reason="tested", by="qa"
+            ),
+        )
+        assert not r.daemon.ledger.alarm_active("lot_heat_SUMMER")
+        vend(r)
+        (kit,) = r.events("dispense")
+        assert kit.exposure is not None and kit.exposure.seconds_outside_label > 6 * 3600, (
+            "exposure to dispense"
+        )
         tel = r.daemon.telemetry()
         assert len(tel.samples) >= 1 + 28 and tel.samples[-1].celsius == 34.0  # (the vend polls too)
         assert r.daemon.telemetry().samples == [], "each reading is sent once"
