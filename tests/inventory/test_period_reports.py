@@ -25,12 +25,30 @@ TZ = "America/Chicago"
 
 
 def streams() -> list[UnitStream]:
-    """Three units over ~16 months straddling a July fiscal-year start and two New Years."""
+    """Three units over ~16 months straddling a July fiscal-year start and two New Years; unit-002
+    also gives out extra and emergency kits (kiosk `via` values)."""
     out = []
     for i in range(1, 4):
         s = UnitStream(f"unit-{i:03d}", f"Site {'AB'[i % 2]}", start=datetime(2025, 11, 20, 3, 0, tzinfo=UTC))
         s.random_day(random.Random(500 + i), days=480, vends=150 + 20 * i)
         out.append(s)
+    s = out[1]
+    s.restock(481 * 24 * 60, 1, 30)
+    for k, via in enumerate(["extra", "extra", "emergency", "extra", "emergency"]):
+        at = (150 + 30 * k) * 24 * 60  # April to August 2026: FY2026 and FY2027
+        s.stock[1] -= 1
+        s.events.append(
+            DispenseEvent(
+                **s._base(482 * 24 * 60 + k),
+                column=1,
+                product="naloxone-4mg",
+                doses=2,
+                lot="LOT-A1",
+                command_id=s.seq,
+                via=via,
+                stock_after=s.stock[1],
+            ).model_copy(update={"ts": s.start + timedelta(minutes=at)})
+        )
     return out
 
 
@@ -49,6 +67,8 @@ def expected(
             if isinstance(e, DispenseEvent) and e.via != "test":
                 c[(*key, "kits")] += 1
                 c[(*key, "doses")] += e.doses
+                if e.via in ("extra", "emergency"):
+                    c[(*key, f"{e.via}_kits")] += 1
             elif isinstance(e, DispenseEvent):
                 c[(*key, "test_vends")] += 1
             elif isinstance(e, VendFailedEvent):
@@ -61,7 +81,16 @@ def expected(
 def got(rows: list[dict[str, object]]) -> Counter[tuple[str, ...]]:
     c: Counter[tuple[str, ...]] = Counter()
     for r in rows:
-        for k in ("kits", "doses", "test_vends", "vend_failures", "videos_started", "videos_completed"):
+        for k in (
+            "kits",
+            "doses",
+            "test_vends",
+            "extra_kits",
+            "emergency_kits",
+            "vend_failures",
+            "videos_started",
+            "videos_completed",
+        ):
             if r[k]:
                 c[(str(r["program"]), str(r["site"]), str(r["unit"]), k)] += int(r[k])  # type: ignore[call-overload]
     return c
@@ -100,6 +129,8 @@ def test_fiscal_calendar_and_range_reports_match_independent_totals(store: Store
     for p in periods:
         want = expected(ss, p.first, p.last, programs)
         assert sum(v for k, v in want.items() if k[-1] == "kits") > 10, f"{p.label} has kits to count"
+        if p.label.startswith("fiscal year 2026"):
+            assert sum(v for k, v in want.items() if k[-1] in ("extra_kits", "emergency_kits")) > 0
         assert got(reports.period_report(store, p, "unit")) == want, p.describe()
         by_program = {r["program"]: r["kits"] for r in reports.period_report(store, p, "program")}
         assert by_program == {
