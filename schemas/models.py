@@ -335,7 +335,7 @@ class LockCommand(CommandBase):
 class UnlockCommand(CommandBase):
     """`cmd/unlock`: resume vending."""
 
-    pass
+    reason: str | None = None
 
 
 class RebirthCommand(CommandBase):

@@ -155,8 +155,6 @@ def _fields(name: str, form: dict[str, str]) -> dict[str, object]:
         v = form.get(k, "").strip()
         if v:
             out[k] = v
-    if name == "unlock":
-        out.pop("reason", None)  # the unit's unlock takes no reason; it is kept in the audit trail
     return out
 
 
@@ -166,10 +164,6 @@ async def command_form(ctx: Ctx, who: Operations, request: Request, unit: str) -
     name = form.get("name", "")
     fields = _fields(name, form)
     sent = send_command(ctx, who, unit, name, fields)
-    if name == "unlock" and form.get("reason", "").strip():
-        ctx.audit.record(
-            who.actor, "unlock_reason", ctx.clock.now(), target=unit, detail=form["reason"][:500]
-        )
     return RedirectResponse(f"/units/{unit}?sent={sent.command_id}#commands", status_code=303)
 
 

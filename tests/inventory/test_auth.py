@@ -287,3 +287,41 @@ def test_the_database_refuses_to_change_or_remove_an_audit_entry(store: Store, c
         with pytest.raises(Exception, match="append-only"), store.tx() as tx:
             tx.execute("TRUNCATE audit_log")
     assert len(trail.entries()) == 1
+
+
+def test_alert_follow_up_assign_and_snooze_over_the_api(store: Store, clock: FakeClock, app_of) -> None:  # type: ignore[no-untyped-def]
+    c = app_of()
+    add_staff(store, "ivan", "inventory")
+    store.raise_alert(
+        "low_stock:unit-001:1", "unit-001", "Site B", "low_stock", "warning", "C1 low", clock.now()
+    )
+    auth = {"Authorization": f"Bearer {make_token(store, 'inventory', 'night desk')}"}
+    r = c.post(
+        "/api/alerts/action",
+        headers=auth,
+        json={"alert_key": "low_stock:unit-001:1", "action": "assign", "assignee": "ivan"},
+    )
+    assert r.status_code == 200 and r.json()["follow_up"]["assignee"] == "ivan"
+    r = c.post(
+        "/api/alerts/action",
+        headers=auth,
+        json={"alert_key": "low_stock:unit-001:1", "action": "snooze", "minutes": 0},
+    )
+    assert r.status_code == 422 and "1 to 10080 minutes" in r.json()["detail"]
+    r = c.post(
+        "/api/alerts/action",
+        headers=auth,
+        json={"alert_key": "low_stock:unit-001:1", "action": "snooze", "minutes": 60},
+    )
+    assert r.status_code == 200
+    active = c.get("/api/alerts", headers=auth).json()["active"][0]["follow_up"]
+    assert active["assignee"] == "ivan" and active["snoozed_until"].startswith(
+        (clock.now() + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    )
+    r = c.post("/api/alerts/action", headers=auth, json={"alert_key": "gone", "action": "acknowledge"})
+    assert r.status_code == 404 and "expected an active alert" in r.json()["detail"]
+    trail = [
+        (e.action, e.before["assignee"] if e.before else None)
+        for e in AuditTrail(store).entries(actor="token:night desk")
+    ]
+    assert trail == [("alert_snooze", "ivan"), ("alert_assign", None)]
