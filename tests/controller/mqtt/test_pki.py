@@ -53,7 +53,7 @@ def test_broker_certificate_comes_from_the_server_ca_with_the_names_asked(pki: P
     [
         (("unit", "inventory"), "reserved"),
         (("unit", "../etc"), "expected a name"),
-        (("service", "unit-9"), "expected inventory or operations"),
+        (("service", "unit-9"), "expected inventory, dashboard or operations"),
         (("init",), "refusing to overwrite"),
         (("revoke", "nobody"), "expected a certificate"),
         (("unit", "unit-7"), "exists"),
