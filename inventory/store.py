@@ -10,6 +10,7 @@ Counting rules (the point of this module):
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -252,7 +253,7 @@ class Store:
                 continue
             seen.add(key)
             if getattr(event, "type", None) in PERSON_EVENT_TYPES:
-                event, raw = _coarsened(event, g)
+                event, raw = _coarsened(event, g, raw)
             site, program = where.get(event.unit, (None, None))
             rows.append(_event_row(event, raw, received, tz) + (site, program, getattr(event, "lot", None)))
             kept.append(event)
@@ -1133,10 +1134,19 @@ def _event_row(event: EventBase, raw: str, received: str, tz: tzinfo) -> tuple[A
     )
 
 
-def _coarsened(event: EventBase, granularity_s: int) -> tuple[EventBase, str]:
+_TS_FIELD = re.compile(r'"ts"\s*:\s*"[^"]*"')
+
+
+def _coarsened(event: EventBase, granularity_s: int, raw: str | None = None) -> tuple[EventBase, str]:
     """The event with its time rounded down, and the payload text central keeps for it (the unit's
-    exact time is never stored)."""
-    ev = event.model_copy(update={"ts": coarsen(event.ts, granularity_s)})
+    exact time is never stored). The top-level "ts" of the received text is replaced in place (these
+    event types have no other "ts", and a "ts" inside a string is escaped, so it never matches)."""
+    at = coarsen(event.ts, granularity_s)
+    ev = event.model_copy(update={"ts": at})
+    if raw is not None:
+        text, n = _TS_FIELD.subn(f'"ts":"{at.strftime("%Y-%m-%dT%H:%M:%SZ")}"', raw, count=1)
+        if n == 1:
+            return ev, text
     return ev, ev.model_dump_json()
 
 
