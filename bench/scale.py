@@ -34,6 +34,7 @@ import psycopg
 
 from bench import baselines, rooms
 from bench.run import RESULTS, guarded, machine, ratio
+from nalox.access import demo_access
 from nalox.broker import DEPLOY, Broker
 from nalox.central_api import CentralApi
 from nalox.supervision import NALOX, Proc
@@ -564,9 +565,13 @@ from_state = true
 """
 
 
-def wrk(base: str, path: str, seconds: int, connections: int, units: int = 0) -> dict[str, Any]:
+def wrk(
+    base: str, path: str, seconds: int, connections: int, units: int = 0, token: str = ""
+) -> dict[str, Any]:
     argv = [
         "wrk",
+        "-H",
+        f"Authorization: Bearer {token}",
         f"-t{min(2, connections)}",
         f"-c{connections}",
         f"-d{seconds}s",
@@ -626,19 +631,30 @@ def measure(units: int, schema: str, seconds: int, connections: int, ingest_even
     with Broker(DEPLOY / "dev.conf") as broker:
         http_port = rooms._free_port()
         (work / "central.toml").write_text(serve_toml(work, http_port, broker.port, url(schema)))
+        token = demo_access(url(schema), login="bench").api_token  # the pages need a token since issue 12
         proc = Proc(
             "inventory",
             [*NALOX, "inventory", "serve", "--config", str(work / "central.toml")],
             work / "inventory.log",
         ).start()
         try:
-            central = CentralApi(http_port)
+            central = CentralApi(http_port, token)
             wait_until("the inventory service's /healthz", central.healthy, 120)
             ps = psutil.Process(proc.pid)
             base = f"http://127.0.0.1:{http_port}"
             for name, path, n in pages(units, year):
                 code = subprocess.run(
-                    ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", base + (path % 1 if n else path)],
+                    [
+                        "curl",
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        "-H",
+                        f"Authorization: Bearer {token}",
+                    ]
+                    + [base + (path % 1 if n else path)],
                     capture_output=True,
                     text=True,
                     timeout=120,
@@ -647,7 +663,7 @@ def measure(units: int, schema: str, seconds: int, connections: int, ingest_even
                     out["pages"][name] = {"path": path, "skipped": f"HTTP {code}"}
                     progress(f"{name}: HTTP {code}, not measured")
                     continue
-                r = wrk(base, path, seconds, connections, n)
+                r = wrk(base, path, seconds, connections, n, token)
                 r["path"], r["target_p95_ms"] = path, targets(name)
                 r["met"] = r["p95_ms"] <= r["target_p95_ms"] and r["errors_status"] == 0
                 out["pages"][name] = r
