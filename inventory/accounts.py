@@ -293,7 +293,8 @@ class Accounts:
         return t
 
     def token_for(self, secret: str, now: datetime) -> Token | None:
-        """The live token this secret belongs to (touching last_used_at), else None."""
+        """The live token this secret belongs to, else None. last_used_at is touched at most once a
+        minute (a script's every GET is not a database write)."""
         if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
             return None
         h = sha256(secret)
@@ -301,7 +302,9 @@ class Accounts:
             r = tx.one(f"SELECT {_TOKEN_COLS}, token_hash FROM api_tokens WHERE token_hash = ?", (h,))
             if r is None or not hmac.compare_digest(str(r[7]), h) or r[5] is not None:
                 return None
-            tx.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (iso(now), r[0]))
+            last = parse_iso(r[6])
+            if last is None or now - last > timedelta(seconds=60):
+                tx.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (iso(now), r[0]))
         return _token(r[:7])
 
     # ------------------------------------------------------------------ the signing secret
