@@ -23,7 +23,15 @@ from schemas.models import TOPIC_ROOT, Alert
 
 ALERT_TOPIC = f"{TOPIC_ROOT}/_central/alert"
 # alerts a person's kit (or failed vend) can cause: their times are kept at the kit-time granularity
-KIT_DRIVEN = frozenset({"low_stock", "sold_out", "no_dispense", "vend_failure_rate", "unit_alarm"})
+KIT_DRIVEN = frozenset({"low_stock", "sold_out", "no_dispense", "vend_failure_rate"})
+# unit alarms a press raises (a failed vend, an empty machine, a jam or a miscount during a vend)
+PRESS_ALARMS = ("vend_failed", "out_of_stock", "stock_discrepancy_", "column_fault_", "board_unreachable")
+
+
+def kit_driven(key: str) -> bool:
+    """An alert whose time could time a person's kit or press (key: kind:... or unit_alarm:code:unit)."""
+    kind, _, rest = key.partition(":")
+    return kind in KIT_DRIVEN or (kind == "unit_alarm" and rest.startswith(PRESS_ALARMS))
 
 
 @dataclass(frozen=True)
@@ -235,11 +243,11 @@ class AlertManager:
         changes: list[Alert] = []
         g = self.store.kit_time_granularity_s
 
-        def when(kind: str) -> datetime:
-            return coarsen(now, g) if kind in KIT_DRIVEN else now
+        def when(key: str) -> datetime:
+            return coarsen(now, g) if kit_driven(key) else now
 
         for w in wanted.values():
-            if self.store.raise_alert(w.key, w.unit, w.site, w.kind, w.severity, w.message, when(w.kind)):
+            if self.store.raise_alert(w.key, w.unit, w.site, w.kind, w.severity, w.message, when(w.key)):
                 changes.append(
                     Alert(
                         alert_id=w.key,
@@ -249,11 +257,11 @@ class AlertManager:
                         severity=w.severity,  # type: ignore[arg-type]
                         state="raised",
                         message=w.message,
-                        ts=when(w.kind),
+                        ts=when(w.key),
                     )
                 )
         for key in active - wanted.keys():
-            row = self.store.clear_alert(key, when(key.split(":", 1)[0]))
+            row = self.store.clear_alert(key, when(key))
             if row is not None:
                 changes.append(
                     Alert(
@@ -264,7 +272,7 @@ class AlertManager:
                         severity=row[4],
                         state="cleared",
                         message=row[5],
-                        ts=when(row[3]),
+                        ts=when(key),
                     )
                 )
         for a in changes:
@@ -274,7 +282,7 @@ class AlertManager:
     def _announce(self, a: Alert) -> None:
         # a log line is stamped with the time it is written: for an alert a kit caused (sold out,
         # low stock) that would time the kit, so those go out on MQTT and the webhook (coarse ts) only
-        level = self.log.debug if a.kind in KIT_DRIVEN else self.log.info
+        level = self.log.debug if kit_driven(a.alert_id) else self.log.info
         level("alert", **a.model_dump(mode="json"))
         body = a.model_dump_json().encode()
         if self.publish is not None:
