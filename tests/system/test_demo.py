@@ -52,6 +52,24 @@ def test_demo_vends_and_the_ledger_simulator_and_central_store_agree(tmp_path: P
     assert sum(20 - n for n in sim_stock.values()) == 5
     assert s["stock"]["ledger"][unit] == sim_stock == s["stock"]["central"][unit]
     assert "dashboard: http://127.0.0.1:" in done.stdout
+    assert "sign in as demo / " in done.stdout, "the demo login is printed next to the dashboard URL"
+    token = s["api_token"]
+    assert token.startswith("nalox_") and token in done.stdout
+    from inventory.accounts import Accounts, sha256
+    from inventory.store import open_store
+
+    store = open_store(str(tmp_path / "demo" / "central.sqlite"))
+    try:
+        accounts = Accounts(store)
+        made = accounts.tokens()
+        assert [(t.role, t.revoked_at is None) for t in made] == [("viewer", True)]
+        assert made[0].last_used_at is not None, "the demo read its own API with the token"
+        with store.tx() as tx:
+            assert tx.one("SELECT token_hash FROM api_tokens") == (sha256(token),)
+        demo = accounts.get_user("demo")
+        assert demo is not None and demo.role == "admin"
+    finally:
+        store.close()
 
 
 def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:
