@@ -98,6 +98,7 @@ def tell_units(ctx: WebContext, lot: str, hold: bool, reason: str, by: str) -> i
             hold=hold,
             reason=reason,
             by=by,
+            issued_by=by[:64] or None,
         )
         ctx.send_command(unit, "lot_hold", cmd.model_dump_json().encode())
     return len(units)

@@ -199,6 +199,7 @@ def test_services_have_their_own_rights(prod_broker: Broker, pki: Pki) -> None:
         codes["inventory ack"] = code(inventory, "nalox/v1/unit-a/ack")
         codes["inventory replay"] = code(inventory, "nalox/v1/unit-a/cmd/replay")
         codes["inventory lock"] = code(inventory, "nalox/v1/unit-a/cmd/lock")
+        codes["inventory lot_hold"] = code(inventory, "nalox/v1/unit-a/cmd/lot_hold")
         codes["inventory state"] = code(inventory, "nalox/v1/unit-a/state")
         codes["operations lock"] = code(operations, "nalox/v1/unit-a/cmd/lock")
         codes["operations ack"] = code(operations, "nalox/v1/unit-a/ack")
@@ -215,6 +216,7 @@ def test_services_have_their_own_rights(prod_broker: Broker, pki: Pki) -> None:
         "inventory ack": True,
         "inventory replay": True,
         "inventory lock": False,
+        "inventory lot_hold": True,
         "inventory state": False,
         "operations lock": True,
         "operations ack": False,
