@@ -365,4 +365,9 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         "the audit trail is append-only in the database too (triggers refuse UPDATE, DELETE, TRUNCATE)",
         [_append_only_audit],
     ),
+    (
+        11,
+        "kits dispensed per lot kept at ingest (the lots page read every dispense event)",
+        [*rollups.LOT_SQL, lambda tx, dialect: rollups.rebuild_lots(tx)],
+    ),
 ]

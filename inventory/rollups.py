@@ -92,6 +92,10 @@ class Pending:
 
     def __init__(self) -> None:
         self.days: dict[tuple[str, str, str, str], list[int]] = {}
+        self.lots: dict[str, int] = {}  # kits dispensed per lot (any via, as dispensed_by_lot counts)
+
+    def add_lot(self, lot: str) -> None:
+        self.lots[lot] = self.lots.get(lot, 0) + 1
 
     def add(self, day: str, unit: str, program: str | None, site: str | None, counts: Sequence[int]) -> None:
         key = (day, unit, program or "", site or "")
@@ -174,7 +178,35 @@ def rebuild(tx: Any, dialect: str, tz_name: str) -> int:
     return int(row[0]) if row else 0
 
 
+LOT_SQL = [
+    "CREATE TABLE lot_counts (lot TEXT PRIMARY KEY, dispensed BIGINT NOT NULL)",
+]
+_LOT_UPSERT = (
+    "INSERT INTO lot_counts (lot, dispensed) {} ON CONFLICT (lot) DO UPDATE SET "
+    "dispensed = lot_counts.dispensed + excluded.dispensed"
+)
+
+
+def rebuild_lots(tx: Any) -> None:
+    tx.execute("DELETE FROM lot_counts")
+    tx.execute(
+        "INSERT INTO lot_counts (lot, dispensed) SELECT lot, COUNT(*) FROM events "
+        "WHERE type = 'dispense' AND lot IS NOT NULL GROUP BY lot"
+    )
+
+
 def flush(tx: Any, dialect: str, pending: Pending) -> None:
+    if pending.lots:
+        lots = sorted(pending.lots.items())
+        if dialect == "postgresql":
+            tx.execute(
+                _LOT_UPSERT.format("SELECT * FROM unnest(%s::text[], %s::bigint[])"),
+                [[k for k, _ in lots], [n for _, n in lots]],
+            )
+        else:
+            for row in lots:
+                tx.execute(_LOT_UPSERT.format("VALUES (?, ?)"), row)
+        pending.lots.clear()
     if not pending.days:
         return
     for table in TABLES:

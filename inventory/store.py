@@ -261,6 +261,9 @@ class Store:
         for event in kept:
             if (event.unit, event.event_id) in inserted:
                 site, program = where.get(event.unit, (None, None))
+                lot = getattr(event, "lot", None)
+                if lot is not None and getattr(event, "type", None) == "dispense":
+                    tx.rollup.add_lot(lot)
                 tx.rollup.add(
                     rollups.local_day(event.ts, tz),
                     event.unit,
@@ -978,6 +981,12 @@ class Store:
         return [dict(zip(("lot", "at", "action", "by", "reason"), r, strict=True)) for r in rows]
 
     def dispensed_by_lot(self) -> dict[str, int]:
+        """Kits dispensed per lot (kept at ingest; dispensed_by_lot_fresh() counts the events)."""
+        with self.tx() as tx:
+            rows = tx.rows("SELECT lot, dispensed FROM lot_counts WHERE dispensed > 0")
+        return {r[0]: int(r[1]) for r in rows}
+
+    def dispensed_by_lot_fresh(self) -> dict[str, int]:
         with self.tx() as tx:
             rows = tx.rows(
                 "SELECT lot, COUNT(*) FROM events WHERE type = 'dispense' AND lot IS NOT NULL GROUP BY lot"

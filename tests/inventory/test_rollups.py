@@ -34,6 +34,7 @@ def load(store: Store, config: CentralConfig, clock: FakeClock, seed: int = 5) -
 
 def check_equal(store: Store) -> None:
     assert store.monthly() == store.monthly_fresh()
+    assert store.dispensed_by_lot() == store.dispensed_by_lot_fresh() != {}
     first, last = date(2026, 9, 15), date(2026, 12, 10)
     for a, b in (
         (first, last),
