@@ -43,8 +43,10 @@ from nalox.waiting import wait_until
 PG = "postgresql://postgres@127.0.0.1/test"
 SCHEMA = "nalox_scale"
 LUA = Path(__file__).resolve().parent / "wrk_report.lua"
-FORMAT = "v3"
+FORMAT = "v4"
 PROGRAM = "Jail vending"
+PERSON_TYPES = ("dispense", "video", "vend_failed", "out_of_stock")
+KIT_TIME_GRANULARITY_S = 3600  # the service's default (privacy.kit_time_granularity_s)
 TEMPERATURE_DAYS = 90  # the temperature history the service keeps (temperature_history.keep_days)
 BUCKET_S = 900  # bump when the generated data changes shape (a loaded schema of another format is reloaded)
 YEARS = 5
@@ -127,7 +129,10 @@ def event_lines(
         h.seq += 1
         d = int(t // 86400)
         s = t - d * 86400
-        ts = f"{day(d)}T{int(s // 3600):02d}:{int(s % 3600 // 60):02d}:{s % 60:09.6f}Z"
+        if type_ in PERSON_TYPES:  # stored at the privacy granularity, as the service keeps them
+            ts = f"{day(d)}T{int(s // 3600):02d}:00:00.000000Z"
+        else:
+            ts = f"{day(d)}T{int(s // 3600):02d}:{int(s % 3600 // 60):02d}:{s % 60:09.6f}Z"
         h.last_ts = ts
         eid = f"{rng.getrandbits(128):032x}"
         payload = (
@@ -358,7 +363,7 @@ def load(units: int, events: int, schema: str) -> dict[str, Any]:
     now = datetime.now(UTC).replace(microsecond=0)
     end = now.timestamp() - 3600
     start = (now - timedelta(days=365 * YEARS)).timestamp()
-    received = now.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    received = now.strftime("%Y-%m-%dT%H:00:00.000000Z")
     rng, day = random.Random(15), Day()
     kinds = ("County Jail", "Detention Center", "Reentry Office")
     sites = [f"Site {i // SITE_SIZE + 1:03d} - {kinds[i // SITE_SIZE % 3]}" for i in range(units)]
@@ -509,7 +514,8 @@ def load(units: int, events: int, schema: str) -> dict[str, Any]:
         conn.execute(f"VACUUM ANALYZE {table}")
     took["vacuum_analyze_s"] = round(time.monotonic() - t5, 1)
     conn.execute(
-        "INSERT INTO settings (name, value) VALUES ('bench_scale', %s)", (f"{FORMAT}:{units}:{events}",)
+        "INSERT INTO settings (name, value) VALUES ('bench_scale', %s), ('kit_time_granularity_s', %s)",
+        (f"{FORMAT}:{units}:{events}", str(KIT_TIME_GRANULARITY_S)),
     )
     conn.close()
     took["total_s"] = round(time.monotonic() - t0, 1)
@@ -639,7 +645,7 @@ def measure(units: int, schema: str, seconds: int, connections: int, ingest_even
         ).start()
         try:
             central = CentralApi(http_port, token)
-            wait_until("the inventory service's /healthz", central.healthy, 120)
+            wait_until("the inventory service's /healthz", central.healthy, 600)
             ps = psutil.Process(proc.pid)
             base = f"http://127.0.0.1:{http_port}"
             for name, path, n in pages(units, year):

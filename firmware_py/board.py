@@ -126,12 +126,14 @@ class Board:
                 reset()  # into the new slot, on trial (bootsel.choose)
 
     def busy(self):
-        """True while a coil turns, a command waits or the link has queued frames: step again soon.
-
-        A frame waiting for its ACK does not count: the ACK wakes a loop that waits on the UART,
-        and a retransmission a few ms late is harmless.
-        """
-        return self.job is not None or bool(self.pending) or bool(self.link.queue) or self.restart_pending
+        """True while a coil turns, a command waits, the link has queued frames or a reply waits for
+        its ACK: step again soon. (The reply's retransmission timer adapts to the round trip, a few
+        ms on a quiet line: a loop that slept its idle wait would fire it tens of ms late.) An event
+        backed off while the controller is away does not count."""
+        out = self.link.out
+        waiting = out is not None and not out[4]
+        queued = bool(self.pending) or bool(self.link.queue)
+        return self.job is not None or queued or self.restart_pending or waiting
 
     def _bad_request(self, frame, error):
         known = codec.MESSAGES[self.link.version]

@@ -9,6 +9,12 @@ frame unchanged. Replies give up after `reply_tries`; events (persistent) retry 
 doubling timeout capped at `max_backoff_ms`; the first good frame from the peer ends the backoff
 (the event is resent at once). A full queue drops its oldest event first.
 
+The ACK timeout adapts to the measured round trip as TCP's does (RFC 6298 in integer milliseconds:
+smoothed RTT and variance; Karn's rule: only a frame ACKed after its first transmission is timed; a
+timeout doubles it once until the next sample, four untimed frames in a row double the estimate),
+never below the frame's and its ACK's wire time at `baudrate` (and one tick), never above
+`ack_timeout_ms` (see controller/serial/rto.py for why the back-off stops at one doubling).
+
 Versions (PROTOCOL.md, "Version negotiation"): the session starts at protocol 1 after every
 boot. BOOT is always sent in a v1 frame (whoever listens can read it); set_version(2), done by
 the board when the controller's HELLO asks for 2, frames everything else as v2 from then on
@@ -32,9 +38,16 @@ V1_IN_V2 = (codec.HELLO, codec.ACK, codec.NAK)
 
 
 class Link:
-    def __init__(self, uart, ack_timeout_ms=100, reply_tries=20, max_backoff_ms=1000, queue_max=32):
+    def __init__(self, uart, ack_timeout_ms=100, reply_tries=20, max_backoff_ms=1000, queue_max=32,
+                 baudrate=115200):
         self.uart = uart
         self.ack_timeout_ms = ack_timeout_ms
+        self.baudrate = baudrate
+        self.srtt8 = None  # smoothed round trip x 8 (ms), None before the first sample
+        self.rttvar4 = 0  # round-trip variance x 4 (ms)
+        self.rto_base = ack_timeout_ms
+        self.rto_backoff = 1
+        self.rto_untimed = 0  # frames in a row ACKed only after a retransmission
         self.reply_tries = reply_tries
         self.max_backoff_ms = max_backoff_ms
         self.queue_max = queue_max
@@ -85,6 +98,35 @@ class Link:
     def _write(self, wire):
         self.uart.write(wire)
 
+    # ------------------------------------------------------------ retransmission timer
+
+    def _timeout(self, wire):
+        """ms to wait for the ACK of `wire`: the estimate, capped, but never under its wire time."""
+        nbytes = len(wire) + 8  # the frame and its ACK
+        floor = (nbytes * 10 * 1000 + self.baudrate - 1) // self.baudrate + 1  # 8N1, plus one tick
+        return max(floor, min(self.ack_timeout_ms, self.rto_base * self.rto_backoff))
+
+    def _sample(self, rtt):
+        if self.srtt8 is None:
+            self.srtt8, self.rttvar4 = rtt * 8, rtt * 2
+        else:
+            delta = rtt - self.srtt8 // 8
+            self.srtt8 += delta
+            self.rttvar4 += abs(delta) - self.rttvar4 // 4
+        self.rto_base = self.srtt8 // 8 + max(1, self.rttvar4)
+        self.rto_backoff = 1
+        self.rto_untimed = 0
+
+    def _expired(self):
+        if self.rto_backoff < 2:
+            self.rto_backoff *= 2
+
+    def _untimed(self):
+        self.rto_untimed += 1
+        if self.rto_untimed >= 4:
+            self.rto_untimed = 0
+            self.rto_base = min(self.ack_timeout_ms, self.rto_base * 2)
+
     def _next_seq(self):
         self.tx_seq = self.tx_seq % 255 + 1
         return self.tx_seq
@@ -97,12 +139,13 @@ class Link:
                 self.counters["give_ups"] += 1
                 self.out = None
             else:
+                self._expired()
                 self._retransmit(now, backoff=True)
         if self.out is None and self.queue:
             message, persistent = self.queue.pop(0)
             seq = self._next_seq()
             wire = self._encode(seq, message)
-            self.out = [seq, wire, now, 1, persistent, self.ack_timeout_ms, message]
+            self.out = [seq, wire, now, 1, persistent, self._timeout(wire), message]
             self._write(wire)
             self.counters["frames_sent"] += 1
 
@@ -114,14 +157,15 @@ class Link:
         out[3] += 1
         if backoff and out[4]:
             out[5] = min(out[5] * 2, self.max_backoff_ms)
+        else:
+            out[5] = self._timeout(out[1])
         self._write(out[1])
         self.counters["retransmissions"] += 1
 
     def _peer_is_back(self, now):
         """A good frame came: an event backed off while the peer was away is resent at once."""
         out = self.out
-        if out is not None and out[5] > self.ack_timeout_ms:
-            out[5] = self.ack_timeout_ms
+        if out is not None and out[5] > max(self.ack_timeout_ms, self._timeout(out[1])):
             self._retransmit(now, backoff=False)
 
     # ------------------------------------------------------------ receiving
@@ -157,6 +201,10 @@ class Link:
     def _receive(self, frame, now):
         if frame.type == codec.ACK:
             if self.out is not None and frame.seq == self.out[0]:
+                if self.out[3] == 1:  # Karn: only a frame sent once is timed
+                    self._sample(ticks_diff(now, self.out[2]))
+                else:
+                    self._untimed()
                 self.out = None
             else:
                 self.counters["acks_stale"] += 1

@@ -55,6 +55,7 @@ from controller.serial.board_api import (
     outcome_name,
 )
 from controller.serial.port import PortLike, PortLost, SerialPort
+from controller.serial.rto import RetransmitTimer, wire_time
 from firmware_py import codec
 
 log = structlog.get_logger("controller.serial.board_link")
@@ -133,6 +134,10 @@ class SerialBoard:
         else:
             self._port = SerialPort.for_object(url_or_port)
         self.ack_timeout = ack_timeout
+        self.baudrate = baudrate
+        # the ACK wait adapts to the measured round trip (RFC 6298, Karn's rule), never below the
+        # frame's and its ACK's wire time at `baudrate`, never above `ack_timeout`
+        self.rto = RetransmitTimer(floor=min(ack_timeout, wire_time(16, baudrate)), ceiling=ack_timeout)
         self.reply_timeout = reply_timeout
         self.max_tries = max_tries
         self.request_timeout = request_timeout
@@ -419,6 +424,9 @@ class SerialBoard:
 
     def _send_until_acked(self, wire: bytes, seq: int, pending: _Pending, deadline: float) -> None:
         generation = self._generation
+        ack_len = len(codec.encode_frame(codec.Frame(seq, codec.ACK), self._version))
+        floor = wire_time(len(wire) + ack_len, self.baudrate)
+        timeout = self.rto.timeout_at(floor)
         for attempt in range(self.max_tries):
             if self._stopping.is_set():
                 raise BoardError(f"link to {self.port_name} is closed")
@@ -430,20 +438,28 @@ class SerialBoard:
                 self._ack_event.clear()
             if attempt:
                 self._count("retransmissions")
+            timeout = self.rto.timeout_at(floor)
             if not self._write(wire):
                 self._clock.wait(self._stopping, self.ack_timeout)
                 continue
             self._last_sent = pending
-            self._clock.wait(self._ack_event, self.ack_timeout)
+            sent = self._clock.monotonic()
+            self._clock.wait(self._ack_event, timeout)
+            if self._ack_state == "ack":  # Karn: only a frame sent once is timed
+                if attempt == 0:
+                    self.rto.sample(self._clock.monotonic() - sent)
+                else:
+                    self.rto.ambiguous()
             if self._ack_state in ("ack", "replied") or pending.settled():
                 return
             if self._ack_state != "nak":
                 self._count("timeouts")
+                self.rto.expired()
             if attempt and self._clock.monotonic() >= deadline:
                 break
         raise BoardTimeout(
             f"{pending.name} seq {seq}: expected an ACK from the board on {self.port_name}, got none after "
-            f"{attempt + 1} tries of {self.ack_timeout * 1000:g} ms"
+            f"{attempt + 1} tries, the last after {timeout * 1000:.3g} ms"
         )
 
     def wire_bytes(self) -> int:

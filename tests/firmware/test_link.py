@@ -164,3 +164,36 @@ def test_backed_off_event_is_resent_as_soon_as_the_peer_speaks():
     assert sent[0] == codec.Frame(1, codec.ACK)
     assert codec.decode_message(sent[1]) == codec.Boot(1, "power_on"), "BOOT resent at once"
     assert link.out[5] == 100
+
+
+def test_ack_timeout_adapts_to_the_round_trip_with_karns_rule():
+    """Replies' ACK timeout: the cap (100 ms) until a round trip is timed, then SRTT + 4 RTTVAR but
+    never under the wire time at the baud rate; a frame ACKed after a retransmission is not timed."""
+    uart = FakeUart()
+    link = Link(uart, ack_timeout_ms=100, baudrate=115200)
+    now = 0
+    for n in range(20):  # round trips of 1 ms, each ACKed at the first try
+        link.send(codec.Pong(n))
+        link.service(now)
+        sent = frames_written(uart)[0]
+        uart.rx.extend(codec.encode_frame(codec.Frame(sent.seq, codec.ACK)))
+        now += 1
+        link.poll(now)
+        assert link.out is None
+    link.send(codec.Pong(99))
+    link.service(now)
+    wire = frames_written(uart)[0]
+    floor = ((len(codec.encode_frame(wire)) + 8) * 10 * 1000 + 115199) // 115200 + 1
+    assert floor <= link.out[5] <= 4, f"expected a timeout of a few ms, got {link.out[5]}"
+    timeout = link.out[5]
+    link.service(now + timeout)  # no ACK: retransmitted, the estimate backs off once
+    assert frames_written(uart) == [wire] and link.out[5] == max(floor, 2 * link.rto_base)
+    before = (link.srtt8, link.rttvar4)
+    uart.rx.extend(codec.encode_frame(codec.Frame(wire.seq, codec.ACK)))
+    link.poll(now + timeout + 50)  # ACKed after a retransmission: ambiguous, not a sample
+    assert (link.srtt8, link.rttvar4) == before and link.rto_untimed == 1
+    slow = Link(FakeUart(), ack_timeout_ms=100, baudrate=1200)  # a slow line: the wire time rules
+    slow.srtt8, slow.rto_base = 8, 1
+    slow.send(codec.Pong(1))
+    slow.service(0)
+    assert slow.out[5] >= (len(slow.out[1]) + 8) * 10 * 1000 // 1200

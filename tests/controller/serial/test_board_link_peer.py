@@ -142,7 +142,7 @@ def test_other_protocol_version_is_refused(script: Script) -> None:
 def test_silent_board_times_out_after_twenty_tries() -> None:
     with PtyPeer(Script(silent=True)) as p:
         b = SerialBoard(p.path, clock=FakeClock())
-        with pytest.raises(BoardTimeout, match="expected an ACK .* after 20 tries of 100 ms"):
+        with pytest.raises(BoardTimeout, match="expected an ACK .* after 20 tries, the last after 100 ms"):
             b.start(timeout=2.0)
         assert b.counters.timeouts == 20 and b.counters.retransmissions == 19
         assert p.wait_for(lambda: len(p.frames_seen) == 20)
