@@ -587,6 +587,8 @@ def wrk(
         str(LUA),
         base + path.split("%")[0] if units else base + path,
     ]
+    if token:
+        argv[1:1] = ["-H", f"Authorization: Bearer {token}"]
     if units:
         argv += ["--", path, str(units)]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
