@@ -84,6 +84,64 @@ def puback_latency(port: int, count: int) -> dict[str, float]:
     return summary_ms(samples)
 
 
+def puback_samples(port: int, count: int) -> list[float]:
+    """puback_latency()'s raw samples in seconds (to pair with another baseline's)."""
+    client = connect(port, f"bench-lat-{uuid.uuid4().hex[:8]}")
+    acked = threading.Event()
+    client.on_publish = lambda c, u, mid, rc, p: acked.set()
+    samples: list[float] = []
+    try:
+        for _ in range(count):
+            acked.clear()
+            start = time.perf_counter()
+            client.publish("bench/latency", PAYLOAD, qos=1)
+            if not acked.wait(5):
+                raise BenchError("expected a PUBACK within 5 s, got none")
+            samples.append(time.perf_counter() - start)
+    finally:
+        close(client)
+    return samples
+
+
+def sqlite_full_commits(count: int) -> list[float]:
+    """A bare SQLite file in WAL mode with synchronous=FULL, one transaction per vend writing the rows a
+    dispense writes in the unit's ledger (the event, its outbox entry, the column's stock, the command's
+    settlement): seconds per commit. No nalox code."""
+    import sqlite3
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="nalox-bench-sqlite-") as tmp:
+        db = sqlite3.connect(f"{tmp}/ledger.sqlite3", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY, event_id TEXT UNIQUE, event_type TEXT, "
+            "payload BLOB, created_at TEXT)"
+        )
+        db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY)")
+        db.execute("CREATE TABLE columns (col INTEGER PRIMARY KEY, stock INTEGER)")
+        db.execute("CREATE TABLE commands (command_id INTEGER PRIMARY KEY, state TEXT, outcome TEXT)")
+        db.execute("INSERT INTO columns VALUES (1, 100000)")
+        samples: list[float] = []
+        for seq in range(1, count + 1):
+            db.execute("INSERT INTO commands VALUES (?, 'pending', NULL)", (seq,))
+            start = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT INTO events VALUES (?, ?, 'dispense', ?, '2026-11-22T06:00:00Z')",
+                (seq, uuid.uuid4().hex, PAYLOAD),
+            )
+            db.execute("INSERT INTO outbox VALUES (?)", (seq,))
+            db.execute("UPDATE columns SET stock = stock - 1 WHERE col = 1")
+            db.execute(
+                "UPDATE commands SET state = 'settled', outcome = 'dropped' WHERE command_id = ?", (seq,)
+            )
+            db.execute("COMMIT")
+            samples.append(time.perf_counter() - start)
+        db.close()
+    return samples
+
+
 def window_publish(port: int, count: int, window: int = 100, topic: str = "bench/window") -> float:
     """Publish `count` QoS 1 messages keeping at most `window` unacknowledged; returns msgs/s."""
     return publish_window(port, ((topic, PAYLOAD) for _ in range(count)), count, window)

@@ -7,6 +7,7 @@ Benchmarks are not tests: a measurement that cannot run records why and the run 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -81,6 +82,12 @@ def guarded(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# Measures other parts register (name -> fn(broker port, sizes) -> dict): the kiosk's press -> first
+# on-screen feedback and press -> first video frame belong here (with the real player), printed as rows
+# "<name> p50/p99 (ms)" when they return p50_ms/p99_ms, and written to results.json under their name.
+EXTRA_MEASURES: dict[str, Callable[[int, Sizes], dict[str, Any]]] = {}
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else round(a / b, 3)
 
@@ -98,20 +105,30 @@ def measure_all(sizes: Sizes, quick: bool) -> dict[str, Any]:
         res["unit_footprint"] = guarded(
             "unit footprint", lambda: rooms.footprint(broker.port, sizes.idle_seconds)
         )
+        for name, measure in EXTRA_MEASURES.items():  # e.g. the kiosk's press -> first feedback
+            res[name] = guarded(name, functools.partial(measure, broker.port, sizes))
     res["serial_link"] = guarded("serial link", lambda: serial_link(sizes))
     res["kiosk"] = guarded("kiosk press latency", lambda: kiosk_bench.measure(10 if quick else 40))
     return res
 
 
 def vend_overhead(port: int, sizes: Sizes) -> dict[str, Any]:
-    base = baselines.puback_latency(port, sizes.latency_samples)
-    vend = rooms.vend_overhead(port, max(50, sizes.latency_samples // 5))
+    """Drop -> PUBACK of the dispense event, against the fair baseline of the same run: a bare SQLite
+    synchronous=FULL commit of the rows a vend writes plus a bare paho publish -> PUBACK (paired
+    samples summed)."""
+    n = sizes.latency_samples
+    pub = baselines.puback_samples(port, n)
+    commit = baselines.sqlite_full_commits(n)
+    base = baselines.summary_ms([a + b for a, b in zip(pub, commit, strict=True)])
+    vend = rooms.vend_overhead(port, max(50, n // 5))
     return {
         "unit_drop_to_puback": vend,
-        "baseline_publish_to_puback": base,
+        "baseline_commit_plus_puback": base,
+        "baseline_publish_to_puback": baselines.summary_ms(pub),
+        "baseline_sqlite_full_commit": baselines.summary_ms(commit),
         "ratio_p99": ratio(vend["p99_ms"], base["p99_ms"]),
-        "target": "ratio_p99 <= 2",
-        "met": (vend["p99_ms"] <= 2 * base["p99_ms"]),
+        "target": "ratio_p99 <= 1.5",
+        "met": vend["p99_ms"] <= 1.5 * base["p99_ms"],
     }
 
 
@@ -163,7 +180,12 @@ def central_ingest(port: int, sizes: Sizes) -> dict[str, Any]:
 def serial_link(sizes: Sizes) -> dict[str, Any]:
     base = baselines.pty_echo_rtt(sizes.pings)
     link = rooms.serial_link(sizes.pings, sizes.dispenses)
+    noisy = rooms.noisy_ping(sizes.pings // 2, 0.05)
     return {
+        "noisy_ping_rtt": noisy,
+        "noise": 0.05,
+        "targets": {"ping_p99_ms": 1.0, "noisy_ping_p99_ms": 50.0},
+        "met": link["ping"]["p99_ms"] <= 1.0 and noisy["p99_ms"] <= 50.0,
         "ping_rtt": link["ping"],
         "raw_pty_echo_rtt": base,
         "ratio_rtt_p50": ratio(link["ping"]["p50_ms"], base["p50_ms"]),
@@ -193,7 +215,10 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     if "error" in v:
         rows.append(("vend overhead drop->PUBACK", "error", "", "", v["error"][:60]))
     else:
-        u, b = v["unit_drop_to_puback"], v["baseline_publish_to_puback"]
+        u, b = (
+            v["unit_drop_to_puback"],
+            v.get("baseline_commit_plus_puback", v.get("baseline_publish_to_puback")),
+        )
         rows.append(
             (
                 "vend overhead p50 (ms)",
@@ -204,7 +229,7 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             )
         )
         rows.append(
-            ("vend overhead p99 (ms)", fmt(u["p99_ms"]), fmt(b["p99_ms"]), fmt(v["ratio_p99"]), "<= 2x")
+            ("vend overhead p99 (ms)", fmt(u["p99_ms"]), fmt(b["p99_ms"]), fmt(v["ratio_p99"]), "<= 1.5x")
         )
         for part, label in (
             ("drop_to_publish", "drop -> publish"),
@@ -242,9 +267,12 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 )
             )
     f = r.get("unit_footprint", {})
-    rows.append(("unit daemon rss (MB)", fmt(f.get("rss_mb", f.get("error", "")[:40])), "", "", "< 60"))
-    rows.append(("unit idle cpu (% of a core)", fmt(f.get("idle_cpu_percent")), "", "", "< 1"))
-    rows.append(("unit start-to-ready (s)", fmt(f.get("start_to_ready_s")), "", "", "< 2"))
+    rows.append(("unit daemon rss (MB)", fmt(f.get("rss_mb", f.get("error", "")[:40])), "", "", "<= 40"))
+    rows.append(
+        ("unit idle cpu, daemon (% of a core)", fmt(f.get("idle_cpu_percent_daemon")), "", "", "<= 0.3")
+    )
+    rows.append(("unit idle cpu, with player (%)", fmt(f.get("idle_cpu_percent")), "", "", ""))
+    rows.append(("unit start-to-ready (s)", fmt(f.get("start_to_ready_s")), "", "", "<= 0.8"))
     s = r.get("serial_link", {})
     if "error" in s:
         rows.append(("serial link", "error", "", "", s["error"][:60]))
@@ -264,13 +292,36 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 fmt(s["ping_rtt"]["p99_ms"]),
                 fmt(s["raw_pty_echo_rtt"]["p99_ms"]),
                 fmt(s["ratio_rtt_p99"]),
-                "",
+                "<= 1 ms",
             )
         )
+        if "noisy_ping_rtt" in s:
+            n = s["noisy_ping_rtt"]
+            rows.append(
+                (
+                    f"serial ping p50/p99, {s['noise']:.0%} noise (ms)",
+                    f"{fmt(n['p50_ms'])} / {fmt(n['p99_ms'])}",
+                    "",
+                    "",
+                    "p99 <= 50 ms",
+                )
+            )
         rows.append(
             ("dispenses/s over a pty", fmt(s["dispenses_per_s"]), "", "", f"spin {s['dispense_spin_ms']} ms")
         )
     rows += kiosk_bench.table_rows(r.get("kiosk", {}))
+    for name in EXTRA_MEASURES:
+        e = r.get(name, {})
+        if "p99_ms" in e:
+            rows.append(
+                (
+                    f"{name} p50/p99 (ms)",
+                    f"{fmt(e.get('p50_ms'))} / {fmt(e['p99_ms'])}",
+                    "",
+                    "",
+                    str(e.get("target", "")),
+                )
+            )
     return rows
 
 

@@ -53,7 +53,7 @@ from schemas.models import (
 )
 
 LOG = log.get("daemon")
-LOOP_POLL_S = 0.2
+MAX_IDLE_S = 5.0  # the loop sleeps until an item comes or a deadline is due, never longer than this
 
 
 class UnitDaemon:
@@ -131,6 +131,7 @@ class UnitDaemon:
 
     def stop(self) -> None:
         self._stop.set()
+        self._inbox.put(("wake", None))  # the loop may be asleep until its next deadline
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
         for name, closer in (
@@ -166,14 +167,27 @@ class UnitDaemon:
     # ------------------------------------------------------------ the loop
 
     def _loop(self) -> None:
+        """Event-driven: wakes for a queued item (board event, player event, call, stop) or for the next
+        deadline (video timeout, status poll, systemd watchdog), not on a fixed poll."""
         while not self._stop.is_set():
             try:
-                item = self._inbox.get(timeout=LOOP_POLL_S)
+                item = self._inbox.get(timeout=self._idle_s())
             except queue.Empty:
                 item = None
             if item is not None:
                 self._handle(item)
             self._tick()
+
+    def _idle_s(self) -> float:
+        """Seconds until the next deadline of the loop (0 when one is due)."""
+        now = self.clock.monotonic()
+        due = [self._next_poll - now]
+        video = self.flow.next_deadline()
+        if video is not None:
+            due.append(video - now + 0.001)
+        if self.notifier.watchdog_interval_s is not None:
+            due.append(self._next_watchdog - time.monotonic())
+        return max(0.0, min(MAX_IDLE_S, *due))
 
     def pump(self) -> int:
         """Handle everything queued, then one tick (tests drive the daemon this way with a FakeClock)."""

@@ -218,6 +218,13 @@ class VendFlow:
             self.self_test_ok = True
         self.changed()
 
+    def next_deadline(self) -> float | None:
+        """clock.monotonic() at which tick() has something to do (a video that must have ended), or None."""
+        s = self.session
+        if s is None or self.phase != Phase.VIDEO:
+            return None
+        return s.started + s.length_s + self.config.videos.grace_s
+
     def tick(self) -> None:
         now = self.clock.monotonic()
         if self.kits is not None and now > self.kits.until:
