@@ -58,7 +58,7 @@ class PubackClock:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.module.MqttClient.publish = self.original  # type: ignore[method-assign]
+        self.module.MqttClient.publish = self.original  # type: ignore[method-assign,assignment]
 
 
 class DropClock:
@@ -213,3 +213,74 @@ def _wait(check: Callable[[], bool], timeout: float, status: Callable[[], str]) 
         if time.monotonic() > deadline:
             raise baselines.BenchError(f"expected the outbox drained within {timeout:g} s, got {status()}")
         time.sleep(0.01)
+
+
+class VideoToWire:
+    """Wraps, in this process, the daemon's player callback and the serial link's writes: when the
+    player reports a completed video, and when the DISPENSE frame that follows is written to the line."""
+
+    def __init__(self) -> None:
+        from controller import daemon
+        from controller.serial import board_link
+
+        self.daemon, self.link = daemon, board_link
+        self.completed: list[float] = []
+        self.on_wire: list[float] = []
+        self._armed = threading.local()
+
+    def __enter__(self) -> VideoToWire:
+        from controller.vend.video import VideoCompleted
+        from firmware_py import codec
+
+        completed, on_wire, armed = self.completed, self.on_wire, self._armed
+        self.on_player = self.daemon.UnitDaemon._on_player_event
+        self.send = self.link.SerialBoard._send_reliable
+        self.write = self.link.SerialBoard._write
+        on_player, send, write = self.on_player, self.send, self.write
+
+        def player_event(daemon: Any, event: Any) -> None:
+            if isinstance(event, VideoCompleted):
+                completed.append(time.perf_counter())
+            on_player(daemon, event)
+
+        def send_reliable(board: Any, msg: Any, *args: Any, **kwargs: Any) -> Any:
+            armed.on = isinstance(msg, codec.Dispense)
+            return send(board, msg, *args, **kwargs)
+
+        def write_wire(board: Any, wire: bytes) -> bool:
+            ok = write(board, wire)
+            if getattr(armed, "on", False):
+                armed.on = False
+                on_wire.append(time.perf_counter())
+            return bool(ok)
+
+        self.daemon.UnitDaemon._on_player_event = player_event  # type: ignore[method-assign,assignment]
+        self.link.SerialBoard._send_reliable = send_reliable  # type: ignore[method-assign,assignment]
+        self.link.SerialBoard._write = write_wire  # type: ignore[method-assign,assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.daemon.UnitDaemon._on_player_event = self.on_player  # type: ignore[method-assign,assignment]
+        self.link.SerialBoard._send_reliable = self.send  # type: ignore[method-assign,assignment]
+        self.link.SerialBoard._write = self.write  # type: ignore[method-assign,assignment]
+
+
+def video_to_dispense(port: int, count: int) -> dict[str, Any]:
+    """Video completed (mpv's end-file reaches the daemon) -> the DISPENSE frame written to the line,
+    per press, with the real player (mpv, no window) and a 0.5 s clip."""
+    work = Path(tempfile.mkdtemp(prefix="nalox-bench-video-"))
+    spec = UnitSpec("bench-video-1", stock=count + 5, spin_ms=10, video_seconds=0.5, multi_kit_window_s=0)
+    with VideoToWire() as clock:
+        unit = start_unit(spec, work, port, seed=2)
+        try:
+            for _ in range(count):
+                _press_and_wait(unit)
+        finally:
+            unit.stop()
+    pairs = list(zip(clock.completed, clock.on_wire, strict=False))
+    if not pairs:
+        raise baselines.BenchError(
+            f"expected completed videos and DISPENSE frames, got {len(clock.completed)} "
+            f"completions and {len(clock.on_wire)} frames"
+        )
+    return {**baselines.summary_ms([w - c for c, w in pairs]), "target_p99_ms": 20.0}

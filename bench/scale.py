@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import re
 import shutil
@@ -867,6 +868,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     res.update(measure(args.units, args.schema, args.seconds, args.connections, args.ingest_events))
     res["explain"] = explain(args.schema, datetime.now(UTC).year - 1)
+    res["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
     everything = json.loads(args.out.read_text()) if args.out.exists() else {}
     everything["scale"] = res
     args.out.write_text(json.dumps(everything, indent=2, sort_keys=True, default=str) + "\n")
