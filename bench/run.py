@@ -363,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         print(table(json.loads(args.out.read_text())))
         return 0
     results = measure_all(Sizes.pick(args.quick), args.quick)
+    if args.out.exists():  # keep what `make bench-scale` wrote beside these figures
+        kept = json.loads(args.out.read_text())
+        results.update({k: v for k, v in kept.items() if k == "scale"})
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(table(results))
     print(f"\nwrote {args.out}")
