@@ -1240,6 +1240,7 @@ class PostgresStore(Store):
         # statements are prepared after a few runs (psycopg); a generic plan for "these units since
         # then" scans every unit's recent events (600 ms at state scale): plan each run with its values
         conn.execute("SET plan_cache_mode = force_custom_plan")
+        conn.execute("SET work_mem = '32MB'")  # a year's report sorts 24,000 kept rows: in memory
         if self.schema:
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             conn.execute(f'SET search_path TO "{self.schema}"')
