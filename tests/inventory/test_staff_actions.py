@@ -198,6 +198,7 @@ def test_alert_acknowledged_mailed_and_a_viewer_refused(
     central: Service,
     smtp: tuple[Inbox, int],
     browser: Browser,
+    artifacts: Path,
 ) -> None:
     inbox = smtp[0]
     assert central.store is not None
@@ -218,6 +219,18 @@ def test_alert_acknowledged_mailed_and_a_viewer_refused(
     expect(viewer.locator("#refusal")).to_contain_text("this needs the inventory role")
     expect(viewer.locator("#refusal")).to_contain_text("vera with the viewer role")
     viewer.close()
+
+    phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    errors: list[str] = []
+    phone.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    login(phone, central.url or "", "vera")
+    phone.goto(f"{central.url}/?view=table")
+    expect(phone.locator("#fleet-table tr[data-unit]")).to_have_count(3)
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the unit table must fit a phone without sideways scrolling, is {width}px wide"
+    phone.screenshot(path=str(artifacts / "inventory-phone-table.png"), full_page=True)
+    assert not errors, errors
+    phone.close()
 
     page = browser.new_page()
     login(page, central.url or "", "ivan")
