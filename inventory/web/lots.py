@@ -41,6 +41,36 @@ class HoldOut(BaseModel):
     units_told: int
 
 
+class HoldLogOut(BaseModel):
+    lot: str
+    at: str
+    action: str = Field(description="hold | release")
+    by: str
+    reason: str
+
+
+class BringOut(BaseModel):
+    product: str
+    kits: int
+
+
+class PullOut(BaseModel):
+    unit: str
+    column: int
+    lot: str | None
+    kits: int
+    why: str
+
+
+class PicklistOut(BaseModel):
+    site: str
+    today: str
+    pull_before: str
+    bring: list[BringOut]
+    pull: list[PullOut]
+    days_of_stock: dict[str, float | None] = Field(description="unit -> days of stock left")
+
+
 class PlaceOut(BaseModel):
     site: str
     unit: str
@@ -255,29 +285,33 @@ def api_release(ctx: Ctx, who: InventoryStaff, lot: str, body: HoldIn) -> HoldOu
     return release(ctx, _lot_name(lot), body.reason, who)
 
 
-@api.get("/lots/holds/log")
-def api_hold_log(ctx: Ctx, lot: str | None = None) -> list[dict[str, Any]]:
+@api.get("/lots/holds/log", response_model=list[HoldLogOut])
+def api_hold_log(ctx: Ctx, lot: str | None = None) -> list[HoldLogOut]:
     """Every hold and release, newest first: lot, when, what, who, why."""
-    return ctx.store.lot_hold_log(lot)
+    return [HoldLogOut.model_validate(r) for r in ctx.store.lot_hold_log(lot)]
 
 
-@api.get("/sites/{site}/picklist")
-def api_picklist(ctx: Ctx, site: str, pull_days: int = Query(PULL_DAYS, ge=0, le=365)) -> dict[str, Any]:
+@api.get("/sites/{site}/picklist", response_model=PicklistOut)
+def api_picklist(ctx: Ctx, site: str, pull_days: int = Query(PULL_DAYS, ge=0, le=365)) -> PicklistOut:
+    """A site's restock pick list: kits to bring per product, lots to pull, days of stock per unit."""
     units = fleet_now(ctx)
     if site not in {u.site for u in units}:
         raise HTTPException(404, f"expected a known site, got {site!r}")
     today = ctx.clock.now().astimezone(ctx.store.report_tz).date()
     pl = pick_list(site, units, today, pull_days, ctx.store.lot_holds())
-    return {
-        "site": pl.site,
-        "today": pl.today.isoformat(),
-        "pull_before": pl.pull_before.isoformat(),
-        "bring": [{"product": b.product, "kits": b.kits_to_bring} for b in pl.bring],
-        "pull": [
-            {"unit": p.unit, "column": p.column, "lot": p.lot, "kits": p.count, "why": p.why} for p in pl.pull
-        ],
-        "days_of_stock": pl.days_of_stock,
-    }
+    return PicklistOut.model_validate(
+        {
+            "site": pl.site,
+            "today": pl.today.isoformat(),
+            "pull_before": pl.pull_before.isoformat(),
+            "bring": [{"product": b.product, "kits": b.kits_to_bring} for b in pl.bring],
+            "pull": [
+                {"unit": p.unit, "column": p.column, "lot": p.lot, "kits": p.count, "why": p.why}
+                for p in pl.pull
+            ],
+            "days_of_stock": pl.days_of_stock,
+        }
+    )
 
 
 # ---------------------------------------------------------------- report exports
