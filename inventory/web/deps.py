@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from inventory.accounts import Accounts, role_allows
+from inventory.alert_actions import follow_ups
 from inventory.audit import AuditTrail
 from inventory.clock import Clock
 from inventory.config import CentralConfig
@@ -122,7 +123,7 @@ def render(
         "product": ctx.product,
         "zone": ctx.config.display_timezone,
         "refresh": ctx.config.server.refresh_s if refresh else None,
-        "alert_count": ctx.store.count_active_alerts(),
+        "alert_count": ctx.store.count_active_alerts() - snoozed_count(ctx, now),
         "ingest": ingest_summary(ctx.store),
         "broker_connected": ctx.runtime().get("mqtt_connected", True),
         "ago": lambda t: ago(t, now),
@@ -139,6 +140,11 @@ def fleet_now(ctx: WebContext, only: list[str] | None = None) -> list[UnitView]:
     """The fleet now (or the units in `only`), judged by the products' label ranges, days counted in
     the county's zone."""
     return fleet(ctx.store, ctx.clock.now(), only, ctx.config.products, _tz(ctx))
+
+
+def snoozed_count(ctx: WebContext, now: datetime) -> int:
+    """Active alerts someone snoozed until later: the header's badge leaves them out."""
+    return sum(f.snoozed(now) for f in follow_ups(ctx.store).values())
 
 
 def find_unit(ctx: WebContext, unit: str) -> UnitView:

@@ -302,6 +302,7 @@ def test_alert_follow_up_assign_and_snooze_over_the_api(store: Store, clock: Fak
         json={"alert_key": "low_stock:unit-001:1", "action": "assign", "assignee": "ivan"},
     )
     assert r.status_code == 200 and r.json()["follow_up"]["assignee"] == "ivan"
+    assert 'id="alert-count"' in c.get("/alerts", headers=auth).text
     r = c.post(
         "/api/alerts/action",
         headers=auth,
@@ -314,6 +315,7 @@ def test_alert_follow_up_assign_and_snooze_over_the_api(store: Store, clock: Fak
         json={"alert_key": "low_stock:unit-001:1", "action": "snooze", "minutes": 60},
     )
     assert r.status_code == 200
+    assert 'id="alert-count"' not in c.get("/alerts", headers=auth).text, "a snoozed alert leaves the badge"
     active = c.get("/api/alerts", headers=auth).json()["active"][0]["follow_up"]
     assert active["assignee"] == "ivan" and active["snoozed_until"].startswith(
         (clock.now() + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
