@@ -83,7 +83,7 @@ def vend_overhead(port: int, count: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="nalox-bench-vend-"))
     per_column = count // 6 + 5
     spec = UnitSpec(
-        "bench-vend-1", stock=min(per_column, 1000), spin_ms=10, video_seconds=1.0, multi_kit_window_s=3600,
+        "bench-vend-1", stock=min(per_column, 1000), spin_ms=10, video_seconds=1.0, multi_kit_window_s=600,
         kits_per_session=100_000
     )
     clocks: list[DropClock] = []
