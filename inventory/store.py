@@ -331,7 +331,10 @@ class Store:
         state after each kit: its exact time would time the kit), so within one such period the last
         to arrive wins (one unit's retained states arrive in order). A newer state whose last_seq is
         below what we already acked means the unit's ledger restarted its numbering: acks to it stop
-        (see SeqProgress.paused)."""
+        (see SeqProgress.paused). The stored time is coarsened (privacy), so two states in the same
+        period are ordered by their last_seq: a late, older state (a replay after a reconnect) is not
+        taken for a restarted numbering. A restart inside one period is still caught at once by
+        flag_reused_seq, or by the next period's state."""
         g = self.kit_time_granularity_s
         at = coarsen(state.ts, g)
         kept = state.model_copy(
@@ -344,8 +347,18 @@ class Store:
             tx.execute(
                 "UPDATE units SET state_json = ?, state_ts = ?, "
                 "reported_last_seq = CASE WHEN reported_last_seq > ? THEN reported_last_seq ELSE ? END "
-                "WHERE unit = ? AND (state_ts IS NULL OR state_ts <= ?)",
-                (kept.model_dump_json(), iso(at), state.last_seq, state.last_seq, state.unit, iso(at)),
+                "WHERE unit = ? AND (state_ts IS NULL OR state_ts < ? "
+                "OR (state_ts = ? AND reported_last_seq <= ?))",
+                (
+                    kept.model_dump_json(),
+                    iso(at),
+                    state.last_seq,
+                    state.last_seq,
+                    state.unit,
+                    iso(at),
+                    iso(at),
+                    state.last_seq,
+                ),
             )
             == 1
         )
