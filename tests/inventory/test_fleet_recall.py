@@ -99,6 +99,12 @@ def test_a_recall_holds_the_lot_on_every_unit_within_one_state_update(
         for u in fleet:
             u.press()
         wait_for(lambda: all(u.physical_dropped() >= 1 for u in fleet), 60, "every unit vended a kit")
+        # the drop comes a moment before the unit's ledger records it
+        wait_for(
+            lambda: all(u.daemon.ledger.events(event_type="dispense") for u in fleet),
+            30,
+            "every unit's ledger recorded its kit",
+        )
         for u in fleet:
             lots = [e.lot for e in u.daemon.ledger.events(event_type="dispense")]
             assert lots == ["DEMO-LOT-2"], f"{u.unit_id} vended {lots}: never the recalled lot"
