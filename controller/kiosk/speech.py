@@ -22,7 +22,7 @@ MAX_CHARS = 2000
 
 
 class Speaker(Protocol):
-    def say(self, text: str, lang: str) -> None: ...
+    def say(self, text: str, lang: str) -> Path | None: ...  # the WAV file when writing to files
     def stop(self) -> None: ...
 
 
@@ -30,8 +30,9 @@ class NullSpeaker:
     def __init__(self) -> None:
         self.said: list[tuple[str, str]] = []
 
-    def say(self, text: str, lang: str) -> None:
+    def say(self, text: str, lang: str) -> Path | None:
         self.said.append((lang, text))
+        return None
 
     def stop(self) -> None:
         pass
