@@ -158,7 +158,7 @@ def compose(name: str, lang: str, ctx: ScreenContext, **params: object) -> Scree
         seconds = int(float(params.get("seconds", ctx.another_kit_window_s)))  # type: ignore[arg-type]
         number = int(params.get("number", 1))  # type: ignore[call-overload]
         lines = [_(m.CALL_911)]
-        if seconds > 0 and number < ctx.kits_per_session:
+        if seconds > 0 and number < ctx.kits_per_session and params.get("another", True):
             lines.append(_(m.ANOTHER_KIT, seconds=seconds))
         lines.append(_(m.KITS_TAKEN, number=number, limit=ctx.kits_per_session))
         return ScreenSpec(name, lang, _(m.TAKE_KIT), tuple(lines), "ok", footer=_(m.STAY_SAFE), params=key)

@@ -289,7 +289,10 @@ class VendFlow:
         )
         LOG.error("video_failed", reason=event.reason, fallback=fallback)
         if fallback == "dispense" and s.kit:
-            self.vend(s.language, "fallback")
+            self.kiosk.show("dispensing", s.language)
+            if self.vend(s.language, "fallback") is not None:
+                until = self.clock.monotonic() + 15.0
+                self.kiosk.show("take_kit", s.language, number=1, until=until, another=False)
         else:
             self.phase = Phase.IDLE
             override = self.config.policies.text("video_broken", s.language)

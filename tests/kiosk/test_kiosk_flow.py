@@ -227,3 +227,16 @@ def test_status_light_follows_the_unit(tmp_path: Path) -> None:
         assert r.board.light_pattern == "off", "cannot vend"
     finally:
         r.close()
+
+
+def test_broken_player_fallback_kit_is_told_to_take_it(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    try:
+        r.press("es")
+        r.player.fail("crash")
+        r.daemon.pump()
+        assert vias(r) == ["fallback"] and r.daemon.kiosk.screen == "take_kit"
+        assert r.player.texts[-1].startswith(ES.gettext(m.TAKE_KIT))
+        assert "segundos" not in r.player.texts[-1], "no 'another kit' offer without a video watched"
+    finally:
+        r.close()

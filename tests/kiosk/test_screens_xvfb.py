@@ -54,7 +54,9 @@ def kiosk(xvfb: Xvfb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     player.close()
 
 
-def shown(k: Kiosk, xvfb: Xvfb, name: str, lang: str, tmp: Path, **params: object) -> tuple[Image.Image, str]:
+def shown(
+    k: Kiosk, xvfb: Xvfb, name: str, lang: str, tmp: Path, full: bool = False, **params: object
+) -> tuple[Image.Image, str]:
     """Show a screen; return the screenshot in which tesseract reads the screen's title."""
     spec = k.show(name, lang, **params)
     key = normalise(spec.title)
@@ -64,7 +66,8 @@ def shown(k: Kiosk, xvfb: Xvfb, name: str, lang: str, tmp: Path, **params: objec
 
     def readable() -> bool:
         img = xvfb.grab()
-        text = ocr(img, lang, tmp)
+        # every screen's title is in its top part: read that (twice as fast), the whole when asked
+        text = ocr(img if full else img.crop((0, 0, img.width, img.height * 45 // 100)), lang, tmp)
         found.update(img=img, text=text)
         return key in text
 
@@ -98,7 +101,7 @@ def test_every_screen_readable_on_the_real_display(
         img, text = shown(kiosk, xvfb, name, lang, tmp_path, reason="service", number=1)
         assert dark_share(img) < 0.05, f"{name}-{lang} is mostly black"
     # a line beyond the title, to be sure the language is the person's: the out-of-stock offer
-    _, text = shown(kiosk, xvfb, "out_of_stock", lang, tmp_path)
+    _, text = shown(kiosk, xvfb, "out_of_stock", lang, tmp_path, full=True)
     assert ("watch" in text) if lang == "en" else ("video" in text and "pulse" in text)
 
 
