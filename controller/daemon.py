@@ -410,7 +410,9 @@ class UnitDaemon:
             status = self.board.status()
         except BoardError as exc:
             LOG.warning("status_failed", error=str(exc))
+            self.kiosk.set_out_of_service("board", "board_down")  # told, not a silent refusal
             return
+        self.kiosk.set_out_of_service("board", None)
         if status.door_open != self.flow.door_open:
             self.flow.on_door(status.door_open)
         for change in self.temperature.update(status.temperature_c, self.clock.monotonic()):

@@ -171,6 +171,8 @@ class Kiosk:
         """`holder` (e.g. "ledger") puts the unit's screen out of service for `reason` ("ledger_down",
         "board_down", "service"), or releases it with None. The screen shows while any holder holds."""
         with self._lock:
+            if self.out_of_service.get(holder) == reason:
+                return  # no change: leave the screen alone
             if reason is None:
                 self.out_of_service.pop(holder, None)
             else:

@@ -128,8 +128,8 @@ class VendFlow:
 
     def on_press(self, language: str) -> None:
         lang = self._lang(language)
-        if self.mode != "vending":
-            LOG.info("press_ignored", language=lang, mode=self.mode)
+        if self.mode != "vending" or self.kiosk.out_of_service:
+            LOG.info("press_ignored", language=lang, mode=self.mode, held=sorted(self.kiosk.out_of_service))
             self.kiosk.show("out_of_service", lang, reason=self._service_reason())
             return
         if self.phase != Phase.IDLE:
@@ -158,7 +158,7 @@ class VendFlow:
         if not self.config.policies.emergency:
             self.on_press(lang)
             return
-        if self.mode != "vending":
+        if self.mode != "vending" or self.kiosk.out_of_service:
             self.kiosk.show("out_of_service", lang, reason=self._service_reason())
             return
         if self.phase == Phase.DISPENSING:
@@ -171,6 +171,9 @@ class VendFlow:
         self.vend(lang, "emergency")
 
     def _service_reason(self) -> str:
+        held = list(self.kiosk.out_of_service.values())
+        if held and self.mode == "vending":
+            return held[0]  # e.g. the board does not answer, the ledger is down
         if self.locked:
             return "locked"
         if self.door_open:

@@ -240,3 +240,25 @@ def test_broken_player_fallback_kit_is_told_to_take_it(tmp_path: Path) -> None:
         assert "segundos" not in r.player.texts[-1], "no 'another kit' offer without a video watched"
     finally:
         r.close()
+
+
+def test_board_down_is_out_of_service_and_a_press_is_told_so(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    try:
+        r.board.link_down = True
+        r.clock.advance(31)  # the next status poll finds no board
+        r.daemon.pump()
+        assert r.daemon.kiosk.screen == "out_of_service"
+        assert "cannot reach its dispenser" in r.player.texts[-1]
+        r.press("es")
+        assert r.player.plays == [], "no video for a kit that cannot drop"
+        assert r.player.texts[-1].startswith(ES.gettext(m.OUT_OF_SERVICE))
+        assert ES.gettext(m.REASON_BOARD) in r.player.texts[-1]
+        r.board.link_down = False
+        r.clock.advance(31)
+        r.daemon.pump()
+        assert r.daemon.kiosk.screen == "idle"
+        r.press("es")
+        assert len(r.player.plays) == 1
+    finally:
+        r.close()
