@@ -27,7 +27,7 @@ from controller.serial.board_api import BoardError
 
 log = structlog.get_logger("controller.serial.port")
 
-READ_TIMEOUT = 0.05  # seconds one read() may block; bounds how fast close() is noticed
+READ_TIMEOUT = 0.5  # seconds one idle read() blocks (close() cancels it: an idle unit wakes 2 times a second)
 MAX_READ = 4096
 EMPTY_READ_STORM = 50  # this many instant empty reads in a row mean the device is gone
 BACKOFF_START = 0.05
@@ -213,6 +213,12 @@ class SerialPort:
 
 
 def _close_quietly(port: Any) -> None:
+    cancel = getattr(port, "cancel_read", None)  # wake a reader blocked in read() at once
+    if cancel is not None:
+        try:
+            cancel()
+        except (serial.SerialException, OSError, AttributeError, NotImplementedError):
+            pass
     try:
         port.close()
     except (serial.SerialException, OSError):
