@@ -18,6 +18,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from controller.diag.ping import percentile
+
 PAYLOAD = (
     b'{"schema_version":1,"event_id":"0123456789abcdef0123456789abcdef","seq":1,'
     b'"ts":"2026-11-22T06:00:00Z","unit":"bench-1","type":"dispense","column":1,'
@@ -29,15 +31,9 @@ class BenchError(Exception):
     """A benchmark could not finish: says what it waited for and what it got."""
 
 
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        raise BenchError("expected at least one sample, got none")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def summary_ms(samples_s: list[float]) -> dict[str, float]:
+    if not samples_s:
+        raise BenchError("expected at least one sample, got none")
     return {
         "p50_ms": round(percentile(samples_s, 50) * 1000, 3),
         "p99_ms": round(percentile(samples_s, 99) * 1000, 3),

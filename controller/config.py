@@ -11,10 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from controller.errors import ControllerError
 from schemas.models import LabelRange, UnitId
 
 
-class ConfigError(Exception):
+class ConfigError(ControllerError):
     """The configuration file is missing or wrong; the message names file, field, expected and found."""
 
     exit_code = 2

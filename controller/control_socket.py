@@ -30,6 +30,8 @@ from typing import Any
 
 import structlog
 
+from controller.errors import ControllerError
+
 log = structlog.get_logger("controller.control_socket")
 
 SOCKET_MODE = 0o660
@@ -38,7 +40,7 @@ CLIENT_TIMEOUT_S = 300.0
 Handler = Callable[[Any, dict[str, Any]], dict[str, Any]]
 
 
-class ControlError(Exception):
+class ControlError(ControllerError):
     """The control socket could not be used; the message says what was expected and what came."""
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from controller.clock import Clock
+from controller.errors import ControllerError
 from firmware_py.codec import DIAG_COMMAND_BASE
 from schemas.models import AlarmState, EventBase, parse_event
 
@@ -62,7 +63,7 @@ def mkt_c(mkt_sum: float, mkt_dt: float) -> float | None:
     return MKT_DH_OVER_R / -math.log(mkt_sum / mkt_dt) - 273.15
 
 
-class LedgerError(Exception):
+class LedgerError(ControllerError):
     """The ledger refused a change (it would break an invariant) or its file is unusable."""
 
 

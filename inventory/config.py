@@ -14,10 +14,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from inventory.errors import InventoryError
 from schemas.models import LabelRange, UnitId
 
 
-class ConfigError(Exception):
+class ConfigError(InventoryError):
     """The configuration file is missing, unreadable or invalid."""
 
 

@@ -22,6 +22,7 @@ import pydantic
 from inventory import log
 from inventory.clock import Clock
 from inventory.config import CentralConfig
+from inventory.errors import InventoryError
 from inventory.store import SeqProgress, Store, Tx
 from schemas.models import (
     EVENT_TYPES,
@@ -83,7 +84,7 @@ class Rejected:
     unit: str | None = None
 
 
-class Refused(Exception):
+class Refused(InventoryError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail

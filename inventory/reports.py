@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from inventory.errors import InventoryError
 from inventory.store import REPORT_COUNTS, Store
 
 COUNTS = (
@@ -147,7 +148,7 @@ class Period:
         return f"{self.label}: {span}, time zone {self.tz}"
 
 
-class PeriodError(ValueError):
+class PeriodError(InventoryError, ValueError):
     """A report period that cannot be: wrong order, unknown year, too long."""
 
 

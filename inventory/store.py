@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from inventory import rollups
+from inventory.errors import InventoryError
 from inventory.migrations import MIGRATIONS, put_unit_columns
 from schemas.models import EventBase, Status, Telemetry, UnitState
 
@@ -59,7 +60,7 @@ def coarsen(dt: datetime, granularity_s: int) -> datetime:
     return datetime.fromtimestamp(t - t % granularity_s, UTC)
 
 
-class StoreError(Exception):
+class StoreError(InventoryError):
     """The database refused an operation or holds something unexpected."""
 
 

@@ -22,6 +22,7 @@ import structlog
 from firmware_py import bootsel, codec
 from firmware_py.board import Board
 from firmware_py.nvs import FileStore, MemoryStore
+from simulator.errors import SimulatorError
 from simulator.hal import FAULT_NAMES, SimHal, World, now_ms
 from simulator.noise import Noise
 from simulator.slots import SlotError, load_board_class
@@ -30,10 +31,6 @@ log = structlog.get_logger("simulator")
 # How long an idle board waits for input between main-loop steps: the latency of a button press or
 # door change, and the slack of a retransmission. 50 idle boards cost about a tenth of a core.
 IDLE_WAIT_S = 0.02
-
-
-class SimulatorError(Exception):
-    """A request the simulated board cannot honour (bad fault name, column, language...)."""
 
 
 class SimUart:

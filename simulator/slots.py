@@ -13,11 +13,12 @@ import types
 from typing import Any
 
 from firmware_py import bootsel
+from simulator.errors import SimulatorError
 
 PACKAGE = "firmware_py"
 
 
-class SlotError(Exception):
+class SlotError(SimulatorError):
     """The slot's code could not be loaded (missing module, syntax error, error at import)."""
 
 

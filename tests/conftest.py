@@ -1,16 +1,73 @@
-"""Fixtures shared by every test package: a real mosquitto on a free port, artifact folder."""
+"""Fixtures and helpers shared by every test package: the leak guard (no thread or child process may
+outlive its test), the `nalox` command of this interpreter, a real mosquitto on a free port, the
+artifact folder."""
 
 from __future__ import annotations
 
+import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 import structlog
 
 from nalox.broker import Broker
+from nalox.supervision import NALOX
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+LEAK_GRACE_S = 10.0
+
+__all__ = ["NALOX", "ROOT", "nalox", "run_nalox"]
+
+
+def nalox(*args: str) -> list[str]:
+    """The command line of `nalox ARGS` run by this interpreter (so the tests' venv is used)."""
+    return [*NALOX, *args]
+
+
+def run_nalox(*args: str, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """`nalox ARGS` in its own process from the repository root, output captured as text."""
+    return subprocess.run(nalox(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Every test stops the threads and child processes it started (board links, simulators, paho
+    loops, web servers, mpv, sim boards, unit daemons); they get LEAK_GRACE_S to finish."""
+    before = set(threading.enumerate())
+    before_pids = {p.pid for p in _children()}  # module- and session-scoped fixtures' own processes
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while True:
+        threads = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        children = [p for p in _children() if p.pid not in before_pids and _alive(p)]
+        if not threads and not children:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"expected no threads or processes left by the test, found threads "
+                                 f"{[t.name for t in threads]} and processes {children}")
+        for t in threads:
+            t.join(timeout=0.05)
+        psutil.wait_procs(children, timeout=0.05)
+
+
+def _children() -> list[psutil.Process]:
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import queue
 import random
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from controller.clock import Clock, RealClock
+from controller.diag.ping import percentile, round_trips
 from controller.diag.result import Check, failed, passed, skipped, warned
 from controller.serial.board_api import Board, BoardError, BoardEvent, BoardStatus, ButtonPressed
 from firmware_py.codec import DIAG_COMMAND_BASE
@@ -58,13 +58,8 @@ def check_ping(ctx: DiagContext, count: int = 20, p99_limit_ms: float = PING_P99
     if board is None:
         return [link_unreachable(ctx)]
     before = board.counters.as_dict()
-    rtts: list[float] = []
-    lost = 0
-    for _ in range(count):
-        try:
-            rtts.append(board.ping(timeout=1.0) * 1000.0)
-        except BoardError:
-            lost += 1
+    found = round_trips(board, count, timeout=1.0)
+    rtts, lost = found.rtts_ms, found.lost
     after = board.counters.as_dict()
     delta = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
     return [_ping_result(rtts, lost, count, p99_limit_ms, after, delta)]
@@ -97,12 +92,6 @@ def _ping_result(rtts: list[float], lost: int, count: int, limit: float, counter
         return warned("ping", summary, expected="no link errors during the test", found=str(bad),
                       action="noise on the line: reseat or replace the USB cable", **data)
     return passed("ping", summary, **data)
-
-
-def percentile(values: list[float], pct: float) -> float:
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(pct) - 1] if pct < 100 else max(values)
 
 
 # ---------------------------------------------------------------- sensors

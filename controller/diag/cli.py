@@ -17,18 +17,23 @@ from contextlib import contextmanager
 from typing import Any
 
 from controller import control_socket
+from controller.config import ConfigError, UnitConfig, load_config
 from controller.diag.board_checks import DiagContext
 from controller.diag.ping import quiet_logs, run_direct_ping
-from controller.diag.result import EXIT_CODES, EXIT_INTERNAL, EXIT_USAGE, Check, exit_code, render
+from controller.diag.result import (
+    EXIT_CODES,
+    EXIT_INTERNAL,
+    EXIT_USAGE,
+    Check,
+    UsageError,
+    exit_code,
+    render,
+)
 from controller.diag.run import report_context, run_check
 
 EPILOG = ("exit codes: 0 all passed, 1 board link or ping, 2 usage or config, " + ", ".join(
     f"{code} {family}" for family, code in EXIT_CODES.items() if code > 2) + ", 70 internal error; "
     "see docs/technician.md")
-
-
-class UsageError(Exception):
-    """The command line or the config is wrong; exit code 2."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -92,9 +97,7 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------- targets
 
 
-def load_unit_config(path: str) -> Any:
-    from controller.config import ConfigError, load_config
-
+def load_unit_config(path: str) -> UnitConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_restock(args, config)
         if args.check == "ping" and not daemon_serves(config):
-            return run_direct_ping(args)
+            return run_direct_ping(args, config)
         checks, context = run(args, config)
     except UsageError as exc:
         print(f"nalox diag: {exc}", file=sys.stderr)

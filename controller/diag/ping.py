@@ -8,20 +8,18 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from controller.serial.board_api import BoardError
+from controller.config import UnitConfig
+from controller.diag.result import EXIT_CODES, EXIT_OK, UsageError
+from controller.serial.board_api import Board, BoardError
 from controller.serial.board_link import SerialBoard
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2  # EXIT_FAILED is the link family's code
-
-
-class UsageError(Exception):
-    """The command line or the unit config does not say which port to use."""
+EXIT_LINK = EXIT_CODES["link"]
 
 
 @dataclass(frozen=True)
@@ -30,25 +28,53 @@ class Target:
     baudrate: int
 
 
-def resolve_target(args: argparse.Namespace) -> Target:
+def resolve_target(args: argparse.Namespace, config: UnitConfig | None) -> Target:
+    """The port to ping: --port, else the unit config's serial port."""
     if args.port:
         return Target(args.port, args.baudrate or 115200)
-    try:
-        from controller.config import load_config
-    except ImportError as exc:
-        raise UsageError(f"--config needs controller.config, which is not available: {exc}") from exc
-    try:
-        cfg: Any = load_config(args.config)
-    except Exception as exc:  # ConfigError carries the one clear message
-        raise UsageError(str(exc)) from exc
-    return Target(cfg.serial.port, args.baudrate or cfg.serial.baudrate)
+    if config is None:
+        raise UsageError("expected --port or --config to say which port to ping, got neither")
+    return Target(config.serial.port, args.baudrate or config.serial.baudrate)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
+    """Nearest-rank percentile (q in 0..100) of a non-empty sequence: the one percentile of the tree
+    (diag ping, the ping check, the serial noise run, the benchmarks)."""
     ordered = sorted(values)
     rank = max(1, -(-len(ordered) * q // 100))
     return ordered[int(rank) - 1]
+
+
+@dataclass
+class RoundTrips:
+    """What `count` PINGs found: round trips in ms of the answered ones, and how many got no PONG."""
+
+    rtts_ms: list[float] = field(default_factory=list)
+    lost: int = 0
+
+
+OnPing = Callable[[int, float | None, BoardError | None], None]  # (i, rtt_s or None, error or None)
+
+
+def round_trips(board: Board, count: int, timeout: float, interval: float = 0.0,
+                on_ping: OnPing | None = None) -> RoundTrips:
+    """The one ping loop: `count` PINGs on a started board, `interval` s apart."""
+    found = RoundTrips()
+    pause = threading.Event()
+    for i in range(1, count + 1):
+        try:
+            rtt = board.ping(timeout)
+        except BoardError as exc:
+            found.lost += 1
+            if on_ping is not None:
+                on_ping(i, None, exc)
+        else:
+            found.rtts_ms.append(rtt * 1000.0)
+            if on_ping is not None:
+                on_ping(i, rtt, None)
+        if interval > 0 and i < count:
+            pause.wait(interval)
+    return found
 
 
 def run_ping(target: Target, count: int, interval: float, timeout: float, as_json: bool) -> int:
@@ -58,47 +84,31 @@ def run_ping(target: Target, count: int, interval: float, timeout: float, as_jso
     except BoardError as exc:
         return fail(f"no session with the board on {target.port}: expected HELLO_REPLY, got: {exc}", as_json)
     try:
-        rtts, lost = _ping_loop(board, count, interval, timeout, as_json)
+        found = round_trips(board, count, timeout, interval, None if as_json else _print_ping)
     finally:
         board.close()
-    summary = _summary(target.port, info.board_id, count, rtts, lost, board.counters.as_dict())
+    summary = _summary(target.port, info.board_id, count, found, board.counters.as_dict())
     _print_summary(summary, as_json)
-    return EXIT_OK if not lost else EXIT_FAILED
+    return EXIT_OK if not found.lost else EXIT_LINK
 
 
-def _ping_loop(
-    board: SerialBoard, count: int, interval: float, timeout: float, as_json: bool
-) -> tuple[list[float], int]:
-    rtts: list[float] = []
-    lost = 0
-    pause = threading.Event()
-    for i in range(1, count + 1):
-        try:
-            rtt = board.ping(timeout)
-        except BoardError as exc:
-            lost += 1
-            if not as_json:
-                print(f"ping {i}: no pong ({exc})", flush=True)
-        else:
-            rtts.append(rtt)
-            if not as_json:
-                print(f"ping {i}: pong in {rtt * 1000:.2f} ms", flush=True)
-        if interval > 0 and i < count:
-            pause.wait(interval)
-    return rtts, lost
+def _print_ping(i: int, rtt: float | None, error: BoardError | None) -> None:
+    if rtt is None:
+        print(f"ping {i}: no pong ({error})", flush=True)
+    else:
+        print(f"ping {i}: pong in {rtt * 1000:.2f} ms", flush=True)
 
 
-def _summary(
-    port: str, board_id: str, count: int, rtts: list[float], lost: int, counters: dict[str, int]
-) -> dict[str, Any]:
-    ms = [r * 1000 for r in rtts]
+def _summary(port: str, board_id: str, count: int, found: RoundTrips, counters: dict[str, int]
+             ) -> dict[str, Any]:
+    ms, lost = found.rtts_ms, found.lost
     return {
         "check": "ping",
         "ok": lost == 0,
         "port": port,
         "board_id": board_id,
         "sent": count,
-        "received": len(rtts),
+        "received": len(ms),
         "lost": lost,
         "rtt_ms": {
             "min": round(min(ms), 3) if ms else None,
@@ -128,7 +138,7 @@ def fail(message: str, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"ok": False, "error": message}), flush=True)
     print(f"nalox diag: {message}", file=sys.stderr, flush=True)
-    return EXIT_FAILED
+    return EXIT_LINK
 
 
 def quiet_logs() -> None:
@@ -144,15 +154,11 @@ def quiet_logs() -> None:
     )
 
 
-def run_direct_ping(args: argparse.Namespace) -> int:
-    """`ping` on the port itself (no daemon): one line per round trip, then the summary."""
-    try:
-        target = resolve_target(args)
-    except UsageError as exc:
-        print(f"nalox diag: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+def run_direct_ping(args: argparse.Namespace, config: UnitConfig | None) -> int:
+    """`ping` on the port itself (no daemon): one line per round trip, then the summary. UsageError
+    when the command line does not say which port, or asks for fewer than one ping."""
+    target = resolve_target(args, config)
     if args.count < 1:
-        print(f"nalox diag: --count: expected at least 1, got {args.count}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"--count: expected at least 1, got {args.count}")
     return run_ping(target, args.count, args.interval, args.timeout, args.json)
 

@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from controller.errors import ControllerError
+
 Status = Literal["pass", "warn", "fail", "skipped"]
 
 # Exit codes of `nalox diag`, one per check family (documented in docs/technician.md).
@@ -25,6 +27,12 @@ EXIT_CODES: dict[str, int] = {
     "disk": 9,       # data disk nearly full
     "restock": 10,   # restock refused: discrepancy without a reason, bad column, daemon not running
 }
+
+
+class UsageError(ControllerError):
+    """The command line or the unit config is wrong (which port, which column, a count); exit code 2."""
+
+
 # Report order: the first failing family in this order gives the exit code of `report`.
 FAMILY_ORDER = ("link", "ping", "sensors", "motor", "drop", "broker", "ledger", "video", "disk", "restock")
 

@@ -38,6 +38,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ConfigDict, Field
 
+from controller.errors import ControllerError
+
 log = structlog.get_logger("nalox.mqtt")
 
 NO_MATCHING_SUBSCRIBERS = 0x10
@@ -109,7 +111,7 @@ class PublishResult:
         return 0 <= self.reason_code < 0x80
 
 
-class PublishTimeout(TimeoutError):
+class PublishTimeout(ControllerError, TimeoutError):
     """No PUBACK (or local failure) within the time the caller was prepared to wait."""
 
 

@@ -30,6 +30,7 @@ import structlog
 from pydantic import ValidationError
 
 from controller.clock import Clock
+from controller.errors import ControllerError
 from controller.mqtt.client import InboundMessage
 from schemas.models import COMMANDS, MAX_COMMAND_BYTES, CommandBase, CommandResponse, topic
 
@@ -39,7 +40,7 @@ Handler = Callable[[str, CommandBase], dict[str, Any] | None]
 MEMORY_SIZE = 1000
 
 
-class CommandRefused(Exception):
+class CommandRefused(ControllerError):
     """A command (MQTT, control socket) the unit will not carry out; the reason is sent back."""
 
     def __init__(self, reason: str) -> None:

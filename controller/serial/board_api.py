@@ -7,12 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from controller.errors import ControllerError
 from firmware_py import codec
 
 Outcome = str  # one of codec.OUTCOME_NAMES values: "dropped", "jammed", ...
 
 
-class BoardError(Exception):
+class BoardError(ControllerError):
     """The board did not answer as expected (timeout, version mismatch, link down)."""
 
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import serial
 import structlog
 
+from controller.errors import ControllerError
 from controller.serial.board_api import BoardError
 
 log = structlog.get_logger("controller.serial.port")
@@ -50,7 +51,7 @@ class PortError(BoardError):
     """The serial port could not be opened; the message names the port and the reason."""
 
 
-class PortLost(Exception):
+class PortLost(ControllerError):
     """The open port stopped working (device vanished, closed underneath us)."""
 
 

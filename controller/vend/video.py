@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from controller import log
 from controller.config import VideoSection
+from controller.errors import ControllerError
 
 LOG = log.get("video")
 
@@ -411,5 +412,5 @@ def _die_with_parent() -> None:
         pass
 
 
-class PlayerUnavailable(Exception):
+class PlayerUnavailable(ControllerError):
     """mpv could not be started or did not open its IPC socket."""

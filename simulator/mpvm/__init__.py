@@ -17,6 +17,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from simulator.errors import SimulatorError
+
 ROOT = Path(__file__).resolve().parents[2]
 HOST = Path(__file__).resolve().parent / "host.mjs"
 FIRMWARE = ROOT / "firmware_py"
@@ -24,7 +26,7 @@ VM_SIDE = Path(__file__).resolve().parent / "vm"  # MicroPython-side helpers (dr
 PACKAGE = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 
 
-class MicroPythonError(Exception):
+class MicroPythonError(SimulatorError):
     """The VM could not be started, or code inside it raised; the message carries the VM's error."""
 
 

@@ -99,28 +99,3 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     r = Rig(tmp_path)
     yield r
     r.close()
-
-
-@pytest.fixture(autouse=True)
-def no_leaked_threads() -> Iterator[None]:
-    """Every test leaves no thread and no child process behind (mpv, sim board, unit daemon)."""
-    import threading
-    import time
-
-    import psutil
-
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 10
-    while True:
-        threads = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        children = [
-            p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE
-        ]
-        if not threads and not children:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"expected no leftovers, found threads {threads} and processes {children}")
-        for t in threads:
-            t.join(timeout=0.1)
-        psutil.wait_procs(children, timeout=0.1)

@@ -7,7 +7,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,8 +15,7 @@ from typing import Any
 
 from controller.cli import example_text
 from simulator.control import request
-
-NALOX = [sys.executable, "-m", "nalox.cli"]
+from tests.conftest import NALOX
 
 
 def wait_until(what: str, predicate: Callable[[], Any], timeout: float) -> Any:

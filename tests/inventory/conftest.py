@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -85,17 +83,3 @@ T0 = datetime(2026, 10, 3, 9, 0, tzinfo=UTC)
 
 def ts(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
-
-
-@pytest.fixture(autouse=True)
-def no_leaked_threads() -> Iterator[None]:
-    """Fail a test that leaves a thread of its own running (paho loops, writers, web server, units)."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    pause = threading.Event()
-    while (
-        left := [t for t in threading.enumerate() if t not in before and t.is_alive()]
-    ) and time.monotonic() < deadline:
-        pause.wait(0.05)
-    assert not left, f"threads left running: {[t.name for t in left]}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -14,9 +13,8 @@ import pytest
 from inventory.cli import main
 from inventory.config import ConfigError, load_config
 from nalox.broker import Broker
+from tests.conftest import NALOX, ROOT
 from tests.waiting import wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_config_example_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -94,9 +92,7 @@ def test_serve_answers_and_stops_on_sigterm(broker: Broker, tmp_path: Path) -> N
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "nalox.cli",
+                *NALOX,
                 "inventory",
                 "serve",
                 "--config",

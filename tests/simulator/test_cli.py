@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,14 +13,11 @@ import serial
 
 from firmware_py import codec
 from simulator import cli
+from tests.conftest import nalox
 from tests.simulator.peer import Peer
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def nalox(*args: str) -> list[str]:
-    return [sys.executable, "-m", "nalox.cli", *args]
 
 
 @pytest.fixture

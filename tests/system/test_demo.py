@@ -8,7 +8,6 @@ import queue
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import psutil
 
 from nalox.ports import free_port, port_free
 from nalox.waiting import wait_until
-
-NALOX = [sys.executable, "-m", "nalox.cli"]
+from tests.conftest import NALOX
 
 
 def test_demo_vends_and_the_ledger_simulator_and_central_store_agree(tmp_path: Path) -> None:

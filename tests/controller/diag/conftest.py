@@ -7,8 +7,6 @@ import copy
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,24 +21,9 @@ from controller.diag.board_checks import DiagContext
 from controller.serial.board_link import SerialBoard
 from simulator.board import SimulatedBoard
 from simulator.memlink import serial_pair
+from tests.conftest import NALOX, ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
-NALOX = [sys.executable, "-m", "nalox.cli"]
 HEALTHY_C = 21.0  # the simulator starts at 4 °C, below the unit's excursion range
-
-
-@pytest.fixture(autouse=True)
-def no_leaked_threads() -> Iterator[None]:
-    """Every diag test must stop the threads it started (board links, simulators, sockets, paho)."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while True:
-        leaked = [t for t in set(threading.enumerate()) - before if t.is_alive()]
-        if not leaked or time.monotonic() > deadline:
-            break
-        leaked[0].join(timeout=0.1)
-    assert leaked == [], f"threads left running: {[t.name for t in leaked]}"
 
 
 class SimRig:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,20 +62,6 @@ def watcher(broker: Broker, unit_id: str) -> Iterator[Watcher]:
     w = Watcher(broker.port, [f"nalox/v1/{unit_id}/#"])
     yield w
     w.close()
-
-
-@pytest.fixture(autouse=True)
-def no_leaked_threads() -> Iterator[None]:
-    """Fail a test that leaves threads running (paho loops, reporter workers, dispatchers)."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while True:
-        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not extra or time.monotonic() > deadline:
-            break
-        extra[0].join(0.05)
-    assert not extra, f"expected no threads left by the test, found {[t.name for t in extra]}"
 
 
 @pytest.fixture(scope="module")

@@ -6,21 +6,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.conftest import ROOT, nalox
+
 START_TIMEOUT = 15.0
 
 
 class SimProcessError(Exception):
     """The simulator did not start or a control command failed; the message carries its output."""
-
-
-def nalox_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "nalox.cli", *args]
 
 
 class SimBoardProcess:
@@ -40,7 +36,7 @@ class SimBoardProcess:
 
     def start(self) -> SimBoardProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its whole life
-        self.proc = subprocess.Popen(nalox_command("sim", "board", *self.args), cwd=ROOT, stdout=log,
+        self.proc = subprocess.Popen(nalox("sim", "board", *self.args), cwd=ROOT, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self._wait_ready()
@@ -77,7 +73,7 @@ class SimBoardProcess:
             return ""
 
     def ctl(self, *args: str) -> str:
-        done = subprocess.run(nalox_command("sim", "ctl", "--link", str(self.link), *args), cwd=ROOT,
+        done = subprocess.run(nalox("sim", "ctl", "--link", str(self.link), *args), cwd=ROOT,
                               capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
             raise SimProcessError(f"nalox sim ctl {' '.join(args)}: exit {done.returncode}: {done.stderr}")
