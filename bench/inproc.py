@@ -190,7 +190,7 @@ def outbox_drain(port: int, count: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="nalox-bench-drain-"))
     unit_id = f"bench-drain-{uuid.uuid4().hex[:6]}"
     ledger = fill_ledger(work / "ledger.sqlite3", unit_id, count)
-    settings = MqttSettings(port=port, client_id=unit_id, state_db=work / "reporter.sqlite")
+    settings = MqttSettings(port=port, client_id=unit_id)
     reporter = Reporter(settings, BenchUnit(unit_id), ledger, RealClock(), unit_id=unit_id)
     start = time.perf_counter()
     reporter.start()

@@ -1,5 +1,7 @@
-"""The unit's local ledger: every event (with its stock change, in one transaction), the outbox the
-reporter drains, the controller command ids, column stock/lots/faults, and active alarms.
+"""The unit's local ledger, the one home of its durable state: every event (with its stock change, in one
+transaction), the outbox the reporter drains, the controller command ids, column stock/lots/faults,
+active alarms, the reporter's MQTT session counter and the remote commands' answers (CommandMemory).
+`read_census(path)` counts what a ledger file holds, read-only, for tools outside the daemon.
 
 SQLite in WAL mode with synchronous=FULL: a committed row survives power loss. `seq` is allocated
 here, persisted, and only increases. Thread-safe: the reporter reads from its own thread.
@@ -7,6 +9,7 @@ here, persisted, and only increases. Thread-safe: the reporter reads from its ow
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 import sqlite3
@@ -14,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +25,7 @@ from typing import Any, TypeVar
 from controller.clock import Clock
 from controller.errors import ControllerError
 from firmware_py.codec import DIAG_COMMAND_BASE
-from schemas.models import AlarmState, EventBase, parse_event
+from schemas.models import AlarmState, CommandBase, CommandResponse, EventBase, parse_event
 
 E = TypeVar("E", bound=EventBase)
 U32 = 2**32
@@ -40,7 +43,7 @@ CREATE TABLE IF NOT EXISTS alarms(code TEXT PRIMARY KEY, severity TEXT NOT NULL,
     since TEXT NOT NULL, col INTEGER);
 CREATE TABLE IF NOT EXISTS lot_excursions(lot TEXT PRIMARY KEY, seconds REAL NOT NULL);
 """
-LEDGER_VERSION = 2
+LEDGER_VERSION = 3
 # version 2: a column is a queue of lot segments (front = lowest id), lot holds, temperature readings
 SCHEMA_V2 = """
 CREATE TABLE IF NOT EXISTS lot_segments(id INTEGER PRIMARY KEY AUTOINCREMENT, col INTEGER NOT NULL,
@@ -53,6 +56,14 @@ CREATE TABLE IF NOT EXISTS lot_holds(lot TEXT PRIMARY KEY, kind TEXT NOT NULL, r
 CREATE TABLE IF NOT EXISTS temperature_samples(id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL,
     celsius REAL NOT NULL);
 """
+# version 3: the reporter's remote command answers (and its session counter, in meta) move into the
+# ledger from the second SQLite file earlier versions kept next to it (<ledger>.mqtt.sqlite)
+SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS command_answers(n INTEGER PRIMARY KEY AUTOINCREMENT,
+    command_id TEXT UNIQUE NOT NULL, name TEXT NOT NULL, answer TEXT NOT NULL, issued_by TEXT, command TEXT,
+    answered_at TEXT);
+"""
+MEMORY_SIZE = 1000  # remote command answers kept (a repeat of an older command_id acts again)
 MKT_DH_OVER_R = 83144.0 / 8.3144  # activation energy 83.144 kJ/mol over the gas constant, in kelvin
 
 
@@ -158,22 +169,25 @@ class Ledger:
 
     def _migrate(self) -> None:
         """Version 1 ledgers kept one lot per column: each column's kits become one segment of that
-        lot (history, events and stock untouched)."""
+        lot (history, events and stock untouched). Version 3 adds the remote command answers."""
         with self._tx() as db:
             version = int(self._meta("ledger_version", "1") or 1)
             if version >= LEDGER_VERSION:
                 return
-            for stmt in SCHEMA_V2.split(";"):
-                if stmt.strip():
-                    db.execute(stmt)
-            now = self.clock.now().isoformat()
-            for col, stock, lot, expiry in db.execute(
-                "SELECT col, stock, lot, expiry FROM columns WHERE stock > 0"
-            ).fetchall():
-                db.execute(
-                    "INSERT INTO lot_segments(col, lot, expiry, count, loaded_at) VALUES(?,?,?,?,?)",
-                    (col, lot, expiry, stock, now),
-                )
+            if version < 2:
+                for stmt in SCHEMA_V2.split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                now = self.clock.now().isoformat()
+                for col, stock, lot, expiry in db.execute(
+                    "SELECT col, stock, lot, expiry FROM columns WHERE stock > 0"
+                ).fetchall():
+                    db.execute(
+                        "INSERT INTO lot_segments(col, lot, expiry, count, loaded_at) VALUES(?,?,?,?,?)",
+                        (col, lot, expiry, stock, now),
+                    )
+            if version < 3:
+                db.execute(SCHEMA_V3)
             self._set_meta(db, "ledger_version", LEDGER_VERSION)
 
     @contextmanager
@@ -647,3 +661,166 @@ class Ledger:
     def set_meta(self, key: str, value: object) -> None:
         with self._tx() as db:
             self._set_meta(db, key, value)
+
+    # ------------------------------------------------------------ the reporter's session and commands
+
+    def next_session(self) -> int:
+        """The MQTT session counter, incremented and persisted (status and the Will carry it)."""
+        with self._tx() as db:
+            session = int(self._meta("mqtt_session", "0") or 0) + 1
+            self._set_meta(db, "mqtt_session", session)
+        return session
+
+    def import_reporter_file(self, path: Path) -> bool:
+        """Take the session counter and command answers from the reporter's own SQLite file of earlier
+        versions (`<ledger>.mqtt.sqlite`), once; the file is left as it was. True when imported."""
+        if not path.is_file() or self._meta("reporter_file_imported") is not None:
+            return False
+        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            session = src.execute("SELECT value FROM reporter_meta WHERE key='session'").fetchone()
+            have = {r[1] for r in src.execute("PRAGMA table_info(command_answers)")}
+            extra = [c if c in have else "NULL" for c in ("issued_by", "command", "answered_at")]
+            answers = list(src.execute(f"SELECT command_id, name, answer, {', '.join(extra)} "
+                                       "FROM command_answers ORDER BY n"))
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{path}: expected the reporter's state file of an earlier version, "
+                              f"found {exc}") from None
+        finally:
+            src.close()
+        with self._tx() as db:
+            if session is not None:
+                current = int(self._meta("mqtt_session", "0") or 0)
+                self._set_meta(db, "mqtt_session", max(current, int(session[0])))
+            db.executemany("INSERT OR IGNORE INTO command_answers(command_id, name, answer, issued_by, "
+                           "command, answered_at) VALUES(?,?,?,?,?,?)", answers)
+            self._set_meta(db, "reporter_file_imported", path.name)
+        return True
+
+    def command_answer(self, command_id: str) -> CommandResponse | None:
+        with self._lock:
+            row = self._db.execute("SELECT answer FROM command_answers WHERE command_id = ?",
+                                   (command_id,)).fetchone()
+        return CommandResponse.model_validate_json(row[0]) if row else None
+
+    def remember_answer(self, command_id: str, name: str, answer: CommandResponse, keep: int,
+                        command: CommandBase | None = None, answered_at: datetime | None = None) -> None:
+        """Store the answer to `command_id` with the command as received and who sent it (`issued_by`,
+        DESIGN.md invariant 9), keeping only the last `keep` answers."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO command_answers(command_id, name, answer, issued_by, command,"
+                       " answered_at) VALUES(?, ?, ?, ?, ?, ?)",
+                       (command_id, name, answer.model_dump_json(),
+                        command.issued_by if command is not None else None,
+                        command.model_dump_json() if command is not None else None,
+                        answered_at.isoformat() if answered_at else None))
+            db.execute("DELETE FROM command_answers WHERE n <= (SELECT MAX(n) FROM command_answers) - ?",
+                       (keep,))
+
+    def command_history(self, limit: int = 100) -> list[RememberedCommand]:
+        """The newest remembered commands first: who sent each, what it said and the answer given."""
+        with self._lock:
+            rows = self._db.execute("SELECT command_id, name, issued_by, command, answer, answered_at "
+                                    "FROM command_answers ORDER BY n DESC LIMIT ?", (limit,)).fetchall()
+        return [RememberedCommand(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None,
+                                  CommandResponse.model_validate_json(r[4]), r[5]) for r in rows]
+
+    # ------------------------------------------------------------ census
+
+    def census(self) -> Census:
+        with self._lock:
+            return _census(self._db)
+
+
+class CommandMemory:
+    """The last `size` answers to remote commands by command_id, kept in the ledger: a repeated
+    command_id (even after a restart) is answered again without acting."""
+
+    def __init__(self, ledger: Ledger, size: int = MEMORY_SIZE) -> None:
+        self.ledger = ledger
+        self.size = size
+
+    def get(self, command_id: str) -> CommandResponse | None:
+        return self.ledger.command_answer(command_id)
+
+    def put(self, command_id: str, name: str, answer: CommandResponse, command: CommandBase | None = None,
+            answered_at: datetime | None = None) -> None:
+        self.ledger.remember_answer(command_id, name, answer, self.size, command, answered_at)
+
+    def history(self, limit: int = 100) -> list[RememberedCommand]:
+        return self.ledger.command_history(limit)
+
+
+@dataclass(frozen=True)
+class RememberedCommand:
+    command_id: str
+    name: str
+    issued_by: str | None
+    command: dict[str, Any] | None
+    answer: CommandResponse
+    answered_at: str | None
+
+
+@dataclass(frozen=True)
+class Census:
+    """What a ledger holds, counted: events per type, stock and kits dispensed per column, dispense
+    events per command id, controller commands still pending, the outbox. Read-only."""
+
+    events: dict[str, int] = field(default_factory=dict)  # event type -> how many
+    event_ids: list[str] = field(default_factory=list)  # in seq order
+    stock: dict[int, int] = field(default_factory=dict)  # column -> kits the ledger counts
+    dispensed_per_column: dict[int, int] = field(default_factory=dict)
+    dispensed_per_command: dict[int, int] = field(default_factory=dict)  # command id -> dispense events
+    pending_commands: list[int] = field(default_factory=list)  # DISPENSEs journaled, not yet settled
+    command_outcomes: dict[str, int] = field(default_factory=dict)  # outcome ("pending" too) -> commands
+    outbox_depth: int = 0  # events not yet acked by central
+    last_seq: int = 0
+    acked_seq: int = 0
+    command_answers: int = 0  # remote command answers remembered
+
+    @property
+    def dispensed(self) -> int:
+        return self.events.get("dispense", 0)
+
+
+def read_census(path: str | Path) -> Census:
+    """The census of the ledger file at `path`, read-only (SQLite WAL lets us read while the daemon
+    writes); an empty Census before the file exists."""
+    path = Path(path)
+    if not path.exists():
+        return Census()
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return _census(con)
+    finally:
+        con.close()
+
+
+def _census(db: sqlite3.Connection) -> Census:
+    def pairs(sql: str) -> list[tuple[Any, Any]]:
+        return [(r[0], r[1]) for r in db.execute(sql)]
+
+    dispenses = ("SELECT json_extract(payload, '$.{0}'), COUNT(*) FROM events WHERE event_type='dispense'"
+                 " GROUP BY 1")
+    meta = dict(pairs("SELECT key, value FROM meta WHERE key IN ('last_seq', 'acked_seq')"))
+    return Census(
+        events={str(t): int(n) for t, n in pairs("SELECT event_type, COUNT(*) FROM events GROUP BY 1")},
+        event_ids=[str(r[0]) for r in db.execute("SELECT event_id FROM events ORDER BY seq")],
+        stock={int(c): int(n) for c, n in pairs("SELECT col, stock FROM columns ORDER BY col")},
+        dispensed_per_column={int(c): int(n) for c, n in pairs(dispenses.format("column"))},
+        dispensed_per_command={int(c): int(n) for c, n in pairs(dispenses.format("command_id"))},
+        pending_commands=[int(r[0]) for r in db.execute(
+            "SELECT command_id FROM commands WHERE state='pending' ORDER BY created_at")],
+        command_outcomes={str(k): int(v) for k, v in pairs(
+            "SELECT COALESCE(outcome, state), COUNT(*) FROM commands GROUP BY 1")},
+        outbox_depth=int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]),
+        last_seq=int(meta.get("last_seq", 0)),
+        acked_seq=int(meta.get("acked_seq", 0)),
+        command_answers=_count_if_table(db, "command_answers"),
+    )
+
+
+def _count_if_table(db: sqlite3.Connection, table: str) -> int:
+    """Rows of `table`, 0 when a ledger of an earlier version has no such table yet."""
+    known = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone()
+    return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]) if known else 0

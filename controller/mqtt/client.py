@@ -79,8 +79,6 @@ class MqttSettings(BaseModel):
     refused_retry_s: float = Field(default=30.0, gt=0, description="retry of an event the broker refused")
     ack_resend_s: float = Field(default=300.0, gt=0,
                                 description="resend unacknowledged events when no ack came for this long")
-    state_db: Path | None = Field(default=None, description="reporter state (session counter, command "
-                                  "memory); default: next to the ledger")
 
 
 @dataclass(frozen=True)

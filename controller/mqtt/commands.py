@@ -7,8 +7,8 @@ Checks, in order: retained (refused: a retained command would act again on every
 (MAX_COMMAND_BYTES), JSON object, known name, the pydantic model for the name, a repeated
 `command_id` (answered again with the stored answer, without acting), age (`issued_at` older than
 `max_age_s`, or that far in the future; the broker itself drops messages past their v5 message
-expiry), then the handler. Answers are remembered in a small SQLite table (bounded, persisted), so a
-repeat after a restart is still answered without acting.
+expiry), then the handler. Answers are remembered in the ledger (CommandMemory: bounded, persisted), so
+a repeat after a restart is still answered without acting.
 
 The reply goes to the message's v5 response topic with its correlation data when that topic lies
 under `nalox/v1/<unit>/cmd_response` (the only place the broker's ACL lets a unit answer); with no
@@ -18,12 +18,9 @@ response topic, or one elsewhere, it goes to `nalox/v1/<unit>/cmd_response`.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -31,13 +28,13 @@ from pydantic import ValidationError
 
 from controller.clock import Clock
 from controller.errors import ControllerError
+from controller.ledger import CommandMemory
 from controller.mqtt.client import InboundMessage
 from schemas.models import COMMANDS, MAX_COMMAND_BYTES, CommandBase, CommandResponse, topic
 
 log = structlog.get_logger("nalox.commands")
 
 Handler = Callable[[str, CommandBase], dict[str, Any] | None]
-MEMORY_SIZE = 1000
 
 
 class CommandRefused(ControllerError):
@@ -57,65 +54,6 @@ class Reply:
     @property
     def payload(self) -> bytes:
         return self.response.model_dump_json(exclude_none=False).encode()
-
-
-class CommandMemory:
-    """The last MEMORY_SIZE commands by command_id, in SQLite (":memory:" for tests): each with the
-    answer given, the command as received and `issued_by` (the staff member who sent it from the
-    central dashboard; DESIGN.md invariant 9: staff actions are kept with who sent them)."""
-
-    def __init__(self, path: Path | str, size: int = MEMORY_SIZE) -> None:
-        self.size = size
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS command_answers (n INTEGER PRIMARY KEY AUTOINCREMENT, "
-                         "command_id TEXT UNIQUE NOT NULL, name TEXT NOT NULL, answer TEXT NOT NULL)")
-        have = {r[1] for r in self._db.execute("PRAGMA table_info(command_answers)")}
-        for column in ("issued_by", "command", "answered_at"):  # added later: older ledgers gain them
-            if column not in have:
-                self._db.execute(f"ALTER TABLE command_answers ADD COLUMN {column} TEXT")
-
-    def get(self, command_id: str) -> CommandResponse | None:
-        with self._lock:
-            row = self._db.execute("SELECT answer FROM command_answers WHERE command_id = ?",
-                                   (command_id,)).fetchone()
-        return CommandResponse.model_validate_json(row[0]) if row else None
-
-    def put(self, command_id: str, name: str, answer: CommandResponse, command: CommandBase | None = None,
-            answered_at: datetime | None = None) -> None:
-        issued_by = command.issued_by if command is not None else None
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO command_answers (command_id, name, answer, issued_by, "
-                             "command, answered_at) VALUES (?, ?, ?, ?, ?, ?)",
-                             (command_id, name, answer.model_dump_json(), issued_by,
-                              command.model_dump_json() if command is not None else None,
-                              answered_at.isoformat() if answered_at else None))
-            self._db.execute("DELETE FROM command_answers "
-                             "WHERE n <= (SELECT MAX(n) FROM command_answers) - ?", (self.size,))
-
-    def history(self, limit: int = 100) -> list[RememberedCommand]:
-        """The newest remembered commands first: who sent each, what it said and the answer given."""
-        with self._lock:
-            rows = self._db.execute("SELECT command_id, name, issued_by, command, answer, answered_at "
-                                    "FROM command_answers ORDER BY n DESC LIMIT ?", (limit,)).fetchall()
-        return [RememberedCommand(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None,
-                                  CommandResponse.model_validate_json(r[4]), r[5]) for r in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
-@dataclass(frozen=True)
-class RememberedCommand:
-    command_id: str
-    name: str
-    issued_by: str | None
-    command: dict[str, Any] | None
-    answer: CommandResponse
-    answered_at: str | None
 
 
 class CommandProcessor:

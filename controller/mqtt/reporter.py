@@ -28,17 +28,15 @@ from __future__ import annotations
 
 import collections
 import functools
-import sqlite3
 import threading
-from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
 from controller.clock import Clock
+from controller.ledger import CommandMemory, Ledger
 from controller.mqtt.client import InboundMessage, MqttClient, MqttSettings, PublishHandle, Will
-from controller.mqtt.commands import CommandMemory, CommandProcessor
+from controller.mqtt.commands import CommandProcessor
 from schemas.models import Ack, CommandBase, ReplayCommand, Status, Telemetry, UnitState, topic
 
 log = structlog.get_logger("nalox.reporter")
@@ -52,24 +50,6 @@ POLL_S = 0.5
 STATE_DEFER_S = 0.05
 
 
-class OutboxRowLike(Protocol):
-    seq: int
-    event_type: str
-    payload: bytes
-    created_at: datetime
-
-
-class Outbox(Protocol):
-    """What the reporter needs of controller.ledger.Ledger."""
-
-    def pending(self, after_seq: int, limit: int) -> list[Any]: ...
-    def prune(self, acked_seq: int) -> int: ...
-    def depth(self) -> int: ...
-    def oldest_pending_at(self) -> datetime | None: ...
-    def last_seq(self) -> int: ...
-    def acked_seq(self) -> int: ...
-
-
 class Unit(Protocol):
     """What the reporter needs of controller.daemon.UnitDaemon."""
 
@@ -81,32 +61,10 @@ class Unit(Protocol):
     def clear_alarm(self, code: str) -> Any: ...
 
 
-class ReporterState:
-    """The reporter's own persisted state (session counter) next to its command memory."""
-
-    def __init__(self, path: Path | str) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS reporter_meta "
-                         "(key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-        self._lock = threading.Lock()
-
-    def next_session(self) -> int:
-        with self._lock:
-            self._db.execute("INSERT INTO reporter_meta VALUES ('session', 1) "
-                             "ON CONFLICT(key) DO UPDATE SET value = value + 1")
-            return int(self._db.execute("SELECT value FROM reporter_meta WHERE key='session'").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
 class Reporter:
     """Reporter(settings, unit, ledger, clock): start(), stop(), wake(), state_changed()."""
 
-    def __init__(self, settings: MqttSettings, unit: Unit, ledger: Outbox, clock: Clock,
+    def __init__(self, settings: MqttSettings, unit: Unit, ledger: Ledger, clock: Clock,
                  unit_id: str | None = None) -> None:
         self.settings = settings
         self.unit = unit
@@ -145,9 +103,10 @@ class Reporter:
         if self.unit_id is None:
             self.unit_id = self.unit.snapshot_state().unit
         uid = self.unit_id
-        db = self._state_path()
-        self.store = ReporterState(db)
-        self.commands = CommandProcessor(uid, self._handle_command, CommandMemory(db), self.clock,
+        legacy = self.ledger.path.with_name(self.ledger.path.name + ".mqtt.sqlite")
+        if self.ledger.import_reporter_file(legacy):
+            log.info("reporter_file_imported", unit=uid, path=str(legacy))
+        self.commands = CommandProcessor(uid, self._handle_command, CommandMemory(self.ledger), self.clock,
                                          self.settings.command_max_age_s)
         self._next_telemetry = self.clock.monotonic()
         self._last_ack_progress = self.clock.monotonic()
@@ -173,9 +132,6 @@ class Reporter:
                 except TimeoutError:
                     log.warning("offline_status_not_acked", unit=self.unit_id)
             self.client.close(timeout)
-        if hasattr(self, "commands"):
-            self.commands.memory.close()
-            self.store.close()
 
     def wake(self) -> None:
         """New rows in the outbox: send them now rather than at the next poll."""
@@ -196,21 +152,11 @@ class Reporter:
     def session(self) -> int:
         return self._session
 
-    def _state_path(self) -> Path | str:
-        if self.settings.state_db is not None:
-            return self.settings.state_db
-        ledger_path = getattr(self.ledger, "path", None)
-        if ledger_path is not None:
-            return Path(ledger_path).with_name(Path(ledger_path).name + ".mqtt.sqlite")
-        log.warning("reporter_state_in_memory", reason="no state_db and the ledger has no path: "
-                    "session counter and command memory will not survive a restart")
-        return ":memory:"
-
     # ------------------------------------------------------------------ connection
 
     def _will(self) -> Will:
         """Called by the client before each connection attempt: a new session number each time."""
-        self._session = self.store.next_session()
+        self._session = self.ledger.next_session()
         status = Status(state="offline", session=self._session, ts=self.clock.now())
         return Will(topic(self._uid, "status"), status.model_dump_json().encode(), qos=1, retain=True)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.cli import example_text
+from controller.ledger import read_census
 from simulator.control import request
 from tests.conftest import NALOX
 
@@ -115,34 +115,12 @@ def unit_config(workdir: Path, link: Path, clips: dict[str, Path], **replace: st
     return path
 
 
-def ledger_rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def ledger_truth(path: Path) -> dict[str, Any]:
-    """What the ledger says, in the shape of the simulator's stats."""
-    per_col = dict(
-        ledger_rows(
-            path,
-            "SELECT col, COUNT(*) FROM events e JOIN (SELECT seq, "
-            "json_extract(payload, '$.column') AS col FROM events WHERE "
-            "event_type='dispense') d USING(seq) GROUP BY col",
-        )
-    )
-    stock = dict(ledger_rows(path, "SELECT col, stock FROM columns"))
-    cids = [
-        r[0]
-        for r in ledger_rows(
-            path, "SELECT json_extract(payload, '$.command_id') FROM events WHERE event_type='dispense'"
-        )
-    ]
+    """What the ledger says (its census, read-only), in the shape of the simulator's stats."""
+    c = read_census(path)
     return {
-        "dropped": sum(per_col.values()),
-        "per_column": {str(c): per_col.get(c, 0) for c in stock},
-        "stock": {str(c): n for c, n in stock.items()},
-        "per_command": {str(c): 1 for c in sorted(cids)},
+        "dropped": c.dispensed,
+        "per_column": {str(col): c.dispensed_per_column.get(col, 0) for col in c.stock},
+        "stock": {str(col): n for col, n in c.stock.items()},
+        "per_command": {str(cid): n for cid, n in c.dispensed_per_command.items()},
     }

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controller.cli import make_clip
+from controller.ledger import read_census
 from tests.controller.procs import (
     SimBoardProcess,
     UnitProcess,
-    ledger_rows,
     ledger_truth,
     unit_config,
     wait_until,
@@ -20,7 +20,7 @@ from tests.controller.procs import (
 def pending(ledger: Path) -> list[tuple[int, ...]]:
     if not ledger.exists():
         return []
-    return [tuple(r) for r in ledger_rows(ledger, "SELECT command_id FROM commands WHERE state='pending'")]
+    return [(cid,) for cid in read_census(ledger).pending_commands]
 
 
 def poll(predicate: Callable[[], bool], timeout: float) -> bool:
@@ -35,12 +35,8 @@ def dropped(board: SimBoardProcess, cid: int) -> Callable[[], bool]:
 
 
 def terminal(ledger: Path) -> int:
-    return int(
-        ledger_rows(
-            ledger,
-            "SELECT COUNT(*) FROM events WHERE event_type IN ('dispense','vend_failed','out_of_stock')",
-        )[0][0]
-    )
+    events = read_census(ledger).events
+    return sum(events.get(kind, 0) for kind in ("dispense", "vend_failed", "out_of_stock"))
 
 
 def test_kill9_during_dispense_then_restart_reconciles(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.clock import FakeClock
-from controller.ledger import ColumnChange, Ledger, LedgerError
+from controller.ledger import ColumnChange, Ledger, LedgerError, read_census
 from schemas.models import DispenseEvent, DoorEvent, RestockEvent, parse_event
 
 
@@ -158,7 +158,47 @@ def test_stock_never_negative_and_matches_events(
 def test_file_readable_by_others_while_open(tmp_path: Path) -> None:
     led = new_ledger(tmp_path)
     led.record(DoorEvent, open=True)
-    con = sqlite3.connect(f"file:{tmp_path / 'ledger.sqlite3'}?mode=ro", uri=True)
-    assert con.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
-    con.close()
+    assert read_census(tmp_path / "ledger.sqlite3").events == {"door": 1}  # its own read-only connection
     led.close()
+
+
+def test_census_counts_what_the_ledger_holds(tmp_path: Path) -> None:
+    led = new_ledger(tmp_path)
+    led.record(RestockEvent, changes=(ColumnChange(1, stock=5),), column=1, added=5, expected_before=0,
+               source="initial")
+    cids = [led.allocate_command(1, "en", "video") for _ in range(3)]
+    for cid in cids[:2]:
+        led.record(DispenseEvent, changes=(ColumnChange(1, stock_delta=-1),), settle=(cid, "dropped"),
+                   column=1, product="nasal", doses=2, command_id=cid, via="video")
+    led.prune(1)
+    census = read_census(tmp_path / "ledger.sqlite3")
+    assert census == led.census()
+    assert census.events == {"restock": 1, "dispense": 2} and census.dispensed == 2
+    assert census.stock == {1: 3} and census.dispensed_per_column == {1: 2}
+    assert census.dispensed_per_command == {cids[0]: 1, cids[1]: 1} and census.pending_commands == [cids[2]]
+    assert census.command_outcomes == {"dropped": 2, "pending": 1}
+    assert (census.outbox_depth, census.last_seq, census.acked_seq) == (2, 3, 1)
+    assert read_census(tmp_path / "nothing.sqlite3").events == {}, "no file yet: an empty census"
+    led.close()
+
+
+def test_reporter_session_and_an_earlier_versions_reporter_file_live_in_the_ledger(tmp_path: Path) -> None:
+    legacy = tmp_path / "ledger.sqlite3.mqtt.sqlite"
+    con = sqlite3.connect(legacy)
+    con.execute("CREATE TABLE reporter_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    con.execute("INSERT INTO reporter_meta VALUES ('session', 41)")
+    con.execute("CREATE TABLE command_answers (n INTEGER PRIMARY KEY AUTOINCREMENT, command_id TEXT UNIQUE "
+                "NOT NULL, name TEXT NOT NULL, answer TEXT NOT NULL)")
+    con.execute("INSERT INTO command_answers (command_id, name, answer) VALUES ('c-1', 'lock', ?)",
+                ('{"command_id": "c-1", "status": "ok", "reason": null, "result": {"mode": "locked"}}',))
+    con.commit()
+    con.close()
+    led = new_ledger(tmp_path)
+    assert led.import_reporter_file(legacy) and not led.import_reporter_file(legacy), "imported once"
+    assert led.next_session() == 42 and led.next_session() == 43
+    answer = led.command_answer("c-1")
+    assert answer is not None and answer.result == {"mode": "locked"}
+    led.close()
+    again = new_ledger(tmp_path)
+    assert again.next_session() == 44 and again.census().command_answers == 1
+    again.close()

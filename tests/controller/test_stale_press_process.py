@@ -9,11 +9,12 @@ from pathlib import Path
 import psutil
 
 from controller.cli import make_clip
-from tests.controller.procs import SimBoardProcess, UnitProcess, ledger_rows, unit_config, wait_until
+from controller.ledger import read_census
+from tests.controller.procs import SimBoardProcess, UnitProcess, unit_config, wait_until
 
 
 def count(ledger: Path, kind: str) -> int:
-    return int(ledger_rows(ledger, f"SELECT COUNT(*) FROM events WHERE event_type='{kind}'")[0][0])
+    return read_census(ledger).events.get(kind, 0)
 
 
 def mpv_socket_dirs(unit: UnitProcess) -> list[Path]:

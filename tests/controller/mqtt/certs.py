@@ -33,7 +33,6 @@ class Pki:
             reconnect_max_s=0.5,
             connect_timeout_s=5,
             telemetry_interval_s=3600,
-            state_db=tmp / f"{name}.sqlite",
             tls=TlsSettings(ca_file=Path(t["ca"]), cert_file=Path(t["cert"]), key_file=Path(t["key"])),
             **extra,
         )  # type: ignore[arg-type]

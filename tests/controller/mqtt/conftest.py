@@ -24,7 +24,6 @@ def fast_settings(port: int, tmp_path: Path, **overrides: Any) -> MqttSettings:
         reconnect_max_s=0.5,
         connect_timeout_s=5,
         telemetry_interval_s=3600,
-        state_db=tmp_path / "reporter.sqlite",
     )
     base.update(overrides)
     return MqttSettings(**base)
@@ -38,6 +37,7 @@ def unit_id() -> str:
 @pytest.fixture
 def make_reporter(broker: Broker, tmp_path: Path, unit_id: str) -> Iterator[Callable[..., Reporter]]:
     made: list[Reporter] = []
+    ledgers: list[SqliteLedger] = []  # one per test unless a test brings its own: restarts keep the session
 
     def make(
         clock: Any = None,
@@ -47,7 +47,10 @@ def make_reporter(broker: Broker, tmp_path: Path, unit_id: str) -> Iterator[Call
     ) -> Reporter:
         clock = clock or RealClock()
         unit = unit or StandInUnit(unit_id, clock)
-        ledger = ledger or real_ledger(tmp_path, unit_id, clock)
+        if ledger is None:
+            if not ledgers:
+                ledgers.append(real_ledger(tmp_path, unit_id, clock))
+            ledger = ledgers[0]
         reporter = Reporter(fast_settings(broker.port, tmp_path, **overrides), unit, ledger, clock)
         made.append(reporter)
         return reporter

@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.clock import FakeClock
+from controller.ledger import CommandMemory, Ledger
 from controller.mqtt.client import InboundMessage
-from controller.mqtt.commands import CommandMemory, CommandProcessor, CommandRefused
+from controller.mqtt.commands import CommandProcessor, CommandRefused
 from schemas.models import COMMANDS, MAX_COMMAND_BYTES, CommandBase
 
 UNIT = "unit-1"
@@ -38,7 +39,8 @@ def processor(
 ) -> tuple[CommandProcessor, Recorder, FakeClock]:
     clock = clock or FakeClock()
     handler = handler or Recorder()
-    return CommandProcessor(UNIT, handler, memory or CommandMemory(":memory:"), clock, 300), handler, clock
+    memory = memory or CommandMemory(Ledger(":memory:", clock, unit_id=UNIT))
+    return CommandProcessor(UNIT, handler, memory, clock, 300), handler, clock
 
 
 def msg(
@@ -80,11 +82,11 @@ def test_valid_command_acts_once_and_answers_ok() -> None:
 
 
 def test_repeat_answers_the_stored_answer_even_after_restart(tmp_path: Path) -> None:
-    db = tmp_path / "cmd.sqlite"
-    p, handler, clock = processor(CommandMemory(db))
+    db, clock = tmp_path / "ledger.sqlite", FakeClock()
+    p, handler, clock = processor(CommandMemory(Ledger(db, clock, unit_id=UNIT)), clock)
     first = p.process(msg("unlock", body(clock, "same")))
-    p.memory.close()
-    p2, handler2, _ = processor(CommandMemory(db), clock)
+    p.memory.ledger.close()
+    p2, handler2, _ = processor(CommandMemory(Ledger(db, clock, unit_id=UNIT)), clock)
     clock.advance(3600)  # past max age: a repeat still gets the first answer, not an expiry
     again = p2.process(msg("unlock", body(clock, "same", age_s=3600)))
     assert again.response == first.response and again.response.status == "ok"
@@ -108,12 +110,13 @@ def test_handler_crash_is_an_error_answer_not_a_crash() -> None:
 
 
 def test_memory_is_bounded() -> None:
-    memory = CommandMemory(":memory:", size=10)
+    ledger = Ledger(":memory:", FakeClock(), unit_id=UNIT)
+    memory = CommandMemory(ledger, size=10)
     p, handler, clock = processor(memory)
     for i in range(25):
         p.process(msg("unlock", body(clock, f"id-{i}")))
     assert memory.get("id-24") is not None and memory.get("id-14") is None
-    assert memory._db.execute("SELECT COUNT(*) FROM command_answers").fetchone()[0] == 10
+    assert ledger.census().command_answers == 10
 
 
 @pytest.mark.parametrize(("age_s", "ok"), [(0, True), (299, True), (301, False), (-299, True), (-301, False)])
@@ -197,18 +200,21 @@ def test_response_topic_with_wildcards_or_elsewhere_falls_back_to_the_default(wa
 
 
 def test_the_unit_keeps_who_sent_a_command_next_to_it_and_its_answer(tmp_path: Path) -> None:
-    db = tmp_path / "reporter.db"
-    old = sqlite3.connect(db)  # a ledger from before issued_by existed
+    db = tmp_path / "ledger.sqlite3"
+    legacy = tmp_path / "ledger.sqlite3.mqtt.sqlite"
+    old = sqlite3.connect(legacy)  # the reporter's own file from before issued_by existed
     old.execute("CREATE TABLE command_answers (n INTEGER PRIMARY KEY AUTOINCREMENT, "
                 "command_id TEXT UNIQUE NOT NULL, name TEXT NOT NULL, answer TEXT NOT NULL)")
     old.commit()
     old.close()
-    p, handler, clock = processor(CommandMemory(db))
+    ledger = Ledger(db, FakeClock(), unit_id=UNIT)
+    assert ledger.import_reporter_file(legacy)
+    p, handler, clock = processor(CommandMemory(ledger))
     body = {"command_id": "staff-1", "issued_at": clock.now().isoformat(), "issued_by": "olivia",
             "reason": "restock"}
     assert p.process(msg("lock", json.dumps(body))).response.status == "ok"
     assert handler.calls[0][1].issued_by == "olivia"
-    remembered = CommandMemory(db).history()
+    remembered = CommandMemory(ledger).history()
     assert [(c.command_id, c.name, c.issued_by) for c in remembered] == [("staff-1", "lock", "olivia")]
     assert remembered[0].command is not None and remembered[0].command["reason"] == "restock"
     assert remembered[0].answer.status == "ok" and remembered[0].answered_at is not None

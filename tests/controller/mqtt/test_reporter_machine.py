@@ -63,7 +63,6 @@ class OutboxMachine(RuleBasedStateMachine):
             inflight_window=WINDOW,
             refused_retry_s=5,
             ack_resend_s=60,
-            state_db=Path(self.tmp.name) / "r.sqlite",
         )
         self.reporter = Reporter(settings_, self.unit, self.ledger, self.clock, unit_id=UNIT)
         self.client = ScriptedClient()

@@ -15,19 +15,16 @@ import structlog
 from controller.clock import RealClock
 from controller.mqtt.client import MqttSettings
 from controller.mqtt.reporter import Reporter
-from tests.controller.mqtt.standins import StandInUnit, real_ledger
+from tests.controller.mqtt.standins import SqliteLedger, StandInUnit
 
 
 def main(argv: list[str]) -> int:
     port, unit_id, state_dir = int(argv[0]), argv[1], Path(argv[2])
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout: the marker only
     clock = RealClock()
-    settings = MqttSettings(
-        port=port, reconnect_min_s=0.05, reconnect_max_s=0.5, state_db=state_dir / "r.sqlite"
-    )
-    reporter = Reporter(
-        settings, StandInUnit(unit_id, clock), real_ledger(state_dir, unit_id, clock), clock
-    ).start()
+    settings = MqttSettings(port=port, reconnect_min_s=0.05, reconnect_max_s=0.5)
+    ledger = SqliteLedger(state_dir / "ledger.sqlite", clock, unit_id=unit_id)  # the session lives here
+    reporter = Reporter(settings, StandInUnit(unit_id, clock), ledger, clock).start()
     assert reporter.client is not None
     if not reporter.client.wait_connected(10):
         print("not connected", flush=True)
