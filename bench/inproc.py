@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import baselines
+from controller.mqtt.commands import CommandRefused, CommandResult, command_name
 from nalox.configs import UnitSpec
 from nalox.simunit import start_unit
 from nalox.waiting import wait_until
-from schemas.models import DispenseEvent, Telemetry, UnitState
+from schemas.models import CommandBase, DispenseEvent, Telemetry, UnitState
 
 
 class PubackClock:
@@ -136,16 +137,16 @@ class BenchUnit:
     def telemetry(self) -> Telemetry:
         return Telemetry(unit=self.unit_id, ts=datetime.now(UTC), uptime_s=0, outbox_depth=0)
 
-    def handle_command(self, name: str, cmd: Any) -> Any:
-        raise RuntimeError(f"bench unit takes no commands, got {name}")
+    def run_command(self, cmd: CommandBase) -> CommandResult:
+        raise CommandRefused(f"expected no commands on a bench unit, got {command_name(cmd)!r}")
 
     def raise_alarm(
         self, code: str, message: str, severity: str = "warning", column: int | None = None
-    ) -> None:
-        pass
+    ) -> bool:
+        return False
 
-    def clear_alarm(self, code: str) -> None:
-        pass
+    def clear_alarm(self, code: str) -> bool:
+        return False
 
 
 def fill_ledger(path: Path, unit_id: str, count: int) -> Any:

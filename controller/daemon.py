@@ -9,17 +9,32 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from controller import log
 from controller.clock import Clock
 from controller.config import UnitConfig
+from controller.control_socket import ControlServer, serve
+from controller.diag.run import build_report
 from controller.kiosk import buttons
 from controller.kiosk.display import Kiosk
 from controller.ledger import ColumnChange, Ledger
-from controller.mqtt.commands import CommandRefused  # the one refusal type, re-exported
+from controller.mqtt.commands import (
+    CommandRefused,  # the one refusal type, re-exported
+    CommandRegistry,
+    CommandResult,
+    DiagReport,
+    LotHoldDone,
+    LotSet,
+    ModeNow,
+    RestockDone,
+    TestVendDone,
+    command_name,
+)
+from controller.mqtt.reporter import Reporter
 from controller.sdnotify import Notifier
 from controller.serial.board_api import (
     Board,
@@ -39,21 +54,55 @@ from controller.vend.video import PlayerEvent, VideoPlayer
 from schemas.models import (
     ColumnState,
     CommandBase,
+    DiagCommand,
     DispenseEvent,
+    LockCommand,
     LotExposure,
     LotHold,
+    LotHoldCommand,
     LotSegment,
+    RestockCommand,
     RestockEvent,
+    SetLotCommand,
     Telemetry,
     TemperatureEvent,
     TemperatureSample,
+    TestVendCommand,
     UnitState,
+    UnlockCommand,
     VendAttempt,
     VendFailedEvent,
 )
 
 LOG = log.get("daemon")
 MAX_IDLE_S = 5.0  # the loop sleeps until an item comes or a deadline is due, never longer than this
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class BoardInput:
+    event: BoardEvent
+    received: float  # monotonic, on arrival
+    queued: bool  # came while the daemon was still starting: the board held it while the daemon was down
+
+
+@dataclass(frozen=True)
+class PlayerInput:
+    event: PlayerEvent
+
+
+@dataclass(frozen=True)
+class CallInput:
+    fn: Callable[[], object]
+    future: Future[object]
+
+
+@dataclass(frozen=True)
+class Wake:
+    """Nothing to handle: the loop wakes to look at its stop flag and deadlines."""
+
+
+Input = BoardInput | PlayerInput | CallInput | Wake
 
 
 class UnitDaemon:
@@ -84,9 +133,10 @@ class UnitDaemon:
         self._last_purge: float | None = None
         self._sample_cursor = 0
         self.board_info: BoardInfo | None = None
-        self.reporter: Any = None
-        self.control: Any = None
-        self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.reporter: Reporter | None = None
+        self.control: ControlServer | None = None
+        self.commands = self._command_registry()
+        self._inbox: queue.Queue[Input] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at = clock.monotonic()
@@ -131,12 +181,16 @@ class UnitDaemon:
 
     def stop(self) -> None:
         self._stop.set()
-        self._inbox.put(("wake", None))  # the loop may be asleep until its next deadline
+        self._inbox.put(Wake())  # the loop may be asleep until its next deadline
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
+        closers: list[tuple[str, Callable[[], None]]] = []
+        if self.reporter is not None:
+            closers.append(("reporter", self.reporter.stop))
+        if self.control is not None:
+            closers.append(("control", self.control.close))
         for name, closer in (
-            ("reporter", lambda: self.reporter and self.reporter.stop()),
-            ("control", lambda: self.control and self.control.close()),
+            *closers,
             ("kiosk", self.kiosk.close),
             ("player", self.player.close),
             ("board", self.board.close),
@@ -202,22 +256,19 @@ class UnitDaemon:
         self._tick()
         return handled
 
-    def _handle(self, item: tuple[str, Any]) -> None:
-        kind, value = item
+    def _handle(self, item: Input) -> None:
         try:
-            if kind == "board":
-                event, received, queued = value
-                self._board_event(event, received, queued)
-            elif kind == "player":
-                self.flow.on_player(value)
-            elif kind == "call":
-                fn, future = value
-                self._run_call(fn, future)
+            if isinstance(item, BoardInput):
+                self._board_event(item.event, item.received, item.queued)
+            elif isinstance(item, PlayerInput):
+                self.flow.on_player(item.event)
+            elif isinstance(item, CallInput):
+                self._run_call(item.fn, item.future)
         except Exception:
-            LOG.exception("handle_failed", kind=kind)
+            LOG.exception("handle_failed", kind=type(item).__name__)
 
     @staticmethod
-    def _run_call(fn: Callable[[], Any], future: Future[Any]) -> None:
+    def _run_call(fn: Callable[[], object], future: Future[object]) -> None:
         try:
             future.set_result(fn())
         except Exception as exc:
@@ -266,24 +317,24 @@ class UnitDaemon:
             self._next_watchdog = now + interval
             self.notifier.watchdog()
 
-    def _call(self, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
+    def _call(self, fn: Callable[[], T], timeout: float = 60.0) -> T:
         """Run fn on the loop thread (commands come from the reporter's and control socket's threads)."""
         loop = self._thread
         if loop is None or not loop.is_alive() or loop is threading.current_thread():
             return fn()
-        future: Future[Any] = Future()
-        self._inbox.put(("call", (fn, future)))
-        return future.result(timeout=timeout)
+        future: Future[object] = Future()
+        self._inbox.put(CallInput(fn, future))
+        return future.result(timeout=timeout)  # type: ignore[return-value]  # fn's own result
 
     # ------------------------------------------------------------ inputs from other threads
 
     def _on_board_event(self, event: BoardEvent) -> None:
         # stamped on arrival; `queued`: it came while the daemon was still starting, i.e. the board held
         # it while the daemon was down (the board resends its queued events as soon as HELLO arrives)
-        self._inbox.put(("board", (event, self.clock.monotonic(), not self._opened)))
+        self._inbox.put(BoardInput(event, self.clock.monotonic(), not self._opened))
 
     def _on_player_event(self, event: PlayerEvent) -> None:
-        self._inbox.put(("player", event))
+        self._inbox.put(PlayerInput(event))
 
     def _board_event(self, event: BoardEvent, received: float | None = None, queued: bool = False) -> None:
         if isinstance(event, ButtonPressed):
@@ -387,19 +438,12 @@ class UnitDaemon:
     def _start_reporter(self) -> None:
         if self.config.mqtt is None:
             return
-        from controller.mqtt.reporter import Reporter  # E4's; only when MQTT is configured
-
         self.reporter = Reporter(self.config.mqtt, self, self.ledger, self.clock)
         self.reporter.start()
 
     def _start_control(self) -> None:
         path = self.config.paths.control_socket
         if path is None:
-            return
-        try:
-            from controller.control_socket import serve
-        except ImportError as exc:
-            LOG.warning("control_socket_unavailable", error=str(exc))
             return
         self.control = serve(self, path)
 
@@ -589,20 +633,32 @@ class UnitDaemon:
         self._changed()
         return event
 
-    def handle_command(self, name: str, cmd: CommandBase) -> dict[str, Any]:
-        handler = getattr(self, f"_cmd_{name}", None)
-        if handler is None:
-            raise CommandRefused(f"expected a known command, found {name!r}")
-        LOG.info("command", name=name, command_id=cmd.command_id)
-        return dict(self._call(lambda: handler(cmd)))
+    # ------------------------------------------------------------ remote commands (the reporter's Unit)
 
-    def _cmd_restock(self, cmd: Any) -> dict[str, Any]:
+    def _command_registry(self) -> CommandRegistry:
+        """Each command the daemon carries out, with its handler (rebirth and replay are the reporter's)."""
+        reg = CommandRegistry("the unit daemon")
+        reg.register(RestockCommand, self._cmd_restock)
+        reg.register(SetLotCommand, self._cmd_set_lot)
+        reg.register(LockCommand, self._cmd_lock)
+        reg.register(UnlockCommand, self._cmd_unlock)
+        reg.register(LotHoldCommand, self._cmd_lot_hold)
+        reg.register(DiagCommand, self._cmd_diag)
+        reg.register(TestVendCommand, self._cmd_test_vend)
+        return reg
+
+    def run_command(self, cmd: CommandBase) -> CommandResult:
+        """Carry out one remote command on the loop thread; CommandRefused says why not."""
+        LOG.info("command", name=command_name(cmd), command_id=cmd.command_id)
+        return self._call(lambda: self.commands.run(cmd))
+
+    def _cmd_restock(self, cmd: RestockCommand) -> RestockDone:
         ev = self._restock(
             cmd.column, cmd.count, cmd.counted_before, cmd.lot, cmd.expiry, cmd.reason, "remote"
         )
-        return {"seq": ev.seq, "stock_after": ev.stock_after, "discrepancy": ev.discrepancy}
+        return RestockDone(seq=ev.seq, stock_after=ev.stock_after, discrepancy=ev.discrepancy)
 
-    def _cmd_set_lot(self, cmd: Any) -> dict[str, Any]:
+    def _cmd_set_lot(self, cmd: SetLotCommand) -> LotSet:
         """Every kit in the column is of this lot (a correction: the whole queue takes it)."""
         row = self.ledger.column(cmd.column) if self._known(cmd.column) else None
         if row is None:
@@ -621,9 +677,9 @@ class UnitDaemon:
         )
         self.flow.check_expiry()
         self._changed()
-        return {"seq": ev.seq, "lot": ev.lot, "expiry": str(ev.expiry)}
+        return LotSet(seq=ev.seq, lot=ev.lot, expiry=str(ev.expiry))
 
-    def _cmd_lot_hold(self, cmd: Any) -> dict[str, Any]:
+    def _cmd_lot_hold(self, cmd: LotHoldCommand) -> LotHoldDone:
         """A recall from central (hold) or its release: kept in the ledger (survives restarts); every
         column whose front kit is of the lot stops vending at once."""
         if cmd.hold:
@@ -639,41 +695,20 @@ class UnitDaemon:
         self.flow.check_expiry()
         self._changed()
         kits = sum(s.count for s in self.ledger.segments() if s.lot == cmd.lot)
-        return {"lot": cmd.lot, "held": cmd.hold, "changed": changed, "kits_here": kits}
+        return LotHoldDone(lot=cmd.lot, held=cmd.hold, changed=changed, kits_here=kits)
 
-    def _cmd_lock(self, cmd: Any) -> dict[str, Any]:
+    def _cmd_lock(self, cmd: LockCommand) -> ModeNow:
         self.flow.set_locked(True)
-        return {"mode": self.mode}
+        return ModeNow(mode=self.mode)
 
-    def _cmd_unlock(self, cmd: Any) -> dict[str, Any]:
+    def _cmd_unlock(self, cmd: UnlockCommand) -> ModeNow:
         self.flow.set_locked(False)
-        return {"mode": self.mode}
+        return ModeNow(mode=self.mode)
 
-    def _cmd_rebirth(self, cmd: Any) -> dict[str, Any]:
-        self._changed()
-        return {"last_seq": self.ledger.last_seq()}
+    def _cmd_diag(self, cmd: DiagCommand) -> DiagReport:
+        return DiagReport.model_validate(build_report(self))
 
-    def _cmd_replay(self, cmd: Any) -> dict[str, Any]:
-        self._changed()
-        return {"last_seq": self.ledger.last_seq(), "acked_seq": self.ledger.acked_seq()}
-
-    def _cmd_diag(self, cmd: Any) -> dict[str, Any]:
-        try:
-            from controller.diag.run import build_report
-        except ImportError:
-            return self._basic_diag()
-        return build_report(self)
-
-    def _basic_diag(self) -> dict[str, Any]:
-        status = self.board.status()
-        return {
-            "door_open": status.door_open,
-            "temperature_c": status.temperature_c,
-            "faults": sorted(status.faults),
-            "link": self.board.counters.as_dict(),
-        }
-
-    def _cmd_test_vend(self, cmd: Any) -> dict[str, Any]:
+    def _cmd_test_vend(self, cmd: TestVendCommand) -> TestVendDone:
         # Remote test vends only while the public cannot vend: a kit must not drop unasked into the
         # tray of a unit in service. The board refuses to turn a coil with the door open, so "service"
         # here means locked by operations (cmd/lock) or held in service by a failed self-test.
@@ -684,11 +719,11 @@ class UnitDaemon:
             )
         return self._checked_test_vend(cmd.column)
 
-    def test_vend(self, column: int) -> dict[str, Any]:
+    def test_vend(self, column: int) -> TestVendDone:
         """A technician's drop test at the unit (diag drop-test): recorded as a dispense via "test"."""
-        return dict(self._call(lambda: self._checked_test_vend(column)))
+        return self._call(lambda: self._checked_test_vend(column))
 
-    def _checked_test_vend(self, column: int) -> dict[str, Any]:
+    def _checked_test_vend(self, column: int) -> TestVendDone:
         if not self._known(column):
             raise CommandRefused(f"expected a configured column, found column {column}")
         if self.flow.phase.value != "idle":
@@ -697,23 +732,23 @@ class UnitDaemon:
             raise CommandRefused(f"column {column}: expected stock for a test vend, found 0")
         return self._test_vend(column)
 
-    def _test_vend(self, column: int) -> dict[str, Any]:
+    def _test_vend(self, column: int) -> TestVendDone:
         cid = self.ledger.allocate_command(column, None, "test")
         try:
             outcome = self.board.dispense(cid, column).outcome
         except BoardError as exc:
             self.alarms.raise_("board_unreachable", f"test vend {cid}: {exc}", "critical")
-            return {"command_id": cid, "outcome": "unknown"}
+            return TestVendDone(command_id=cid, outcome="unknown")
         if outcome == "dropped":
             ev: DispenseEvent = self.flow.record_drop(cid, column, None, "test")
-            return {"command_id": cid, "outcome": outcome, "seq": ev.seq, "stock_after": ev.stock_after}
+            return TestVendDone(command_id=cid, outcome=outcome, seq=ev.seq, stock_after=ev.stock_after)
         self.ledger.record(
             VendFailedEvent,
             settle=(cid, outcome),
             reason="test_vend_failed",
             attempts=[VendAttempt(column=column, command_id=cid, outcome=outcome)],
         )
-        return {"command_id": cid, "outcome": outcome}
+        return TestVendDone(command_id=cid, outcome=outcome)
 
     def _known(self, column: int) -> bool:
         return any(c.column == column for c in self.config.columns)
@@ -795,5 +830,5 @@ class UnitDaemon:
             outbox_oldest_age_s=self._age(self.ledger.oldest_pending_at()),
         )
 
-    def _age(self, when: Any) -> float | None:
+    def _age(self, when: datetime | None) -> float | None:
         return None if when is None else max(0.0, (self.clock.now() - when).total_seconds())

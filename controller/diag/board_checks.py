@@ -304,7 +304,7 @@ def _drop_via_daemon(ctx: DiagContext, column: int) -> Check:
     except Exception as exc:  # CommandRefused and friends: the daemon says why
         return failed(f"drop.column{column}", "the daemon refused the test vend", expected="a test vend",
                       found=str(exc), action="open the door (service mode) and retry")
-    return drop_result(column, str(result.get("outcome", "unknown")), recorded=True)
+    return drop_result(column, result.outcome, recorded=True)
 
 
 def drop_result(column: int, outcome: str, recorded: bool) -> Check:

@@ -8,7 +8,8 @@ Checks, in order: retained (refused: a retained command would act again on every
 `command_id` (answered again with the stored answer, without acting), age (`issued_at` older than
 `max_age_s`, or that far in the future; the broker itself drops messages past their v5 message
 expiry), then the handler. Answers are remembered in the ledger (CommandMemory: bounded, persisted), so
-a repeat after a restart is still answered without acting.
+a repeat after a restart is still answered without acting. Each command model maps to one handler in
+a CommandRegistry, and each handler returns its own CommandResult model.
 
 The reply goes to the message's v5 response topic with its correlation data when that topic lies
 under `nalox/v1/<unit>/cmd_response` (the only place the broker's ACL lets a unit answer); with no
@@ -20,11 +21,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
+from typing import TypeVar, cast
 
 import structlog
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from controller.clock import Clock
 from controller.errors import ControllerError
@@ -34,7 +35,12 @@ from schemas.models import COMMANDS, MAX_COMMAND_BYTES, CommandBase, CommandResp
 
 log = structlog.get_logger("nalox.commands")
 
-Handler = Callable[[str, CommandBase], dict[str, Any] | None]
+NAMES: dict[type[CommandBase], str] = {model: name for name, model in COMMANDS.items()}
+
+
+def command_name(cmd: CommandBase) -> str:
+    """The command's name on the wire (`cmd/<name>`)."""
+    return NAMES.get(type(cmd), type(cmd).__name__)
 
 
 class CommandRefused(ControllerError):
@@ -43,6 +49,89 @@ class CommandRefused(ControllerError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class CommandResult(BaseModel):
+    """What a command did: each handler returns its own subclass, sent as the answer's `result`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RestockDone(CommandResult):
+    seq: int
+    stock_after: int
+    discrepancy: int
+
+
+class LotSet(CommandResult):
+    seq: int
+    lot: str | None
+    expiry: str
+
+
+class ModeNow(CommandResult):
+    mode: str
+
+
+class Republished(CommandResult):
+    republished: list[str]
+    session: int
+
+
+class Replaying(CommandResult):
+    from_seq: int
+    outbox_depth: int
+    last_seq: int
+
+
+class TestVendDone(CommandResult):
+    """A test vend: `seq` and `stock_after` only when a kit dropped (and was recorded)."""
+
+    __test__ = False  # not a pytest test class
+    command_id: int
+    outcome: str
+    seq: int | None = None
+    stock_after: int | None = None
+
+
+class LotHoldDone(CommandResult):
+    lot: str
+    held: bool
+    changed: bool
+    kits_here: int
+
+
+class DiagReport(CommandResult):
+    """The full diagnostic report (controller.diag.run.build_report), its keys as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+C = TypeVar("C", bound=CommandBase)
+Handler = Callable[[CommandBase], CommandResult]
+
+
+class CommandRegistry:
+    """Each command model maps to one handler with a typed result; a command without one is refused."""
+
+    def __init__(self, who: str = "this unit") -> None:
+        self.who = who
+        self._handlers: dict[type[CommandBase], Handler] = {}
+
+    def register(self, model: type[C], handler: Callable[[C], CommandResult]) -> None:
+        if model in self._handlers:
+            raise ValueError(f"expected one handler per command, found a second for {NAMES.get(model)}")
+        self._handlers[model] = cast(Handler, handler)  # run() hands each handler only its own model
+
+    def run(self, cmd: CommandBase) -> CommandResult:
+        handler = self._handlers.get(type(cmd))
+        if handler is None:
+            raise CommandRefused(f"expected a command {self.who} carries out ({', '.join(self.names())}), "
+                                 f"found {command_name(cmd)!r}")
+        return handler(cmd)
+
+    def names(self) -> list[str]:
+        return sorted(NAMES.get(model, model.__name__) for model in self._handlers)
 
 
 @dataclass(frozen=True)
@@ -136,7 +225,7 @@ class CommandProcessor:
 
     def _act(self, name: str, cmd: CommandBase) -> CommandResponse:
         try:
-            result = self.handler(name, cmd)
+            result = self.handler(cmd)
         except Exception as exc:
             if isinstance(exc, CommandRefused):
                 return CommandResponse(command_id=cmd.command_id, status="error",
@@ -146,7 +235,8 @@ class CommandProcessor:
                                    reason=f"internal error while acting: {type(exc).__name__}: {exc}"[:500])
         self.acted += 1
         log.info("command_done", name=name, command_id=cmd.command_id, issued_by=cmd.issued_by)
-        return CommandResponse(command_id=cmd.command_id, status="ok", result=_jsonable(result))
+        return CommandResponse(command_id=cmd.command_id, status="ok",
+                               result=result.model_dump(mode="json", exclude_unset=True))
 
     def _reply_topic(self, msg: InboundMessage) -> str:
         wanted = msg.response_topic or ""
@@ -174,22 +264,3 @@ def _describe(exc: ValidationError) -> str:
         parts.append(f"{where}: {err['msg']}")
     more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
     return "; ".join(parts) + more
-
-
-def _jsonable(result: Any) -> dict[str, Any] | None:
-    """The handler's result as plain JSON (dates, pydantic models and the like become strings/dicts)."""
-    if result is None:
-        return None
-    if hasattr(result, "model_dump"):
-        result = result.model_dump(mode="json")
-    if not isinstance(result, dict):
-        result = {"value": result}
-    return json.loads(json.dumps(result, default=_default))  # type: ignore[no-any-return]
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    return str(value)

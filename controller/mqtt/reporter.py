@@ -20,8 +20,9 @@ window stays full without a worker pass per event; the worker is woken only when
 (read more, the window emptied, an alarm). Events go before state: a state change waits (at most
 STATE_DEFER_S) while events are in flight, so a dispense is never published behind a state snapshot.
 
-Commands on `<unit>/cmd/+` go through controller.mqtt.commands; `rebirth` and `replay` are the reporter's own,
-the rest go to `unit.handle_command(name, cmd)`.
+Commands on `<unit>/cmd/+` go through controller.mqtt.commands; `rebirth` and `replay` are the
+reporter's own (its CommandRegistry), the rest go to `unit.run_command(cmd)`: `Unit` below is the one
+interface between the reporter and the daemon.
 """
 
 from __future__ import annotations
@@ -36,8 +37,17 @@ import structlog
 from controller.clock import Clock
 from controller.ledger import CommandMemory, Ledger
 from controller.mqtt.client import InboundMessage, MqttClient, MqttSettings, PublishHandle, Will
-from controller.mqtt.commands import CommandProcessor
-from schemas.models import Ack, CommandBase, ReplayCommand, Status, Telemetry, UnitState, topic
+from controller.mqtt.commands import CommandProcessor, CommandRegistry, CommandResult, Replaying, Republished
+from schemas.models import (
+    Ack,
+    CommandBase,
+    RebirthCommand,
+    ReplayCommand,
+    Status,
+    Telemetry,
+    UnitState,
+    topic,
+)
 
 log = structlog.get_logger("nalox.reporter")
 
@@ -51,14 +61,17 @@ STATE_DEFER_S = 0.05
 
 
 class Unit(Protocol):
-    """What the reporter needs of controller.daemon.UnitDaemon."""
+    """What the reporter needs of the unit (controller.daemon.UnitDaemon): its state and telemetry, its
+    commands, and the alarms the reporter raises (refused publishes, a backlog, a foreign ack)."""
 
+    @property
+    def unit_id(self) -> str: ...
     def snapshot_state(self) -> UnitState: ...
     def telemetry(self) -> Telemetry: ...
-    def handle_command(self, name: str, cmd: CommandBase) -> Any: ...
+    def run_command(self, cmd: CommandBase) -> CommandResult: ...
     def raise_alarm(self, code: str, message: str, severity: str = "warning",
-                    column: int | None = None) -> Any: ...
-    def clear_alarm(self, code: str) -> Any: ...
+                    column: int | None = None) -> bool: ...
+    def clear_alarm(self, code: str) -> bool: ...
 
 
 class Reporter:
@@ -70,7 +83,7 @@ class Reporter:
         self.unit = unit
         self.ledger = ledger
         self.clock = clock
-        self.unit_id = unit_id or getattr(unit, "unit_id", None) or getattr(ledger, "unit_id", None)
+        self.unit_id: str = unit_id or unit.unit_id
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -96,17 +109,18 @@ class Reporter:
         self.states = 0
         self.telemetries = 0
         self.client: MqttClient | None = None
+        self._own = CommandRegistry("the reporter")
+        self._own.register(RebirthCommand, self._rebirth)
+        self._own.register(ReplayCommand, self._replay)
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> Reporter:
-        if self.unit_id is None:
-            self.unit_id = self.unit.snapshot_state().unit
         uid = self.unit_id
         legacy = self.ledger.path.with_name(self.ledger.path.name + ".mqtt.sqlite")
         if self.ledger.import_reporter_file(legacy):
             log.info("reporter_file_imported", unit=uid, path=str(legacy))
-        self.commands = CommandProcessor(uid, self._handle_command, CommandMemory(self.ledger), self.clock,
+        self.commands = CommandProcessor(uid, self._run_command, CommandMemory(self.ledger), self.clock,
                                          self.settings.command_max_age_s)
         self._next_telemetry = self.clock.monotonic()
         self._last_ack_progress = self.clock.monotonic()
@@ -407,16 +421,20 @@ class Reporter:
             props["CorrelationData"] = reply.correlation_data
         self.client.publish(reply.topic, reply.payload, qos=1, resend=False, properties=props)
 
-    def _handle_command(self, name: str, cmd: CommandBase) -> Any:
-        if name == "rebirth":
-            self.state_changed()
-            self._publish_status("online")
-            return {"republished": ["status", "state"], "session": self._session}
-        if name == "replay":
-            assert isinstance(cmd, ReplayCommand)
-            with self._lock:
-                self._rewind(max(cmd.from_seq - 1, self.ledger.acked_seq()), "replay")
-            self._wake.set()
-            return {"from_seq": cmd.from_seq, "outbox_depth": self.ledger.depth(),
-                    "last_seq": self.ledger.last_seq()}
-        return self.unit.handle_command(name, cmd)
+    def _run_command(self, cmd: CommandBase) -> CommandResult:
+        """The reporter's own commands here, every other one to the unit."""
+        if type(cmd) in (RebirthCommand, ReplayCommand):
+            return self._own.run(cmd)
+        return self.unit.run_command(cmd)
+
+    def _rebirth(self, cmd: RebirthCommand) -> Republished:
+        self.state_changed()
+        self._publish_status("online")
+        return Republished(republished=["status", "state"], session=self._session)
+
+    def _replay(self, cmd: ReplayCommand) -> Replaying:
+        with self._lock:
+            self._rewind(max(cmd.from_seq - 1, self.ledger.acked_seq()), "replay")
+        self._wake.set()
+        return Replaying(from_seq=cmd.from_seq, outbox_depth=self.ledger.depth(),
+                         last_seq=self.ledger.last_seq())

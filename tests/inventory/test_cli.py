@@ -66,9 +66,7 @@ def test_serve_answers_and_stops_on_sigterm(broker: Broker, tmp_path: Path) -> N
     log = tmp_path / "serve.log"
     made = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "nalox.cli",
+            *NALOX,
             "inventory",
             "token",
             "create",

@@ -16,7 +16,7 @@ from paho.mqtt.properties import Properties
 
 from controller.clock import Clock
 from controller.ledger import Ledger
-from controller.mqtt.commands import CommandRefused
+from controller.mqtt.commands import CommandRefused, CommandResult, command_name
 from schemas.models import AlarmState, ColumnState, CommandBase, DoorEvent, Telemetry, UnitState
 
 
@@ -29,6 +29,10 @@ class SqliteLedger(Ledger):
 
 def real_ledger(folder: Path, unit_id: str, clock: Clock) -> SqliteLedger:
     return SqliteLedger(folder / f"{unit_id}-{uuid.uuid4().hex[:6]}.sqlite", clock, unit_id=unit_id)
+
+
+class Done(CommandResult):
+    done: str
 
 
 class StandInUnit:
@@ -60,7 +64,8 @@ class StandInUnit:
             unit=self.unit_id, ts=self.clock.now(), temperature_c=21.5, uptime_s=1.0, outbox_depth=0
         )
 
-    def handle_command(self, name: str, cmd: CommandBase) -> dict[str, Any]:
+    def run_command(self, cmd: CommandBase) -> Done:
+        name = command_name(cmd)
         self.commands.append((name, cmd))
         if name == "test_vend" and self.mode != "service":
             raise CommandRefused(f"test_vend needs service mode, unit is in {self.mode} mode")
@@ -68,11 +73,11 @@ class StandInUnit:
             self.mode = "locked"
         if name == "unlock":
             self.mode = "vending"
-        return {"done": name}
+        return Done(done=name)
 
     def raise_alarm(
         self, code: str, message: str, severity: str = "warning", column: int | None = None
-    ) -> None:
+    ) -> bool:
         self.alarms[code] = AlarmState(
             code=code,
             severity=severity,
@@ -82,10 +87,13 @@ class StandInUnit:
         )
         self.alarm_log.append(("raised", code))
         self.alarm_raised.set()
+        return True
 
-    def clear_alarm(self, code: str) -> None:
-        if self.alarms.pop(code, None) is not None:
-            self.alarm_log.append(("cleared", code))
+    def clear_alarm(self, code: str) -> bool:
+        if self.alarms.pop(code, None) is None:
+            return False
+        self.alarm_log.append(("cleared", code))
+        return True
 
 
 class Watcher:

@@ -15,23 +15,28 @@ from hypothesis import strategies as st
 from controller.clock import FakeClock
 from controller.ledger import CommandMemory, Ledger
 from controller.mqtt.client import InboundMessage
-from controller.mqtt.commands import CommandProcessor, CommandRefused
+from controller.mqtt.commands import CommandProcessor, CommandRefused, CommandResult, command_name
 from schemas.models import COMMANDS, MAX_COMMAND_BYTES, CommandBase
 
 UNIT = "unit-1"
+
+
+class Ok(CommandResult):
+    ok: bool
 
 
 class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, CommandBase]] = []
 
-    def __call__(self, name: str, cmd: CommandBase) -> dict[str, Any]:
+    def __call__(self, cmd: CommandBase) -> Ok:
+        name = command_name(cmd)
         self.calls.append((name, cmd))
         if name == "test_vend":
             raise CommandRefused("test_vend needs service mode")
         if name == "diag":
             raise RuntimeError("serial port vanished")
-        return {"ok": True}
+        return Ok(ok=True)
 
 
 def processor(

@@ -290,25 +290,25 @@ def test_commands_lock_unlock_test_vend_and_refusals(rig: Rig) -> None:
     import pytest
 
     from controller.daemon import CommandRefused
-    from schemas.models import LockCommand, TestVendCommand, UnlockCommand
+    from schemas.models import LockCommand, RebirthCommand, TestVendCommand, UnlockCommand
 
     now = datetime.now(UTC)
-    assert rig.daemon.handle_command("lock", LockCommand(command_id="a", issued_at=now))["mode"] == "locked"
+    assert rig.daemon.run_command(LockCommand(command_id="a", issued_at=now)).model_dump()["mode"] == "locked"
     rig.press()
     assert not rig.player.plays, "a locked unit does not vend"
     assert (
-        rig.daemon.handle_command("unlock", UnlockCommand(command_id="b", issued_at=now))["mode"] == "vending"
+        rig.daemon.run_command(UnlockCommand(command_id="b", issued_at=now)).model_dump()["mode"] == "vending"
     )
     with pytest.raises(CommandRefused, match="test_vend needs service mode"):
-        rig.daemon.handle_command("test_vend", TestVendCommand(command_id="c0", issued_at=now, column=3))
+        rig.daemon.run_command(TestVendCommand(command_id="c0", issued_at=now, column=3))
     assert not rig.events("dispense"), "a refused remote test vend drops nothing"
-    rig.daemon.handle_command("lock", LockCommand(command_id="a2", issued_at=now))
-    result = rig.daemon.handle_command("test_vend", TestVendCommand(command_id="c", issued_at=now, column=3))
+    rig.daemon.run_command(LockCommand(command_id="a2", issued_at=now))
+    result = rig.daemon.run_command(TestVendCommand(command_id="c", issued_at=now, column=3)).model_dump()
     assert result["outcome"] == "dropped" and rig.events("dispense")[0].via == "test"
     with pytest.raises(CommandRefused, match="expected a configured column, found column 9"):
-        rig.daemon.handle_command("test_vend", TestVendCommand(command_id="d", issued_at=now, column=9))
-    with pytest.raises(CommandRefused, match="expected a known command, found 'selfdestruct'"):
-        rig.daemon.handle_command("selfdestruct", UnlockCommand(command_id="e", issued_at=now))
+        rig.daemon.run_command(TestVendCommand(command_id="d", issued_at=now, column=9))
+    with pytest.raises(CommandRefused, match="the unit daemon carries out .* found 'rebirth'"):
+        rig.daemon.run_command(RebirthCommand(command_id="e", issued_at=now))  # the reporter's command
 
 
 def test_link_failure_mid_dispense_is_settled_later_never_doubled(rig: Rig) -> None:
