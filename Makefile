@@ -41,7 +41,8 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy firmware_py simulator controller inventory schemas nalox bench
+	$(BIN)/mypy --strict controller schemas firmware_py  # firmware's MicroPython code: plain style (pyproject)
+	$(BIN)/mypy simulator inventory nalox bench
 
 demo: setup
 	$(BIN)/nalox demo $(DEMO_ARGS)
