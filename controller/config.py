@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controller.errors import ControllerError
+from controller.mqtt.client import MqttSettings
 from schemas.models import LabelRange, UnitId
 
 
@@ -278,20 +279,9 @@ class UnitConfig(Section):
     heat_policy: HeatPolicy = HeatPolicy()
     privacy: PrivacySection = PrivacySection()
     kiosk: KioskSection = KioskSection()
-    mqtt: Any = None
+    mqtt: MqttSettings | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     config_version: str = "unversioned"
-
-    @field_validator("mqtt", mode="before")
-    @classmethod
-    def _mqtt_settings(cls, v: Any) -> Any:
-        if v is None:
-            return None
-        try:
-            from controller.mqtt.client import MqttSettings  # E4's model; optional until it lands
-        except ImportError:
-            return v
-        return MqttSettings.model_validate(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> UnitConfig:

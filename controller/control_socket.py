@@ -26,7 +26,7 @@ import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import structlog
 
@@ -37,7 +37,8 @@ log = structlog.get_logger("controller.control_socket")
 SOCKET_MODE = 0o660
 MAX_REQUEST_BYTES = 64 * 1024
 CLIENT_TIMEOUT_S = 300.0
-Handler = Callable[[Any, dict[str, Any]], dict[str, Any]]
+D = TypeVar("D")  # whatever the handler answers for (the unit daemon; a name in tests)
+Handler = Callable[[D, dict[str, Any]], dict[str, Any]]  # a request and its answer: JSON objects
 
 
 class ControlError(ControllerError):
@@ -48,10 +49,10 @@ class DaemonNotRunning(ControlError):
     """Nobody serves the control socket (no file, or a stale one): the daemon is stopped."""
 
 
-class ControlServer:
+class ControlServer(Generic[D]):
     """Serves requests on a unix socket in a background thread until close()."""
 
-    def __init__(self, daemon: Any, path: Path, handler: Handler) -> None:
+    def __init__(self, daemon: D, path: Path, handler: Handler[D]) -> None:
         self.daemon = daemon
         self.path = path
         self.handler = handler
@@ -94,7 +95,7 @@ def refusal(expected: str, found: str, code: str) -> dict[str, Any]:
 
 
 class _Connection(socketserver.StreamRequestHandler):
-    server: _Server
+    server: _Server[Any]
 
     def handle(self) -> None:
         peer_uid = _peer_uid(self.connection)
@@ -116,11 +117,11 @@ class _Connection(socketserver.StreamRequestHandler):
         self.wfile.flush()
 
 
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer, Generic[D]):
     daemon_threads = True
     block_on_close = True
 
-    def __init__(self, path: str, control: ControlServer) -> None:
+    def __init__(self, path: str, control: ControlServer[D]) -> None:
         self.control = control
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -145,16 +146,13 @@ def _peer_uid(conn: socket.socket) -> int:
     return int(struct.unpack("3i", creds)[1])
 
 
-def serve(daemon: Any, path: str | Path, handler: Handler | None = None) -> ControlServer:
-    """Start serving the control socket at `path` for `daemon`. Refuses when another live daemon
-    already serves it; removes a stale socket file left by a crash."""
+def serve(daemon: D, path: str | Path, handler: Handler[D]) -> ControlServer[D]:
+    """Start serving the control socket at `path`: `handler(daemon, request)` answers each request (the
+    daemon's is controller.diag.run.handle_request). Refuses when another live daemon already serves
+    it; removes a stale socket file left by a crash."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _clear_stale(path)
-    if handler is None:
-        from controller.diag.run import handle_request
-
-        handler = handle_request
     return ControlServer(daemon, path, handler)
 
 

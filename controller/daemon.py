@@ -18,7 +18,7 @@ from controller import log
 from controller.clock import Clock
 from controller.config import UnitConfig
 from controller.control_socket import ControlServer, serve
-from controller.diag.run import build_report
+from controller.diag.run import build_report, handle_request
 from controller.kiosk import buttons
 from controller.kiosk.display import Kiosk
 from controller.ledger import ColumnChange, Ledger
@@ -134,7 +134,7 @@ class UnitDaemon:
         self._sample_cursor = 0
         self.board_info: BoardInfo | None = None
         self.reporter: Reporter | None = None
-        self.control: ControlServer | None = None
+        self.control: ControlServer[UnitDaemon] | None = None
         self.commands = self._command_registry()
         self._inbox: queue.Queue[Input] = queue.Queue()
         self._stop = threading.Event()
@@ -445,7 +445,7 @@ class UnitDaemon:
         path = self.config.paths.control_socket
         if path is None:
             return
-        self.control = serve(self, path)
+        self.control = serve(self, path, handle_request)
 
     # ------------------------------------------------------------ status and temperature
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from controller.clock import Clock
 from controller.serial.board_api import (
+    Board,
     BoardError,
     BoardEvent,
     BoardInfo,
@@ -164,7 +165,7 @@ class CrashingBoard:
     """Wraps any Board; on request the next dispense stops the daemon dead (SimulatedCrash) either before
     the command reaches the board or after the board acted but before the daemon saw the outcome."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Board) -> None:
         self.inner = inner
         self.crash_before = False
         self.crash_after = False
@@ -173,13 +174,13 @@ class CrashingBoard:
         if self.crash_before:
             self.crash_before = False
             raise SimulatedCrash(f"before dispense {command_id}")
-        result: DispenseOutcome = self.inner.dispense(command_id, column)
+        result = self.inner.dispense(command_id, column)
         if self.crash_after:
             self.crash_after = False
             raise SimulatedCrash(f"after dispense {command_id}: {result.outcome}")
         return result
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:  # everything but dispense: the inner board's own
         return getattr(self.inner, name)
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TextIO
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 
-def configure(level: str = "info", stream: Any = None) -> None:
+def configure(level: str = "info", stream: TextIO | None = None) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -24,5 +25,6 @@ def configure(level: str = "info", stream: Any = None) -> None:
     )
 
 
-def get(name: str) -> Any:
-    return structlog.get_logger(component=name)
+def get(name: str) -> FilteringBoundLogger:
+    logger: FilteringBoundLogger = structlog.get_logger(component=name)
+    return logger

@@ -12,13 +12,18 @@ import queue
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import date
+from typing import Protocol
 
 from controller.clock import Clock, RealClock
+from controller.config import UnitConfig
 from controller.diag.ping import percentile, round_trips
 from controller.diag.result import Check, failed, passed, skipped, warned
-from controller.serial.board_api import Board, BoardError, BoardEvent, BoardStatus, ButtonPressed
+from controller.ledger import Ledger
+from controller.mqtt.commands import TestVendDone
+from controller.serial.board_api import Board, BoardError, BoardEvent, BoardInfo, BoardStatus, ButtonPressed
 from firmware_py.codec import DIAG_COMMAND_BASE
+from schemas.models import RestockEvent, UnitState
 
 PING_P99_LIMIT_MS = 100.0
 # drop-test command ids straight on the port (daemon stopped): the top sixteenth of the id space, which
@@ -28,14 +33,39 @@ MOTOR_STATE = {0: "idle", 1: "running", 2: "fault"}
 SENSOR_STATE = {0: "clear", 1: "blocked", 2: "fault"}
 
 
+class UnitView(Protocol):
+    """What diagnostics use of the running unit daemon (controller.daemon.UnitDaemon) when they run
+    inside it (control socket, cmd/diag)."""
+
+    @property
+    def board(self) -> Board: ...
+    @property
+    def board_info(self) -> BoardInfo | None: ...
+    @property
+    def config(self) -> UnitConfig: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def ledger(self) -> Ledger: ...
+    @property
+    def mode(self) -> str: ...
+    def snapshot_state(self) -> UnitState: ...
+    def test_vend(self, column: int) -> TestVendDone: ...
+    def restock(self, column: int, count: int, counted_before: int | None = None, lot: str | None = None,
+                expiry: date | None = None, reason: str | None = None, source: str = "local"
+                ) -> RestockEvent: ...
+
+
 @dataclass
 class DiagContext:
-    """What the checks may look at. `board` is None when no board could be reached (see `link_error`)."""
+    """What the checks may look at. `board` is None when no board could be reached (see `link_error`);
+    `info` is the board's HELLO answer when it was reached; `daemon` is set inside the daemon."""
 
     board: Board | None
-    config: Any | None = None  # controller.config.UnitConfig
-    daemon: Any | None = None  # controller.daemon.UnitDaemon when run inside the daemon
+    config: UnitConfig | None = None
+    daemon: UnitView | None = None
     clock: Clock = field(default_factory=RealClock)
+    info: BoardInfo | None = None
     events: queue.Queue[BoardEvent] = field(default_factory=queue.Queue)
     link_error: str | None = None
 
@@ -133,9 +163,9 @@ DAMAGE_C = (0.0, 40.0)
 
 
 def temperature_band(ctx: DiagContext) -> tuple[float, float, float, float]:
-    t = getattr(ctx.config, "temperature", None)
-    if t is None:
+    if ctx.config is None:
         return LABEL_STORAGE_C + DAMAGE_C
+    t = ctx.config.temperature
     return t.storage_min_c, t.storage_max_c, t.excursion_min_c, t.excursion_max_c
 
 
@@ -186,7 +216,7 @@ def check_column(column: int, motor: int, sensor: int) -> Check:
 def check_button(ctx: DiagContext, wait_s: float) -> Check:
     if wait_s <= 0:
         return skipped("sensors.button", "no live button test (give --button SECONDS)")
-    if ctx.daemon is not None and not hasattr(ctx.daemon, "diag_button_events"):
+    if ctx.daemon is not None:
         return skipped("sensors.button", "the daemon handles the buttons; stop it for a live button test")
     deadline = time.monotonic() + wait_s
     while (left := deadline - time.monotonic()) > 0:
@@ -243,9 +273,8 @@ def motor_result(column: int, outcome: str, current_ma: int) -> Check:
 def board_columns(ctx: DiagContext) -> list[int]:
     if ctx.config is not None:
         return [c.column for c in ctx.config.columns]
-    info = getattr(ctx.board, "info", None)
-    if info is not None:
-        return list(range(1, info.columns + 1))
+    if ctx.info is not None:
+        return list(range(1, ctx.info.columns + 1))
     status, _ = read_status(ctx)
     return list(range(1, len(status.motors) + 1)) if status else []
 
@@ -300,7 +329,8 @@ def drop_one(ctx: DiagContext, column: int) -> Check:
 
 def _drop_via_daemon(ctx: DiagContext, column: int) -> Check:
     try:
-        result = ctx.daemon.test_vend(column)  # type: ignore[union-attr]
+        assert ctx.daemon is not None
+        result = ctx.daemon.test_vend(column)
     except Exception as exc:  # CommandRefused and friends: the daemon says why
         return failed(f"drop.column{column}", "the daemon refused the test vend", expected="a test vend",
                       found=str(exc), action="open the door (service mode) and retry")

@@ -30,7 +30,10 @@ from controller.diag.result import (
     render,
 )
 from controller.diag.run import report_context, run_check
+from controller.serial.board_api import BoardError
+from controller.serial.board_link import SerialBoard
 
+Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 EPILOG = ("exit codes: 0 all passed, 1 board link or ping, 2 usage or config, " + ", ".join(
     f"{code} {family}" for family, code in EXIT_CODES.items() if code > 2) + ", 70 internal error; "
     "see docs/technician.md")
@@ -52,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _board_parsers(sub: Any) -> None:
+def _board_parsers(sub: Subparsers) -> None:
     ping = sub.add_parser("ping", help="round trips over the serial link: p50/p99, link counters")
     ping.add_argument("--count", type=int, default=10, help="pings to send (default 10)")
     ping.add_argument("--interval", type=float, default=0.0, help="seconds between pings (default 0)")
@@ -76,7 +79,7 @@ def _board_parsers(sub: Any) -> None:
     restock.add_argument("--reason", help="why the count differs from the expected number")
 
 
-def _host_parsers(sub: Any) -> None:
+def _host_parsers(sub: Subparsers) -> None:
     sub.add_parser("broker", help="broker reachability, TLS handshake, days until the certificate expires")
     sub.add_parser("ledger", help="outbox depth, oldest unacknowledged event, last seq acked by central")
     video = sub.add_parser("video", help="play one second of each configured clip")
@@ -104,7 +107,7 @@ def load_unit_config(path: str) -> UnitConfig:
         raise UsageError(str(exc)) from None
 
 
-def via_daemon(config: Any, check: str, cargs: dict[str, Any]) -> dict[str, Any] | None:
+def via_daemon(config: UnitConfig, check: str, cargs: dict[str, Any]) -> dict[str, Any] | None:
     """The daemon's report, or None when no daemon serves the configured control socket."""
     sock = config.paths.control_socket
     if sock is None:
@@ -119,18 +122,16 @@ def via_daemon(config: Any, check: str, cargs: dict[str, Any]) -> dict[str, Any]
 
 
 @contextmanager
-def direct_context(port: str, baudrate: int, config: Any | None, need_board: bool) -> Iterator[DiagContext]:
+def direct_context(port: str, baudrate: int, config: UnitConfig | None, need_board: bool
+                   ) -> Iterator[DiagContext]:
     """A DiagContext with our own SerialBoard on `port` (closed on exit)."""
     ctx = DiagContext(board=None, config=config)
     if not need_board:
         yield ctx
         return
-    from controller.serial.board_api import BoardError
-    from controller.serial.board_link import SerialBoard
-
     board = SerialBoard(port, baudrate=baudrate)
     try:
-        board.start(ctx.on_event, timeout=3.0)
+        ctx.info = board.start(ctx.on_event, timeout=3.0)
         ctx.board = board
     except BoardError as exc:
         ctx.link_error = f"{port}: {exc}"
@@ -141,7 +142,7 @@ def direct_context(port: str, baudrate: int, config: Any | None, need_board: boo
             board.close()
 
 
-def run(args: argparse.Namespace, config: Any | None) -> tuple[list[Check], dict[str, Any]]:
+def run(args: argparse.Namespace, config: UnitConfig | None) -> tuple[list[Check], dict[str, Any]]:
     cargs = check_args(args)
     if config is not None:
         report = via_daemon(config, args.check, cargs)
@@ -161,8 +162,8 @@ def output_format(args: argparse.Namespace) -> str:
     return "table" if sys.stdout.isatty() else "plain"
 
 
-def daemon_serves(config: Any | None) -> bool:
-    sock = getattr(getattr(config, "paths", None), "control_socket", None)
+def daemon_serves(config: UnitConfig | None) -> bool:
+    sock = config.paths.control_socket if config is not None else None
     return sock is not None and control_socket.is_served(sock)
 
 

@@ -9,10 +9,12 @@ import ssl
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from controller.clock import Clock
+from controller.config import UnitConfig
 from controller.diag.result import Check, failed, passed, skipped, warned
+from controller.ledger import Ledger
+from controller.mqtt.client import TlsSettings
 
 NO_CONFIG = "no config (give --config unit.toml)"
 CERT_WARN_DAYS = 30
@@ -27,32 +29,23 @@ PKI_HELP = "provision a new unit certificate (deploy/mosquitto/README.md, deploy
 # ---------------------------------------------------------------- broker
 
 
-def check_broker(config: Any | None, clock: Clock) -> list[Check]:
+def check_broker(config: UnitConfig | None, clock: Clock) -> list[Check]:
     if config is None:
         return [skipped("broker", NO_CONFIG)]
-    mqtt = getattr(config, "mqtt", None)
+    mqtt = config.mqtt
     if mqtt is None:
         return [skipped("broker", "the config has no [mqtt] section: this unit does not report")]
-    host, port = _get(mqtt, "host"), int(_get(mqtt, "port", 8883))
-    tls = _get(mqtt, "tls")
+    host, port, tls = mqtt.host, mqtt.port, mqtt.tls
     checks = [check_tcp(host, port)]
     if tls is None:
         checks.append(warned("broker.tls", "no TLS: plain MQTT", expected="TLS with a unit certificate",
                              found="tls not configured", action="production units must use TLS: "
                              "see deploy/mosquitto/README.md"))
         return checks
-    cert_file = _get(tls, "cert_file")
-    if cert_file:
-        checks.append(check_certificate(Path(cert_file), clock))
+    checks.append(check_certificate(tls.cert_file, clock))
     if checks[0].status == "pass":
         checks.append(check_tls(host, port, tls))
     return checks
-
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
 
 
 def check_tcp(host: str, port: int) -> Check:
@@ -66,14 +59,13 @@ def check_tcp(host: str, port: int) -> Check:
                       "(`systemctl status mosquitto`)? a firewall?", host=host, port=port)
 
 
-def tls_context(tls: Any) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=_get(tls, "ca_file"))
-    if _get(tls, "cert_file"):
-        ctx.load_cert_chain(_get(tls, "cert_file"), _get(tls, "key_file"))
+def tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=tls.ca_file)
+    ctx.load_cert_chain(tls.cert_file, tls.key_file)
     return ctx
 
 
-def check_tls(host: str, port: int, tls: Any) -> Check:
+def check_tls(host: str, port: int, tls: TlsSettings) -> Check:
     """Handshake with the unit's certificate; a refused client certificate shows as an alert right after."""
     try:
         ctx = tls_context(tls)
@@ -137,31 +129,30 @@ def check_certificate(path: Path, clock: Clock) -> Check:
 # ---------------------------------------------------------------- ledger
 
 
-def check_ledger(config: Any | None, ledger: Any | None, clock: Clock) -> list[Check]:
+def check_ledger(config: UnitConfig | None, ledger: Ledger | None, clock: Clock) -> list[Check]:
     """Outbox depth, oldest unacknowledged event and the last seq acked by central."""
     if ledger is None and config is None:
         return [skipped("ledger", NO_CONFIG)]
     if ledger is None:
+        assert config is not None
         return _with_ledger_file(config, clock)
     return [ledger_result(ledger, config, clock)]
 
 
-def _with_ledger_file(config: Any, clock: Clock) -> list[Check]:
+def _with_ledger_file(config: UnitConfig, clock: Clock) -> list[Check]:
     path = Path(config.paths.ledger_path())
     if not path.exists():
         return [failed("ledger", f"no ledger at {path}", expected="the unit's ledger file",
                        found="missing", action="start the unit once (`systemctl start nalox-unit`); "
                        "check paths.data_dir in the config")]
-    from controller.ledger import Ledger
-
     ledger = Ledger(path, clock)
     try:
         return [ledger_result(ledger, config, clock)]
     finally:
-        getattr(ledger, "close", lambda: None)()
+        ledger.close()
 
 
-def ledger_result(ledger: Any, config: Any | None, clock: Clock) -> Check:
+def ledger_result(ledger: Ledger, config: UnitConfig | None, clock: Clock) -> Check:
     depth, last, acked = ledger.depth(), ledger.last_seq(), ledger.acked_seq()
     oldest = ledger.oldest_pending_at()
     age = (clock.now() - oldest).total_seconds() if oldest else None
@@ -180,18 +171,17 @@ def ledger_result(ledger: Any, config: Any | None, clock: Clock) -> Check:
     return passed("ledger", summary, **data)
 
 
-def _outbox_limits(config: Any | None) -> tuple[int, float]:
-    mqtt = getattr(config, "mqtt", None)
+def _outbox_limits(config: UnitConfig | None) -> tuple[int, float]:
+    mqtt = config.mqtt if config is not None else None
     if mqtt is None:
         return OUTBOX_ALARM_DEPTH, OUTBOX_ALARM_AGE_S
-    return (int(_get(mqtt, "outbox_alarm_depth", OUTBOX_ALARM_DEPTH)),
-            float(_get(mqtt, "outbox_alarm_age_s", OUTBOX_ALARM_AGE_S)))
+    return mqtt.outbox_alarm_depth, mqtt.outbox_alarm_age_s
 
 
 # ---------------------------------------------------------------- video
 
 
-def check_video(config: Any | None, seconds: float = 1.0, on_screen: bool = False) -> list[Check]:
+def check_video(config: UnitConfig | None, seconds: float = 1.0, on_screen: bool = False) -> list[Check]:
     if config is None:
         return [skipped("video", NO_CONFIG)]
     videos = config.videos
@@ -223,7 +213,7 @@ def play_clip(lang: str, path: Path, mpv: str, seconds: float, on_screen: bool) 
 # ---------------------------------------------------------------- disk
 
 
-def check_disk(config: Any | None) -> list[Check]:
+def check_disk(config: UnitConfig | None) -> list[Check]:
     path = Path(config.paths.data_dir) if config is not None else Path("/")
     probe = path
     while not probe.exists() and probe != probe.parent:

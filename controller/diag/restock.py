@@ -15,13 +15,14 @@ from datetime import date
 from typing import Any
 
 from controller import control_socket
+from controller.config import UnitConfig
 from controller.diag.result import EXIT_CODES, EXIT_OK, EXIT_USAGE
 
 EXIT_RESTOCK = EXIT_CODES["restock"]
 Ask = Callable[[str], str]
 
 
-def run_restock(args: argparse.Namespace, config: Any | None, ask: Ask | None = None,
+def run_restock(args: argparse.Namespace, config: UnitConfig | None, ask: Ask | None = None,
                 interactive: bool | None = None) -> int:
     interactive = sys.stdin.isatty() if interactive is None else interactive
     ask = ask or input
@@ -37,17 +38,19 @@ def run_restock(args: argparse.Namespace, config: Any | None, ask: Ask | None = 
         return EXIT_USAGE
 
 
-def _restock(args: argparse.Namespace, config: Any, ask: Ask, interactive: bool) -> int:
+def _restock(args: argparse.Namespace, config: UnitConfig, ask: Ask, interactive: bool) -> int:
     found = args.found if args.found is not None else ask_count(ask, args.column)
+    sock = config.paths.control_socket
+    assert sock is not None  # _usage_problem refused a config without one
     request = {"op": "restock", "column": args.column, "count": args.count, "counted_before": found,
                "lot": args.lot, "expiry": args.expiry, "reason": args.reason}
     try:
-        answer = control_socket.request(config.paths.control_socket, request)
+        answer = control_socket.request(sock, request)
         if answer.get("code") == "reason_required" and interactive:
             print(f"Ledger expected {answer['expected_before']} kits in column {args.column}; you counted "
                   f"{found}. Count again if unsure.")
             request["reason"] = ask_text(ask, "Reason for the difference: ")
-            answer = control_socket.request(config.paths.control_socket, request)
+            answer = control_socket.request(sock, request)
     except control_socket.DaemonNotRunning as exc:
         print(f"nalox diag restock: {exc}: a restock is recorded by the unit daemon in its ledger; "
               "start it (`systemctl start nalox-unit`) and run this again", file=sys.stderr)
@@ -55,7 +58,7 @@ def _restock(args: argparse.Namespace, config: Any, ask: Ask, interactive: bool)
     return _print_answer(answer, args)
 
 
-def _usage_problem(args: argparse.Namespace, config: Any | None, interactive: bool) -> str | None:
+def _usage_problem(args: argparse.Namespace, config: UnitConfig | None, interactive: bool) -> str | None:
     if config is None:
         return "expected --config unit.toml (a restock is recorded by the unit daemon), got only --port"
     if config.paths.control_socket is None:

@@ -7,7 +7,6 @@ import os
 from datetime import date
 from typing import Any
 
-from controller.clock import RealClock
 from controller.diag import board_checks as dc
 from controller.diag import host_checks as dh
 from controller.diag.result import Check, passed, report_dict, warned
@@ -28,7 +27,7 @@ def run_check(ctx: dc.DiagContext, check: str, args: dict[str, Any]) -> list[Che
     if check == "broker":
         return dh.check_broker(ctx.config, ctx.clock)
     if check == "ledger":
-        return dh.check_ledger(ctx.config, getattr(ctx.daemon, "ledger", None), ctx.clock)
+        return dh.check_ledger(ctx.config, ctx.daemon.ledger if ctx.daemon else None, ctx.clock)
     if check == "video":
         return dh.check_video(ctx.config, seconds=float(args.get("seconds", 1.0)),
                               on_screen=bool(args.get("on_screen", False)))
@@ -45,7 +44,7 @@ def full_report(ctx: dc.DiagContext, args: dict[str, Any]) -> list[Check]:
     unit = [check_unit(ctx.daemon)] if ctx.daemon is not None else []
     return unit + _board_part(ctx, args) + [
         *dh.check_broker(ctx.config, ctx.clock),
-        *dh.check_ledger(ctx.config, getattr(ctx.daemon, "ledger", None), ctx.clock),
+        *dh.check_ledger(ctx.config, ctx.daemon.ledger if ctx.daemon else None, ctx.clock),
         *dh.check_video(ctx.config, seconds=float(args.get("seconds", 1.0))),
         *dh.check_disk(ctx.config),
     ]
@@ -61,7 +60,7 @@ def _board_part(ctx: dc.DiagContext, args: dict[str, Any]) -> list[Check]:
     return board_checks
 
 
-def check_unit(daemon: Any) -> Check:
+def check_unit(daemon: dc.UnitView) -> Check:
     """The daemon's mode and active alarms: information for the technician (a warning, never the exit
     code: the checks below find the cause)."""
     state = daemon.snapshot_state()
@@ -81,42 +80,35 @@ def report_context(ctx: dc.DiagContext) -> dict[str, Any]:
     if ctx.config is not None:
         out["unit"] = ctx.config.unit.id
         out["site"] = ctx.config.unit.site
-    info = getattr(ctx.board, "info", None)
+    info = ctx.info
     if info is not None:
         out["board"] = {"board_id": info.board_id, "firmware": info.firmware, "columns": info.columns,
                         "boot_count": info.boot_count, "protocol": info.protocol}
     if ctx.daemon is not None:
-        out["mode"] = str(getattr(ctx.daemon, "mode", "unknown"))
+        out["mode"] = ctx.daemon.mode
     return out
 
 
-def daemon_context(daemon: Any) -> dc.DiagContext:
-    return dc.DiagContext(board=getattr(daemon, "board", None), config=getattr(daemon, "config", None),
-                          daemon=daemon, clock=getattr(daemon, "clock", None) or RealClock())
+def daemon_context(daemon: dc.UnitView) -> dc.DiagContext:
+    return dc.DiagContext(board=daemon.board, config=daemon.config, daemon=daemon, clock=daemon.clock,
+                          info=daemon.board_info)
 
 
-def build_report(daemon_or_board: Any, config: Any | None = None, args: dict[str, Any] | None = None
-                 ) -> dict[str, Any]:
-    """The full diagnostic report as a JSON-ready dict (`cmd/diag` over MQTT, `nalox diag report --json`).
-    Accepts the running UnitDaemon (uses its board, ledger and config) or a started Board."""
-    if hasattr(daemon_or_board, "ledger") and hasattr(daemon_or_board, "board"):
-        ctx = daemon_context(daemon_or_board)
-        if config is not None:
-            ctx.config = config
-    else:
-        ctx = dc.DiagContext(board=daemon_or_board, config=config)
+def build_report(daemon: dc.UnitView, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full diagnostic report of the running daemon (its board, ledger and config) as a JSON-ready
+    dict: `cmd/diag` over MQTT; `nalox diag report --json` prints the same shape."""
+    ctx = daemon_context(daemon)
     return report_dict(full_report(ctx, args or {}), **report_context(ctx))
 
 
 # ---------------------------------------------------------------- control socket requests (in the daemon)
 
 
-def handle_request(daemon: Any, req: dict[str, Any]) -> dict[str, Any]:
+def handle_request(daemon: dc.UnitView, req: dict[str, Any]) -> dict[str, Any]:
+    """One control-socket request (a JSON object from the wire) inside the daemon."""
     op = req["op"]
     if op == "hello":
-        config = getattr(daemon, "config", None)
-        return {"ok": True, "unit": config.unit.id if config is not None else None, "pid": os.getpid(),
-                "mode": str(getattr(daemon, "mode", "unknown"))}
+        return {"ok": True, "unit": daemon.config.unit.id, "pid": os.getpid(), "mode": daemon.mode}
     if op == "diag":
         return _diag(daemon, req)
     if op == "restock":
@@ -124,7 +116,7 @@ def handle_request(daemon: Any, req: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "error": f"expected op hello, diag or restock, got {op!r}", "code": "bad_request"}
 
 
-def _diag(daemon: Any, req: dict[str, Any]) -> dict[str, Any]:
+def _diag(daemon: dc.UnitView, req: dict[str, Any]) -> dict[str, Any]:
     check = req.get("check")
     if check not in CHECKS:
         return {"ok": False, "error": f"expected check one of {', '.join(CHECKS)}, got {check!r}",
@@ -134,14 +126,14 @@ def _diag(daemon: Any, req: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "report": report_dict(checks, **report_context(ctx))}
 
 
-def expected_stock(daemon: Any, column: int) -> int:
+def expected_stock(daemon: dc.UnitView, column: int) -> int:
     for col in daemon.snapshot_state().columns:
         if col.column == column:
             return int(col.stock)
     raise KeyError(column)
 
 
-def restock(daemon: Any, req: dict[str, Any]) -> dict[str, Any]:
+def restock(daemon: dc.UnitView, req: dict[str, Any]) -> dict[str, Any]:
     """Blind count: the technician's count comes in first; only then is it compared with what the ledger
     expected. A discrepancy without a reason is refused with both numbers, so the technician can
     recount or explain, and the restock is recorded only once it is resolved."""
@@ -166,6 +158,5 @@ def restock(daemon: Any, req: dict[str, Any]) -> dict[str, Any]:
                                reason=reason, source="local")
     except Exception as exc:  # CommandRefused(reason) and validation errors say what is wrong
         return {"ok": False, "error": str(exc), "code": "refused"}
-    payload = event.model_dump(mode="json") if hasattr(event, "model_dump") else dict(event)
-    return {"ok": True, "event": payload, "expected_before": expected}
+    return {"ok": True, "event": event.model_dump(mode="json"), "expected_before": expected}
 

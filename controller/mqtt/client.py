@@ -24,7 +24,7 @@ import queue
 import random
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,7 +168,7 @@ class Will:
     retain: bool = True
 
 
-def backoff_delays(minimum: float, maximum: float, rng: random.Random) -> Any:
+def backoff_delays(minimum: float, maximum: float, rng: random.Random) -> Iterator[float]:
     """Capped exponential backoff with full jitter: uniform(min, min(max, min * 2**n))."""
     ceiling = minimum
     while True:

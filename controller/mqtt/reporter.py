@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import structlog
 
 from controller.clock import Clock
-from controller.ledger import CommandMemory, Ledger
+from controller.ledger import CommandMemory, Ledger, OutboxRow
 from controller.mqtt.client import InboundMessage, MqttClient, MqttSettings, PublishHandle, Will
 from controller.mqtt.commands import CommandProcessor, CommandRegistry, CommandResult, Replaying, Republished
 from schemas.models import (
@@ -89,9 +89,9 @@ class Reporter:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._cursor = 0  # highest seq handed to the client since the last rewind
-        self._ahead: collections.deque[Any] = collections.deque()  # rows read after _cursor, not yet sent
+        self._ahead: collections.deque[OutboxRow] = collections.deque()  # read after _cursor, not yet sent
         self._inflight: dict[int, PublishHandle] = {}
-        self._refused: dict[int, tuple[Any, float, str]] = {}  # seq -> (row, retry at, reason)
+        self._refused: dict[int, tuple[OutboxRow, float, str]] = {}  # seq -> (row, retry at, reason)
         self._need_state = False
         self._state_due = 0.0  # monotonic time by which a pending state change is published anyway
         self._session = 0
@@ -291,14 +291,14 @@ class Reporter:
     def _refill_at(self) -> int:
         return max(1, self.settings.inflight_window // 4)
 
-    def _send_row(self, row: Any) -> None:
+    def _send_row(self, row: OutboxRow) -> None:
         assert self.client is not None
         handle = self.client.publish(topic(self._uid, "event", row.event_type), row.payload, qos=1,
                                      resend=False)
         self._inflight[row.seq] = handle
         handle.add_done_callback(functools.partial(self._row_done, row))
 
-    def _row_done(self, row: Any, handle: PublishHandle) -> None:
+    def _row_done(self, row: OutboxRow, handle: PublishHandle) -> None:
         """Runs on the client's ack thread: bookkeeping and the next read-ahead row into the freed slot;
         alarms are raised and the outbox is read by the worker."""
         result = handle.result

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import serial
 import structlog
@@ -213,7 +213,7 @@ class SerialPort:
             _close_quietly(port)
 
 
-def _close_quietly(port: Any) -> None:
+def _close_quietly(port: PortLike) -> None:
     cancel = getattr(port, "cancel_read", None)  # wake a reader blocked in read() at once
     if cancel is not None:
         try:

@@ -37,7 +37,7 @@ class SimRig:
         self.sim.start()
         self.board = SerialBoard.from_port(controller_end, reply_timeout=5.0)
         self.ctx = DiagContext(board=None, config=config)
-        self.board.start(self.ctx.on_event)
+        self.ctx.info = self.board.start(self.ctx.on_event)
         self.ctx.board = self.board
 
     def set_door(self, is_open: bool) -> None:
