@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller import control_socket
 from controller.config import ConfigError, UnitConfig, load_config
@@ -33,7 +33,8 @@ from controller.diag.run import report_context, run_check
 from controller.serial.board_api import BoardError
 from controller.serial.board_link import SerialBoard
 
-Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+if TYPE_CHECKING:  # argparse's subparsers action is generic only to the type checker
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 EPILOG = ("exit codes: 0 all passed, 1 board link or ping, 2 usage or config, " + ", ".join(
     f"{code} {family}" for family, code in EXIT_CODES.items() if code > 2) + ", 70 internal error; "
     "see docs/technician.md")
