@@ -28,6 +28,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from controller.errors import ControllerError
+
 MAX_IMAGE = 1024 * 1024
 MAX_FILES = 32
 MAX_FILE = 64 * 1024
@@ -37,7 +39,7 @@ VERSION = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,4}$")
 MODEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,39}$")
 
 
-class BundleError(Exception):
+class BundleError(ControllerError):
     """A bundle that cannot be made, read or trusted; the message says what was expected and what came."""
 
 

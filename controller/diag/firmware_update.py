@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from controller.diag.firmware_bundle import Bundle, parse_version
+from controller.errors import ControllerError
 from controller.serial.board_api import BoardError, BoardEvent, BoardRebooted
 from controller.serial.board_link import SerialBoard
 from firmware_py import codec
@@ -28,11 +29,11 @@ log = structlog.get_logger("controller.firmware")
 ChunkFilter = Callable[[int, int, bytes], bytes]  # (file index, offset, data) -> data sent
 
 
-class UpdateRefused(Exception):
+class UpdateRefused(ControllerError):
     """Refused before anything was sent; the board runs what it ran."""
 
 
-class UpdateFailed(Exception):
+class UpdateFailed(ControllerError):
     """The board refused a step, lost power or rolled back; the message says which and what runs now."""
 
 

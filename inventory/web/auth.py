@@ -30,6 +30,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from inventory.accounts import role_allows
 from inventory.audit import Actor
 from inventory.config import ROLES, SsoSettings
+from inventory.errors import InventoryError
 from inventory.web.deps import Ctx, WebContext
 
 SESSION_COOKIE = "nalox_session"
@@ -39,7 +40,7 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
-class NotSignedIn(Exception):
+class NotSignedIn(InventoryError):
     """No valid session, token or SSO header."""
 
     def __init__(self, reason: str) -> None:
@@ -47,7 +48,7 @@ class NotSignedIn(Exception):
         self.reason = reason
 
 
-class Forbidden(Exception):
+class Forbidden(InventoryError):
     """Signed in, but the action needs a higher role, or the CSRF token is missing or wrong."""
 
     def __init__(self, message: str, needed_role: str | None = None, your_role: str | None = None) -> None:

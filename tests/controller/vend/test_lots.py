@@ -150,7 +150,7 @@ def test_a_recalled_lot_stops_vending_at_once_and_stays_held_across_a_restart(tm
             reason="FDA R-1",
             by="pharmacist",
         )
-        out = r.daemon.handle_command("lot_hold", cmd)
+        out = r.daemon.run_command(cmd).model_dump()
         assert out == {"lot": "RECALLED", "held": True, "changed": True, "kits_here": 3}
         state = r.daemon.snapshot_state()
         assert [(h.lot, h.kind, h.by) for h in state.holds] == [("RECALLED", "recall", "pharmacist")]
@@ -162,7 +162,7 @@ def test_a_recalled_lot_stops_vending_at_once_and_stays_held_across_a_restart(tm
         vend(r)
         assert [e.lot for e in r.events("dispense")] == ["GOOD", "GOOD"], "the hold survived the restart"
         release = cmd.model_copy(update={"command_id": "c2", "hold": False, "reason": "withdrawn"})
-        r.daemon.handle_command("lot_hold", release)
+        r.daemon.run_command(release)
         assert not r.daemon.ledger.alarm_active("lot_held_1")
         vend(r)
         assert [e.lot for e in r.events("dispense")][-1] == "RECALLED"  # earliest expiry again
