@@ -161,12 +161,9 @@ def outbox_drain(port: int, sizes: Sizes) -> dict[str, Any]:
 
 def unit_inflight_window() -> int:
     """The reporter's default in-flight window, so the baseline publisher gets the same one."""
-    try:
-        from controller.mqtt.client import MqttSettings
+    from controller.mqtt.client import MqttSettings
 
-        return int(MqttSettings().inflight_window)
-    except ImportError:
-        return 100
+    return int(MqttSettings().inflight_window)
 
 
 def central_ingest(port: int, sizes: Sizes) -> dict[str, Any]:

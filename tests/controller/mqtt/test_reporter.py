@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -147,13 +148,23 @@ def _cmd(command_id: str, issued_at: str | None = None, **fields: object) -> str
     return json.dumps({"command_id": command_id, "issued_at": issued, **fields})
 
 
+@contextmanager
+def commanding(make_reporter: Callable[..., Reporter], broker: Broker, unit_id: str, responses: str,
+               **overrides: object) -> Iterator[tuple[StandInUnit, Reporter, Watcher]]:
+    """A connected reporter for a stand-in unit, and an operator's client watching `responses`."""
+    unit = StandInUnit(unit_id, RealClock())
+    reporter = make_reporter(unit=unit, **overrides).start()
+    assert reporter.client is not None and reporter.client.wait_connected(5)
+    ops = Watcher(broker.port, [f"nalox/v1/{unit_id}/{responses}"])
+    try:
+        yield unit, reporter, ops
+    finally:
+        ops.close()
+
+
 def test_each_command_is_answered_on_its_response_topic(
     make_reporter: Callable[..., Reporter], broker: Broker, unit_id: str
 ) -> None:
-    unit = StandInUnit(unit_id, RealClock())
-    reporter = make_reporter(unit=unit).start()
-    assert reporter.client is not None and reporter.client.wait_connected(5)
-    ops = Watcher(broker.port, [f"nalox/v1/{unit_id}/cmd_response/#"])
     expiry = (RealClock().now() + timedelta(days=300)).date().isoformat()
     cases = {
         "restock": ({"column": 1, "count": 20, "counted_before": 3}, "ok"),
@@ -165,7 +176,7 @@ def test_each_command_is_answered_on_its_response_topic(
         "diag": ({}, "ok"),
         "test_vend": ({"column": 1}, "error"),  # the stand-in is not in service mode
     }
-    try:
+    with commanding(make_reporter, broker, unit_id, "cmd_response/#") as (unit, _, ops):
         for i, (name, (fields, expected)) in enumerate(cases.items()):
             reply_to = f"nalox/v1/{unit_id}/cmd_response/ops-{i}"
             ops.publish(
@@ -181,18 +192,12 @@ def test_each_command_is_answered_on_its_response_topic(
             assert (answer.command_id, answer.status) == (f"c-{name}", expected), answer
         assert [n for n, _ in unit.commands] == ["restock", "set_lot", "lock", "unlock", "diag", "test_vend"]
         assert "service mode" in (answer.reason or "")
-    finally:
-        ops.close()
 
 
 def test_repeated_command_is_answered_again_without_acting(
     make_reporter: Callable[..., Reporter], broker: Broker, unit_id: str
 ) -> None:
-    unit = StandInUnit(unit_id, RealClock())
-    reporter = make_reporter(unit=unit).start()
-    assert reporter.client is not None and reporter.client.wait_connected(5)
-    ops = Watcher(broker.port, [f"nalox/v1/{unit_id}/cmd_response/#"])
-    try:
+    with commanding(make_reporter, broker, unit_id, "cmd_response/#") as (unit, _, ops):
         answers = []
         for _ in range(3):
             ops.publish(
@@ -203,8 +208,6 @@ def test_repeated_command_is_answered_again_without_acting(
             answers.append(ops.next(f"nalox/v1/{unit_id}/cmd_response/x").payload)
         assert len(set(answers)) == 1 and json.loads(answers[0])["status"] == "ok"
         assert [n for n, _ in unit.commands] == ["lock"]
-    finally:
-        ops.close()
 
 
 @pytest.mark.parametrize(
@@ -213,10 +216,6 @@ def test_repeated_command_is_answered_again_without_acting(
 def test_bad_commands_are_refused_with_a_reason(
     make_reporter: Callable[..., Reporter], broker: Broker, unit_id: str, case: str
 ) -> None:
-    unit = StandInUnit(unit_id, RealClock())
-    reporter = make_reporter(unit=unit, command_max_age_s=60).start()
-    assert reporter.client is not None and reporter.client.wait_connected(5)
-    ops = Watcher(broker.port, [f"nalox/v1/{unit_id}/cmd_response"])
     now = RealClock().now()
     name, payload, retain, expected = {
         "retained": ("lock", _cmd("r1"), True, "retained"),
@@ -227,15 +226,16 @@ def test_bad_commands_are_refused_with_a_reason(
         "not-json": ("lock", "lock it", False, "JSON"),
         "bad-field": ("restock", _cmd("b1", column=0, count=5), False, "column"),
     }[case]
-    try:
-        ops.publish(f"nalox/v1/{unit_id}/cmd/{name}", payload, retain=retain).wait_for_publish(5)
-        answer = CommandResponse.model_validate_json(ops.next(f"nalox/v1/{unit_id}/cmd_response").payload)
-        assert answer.status == "error" and expected in (answer.reason or ""), answer
-        assert unit.commands == [] and reporter.connected
-    finally:
-        if retain:
-            ops.publish(f"nalox/v1/{unit_id}/cmd/{name}", b"", retain=True).wait_for_publish(5)
-        ops.close()
+    refusals = commanding(make_reporter, broker, unit_id, "cmd_response", command_max_age_s=60)
+    with refusals as (unit, reporter, ops):
+        try:
+            ops.publish(f"nalox/v1/{unit_id}/cmd/{name}", payload, retain=retain).wait_for_publish(5)
+            answer = CommandResponse.model_validate_json(ops.next(f"nalox/v1/{unit_id}/cmd_response").payload)
+            assert answer.status == "error" and expected in (answer.reason or ""), answer
+            assert unit.commands == [] and reporter.connected
+        finally:
+            if retain:
+                ops.publish(f"nalox/v1/{unit_id}/cmd/{name}", b"", retain=True).wait_for_publish(5)
 
 
 def test_response_topic_outside_the_unit_goes_to_the_default(
