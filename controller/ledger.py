@@ -678,11 +678,16 @@ class Ledger:
             return False
         src = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
-            session = src.execute("SELECT value FROM reporter_meta WHERE key='session'").fetchone()
-            have = {r[1] for r in src.execute("PRAGMA table_info(command_answers)")}
-            extra = [c if c in have else "NULL" for c in ("issued_by", "command", "answered_at")]
-            answers = list(src.execute(f"SELECT command_id, name, answer, {', '.join(extra)} "
-                                       "FROM command_answers ORDER BY n"))
+            tables = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            session = None
+            if "reporter_meta" in tables:
+                session = src.execute("SELECT value FROM reporter_meta WHERE key='session'").fetchone()
+            answers: list[tuple[Any, ...]] = []
+            if "command_answers" in tables:
+                have = {r[1] for r in src.execute("PRAGMA table_info(command_answers)")}
+                extra = [c if c in have else "NULL" for c in ("issued_by", "command", "answered_at")]
+                answers = list(src.execute(f"SELECT command_id, name, answer, {', '.join(extra)} "
+                                           "FROM command_answers ORDER BY n"))
         except sqlite3.Error as exc:
             raise LedgerError(f"{path}: expected the reporter's state file of an earlier version, "
                               f"found {exc}") from None
