@@ -192,8 +192,7 @@ def test_a_hot_day_holds_the_exposed_lot_with_an_alarm_and_a_clear_reason(tmp_pa
         assert seg.exposure.mkt_c is not None and abs(seg.exposure.mkt_c - 34.0) < 0.01  # all 7 h at 34
         vend(r)
         assert r.events("dispense") == [] and r.board.per_column[1] == 0
-        r.daemon.handle_command(
-            "lot_hold",
+        r.daemon.run_command(
             LotHoldCommand(
                 command_id="h1", issued_at=r.clock.now(), lot="SUMMER", hold=False, reason="tested", by="qa"
             ),
