@@ -70,7 +70,31 @@ def evaluate(
             )
             for sev, code, msg in u.alarms
         ]
+    sites = {u.unit: u.site for u in units}
+    wanted += _refused(store.quarantine_summary(), sites)
     return wanted
+
+
+def _refused(summary: dict[tuple[str, str], int], sites: dict[str, str]) -> list[Wanted]:
+    """One alert per unit and refusal reason while refused messages sit in quarantine (so a flood of
+    refusals raises one alert, not one per message); a unit speaking for another is critical."""
+    out = []
+    for (unit, reason), n in sorted(summary.items()):
+        speaking_for_another = reason == "unit_mismatch"
+        out.append(
+            Wanted(
+                f"refused:{reason}:{unit}",
+                unit,
+                sites.get(unit),
+                "refused_messages",
+                "critical" if speaking_for_another else "warning",
+                f"{unit}: {n} message(s) refused ({reason.replace('_', ' ')})"
+                + ("; the unit spoke for another unit: its certificate may be stolen" if speaking_for_another
+                   else "")
+                + "; see the quarantine (/api/quarantine) to release or accept them",
+            )
+        )
+    return out
 
 
 def _w(kind: str, u: UnitView, severity: str, message: str, suffix: str = "") -> Wanted:

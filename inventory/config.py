@@ -139,6 +139,22 @@ class IngestSettings(Section):
     )
     max_payload_bytes: int = Field(default=65536, ge=256)
     batch_size: int = Field(default=200, ge=1, le=10_000)
+    max_future_s: float = Field(
+        default=900.0, ge=0, description="refuse (quarantine) a payload whose ts is further ahead of receipt"
+    )
+    max_past_days: float = Field(
+        default=400.0, gt=0, description="refuse (quarantine) a payload whose ts is older than this"
+    )
+    replay_backoff_max_s: float = Field(
+        default=1800.0, gt=0, description="longest wait between two replay requests for one gap"
+    )
+    quarantine_per_unit: int = Field(
+        default=500, ge=1, le=100_000, description="open quarantine rows per unit; more only count up"
+    )
+    queue_max: int = Field(
+        default=2000, ge=10, le=65535,
+        description="messages in flight to the ingest (MQTT v5 receive maximum): the broker holds the rest",
+    )
 
 
 class EnrollmentSettings(Section):
@@ -334,6 +350,11 @@ commands_client_id = "nalox-dashboard"   # staff commands from the dashboard go 
 gap_timeout_s = 30        # a missing seq not filled within this time is asked for again (cmd/replay)
 max_payload_bytes = 65536
 batch_size = 200
+max_future_s = 900        # a ts further ahead of receipt is refused and quarantined
+max_past_days = 400       # ... and one older than this
+replay_backoff_max_s = 1800  # replay requests for one gap wait 30 s, 60 s, 120 s ... up to this
+quarantine_per_unit = 500 # open quarantine rows per unit; past it the newest row counts up
+queue_max = 2000          # messages in flight to the ingest; the broker holds the rest (back-pressure)
 
 [enrollment]
 from_state = false        # true: a unit not listed below is enrolled by its first retained state

@@ -10,6 +10,7 @@ database, publishes `nalox/v1/<unit>/ack`, and asks for a replay when a gap outl
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from inventory.errors import InventoryError
 from inventory.store import SeqProgress, Store, Tx
 from schemas.models import (
     EVENT_TYPES,
+    MAX_SEQ,
     SCHEMA_VERSION,
     TOPIC_ROOT,
     Ack,
@@ -44,6 +46,7 @@ from schemas.models import (
 
 REJECT_REASONS = (
     "oversized",
+    "ts_out_of_window",
     "bad_topic",
     "malformed_json",
     "unknown_schema_version",
@@ -53,6 +56,9 @@ REJECT_REASONS = (
     "unknown_unit",
     "internal_error",
 )
+
+EVENT_ID = re.compile(r"[A-Za-z0-9_.:-]{8,64}")
+FIELD = re.compile(r"[a-z_]{1,40}")  # a field name of ours in an error's location (else "?")
 
 # publish(topic, payload, qos, response_topic, correlation, expiry_s)
 Publish = Callable[[str, bytes, int, str | None, bytes | None, int | None], None]
@@ -79,23 +85,50 @@ class Parsed:
 
 @dataclass(frozen=True)
 class Rejected:
+    """A refusal: the reason and our own words about it, never the payload's content (a refused payload
+    may carry anything: it reaches no log, table or API). `seq` and `event_id` only when they are
+    well-formed, so staff can release the event or accept it as a gap."""
+
     reason: str
     detail: str
     unit: str | None = None
+    size: int = 0
+    seq: int | None = None
+    event_id: str | None = None
 
 
 class Refused(InventoryError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail
+        self.seq: int | None = None
+        self.event_id: str | None = None
 
 
-def classify(msg: Incoming, max_bytes: int) -> Parsed | Rejected:
-    """Topic + payload -> a typed model, or the reason it is refused."""
+@dataclass(frozen=True)
+class Window:
+    """How far a payload's `ts` may lie from the time it was received."""
+
+    now: datetime
+    max_future_s: float
+    max_past_s: float
+
+
+def classify(msg: Incoming, max_bytes: int, window: Window | None = None) -> Parsed | Rejected:
+    """Topic + payload -> a typed, normalised model, or the reason it is refused."""
     try:
-        return _classify(msg, max_bytes)
+        return _classify(msg, max_bytes, window)
     except Refused as r:
-        return Rejected(r.reason, r.detail, _topic_unit(msg.topic))
+        return Rejected(r.reason, r.detail, _topic_unit(msg.topic), len(msg.payload), r.seq, r.event_id)
+
+
+def _identity(obj: dict[str, Any], r: Refused) -> None:
+    """The refused event's seq and event_id, when they are well-formed (never other content)."""
+    seq, eid = obj.get("seq"), obj.get("event_id")
+    if isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq <= MAX_SEQ:
+        r.seq = seq
+    if isinstance(eid, str) and EVENT_ID.fullmatch(eid):
+        r.event_id = eid
 
 
 def _topic_unit(t: str) -> str | None:
@@ -103,31 +136,63 @@ def _topic_unit(t: str) -> str | None:
     return parts[2] if len(parts) >= 4 and "/".join(parts[:2]) == TOPIC_ROOT else None
 
 
-def _classify(msg: Incoming, max_bytes: int) -> Parsed:
+def _classify(msg: Incoming, max_bytes: int, window: Window | None) -> Parsed:
     if len(msg.payload) > max_bytes:
         raise Refused("oversized", f"expected at most {max_bytes} bytes, got {len(msg.payload)}")
     kind, unit, etype = _parse_topic(msg.topic)
     try:
         text = msg.payload.decode("utf-8")
         obj = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        if isinstance(e, UnicodeDecodeError):
+            where = f"at byte {e.start}"
+        elif isinstance(e, json.JSONDecodeError):
+            where = f"at line {e.lineno} column {e.colno}"
+        else:
+            where = "nested too deep"
         raise Refused(
-            "malformed_json", f"expected a UTF-8 JSON object, got {msg.payload[:40]!r} ({e})"
-        ) from e
+            "malformed_json", f"expected a UTF-8 JSON object of {len(msg.payload)} bytes, it breaks {where}"
+        ) from None
     if not isinstance(obj, dict):
         raise Refused("malformed_json", f"expected a JSON object, got {type(obj).__name__}")
-    version = obj.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise Refused("unknown_schema_version", f"expected schema_version {SCHEMA_VERSION}, got {version!r}")
-    model = _validate(kind, text)
-    payload_unit = getattr(model, "unit", unit)
-    if payload_unit != unit:
-        raise Refused("unit_mismatch", f"topic is for unit {unit!r}, payload says {payload_unit!r}")
-    if kind == "event" and getattr(model, "type", None) != etype:
+    try:
+        version = obj.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise Refused(
+                "unknown_schema_version", f"expected schema_version {SCHEMA_VERSION}, got another"
+            )
+        model = _validate(kind, text)
+        payload_unit = getattr(model, "unit", unit)
+        if payload_unit != unit:
+            raise Refused("unit_mismatch", f"topic is for unit {unit!r}, the payload names another unit")
+        if kind == "event" and getattr(model, "type", None) != etype:
+            raise Refused("type_mismatch", f"topic is event/{etype}, the payload's type differs")
+        _check_window(model, window)
+    except Refused as r:
+        if kind == "event":
+            _identity(obj, r)
+        raise
+    # the validated model, normalised (defaults filled in, lax input such as "3" for 3 made typed):
+    # what is stored and what every page reads, never the text that came
+    return Parsed(kind, unit, model, model.model_dump_json())
+
+
+def _check_window(model: pydantic.BaseModel, window: Window | None) -> None:
+    ts = getattr(model, "ts", None)
+    if window is None or not isinstance(ts, datetime):
+        return
+    ahead = (ts - window.now).total_seconds()
+    if ahead > window.max_future_s:
         raise Refused(
-            "type_mismatch", f"topic is event/{etype}, payload type is {getattr(model, 'type', None)!r}"
+            "ts_out_of_window",
+            f"expected ts at most {window.max_future_s:.0f} s after receipt, got {ahead:.0f} s ahead",
         )
-    return Parsed(kind, unit, model, text)
+    if -ahead > window.max_past_s:
+        raise Refused(
+            "ts_out_of_window",
+            f"expected ts at most {window.max_past_s / 86400:.0f} days before receipt, "
+            f"got {-ahead / 86400:.0f} days",
+        )
 
 
 def _parse_topic(t: str) -> tuple[str, str, str | None]:
@@ -159,9 +224,12 @@ def _validate(kind: str, text: str) -> pydantic.BaseModel:
         model = models[kind]
         return model.model_validate_json(text)
     except pydantic.ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise Refused("invalid_payload", f"{kind}: field {where}: {err['msg']}") from e
+        err = e.errors(include_input=False, include_url=False)[0]
+        parts = [x if isinstance(x, int) or FIELD.fullmatch(x) else "?" for x in err["loc"]]
+        if err["type"] == "extra_forbidden":
+            parts[-1:] = ["<a field the schema does not have>"]
+        where = ".".join(str(x) for x in parts)[:200]
+        raise Refused("invalid_payload", f"{kind}: field {where}: {err['msg'][:300]}") from None
 
 
 @dataclass
@@ -169,6 +237,7 @@ class Gap:
     acked: int
     since: float
     requested_at: float | None = None
+    requests: int = 0  # replay requests sent for this gap: each waits twice as long, capped
 
 
 @dataclass
@@ -204,7 +273,9 @@ class Ingestor:
     # ---------------------------------------------------------------- batch
     def process(self, msgs: Sequence[Incoming]) -> BatchResult:
         """Classify and commit one batch. Raises only when the database itself fails (nothing committed)."""
-        items = [(m, classify(m, self.config.ingest.max_payload_bytes)) for m in msgs]
+        cfg = self.config.ingest
+        window = Window(self.clock.now(), cfg.max_future_s, cfg.max_past_days * 86400)
+        items = [(m, classify(m, cfg.max_payload_bytes, window)) for m in msgs]
         items.sort(key=lambda it: _order(it[1]))
         for attempt in range(5):
             try:
@@ -225,9 +296,17 @@ class Ingestor:
             try:
                 self.process([m])
             except Exception as e:
-                self.log.exception("message_failed", topic=m.topic[:200], error=repr(e))
+                # the error's type only: its text may quote the payload
+                self.log.error("message_failed", topic=m.topic[:200], error=type(e).__name__,
+                               bytes=len(m.payload))
                 with self.store.tx() as tx:  # raises again if the database itself is the problem
-                    self.store.count_reject(tx, "internal_error", m.topic, repr(e), self.clock.now())
+                    now = self.clock.now()
+                    self.store.count_reject(tx, "internal_error", m.topic, type(e).__name__, now)
+                    unit = _topic_unit(m.topic)
+                    if unit is not None:
+                        self.store.quarantine(tx, unit, m.topic, "internal_error", type(e).__name__,
+                                              len(m.payload), None, None, now,
+                                              self.config.ingest.quarantine_per_unit)
 
     def _commit(self, items: list[tuple[Incoming, Parsed | Rejected]]) -> BatchResult:
         """Rows are locked in one global order by every writer (units rows by unit, then events by
@@ -240,7 +319,9 @@ class Ingestor:
         with self.store.tx() as tx:
             for msg, c in items:
                 if isinstance(c, Parsed) and c.kind != "response" and not self._admit(tx, c, now):
-                    c = Rejected("unknown_unit", f"expected an enrolled unit, got {c.unit!r}", c.unit)
+                    c = Rejected(
+                        "unknown_unit", f"expected an enrolled unit, got {c.unit!r}", c.unit, len(msg.payload)
+                    )
                 if isinstance(c, Rejected):
                     refused.append((msg, c))
                 elif c.kind == "event":
@@ -253,6 +334,9 @@ class Ingestor:
                 self.store.flag_reused_seq(tx, unit, seq, now)
             for msg, r in sorted(refused, key=lambda mr: mr[1].reason):
                 self.store.count_reject(tx, r.reason, msg.topic, r.detail, now)
+                if r.unit is not None:
+                    self.store.quarantine(tx, r.unit, msg.topic, r.reason, r.detail, r.size, r.seq,
+                                          r.event_id, now, self.config.ingest.quarantine_per_unit)
             result.rejected = len(refused)
             self.store.bump_many(
                 tx,
@@ -263,7 +347,10 @@ class Ingestor:
                 },
             )
         for msg, r in refused:
-            self.log.warning("ingest_refused", reason=r.reason, detail=r.detail, topic=msg.topic[:200])
+            self.log.warning(
+                "ingest_refused", reason=r.reason, detail=r.detail, topic=msg.topic[:200], bytes=r.size,
+                seq=r.seq,
+            )
         return result
 
     def _admit(self, tx: Tx, c: Parsed, now: datetime) -> bool:
@@ -443,15 +530,27 @@ class Ingestor:
             self._progress(p, announce=False)
 
     def _request_replays(self) -> list[ReplayCommand]:
-        timeout, now, sent = self.config.ingest.gap_timeout_s, self.clock.monotonic(), []
+        """Ask for what is missing after gap_timeout_s, then after twice as long each time, capped at
+        replay_backoff_max_s. Never while the next missing seq sits in quarantine: the same event
+        would be refused again; staff release it (after upgrading central) or accept it as a gap."""
+        cfg = self.config.ingest
+        timeout, now, sent = cfg.gap_timeout_s, self.clock.monotonic(), []
+
+        def wait(g: Gap) -> float:
+            return float(min(timeout * 2 ** min(g.requests, 30), max(cfg.replay_backoff_max_s, timeout)))
+
         with self._lock:
             due = [
                 (u, g)
                 for u, g in self._gaps.items()
-                if now - g.since >= timeout and (g.requested_at is None or now - g.requested_at >= timeout)
+                if now - g.since >= timeout and (g.requested_at is None or now - g.requested_at >= wait(g))
             ]
+        held = self.store.quarantined_seqs([u for u, _ in due]) if due else {}
+        due = [(u, g) for u, g in due if g.acked + 1 not in held.get(u, set())]
+        with self._lock:
             for _, g in due:
                 g.requested_at = now
+                g.requests += 1
         for unit, g in due:
             cmd = ReplayCommand(
                 command_id=f"replay-{uuid.uuid4().hex[:16]}", issued_at=self.clock.now(), from_seq=g.acked + 1
@@ -464,7 +563,10 @@ class Ingestor:
                 cmd.command_id.encode(),
                 int(max(timeout * 2, 60)),
             )
-            self.log.warning("replay_requested", unit=unit, from_seq=g.acked + 1, command_id=cmd.command_id)
+            self.log.warning(
+                "replay_requested", unit=unit, from_seq=g.acked + 1, command_id=cmd.command_id,
+                request=g.requests,
+            )
             sent.append(cmd)
             self.replays_requested += 1
         return sent

@@ -370,4 +370,27 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         "kits dispensed per lot kept at ingest (the lots page read every dispense event)",
         [*rollups.LOT_SQL, lambda tx, dialect: rollups.rebuild_lots(tx)],
     ),
+    (
+        12,
+        "quarantine: refused messages kept with their reason and size (never their content)",
+        [
+            """CREATE TABLE quarantine (
+            id BIGINT PRIMARY KEY,
+            unit TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            size BIGINT NOT NULL,
+            seq BIGINT,
+            event_id TEXT,
+            first_at TEXT NOT NULL,
+            last_at TEXT NOT NULL,
+            count BIGINT NOT NULL DEFAULT 1,
+            state TEXT NOT NULL DEFAULT 'open',
+            resolved_at TEXT,
+            resolution TEXT
+        )""",
+            "CREATE INDEX quarantine_open ON quarantine (state, unit, seq)",
+        ],
+    ),
 ]

@@ -67,7 +67,9 @@ class IngestWorker:
         self.subscribed = threading.Event()
         self.ingestor = Ingestor(store, config, clock, self.publish, client_id)
         self.connected = threading.Event()
-        self._queue: queue.Queue[Incoming] = queue.Queue()
+        # bounded: QoS 1 is bounded already by the receive maximum; QoS 0 (telemetry) past it is dropped
+        self._queue: queue.Queue[Incoming] = queue.Queue(maxsize=2 * config.ingest.queue_max)
+        self.dropped_qos0 = 0
         self._generation = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"ingest-{client_id}", daemon=True)
@@ -77,6 +79,9 @@ class IngestWorker:
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.settings.session_expiry_s
+        # back-pressure: the broker sends at most queue_max unacknowledged QoS 1 messages (we ack after
+        # the commit); the rest wait in the broker's bounded queue for this session, not in our memory
+        props.ReceiveMaximum = self.config.ingest.queue_max
         self.client.connect_async(
             self.settings.host,
             self.settings.port,
@@ -151,7 +156,19 @@ class IngestWorker:
             t = msg.topic
         except UnicodeDecodeError:
             t = "<invalid utf-8 topic>"
-        self._queue.put(Incoming(t, bytes(msg.payload), msg.mid, msg.qos, self._generation))
+        m = Incoming(t, bytes(msg.payload), msg.mid, msg.qos, self._generation)
+        if msg.qos == 0:
+            try:
+                self._queue.put_nowait(m)
+            except queue.Full:
+                self.dropped_qos0 += 1  # telemetry: the next one will do
+            return
+        while not self._stop.is_set():  # blocks paho's reader: the broker keeps the rest
+            try:
+                self._queue.put(m, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     # ---------------------------------------------------------------- publishing
     def publish(

@@ -106,12 +106,24 @@ def funnel(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a string starting like a formula (`=`, `+`, `-`, `@`,
+    tab, carriage return; a site name comes from a unit's own state) gets a leading apostrophe.
+    Numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def to_csv(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: r[k] for k in fields})
+        w.writerow({k: cell(r[k]) for k in fields})
     return buf.getvalue()
 
 

@@ -60,6 +60,10 @@ def coarsen(dt: datetime, granularity_s: int) -> datetime:
     return datetime.fromtimestamp(t - t % granularity_s, UTC)
 
 
+class GapBeyondUnit(ValueError):
+    """accept-gap asked to give up on seqs the unit never reported."""
+
+
 class StoreError(InventoryError):
     """The database refused an operation or holds something unexpected."""
 
@@ -448,10 +452,17 @@ class Store:
         """An operator's decision: seqs up to `through_seq` that never came are given up on (the unit
         no longer has them). Recorded with the reason; returns how many seqs were given up on."""
         with self.tx() as tx:
-            row = tx.one("SELECT acked_seq FROM units WHERE unit = ?", (unit,))
+            row = tx.one("SELECT acked_seq, reported_last_seq FROM units WHERE unit = ?", (unit,))
             if row is None:
                 raise StoreError(f"expected a known unit id, got {unit!r}")
             acked = int(row[0])
+            top = tx.one("SELECT MAX(seq) FROM events WHERE unit = ?", (unit,))
+            bound = max(int(row[1] or 0), int(top[0]) if top and top[0] is not None else 0)
+            if through_seq > bound:  # beyond what the unit has: it would refuse the ack (and prune nothing)
+                raise GapBeyondUnit(
+                    f"expected through_seq at most {bound} (the last seq unit {unit!r} reported or sent), "
+                    f"got {through_seq}"
+                )
             if through_seq <= acked:
                 return 0
             have = tx.one(
@@ -465,6 +476,95 @@ class Store:
             )
             tx.execute("UPDATE units SET acked_seq = ? WHERE unit = ?", (through_seq, unit))
         return through_seq - acked - (int(have[0]) if have else 0)
+
+    # ------------------------------------------------------------------ quarantine
+    def quarantine(
+        self, tx: Tx, unit: str, topic: str, reason: str, detail: str, size: int, seq: int | None,
+        event_id: str | None, now: datetime, per_unit: int,
+    ) -> None:
+        """Keep a refused message's reason, size and (when well-formed) seq and event_id. The same
+        refusal again (same unit, reason, seq and event_id) counts up its open row; past `per_unit`
+        open rows the unit's newest one counts up instead, so a flood cannot grow the table."""
+        same = tx.one(
+            "SELECT id FROM quarantine WHERE state = 'open' AND unit = ? AND reason = ? "
+            "AND COALESCE(seq, -1) = ? AND COALESCE(event_id, '') = ?",
+            (unit, reason, -1 if seq is None else seq, event_id or ""),
+        )
+        if same is None:
+            n = tx.one("SELECT COUNT(*) FROM quarantine WHERE state = 'open' AND unit = ?", (unit,))
+            if n is not None and int(n[0]) >= per_unit:
+                same = tx.one(
+                    "SELECT MAX(id) FROM quarantine WHERE state = 'open' AND unit = ?", (unit,)
+                )
+        if same is not None and same[0] is not None:
+            tx.execute(
+                "UPDATE quarantine SET count = count + 1, last_at = ? WHERE id = ?", (iso(now), same[0])
+            )
+            return
+        top = tx.one("SELECT MAX(id) FROM quarantine")
+        new_id = (int(top[0]) if top and top[0] is not None else 0) + 1
+        tx.execute(
+            "INSERT INTO quarantine (id, unit, topic, reason, detail, size, seq, event_id, first_at, "
+            "last_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (new_id, unit[:64], topic[:200], reason, detail[:500], size, seq, event_id, iso(now), iso(now)),
+        )
+
+    def quarantined(self, state: str | None = "open", unit: str | None = None, limit: int = 500,
+                    qid: int | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT id, unit, topic, reason, detail, size, seq, event_id, first_at, last_at, count, "
+               "state, resolved_at, resolution FROM quarantine WHERE 1 = 1")
+        args: list[Any] = []
+        if qid is not None:
+            sql += " AND id = ?"
+            args.append(qid)
+        if state is not None:
+            sql += " AND state = ?"
+            args.append(state)
+        if unit is not None:
+            sql += " AND unit = ?"
+            args.append(unit)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        with self.tx() as tx:
+            rows = tx.rows(sql, tuple(args))
+        keys = ("id", "unit", "topic", "reason", "detail", "size", "seq", "event_id", "first_at",
+                "last_at", "count", "state", "resolved_at", "resolution")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def quarantine_summary(self) -> dict[tuple[str, str], int]:
+        """Open quarantine per (unit, reason): how many refusals."""
+        with self.tx() as tx:
+            rows = tx.rows(
+                "SELECT unit, reason, SUM(count) FROM quarantine WHERE state = 'open' GROUP BY unit, reason"
+            )
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    def quarantined_seqs(self, units: Sequence[str]) -> dict[str, set[int]]:
+        out: dict[str, set[int]] = {}
+        with self.tx() as tx:
+            for unit in units:
+                rows = tx.rows(
+                    "SELECT seq FROM quarantine WHERE state = 'open' AND unit = ? AND seq IS NOT NULL",
+                    (unit,),
+                )
+                out[unit] = {int(r[0]) for r in rows}
+        return out
+
+    def resolve_quarantine(self, qid: int, state: str, resolution: str, now: datetime) -> dict[str, Any]:
+        """`released` (central was upgraded: ask the unit for it again) or `accepted` (given up)."""
+        if state not in ("released", "accepted"):
+            raise StoreError(f"expected released or accepted, got {state!r}")
+        with self.tx() as tx:
+            row = tx.one("SELECT state FROM quarantine WHERE id = ?", (qid,))
+            if row is None:
+                raise StoreError(f"expected a quarantine id, got {qid}")
+            if row[0] != "open":
+                raise StoreError(f"quarantine {qid} is already {row[0]}")
+            tx.execute(
+                "UPDATE quarantine SET state = ?, resolved_at = ?, resolution = ? WHERE id = ?",
+                (state, iso(now), resolution[:500], qid),
+            )
+        return self.quarantined(None, qid=qid)[0]
 
     def accepted_gaps(self, unit: str) -> list[dict[str, Any]]:
         with self.tx() as tx:

@@ -10,13 +10,17 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "nalox/v1"
 UnitId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 Column = Annotated[int, Field(ge=1, le=64)]
 Count = Annotated[int, Field(ge=0, le=100_000)]
+MAX_SEQ = 2**53  # a seq beyond this loses precision in JSON readers (JavaScript numbers) and is refused
+Seq = Annotated[int, Field(ge=1, le=MAX_SEQ)]
+# every timestamp a unit sends carries its zone (a naive one would be read as the server's local time)
+Timestamp = AwareDatetime
 
 
 class Payload(BaseModel):
@@ -33,7 +37,7 @@ class Status(Payload):
 
     state: Literal["online", "offline"]
     session: int = Field(ge=0)
-    ts: datetime
+    ts: Timestamp
 
 
 class LotExposure(Payload):
@@ -107,7 +111,7 @@ class AlarmState(Payload):
     code: str
     severity: Literal["info", "warning", "critical"] = "warning"
     message: str
-    since: datetime
+    since: Timestamp
     column: Column | None = None
 
 
@@ -117,7 +121,7 @@ class UnitState(Payload):
     schema_version: int = SCHEMA_VERSION
     unit: UnitId
     site: str
-    ts: datetime
+    ts: Timestamp
     mode: Literal["vending", "service", "locked", "starting"]
     firmware_version: str | None = None
     config_version: str
@@ -125,10 +129,13 @@ class UnitState(Payload):
     alarms: list[AlarmState] = []
     outbox_depth: int = Field(ge=0)
     outbox_oldest_age_s: float | None = None
-    last_seq: int = Field(ge=0)
+    last_seq: int = Field(ge=0, le=MAX_SEQ)
     temperature_c: float | None = None
     labels: dict[str, LabelRange] = Field(default={}, description="product -> its label storage range")
     holds: list[LotHold] = []
+    cert_not_after: Timestamp | None = Field(
+        default=None, description="when the unit's MQTT client certificate expires (central warns before)"
+    )
 
 
 class TemperatureSample(Payload):
@@ -142,7 +149,7 @@ class Telemetry(Payload):
     """`<unit>/telemetry`, QoS 0, periodic."""
 
     unit: UnitId
-    ts: datetime
+    ts: Timestamp
     temperature_c: float | None = None
     uptime_s: float = Field(ge=0)
     link: dict[str, int] = {}
@@ -158,8 +165,8 @@ class EventBase(Payload):
 
     schema_version: int = SCHEMA_VERSION
     event_id: str = Field(min_length=8, max_length=64)
-    seq: int = Field(ge=1)
-    ts: datetime
+    seq: Seq
+    ts: Timestamp
     unit: UnitId
 
 

@@ -99,6 +99,7 @@ def ingest_summary(store: Store) -> dict[str, Any]:
         "duplicates": c.get("events_duplicate", 0),
         "rejected": sum(r["count"] for r in rejects.values()),
         "by_reason": sorted((reason, r["count"]) for reason, r in rejects.items()),
+        "quarantined": sum(store.quarantine_summary().values()),
     }
 
 

@@ -47,8 +47,8 @@ class EventOut(BaseModel):
 
 
 class AcceptGap(BaseModel):
-    through_seq: int
-    reason: str
+    through_seq: int = Field(ge=1, le=2**53)
+    reason: str = Field(max_length=2000)
 
 
 class AcceptedGap(BaseModel):
@@ -153,6 +153,29 @@ class Funnel(BaseModel):
     kits_after_video: int
     kits: int
     vend_failure_rate: float
+
+
+class QuarantineOut(BaseModel):
+    """A refused message kept for staff: why and how big, never what it said."""
+
+    id: int
+    unit: str
+    topic: str
+    reason: str
+    detail: str
+    size: int = Field(description="bytes of the refused payload")
+    seq: int | None
+    event_id: str | None
+    first_at: str
+    last_at: str
+    count: int = Field(description="how often this refusal came")
+    state: str = Field(description="open, released or accepted")
+    resolved_at: str | None
+    resolution: str | None
+
+
+class QuarantineDecision(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000)
 
 
 class RejectOut(BaseModel):

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from inventory import commands, log
 from inventory.commands import CommandError
 from inventory.fleet import ColumnView, UnitView
+from inventory.store import GapBeyondUnit
 from inventory.views import bar_chart, daily_series, temperature_chart
 from inventory.web.alerts import form_of
 from inventory.web.auth import InventoryStaff, Operations, Principal, Viewer, require
@@ -226,14 +227,23 @@ def api_commands(ctx: Ctx, unit: str, limit: int = Query(20, ge=1, le=200)) -> l
 
 
 @api.post("/{unit}/accept-gap", response_model=AcceptGapOut)
-def accept_gap(ctx: Ctx, who: InventoryStaff, unit: str, body: AcceptGap) -> AcceptGapOut:
+def accept_gap(ctx: Ctx, who: InventoryStaff, request: Request, unit: str, body: AcceptGap) -> AcceptGapOut:
     """Give up on missing seqs up to `through_seq` (the unit no longer has them, e.g. after the
-    central database was restored from a backup). Recorded with the reason; acks resume past it."""
+    central database was restored from a backup). Recorded with the reason; acks resume past it.
+    `through_seq` may not pass the last seq the unit reported (409): an ack beyond it is refused by
+    the unit and would stop acks for good. Only a JSON body is taken (415): a cross-site form post
+    cannot send one without the browser asking first."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise HTTPException(415, f"expected Content-Type application/json, got {kind or 'none'!r}")
     acked_before = find_unit(ctx, unit).acked_seq
     if not body.reason.strip():
         raise HTTPException(422, "expected a reason for giving up on events, got an empty one")
     store = ctx.store
-    missing = store.accept_gap(unit, body.through_seq, body.reason.strip()[:500], ctx.clock.now())
+    try:
+        missing = store.accept_gap(unit, body.through_seq, body.reason.strip()[:500], ctx.clock.now())
+    except GapBeyondUnit as e:
+        raise HTTPException(409, str(e)) from e
     log.get("web").warning(
         "gap_accepted", unit=unit, through_seq=body.through_seq, missing=missing, reason=body.reason[:200]
     )

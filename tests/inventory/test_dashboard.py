@@ -230,6 +230,17 @@ def test_accept_gap_over_the_api(central: Service, broker: Broker) -> None:
                 ).status_code
                 == 422
             )
+            beyond = http.post(
+                "/api/units/unit-003/accept-gap", json={"through_seq": s.seq + 1, "reason": "too far"}
+            )
+            assert beyond.status_code == 409 and f"at most {s.seq}" in beyond.json()["detail"], beyond.text
+            form = http.post(  # what a cross-site form can send: no JSON content type
+                "/api/units/unit-003/accept-gap",
+                content=b'{"through_seq": 4, "reason": "csrf"}',
+                headers={"content-type": "text/plain"},
+            )
+            assert form.status_code == 415, form.text
+            assert http.get("/api/units/unit-003").json()["acked_seq"] == 3, "refused calls changed nothing"
             r = http.post(
                 "/api/units/unit-003/accept-gap", json={"through_seq": 4, "reason": "lost in a restore"}
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -12,7 +13,7 @@ from inventory.clock import FakeClock
 from inventory.config import CentralConfig
 from inventory.ingest import Incoming, Ingestor
 from inventory.migrations import MIGRATIONS
-from inventory.store import SqliteStore, Store
+from inventory.store import GapBeyondUnit, SqliteStore, Store
 from schemas.models import Ack, ReplayCommand, topic
 from tests.inventory.conftest import make_config, ts
 from tests.inventory.gen import UnitStream
@@ -175,8 +176,33 @@ def test_bad_input_is_refused_counted_and_never_stops_ingest(
     assert result.inserted == 2, "good messages in the same batch as bad ones are still stored"
     rejects = store.rejects()
     assert {r: v["count"] for r, v in rejects.items()} == {r: 1 for r in bad}
-    assert "expected schema_version 1, got 99" in rejects["unknown_schema_version"]["last_detail"]
+    assert "expected schema_version 1, got another" in rejects["unknown_schema_version"]["last_detail"]
     assert store.unit("unit-999") is None
+    held = {q["reason"]: q for q in store.quarantined()}
+    assert set(held) == set(bad), "every refusal with a unit in its topic is quarantined"
+    assert held["invalid_payload"]["seq"] == 2
+    assert held["invalid_payload"]["size"] == len(bad["invalid_payload"][1])
+    assert held["unit_mismatch"]["event_id"] == "unit-001-00000002"
+
+
+def test_a_refused_payload_content_reaches_no_table_log_or_counter(
+    store: Store, config: CentralConfig, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ing, _ = ingestor(store, config, clock)
+    t, good = good_event(seq=1)
+    obj = json.loads(good)
+    secret = "SECRET-Jane-Doe"
+    hostile = [
+        Incoming(t, f'{{"x": "{secret}"'.encode()),  # malformed: the first bytes were copied before
+        Incoming(t, json.dumps({**obj, "unit": "unit-002", "reason": secret}).encode()),
+        Incoming(t, json.dumps({**obj, secret: 1}).encode()),  # an unknown field named with content
+        Incoming(t, json.dumps({**obj, "schema_version": secret}).encode()),
+        Incoming(t, json.dumps({**obj, "lot": {"k": secret}}).encode()),
+        Incoming(t, json.dumps({**obj, "seq": "x", "event_id": secret + "/\\"}).encode()),
+    ]
+    assert ing.process(hostile).rejected == len(hostile)
+    dumped = json.dumps([store.rejects(), store.quarantined(None)])
+    assert secret not in dumped and secret not in capsys.readouterr().out
 
 
 def test_a_state_enrolls_an_unknown_unit_only_when_configured(store: Store, clock: FakeClock) -> None:
@@ -254,6 +280,21 @@ def test_an_operator_can_give_up_on_events_the_unit_no_longer_has(
     assert store.accepted_gaps(s.unit)[0]["from_seq"] == 3
     assert ing.tick() == [], "no more replay requests once the gap is accepted"
     assert store.accept_gap(s.unit, 4, "again", clock.now()) == 0, "nothing to give up below the ack"
+
+
+def test_accept_gap_never_passes_the_last_seq_the_unit_reported(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    ing, rec = ingestor(store, config, clock)
+    s = stream(seed=9, vends=2)
+    msgs = s.messages()
+    feed(ing, msgs[:1] + msgs[2:])
+    with pytest.raises(GapBeyondUnit, match=f"at most {s.seq}"):
+        store.accept_gap(s.unit, s.seq + 1, "beyond the unit", clock.now())
+    with pytest.raises(GapBeyondUnit):
+        store.accept_gap(s.unit, 10**15, "far beyond", clock.now())
+    assert store.advance_acked(s.unit).acked_seq == 1, "a refused accept-gap changes nothing"
+    assert store.accept_gap(s.unit, 2, "gone", clock.now()) >= 1
 
 
 def test_a_unit_whose_numbering_restarted_gets_no_more_acks(

@@ -1,0 +1,122 @@
+"""Issue 11 on the central side: payloads that validate but were never expected, bounds on seq and ts,
+the quarantine and its alerts, replay back-off, normalised storage, CSV cells against formulas."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from inventory.alerts import evaluate
+from inventory.clock import FakeClock
+from inventory.config import CentralConfig
+from inventory.fleet import fleet
+from inventory.ingest import Incoming
+from inventory.reports import cell, to_csv
+from inventory.store import Store
+from schemas.models import MAX_SEQ
+from tests.inventory.test_ingest import good_event, ingestor, stream
+
+
+def restock(seq: int, **changes: object) -> Incoming:
+    t, good = good_event(seq=seq)
+    return Incoming(t, json.dumps({**json.loads(good), **changes}).encode())
+
+
+def test_seq_beyond_2_pow_53_is_quarantined_not_counted(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    ing, _ = ingestor(store, config, clock)
+    r = ing.process([restock(1), restock(MAX_SEQ + 1, event_id="unit-001-huge-seq"), restock(10**15 * 10**4)])
+    assert (r.inserted, r.rejected) == (1, 2)
+    assert store.count_events(unit="unit-001") == 1
+    held = store.quarantined()
+    assert {q["reason"] for q in held} == {"invalid_payload"} and all(q["seq"] is None for q in held)
+    assert store.accept_gap("unit-001", 1, "nothing beyond", clock.now()) == 0
+
+
+def test_ts_without_zone_or_outside_the_window_is_quarantined(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    ing, rec = ingestor(store, config, clock)
+    now = clock.now()
+    naive = now.replace(tzinfo=None).isoformat()
+    r = ing.process([
+        restock(1, ts=naive),
+        restock(2, ts=(now + timedelta(days=365 * 73)).isoformat()),  # 2099
+        restock(3, ts="9999-12-31T23:59:59+00:00"),
+        restock(4, ts=(now - timedelta(days=401)).isoformat()),
+        restock(5, ts=(now + timedelta(seconds=60)).isoformat()),  # a clock a minute fast is fine
+    ])
+    assert (r.inserted, r.rejected) == (1, 4)
+    reasons = sorted(q["reason"] for q in store.quarantined())
+    assert reasons == ["invalid_payload", "ts_out_of_window", "ts_out_of_window", "ts_out_of_window"]
+    assert {q["seq"] for q in store.quarantined()} == {1, 2, 3, 4}
+
+
+def test_quarantine_raises_one_alert_per_unit_and_reason_critical_for_another_unit(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    ing, _ = ingestor(store, config, clock)
+    ing.process([restock(n, unit="unit-002") for n in range(1, 50)] + [restock(60, schema_version=7)])
+    wanted = {w.key: w for w in evaluate(fleet(store, clock.now()), store, config.alerts, clock.now())}
+    refused = {k: w for k, w in wanted.items() if w.kind == "refused_messages"}
+    assert set(refused) == {"refused:unit_mismatch:unit-001", "refused:unknown_schema_version:unit-001"}
+    assert refused["refused:unit_mismatch:unit-001"].severity == "critical"
+    assert "49 message(s)" in refused["refused:unit_mismatch:unit-001"].message
+    assert refused["refused:unknown_schema_version:unit-001"].severity == "warning"
+
+
+def test_quarantine_of_a_flood_stays_bounded(store: Store, clock: FakeClock) -> None:
+    from tests.inventory.conftest import make_config
+
+    config = make_config(ingest={"gap_timeout_s": 30, "quarantine_per_unit": 5})
+    ing, _ = ingestor(store, config, clock)
+    ing.process([restock(n, unit="unit-002") for n in range(1, 40)])
+    held = store.quarantined()
+    assert len(held) == 5 and sum(q["count"] for q in held) == 39
+
+
+def test_replays_back_off_and_wait_while_the_missing_event_is_quarantined(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    ing, rec = ingestor(store, config, clock)
+    s = stream(seed=3, vends=3)
+    msgs = s.messages()
+    ing.process([Incoming(t, p) for t, p in msgs[:2] + msgs[3:]])  # seq 3 missing
+    times = []
+    for second in range(0, 1000):
+        clock.advance(1)
+        if ing.tick():
+            times.append(second + 1)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert times[0] == 30 and gaps == [60, 120, 240, 480], times  # twice as long each time
+    # the missing event arrives but is refused (a field a newer unit adds): no more replay requests
+    t3, p3 = msgs[2]
+    ing.process([Incoming(t3, json.dumps({**json.loads(p3), "new_field": 1}).encode())])
+    assert [q["seq"] for q in store.quarantined()] == [3]
+    clock.advance(3600)
+    assert ing.tick() == [], "the same event would be refused again: wait for staff"
+    q = store.quarantined()[0]
+    store.resolve_quarantine(q["id"], "released", "central upgraded", clock.now())
+    clock.advance(3600)
+    assert [r.from_seq for r in ing.tick()] == [3], "released: the unit is asked for it again"
+
+
+def test_lax_input_is_stored_normalised_and_every_reader_copes(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    """`"added": "3"` passes lax validation; central stores the typed model, not the text."""
+    ing, _ = ingestor(store, config, clock)
+    assert ing.process([restock(1, added="3", stock_after="3")]).inserted == 1
+    (e,) = store.events("unit-001")
+    stored = json.loads(e.payload)
+    assert stored["added"] == 3 and stored["stock_after"] == 3 and stored["source"] == "local"
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_escaped() -> None:
+    assert [cell(v) for v in ("=HYPERLINK(1)", "+1", "-2", "@SUM", "\tx", "Site A", 5, -3)] == [
+        "'=HYPERLINK(1)", "'+1", "'-2", "'@SUM", "'\tx", "Site A", 5, -3,
+    ]
+    text = to_csv([{"site": "=cmd|' /C calc'!A0", "kits": 2}], ("site", "kits"))
+    assert text.splitlines()[1].startswith("'=cmd") or text.splitlines()[1].startswith("\"'=cmd")
+
