@@ -9,7 +9,7 @@ KIOSK_APT := espeak-ng fonts-dejavu-core fonts-wqy-microhei xvfb tesseract-ocr t
 APT_PACKAGES := $(KIOSK_APT) mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev gcc libc6-dev mpv ffmpeg chromium openssl systemd udev wrk curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-packages node-packages test lint demo bench bench-scale soak clean
+.PHONY: setup system-packages node-packages test lint demo bench bench-scale soak fuzz clean
 
 setup: system-packages node-packages $(STAMP)
 
@@ -58,6 +58,10 @@ bench-scale: setup
 
 soak: setup
 	$(BIN)/python -m nalox.soak --presses 3000 --seed $${SEED:-1}
+
+# atheris, 10^6 executions per target (deframer, codec, MQTT payload validation): about half an hour
+fuzz: setup
+	$(BIN)/python -m bench.fuzz all --runs $${FUZZ_RUNS:-1000000}
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info .pytest_cache .mypy_cache .ruff_cache
