@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from inventory.reports import cell as csv_cell
+
 Cell = tuple[int, int]  # (row, column) of the bordered table: the last row/column are the totals
 
 
@@ -159,5 +161,5 @@ def open_data_csv(table: Table, hidden: set[Cell], min_cell: int, about: str) ->
                 cells.append("*")
             else:
                 cells.append(str(v))
-        w.writerow([name, *cells])
+        w.writerow([csv_cell(name), *cells])  # a site name comes from a unit's state: never a formula
     return buf.getvalue()

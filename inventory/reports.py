@@ -229,7 +229,7 @@ def period_csv(rows: list[dict[str, Any]], period: Period, by: str) -> str:
     w = csv.DictWriter(buf, fieldnames=report_fields(by), lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: r[k] for k in report_fields(by)})
+        w.writerow({k: cell(r[k]) for k in report_fields(by)})
     return buf.getvalue()
 
 
