@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -132,6 +133,7 @@ class UnitDaemon:
         self._last_reading: float | None = None
         self._last_purge: float | None = None
         self._sample_cursor = 0
+        self.cert_not_after = _certificate_expiry(config)  # reported in state: central warns before it
         self.board_info: BoardInfo | None = None
         self.reporter: Reporter | None = None
         self.control: ControlServer[UnitDaemon] | None = None
@@ -775,6 +777,7 @@ class UnitDaemon:
                 LotHold(lot=h.lot, kind=h.kind, reason=h.reason[:300], by=h.by[:64], since=h.since)  # type: ignore[arg-type]
                 for h in self.ledger.holds()
             ],
+            cert_not_after=self.cert_not_after,
         )
 
     def _column_states(self) -> list[ColumnState]:
@@ -832,3 +835,17 @@ class UnitDaemon:
 
     def _age(self, when: datetime | None) -> float | None:
         return None if when is None else max(0.0, (self.clock.now() - when).total_seconds())
+
+
+def _certificate_expiry(config: UnitConfig) -> datetime | None:
+    """When the unit's MQTT client certificate expires, or None (no TLS, unreadable: logged)."""
+    tls = config.mqtt.tls if config.mqtt is not None else None
+    if tls is None:
+        return None
+    from controller.diag.host_checks import certificate_not_after
+
+    try:
+        return certificate_not_after(tls.cert_file)
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        LOG.warning("certificate_unreadable", file=str(tls.cert_file), error=str(exc)[:200])
+        return None

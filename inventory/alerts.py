@@ -8,10 +8,13 @@ decides who raised it first, so several service processes never publish one aler
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
 from typing import Any
 
 from inventory import log
@@ -70,9 +73,64 @@ def evaluate(
             )
             for sev, code, msg in u.alarms
         ]
+        wanted += _unit_certificate(u, cfg, now)
     sites = {u.unit: u.site for u in units}
     wanted += _refused(store.quarantine_summary(), sites)
     return wanted
+
+
+def _unit_certificate(u: UnitView, cfg: AlertSettings, now: datetime) -> list[Wanted]:
+    if u.cert_not_after is None:
+        return []
+    days = (u.cert_not_after - now).total_seconds() / 86400
+    if days > cfg.pki_warn_days:
+        return []
+    return [
+        _w(
+            "certificate_expiry",
+            u,
+            "critical" if days <= 7 else "warning",
+            f"its MQTT certificate {'expired' if days < 0 else 'expires'} on {u.cert_not_after:%Y-%m-%d} "
+            f"({days:.0f} days): issue a new one (deploy/pki/make-certs.sh) before the broker refuses it",
+        )
+    ]
+
+
+def pki_alerts(cfg: AlertSettings, files: list[Path], now: datetime) -> list[Wanted]:
+    """The CRL's next update and every watched certificate's expiry, `pki_warn_days` ahead. A CRL past
+    its next update makes the broker refuse every client; an expired certificate, its holder."""
+    out: list[Wanted] = []
+    dated: list[tuple[str, Path, datetime | None]] = [("certificate", f, None) for f in files]
+    if cfg.crl_file is not None:
+        dated.append(("crl", cfg.crl_file, None))
+    for kind, path, _ in dated:
+        try:
+            when = openssl_date(path, kind)
+        except (OSError, ValueError) as exc:
+            out.append(Wanted(f"pki_unreadable:{path}", None, None, "pki_expiry", "warning",
+                              f"cannot read the {kind} {path}: {str(exc)[:200]}"))
+            continue
+        days = (when - now).total_seconds() / 86400
+        if days > cfg.pki_warn_days:
+            continue
+        what = "CRL's next update" if kind == "crl" else f"certificate {path.name}"
+        fix = ("renew it (make-certs.sh DIR crl) and reload the broker, or every client is refused"
+               if kind == "crl" else "issue a new one before it is refused")
+        severity = "critical" if days <= 7 else "warning"
+        out.append(Wanted(f"pki_expiry:{path}", None, None, "pki_expiry", severity,
+                          f"the {what} is {when:%Y-%m-%d} ({days:.0f} days): {fix}"))
+    return out
+
+
+def openssl_date(path: Path, kind: str) -> datetime:
+    """A certificate's notAfter or a CRL's nextUpdate, read with openssl (no extra Python package)."""
+    args = ["openssl", "x509", "-noout", "-enddate"] if kind == "certificate" else [
+        "openssl", "crl", "-noout", "-nextupdate"]
+    out = subprocess.run([*args, "-in", str(path)], capture_output=True, text=True, timeout=10)
+    if out.returncode != 0 or "=" not in out.stdout:
+        raise ValueError(out.stderr.strip()[:200] or f"expected a PEM {kind}")
+    stamp = out.stdout.strip().split("=", 1)[1]
+    return datetime.fromtimestamp(ssl.cert_time_to_seconds(stamp), UTC)
 
 
 def _refused(summary: dict[tuple[str, str], int], sites: dict[str, str]) -> list[Wanted]:
@@ -248,10 +306,12 @@ class AlertManager:
         products: Mapping[str, Any] | None = None,
         tz: tzinfo = UTC,
         notify: Callable[[Alert], None] | None = None,
+        pki_files: list[Path] | None = None,
     ) -> None:
         self.store, self.cfg, self.clock, self.publish = store, cfg, clock, publish
         self.products, self.tz = products, tz
         self.notify = notify  # e-mail digest
+        self.pki_files = [*(pki_files or []), *cfg.certificate_files]  # central's own + configured
         self.log = log.get("alerts")
         self.started = clock.now()
 
@@ -263,6 +323,7 @@ class AlertManager:
                 fleet(self.store, now, None, self.products, self.tz), self.store, self.cfg, now, self.started
             )
         }
+        wanted.update({w.key: w for w in pki_alerts(self.cfg, self.pki_files, now)})
         active = {a["alert_key"] for a in self.store.active_alerts()}
         changes: list[Alert] = []
         g = self.store.kit_time_granularity_s

@@ -218,6 +218,15 @@ class AlertSettings(Section):
     vend_failure_window_hours: float = Field(default=24.0, gt=0)
     webhook_url: str | None = None
     email: EmailSettings | None = None
+    pki_warn_days: float = Field(
+        default=30.0, gt=0, description="warn this long before a certificate expires or the CRL's next update"
+    )
+    crl_file: Path | None = Field(
+        default=None, description="the broker's CRL (past its next update the broker refuses all)"
+    )
+    certificate_files: list[Path] = Field(
+        default=[], description="more certificates to watch (broker, CAs); central's own MQTT ones always are"
+    )
 
     @field_validator("expiry_days")
     @classmethod

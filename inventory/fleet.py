@@ -71,6 +71,7 @@ class UnitView:
     program: str = "Jail vending"
     holds: tuple[LotHold, ...] = ()
     firmware_version: str | None = None  # the dispenser board's, from the unit's state
+    cert_not_after: datetime | None = None  # the unit's MQTT certificate, as its state reports
 
     @property
     def total_stock(self) -> int:
@@ -158,6 +159,7 @@ def unit_view(
         mode=row.state.mode if row.state else None,
         last_heard=max((x.ts for x in (row.state, row.telemetry) if x is not None), default=None),
         seq_reset_at=row.seq_reset_at,
+        cert_not_after=row.state.cert_not_after if row.state else None,
         days_left=days_left,
         label=label_of(row, products),
         program=row.program,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -95,6 +96,7 @@ class Service:
                 self.config.products,
                 ZoneInfo(self.config.reports.timezone),
                 notify=self._mail_alert,
+                pki_files=_own_certificates(self.config),
             )
             self._spawn(self._alert_loop, "alerts")
         if self.http:
@@ -216,3 +218,11 @@ class Service:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _own_certificates(config: CentralConfig) -> list[Path]:
+    """Central's MQTT client certificate and the CA it trusts: watched for expiry like the CRL."""
+    tls = config.mqtt.tls
+    if tls is None:
+        return []
+    return [Path(f) for f in (tls.cert_file, tls.ca_file) if f is not None]

@@ -4,9 +4,12 @@ the quarantine and its alerts, replay back-off, normalised storage, CSV cells ag
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import os
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from inventory.alerts import evaluate
+from inventory.alerts import evaluate, pki_alerts
 from inventory.clock import FakeClock
 from inventory.config import CentralConfig
 from inventory.fleet import fleet
@@ -15,6 +18,7 @@ from inventory.reports import cell, to_csv
 from inventory.store import Store
 from schemas.models import MAX_SEQ
 from tests.inventory.test_ingest import good_event, ingestor, stream
+from tests.controller.mqtt.certs import MAKE_CERTS
 
 
 def restock(seq: int, **changes: object) -> Incoming:
@@ -120,3 +124,37 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_escaped() -> None:
     text = to_csv([{"site": "=cmd|' /C calc'!A0", "kits": 2}], ("site", "kits"))
     assert text.splitlines()[1].startswith("'=cmd") or text.splitlines()[1].startswith("\"'=cmd")
 
+
+
+def test_central_warns_30_days_before_the_crl_or_a_certificate_expires(
+    store: Store, config: CentralConfig, clock: FakeClock, tmp_path: Path
+) -> None:
+    root = tmp_path / "pki"
+    env = {**os.environ, "NALOX_CRL_DAYS": "20", "NALOX_CERT_DAYS": "20"}
+    for args in (["init"], ["service", "inventory"], ["unit", "unit-001"]):
+        subprocess.run(["sh", str(MAKE_CERTS), str(root), *args], check=True, capture_output=True, env=env)
+    now = datetime.now(UTC)
+    cfg = config.alerts.model_copy(update={"crl_file": root / "device-ca" / "crl.pem"})
+    central_cert = root / "clients" / "inventory" / "inventory.crt"
+    wanted = {w.key: w for w in pki_alerts(cfg, [central_cert, root / "server-ca" / "ca.crt"], now)}
+    assert set(wanted) == {f"pki_expiry:{root / 'device-ca' / 'crl.pem'}", f"pki_expiry:{central_cert}"}
+    assert all(w.severity == "warning" and "(20 days)" in w.message for w in wanted.values()), wanted
+    later = {w.key: w for w in pki_alerts(cfg, [central_cert], now + timedelta(days=15))}
+    assert all(w.severity == "critical" for w in later.values())
+    calm = config.alerts.model_copy(update={"pki_warn_days": 10})
+    assert pki_alerts(calm, [central_cert], now) == []
+
+
+def test_a_unit_reporting_its_certificate_expiry_in_state_raises_an_alert(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    ing, _ = ingestor(store, config, clock)
+    body = {
+        "unit": "unit-001", "site": "Site B", "ts": clock.now().isoformat(), "mode": "vending",
+        "config_version": "1", "columns": [], "outbox_depth": 0, "last_seq": 0,
+        "cert_not_after": (clock.now() + timedelta(days=12)).isoformat(),
+    }
+    assert ing.process([Incoming("nalox/v1/unit-001/state", json.dumps(body).encode())]).rejected == 0
+    wanted = {w.key: w for w in evaluate(fleet(store, clock.now()), store, config.alerts, clock.now())}
+    assert wanted["certificate_expiry:unit-001"].severity == "warning"
+    assert "(12 days)" in wanted["certificate_expiry:unit-001"].message
