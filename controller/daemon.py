@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -22,7 +23,7 @@ from controller.control_socket import ControlServer, serve
 from controller.diag.run import build_report, handle_request
 from controller.kiosk import buttons
 from controller.kiosk.display import Kiosk
-from controller.ledger import ColumnChange, Ledger
+from controller.ledger import ColumnChange, Ledger, LedgerUnavailable
 from controller.mqtt.commands import (
     CommandRefused,  # the one refusal type, re-exported
     CommandRegistry,
@@ -53,6 +54,7 @@ from controller.vend.flow import Mode, VendFlow
 from controller.vend.temperature import BandChange, TemperatureMonitor
 from controller.vend.video import PlayerEvent, VideoPlayer
 from schemas.models import (
+    AlarmState,
     ColumnState,
     CommandBase,
     DiagCommand,
@@ -77,6 +79,7 @@ from schemas.models import (
 
 LOG = log.get("daemon")
 MAX_IDLE_S = 5.0  # the loop sleeps until an item comes or a deadline is due, never longer than this
+LEDGER_PROBE_S = 2.0  # how often a ledger that cannot write is tried again
 T = TypeVar("T")
 
 
@@ -146,6 +149,10 @@ class UnitDaemon:
         self._next_watchdog = 0.0
         self._opened = False
         self._light: str | None = None  # the status light pattern last set
+        self.ledger_down: str | None = None  # why the ledger cannot write (None: it can)
+        self._ledger_down_since: datetime | None = None
+        self._next_probe = 0.0
+        self._last_state: UnitState | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -241,8 +248,10 @@ class UnitDaemon:
         video = self.flow.next_deadline()
         if video is not None:
             due.append(video - now + 0.001)
-        if self.notifier.watchdog_interval_s is not None:
+        if self.notifier.watchdog_interval_s is not None and self.ledger_down is None:
             due.append(self._next_watchdog - time.monotonic())
+        if self.ledger_down is not None:
+            due.append(self._next_probe - now)
         return max(0.0, min(MAX_IDLE_S, *due))
 
     def pump(self) -> int:
@@ -266,6 +275,10 @@ class UnitDaemon:
                 self.flow.on_player(item.event)
             elif isinstance(item, CallInput):
                 self._run_call(item.fn, item.future)
+                if isinstance(item.future.exception(), LedgerUnavailable):  # a command hit it first
+                    self._ledger_failed(item.future.exception())  # type: ignore[arg-type]
+        except LedgerUnavailable as exc:
+            self._ledger_failed(exc)
         except Exception:
             LOG.exception("handle_failed", kind=type(item).__name__)
 
@@ -280,11 +293,17 @@ class UnitDaemon:
         try:
             self.flow.tick()
             now = self.clock.monotonic()
-            if now >= self._next_poll:
+            if self.ledger_down is not None:
+                if now >= self._next_probe:
+                    self._next_probe = now + LEDGER_PROBE_S
+                    self._probe_ledger()
+            elif now >= self._next_poll:
                 self._next_poll = now + self.config.policies.status_poll_s
                 self._poll_status()
                 self.flow.check_expiry()
             self._drive_light()
+        except LedgerUnavailable as exc:
+            self._ledger_failed(exc)
         except Exception:
             LOG.exception("tick_failed")
         self._watchdog()
@@ -309,10 +328,44 @@ class UnitDaemon:
                 LOG.warning("status_light_failed", error=str(exc))
             return
         self._light = want
+    # ------------------------------------------------------------ a ledger that cannot write
+
+    def _ledger_failed(self, exc: LedgerUnavailable) -> None:
+        """Stop vending (a kit that cannot be recorded is never released: its command id could not be
+        journaled first), say so on the screen, raise the alarm where it can still go (the log, the
+        retained state over MQTT: not the ledger), and stop feeding the watchdog so systemd restarts
+        the daemon. Probing goes on: vending resumes by itself when the ledger writes again."""
+        first = self.ledger_down is None
+        self.ledger_down = str(exc)[:300]
+        if first:
+            self._ledger_down_since = self.clock.now()
+            self._next_probe = self.clock.monotonic() + LEDGER_PROBE_S
+            LOG.critical("ledger_unavailable", error=self.ledger_down,
+                         action="out of service, watchdog stopped, probing every 2 s")
+            self.flow.stop_vending("ledger_unavailable")
+            self.notifier.status("out of service: the ledger cannot write")
+        self._changed()
+
+    def _probe_ledger(self) -> None:
+        try:
+            self.ledger.probe()
+        except LedgerUnavailable as exc:
+            LOG.warning("ledger_still_unavailable", error=str(exc)[:300])
+            return
+        since = self._ledger_down_since
+        self.ledger_down = None
+        self._ledger_down_since = None
+        LOG.warning("ledger_recovered", down_since=since.isoformat() if since else None)
+        self.alarms.raise_("ledger_unavailable", f"the ledger could not write from {since}", "critical")
+        self.alarms.clear("ledger_unavailable", "the ledger writes again")
+        self.reconcile()  # a kit that dropped while its record failed is journaled: settled now
+        self.flow.check_expiry()
+        self.flow.resume_vending()
+        self.notifier.status(f"vending as {self.unit_id}")
 
     def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval_s
-        if interval is None:
+        if interval is None or self.ledger_down is not None:
             return
         now = time.monotonic()  # systemd's watchdog runs on real time, whatever clock the unit uses
         if now >= self._next_watchdog:
@@ -758,6 +811,24 @@ class UnitDaemon:
     # ------------------------------------------------------------ views
 
     def snapshot_state(self) -> UnitState:
+        """The unit's state. While the ledger cannot write, its alarm is added here (it cannot be
+        recorded), and if the ledger cannot even be read the last good state is sent with it."""
+        try:
+            state = self._read_state()
+            self._last_state = state
+        except sqlite3.Error:
+            if self._last_state is None:
+                raise
+            state = self._last_state.model_copy(update={"ts": self.clock.now()})
+        if self.ledger_down is None:
+            return state
+        since = self._ledger_down_since or self.clock.now()
+        alarm = AlarmState(code="ledger_unavailable", severity="critical", since=since,
+                           message=f"out of service: the ledger cannot write ({self.ledger_down})"[:500])
+        others = [a for a in state.alarms if a.code != alarm.code]
+        return state.model_copy(update={"mode": "service", "alarms": [*others, alarm]})
+
+    def _read_state(self) -> UnitState:
         oldest = self.ledger.oldest_pending_at()
         return UnitState(
             unit=self.unit_id,

@@ -78,6 +78,11 @@ class LedgerError(ControllerError):
     """The ledger refused a change (it would break an invariant) or its file is unusable."""
 
 
+class LedgerUnavailable(LedgerError):
+    """The ledger cannot be written now (disk full, file system read-only, database locked past the busy
+    timeout, I/O error). Nothing was changed; nothing that needs a record may happen until it can."""
+
+
 @dataclass(frozen=True)
 class OutboxRow:
     seq: int
@@ -192,14 +197,62 @@ class Ledger:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction. A write the file system or SQLite refuses raises LedgerUnavailable
+        (after rolling back), never leaves a transaction open."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise self._unavailable(exc) from exc
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError) or (
+                    type(exc) is sqlite3.DatabaseError
+                ):
+                    raise self._unavailable(exc) from exc
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise self._unavailable(exc) from exc
+
+    def _rollback(self) -> None:
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the failed statement may have rolled back already
+
+    def _unavailable(self, exc: BaseException) -> LedgerUnavailable:
+        return LedgerUnavailable(f"{self.path}: expected to write the ledger, SQLite said: {exc}")
+
+    def probe(self) -> None:
+        """A small real write (and a fresh connection when the old one cannot write): returns when the
+        ledger takes writes again, raises LedgerUnavailable while it does not."""
+        try:
+            with self._tx() as db:
+                self._set_meta(db, "probe", self.clock.now().isoformat())
+            return
+        except LedgerUnavailable:
+            pass
+        with self._lock:  # a file system remounted read-only and back: the old handle may stay read-only
+            try:
+                fresh = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+                fresh.execute("PRAGMA journal_mode=WAL")
+                fresh.execute("PRAGMA synchronous=FULL")
+                fresh.execute("PRAGMA busy_timeout=5000")
+            except sqlite3.Error as exc:
+                raise self._unavailable(exc) from exc
+            old, self._db = self._db, fresh
+            try:
+                old.close()
+            except sqlite3.Error:
+                pass
+        with self._tx() as db:
+            self._set_meta(db, "probe", self.clock.now().isoformat())
 
     def _meta(self, key: str, default: str | None = None) -> str | None:
         with self._lock:

@@ -96,6 +96,7 @@ class VendFlow:
         self.self_test_ok = True
         self.locked = ledger.get_meta("locked") == "1"
         self.ready = False
+        self.out_of_service: str | None = None  # why nothing may be vended (the ledger cannot write)
         self._tokens = 0
 
     # ------------------------------------------------------------ mode
@@ -104,6 +105,8 @@ class VendFlow:
     def mode(self) -> Mode:
         if not self.ready:
             return "starting"
+        if self.out_of_service is not None:
+            return "service"
         if self.locked:
             return "locked"
         if self.door_open or not self.self_test_ok:
@@ -171,6 +174,8 @@ class VendFlow:
         self.vend(lang, "emergency")
 
     def _service_reason(self) -> str:
+        if self.out_of_service is not None:
+            return "ledger_down"
         held = list(self.kiosk.out_of_service.values())
         if held and self.mode == "vending":
             return held[0]  # e.g. the board does not answer, the ledger is down
@@ -184,6 +189,23 @@ class VendFlow:
 
     def _vendable(self) -> object | None:
         return stock.choose_column(self.ledger.columns(), self.config.vend_product, self.clock.now().date())
+
+    def stop_vending(self, why: str) -> None:
+        """The ledger cannot write: drop whatever press is under way (its video stops; no kit can be
+        given that cannot be recorded), show out of service, refuse presses until resume_vending()."""
+        self.out_of_service = why
+        if self.session is not None:
+            self.session = None
+            self.player.stop_playback()
+        self.phase = Phase.IDLE
+        self.kits = None
+        self.kiosk.set_out_of_service("ledger", "ledger_down")
+        self.changed()
+
+    def resume_vending(self) -> None:
+        self.out_of_service = None
+        self.kiosk.set_out_of_service("ledger", None)
+        self.changed()
 
     def on_void_press(self, language: str, why: str) -> None:
         """A press too old to belong to anyone here: no video, no kit; the screen says so."""

@@ -67,7 +67,8 @@ def sim_spec(unit: str, site: str, **fields: Any) -> UnitSpec:
 def make_config(units: int = 3, **sections: dict[str, object]) -> CentralConfig:
     data: dict[str, object] = {
         "units": [{"id": f"unit-{i:03d}", "site": f"Site {'AB'[i % 2]}"} for i in range(1, units + 1)],
-        "ingest": {"gap_timeout_s": 30},
+        # synthetic histories lie anywhere around the FakeClock: a wide ts window (test_trust narrows it)
+        "ingest": {"gap_timeout_s": 30, "max_future_s": 10 * 365 * 86400, "max_past_days": 36500},
     }
     data.update(sections)
     return parse_config(data)

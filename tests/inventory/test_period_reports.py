@@ -100,6 +100,8 @@ def config_with_programs() -> CentralConfig:
     return parse_config(
         {
             "reports": {"timezone": TZ, "fiscal_year_start_month": 7},
+            # a year and more of synthetic history around the FakeClock: a wide ts window
+            "ingest": {"max_future_s": 10 * 365 * 86400, "max_past_days": 36500},
             "units": [
                 {"id": "unit-001", "site": "Site B", "program": "Jail vending"},
                 {"id": "unit-002", "site": "Site A", "program": "Community vending"},

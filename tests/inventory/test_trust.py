@@ -17,6 +17,7 @@ from inventory.ingest import Incoming
 from inventory.reports import cell, to_csv
 from inventory.store import Store
 from schemas.models import MAX_SEQ
+from tests.inventory.conftest import make_config
 from tests.inventory.test_ingest import good_event, ingestor, stream
 from tests.controller.mqtt.certs import MAKE_CERTS
 
@@ -38,9 +39,8 @@ def test_seq_beyond_2_pow_53_is_quarantined_not_counted(
     assert store.accept_gap("unit-001", 1, "nothing beyond", clock.now()) == 0
 
 
-def test_ts_without_zone_or_outside_the_window_is_quarantined(
-    store: Store, config: CentralConfig, clock: FakeClock
-) -> None:
+def test_ts_without_zone_or_outside_the_window_is_quarantined(store: Store, clock: FakeClock) -> None:
+    config = make_config(ingest={"gap_timeout_s": 30})  # the default window: 900 s ahead, 400 days back
     ing, rec = ingestor(store, config, clock)
     now = clock.now()
     naive = now.replace(tzinfo=None).isoformat()
@@ -71,8 +71,6 @@ def test_quarantine_raises_one_alert_per_unit_and_reason_critical_for_another_un
 
 
 def test_quarantine_of_a_flood_stays_bounded(store: Store, clock: FakeClock) -> None:
-    from tests.inventory.conftest import make_config
-
     config = make_config(ingest={"gap_timeout_s": 30, "quarantine_per_unit": 5})
     ing, _ = ingestor(store, config, clock)
     ing.process([restock(n, unit="unit-002") for n in range(1, 40)])
