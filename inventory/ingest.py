@@ -155,6 +155,8 @@ def _classify(msg: Incoming, max_bytes: int, window: Window | None) -> Parsed:
         ) from None
     if not isinstance(obj, dict):
         raise Refused("malformed_json", f"expected a JSON object, got {type(obj).__name__}")
+    if _has_nul(obj):  # PostgreSQL text cannot hold U+0000: refused here, not a failed batch
+        raise Refused("invalid_payload", "expected text without U+0000 (NUL), got a string holding one")
     try:
         version = obj.get("schema_version", SCHEMA_VERSION)
         if version != SCHEMA_VERSION:
@@ -177,11 +179,24 @@ def _classify(msg: Incoming, max_bytes: int, window: Window | None) -> Parsed:
     return Parsed(kind, unit, model, model.model_dump_json())
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _check_window(model: pydantic.BaseModel, window: Window | None) -> None:
     ts = getattr(model, "ts", None)
     if window is None or not isinstance(ts, datetime):
         return
-    ahead = (ts - window.now).total_seconds()
+    try:
+        ahead = (ts - window.now).total_seconds()
+    except OverflowError:  # year 1 with a zone east of UTC: before anything we keep
+        raise Refused("ts_out_of_window", "expected ts after year 1, got one before it") from None
     if ahead > window.max_future_s:
         raise Refused(
             "ts_out_of_window",

@@ -69,8 +69,10 @@ class StoreError(InventoryError):
 
 
 def iso(dt: datetime) -> str:
-    """One timestamp format everywhere, so text comparison is time comparison."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """One timestamp format everywhere, so text comparison is time comparison (the year always four
+    digits: strftime writes year 226 as "226")."""
+    u = dt.astimezone(UTC)
+    return f"{u.year:04d}-" + u.strftime("%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_iso(text: str | None) -> datetime | None:

@@ -36,7 +36,7 @@ class Status(Payload):
     """`<unit>/status`, retained; also the Last Will. `session` increases on every connect."""
 
     state: Literal["online", "offline"]
-    session: int = Field(ge=0)
+    session: int = Field(ge=0, le=MAX_SEQ)
     ts: Timestamp
 
 
@@ -127,7 +127,7 @@ class UnitState(Payload):
     config_version: str
     columns: list[ColumnState]
     alarms: list[AlarmState] = []
-    outbox_depth: int = Field(ge=0)
+    outbox_depth: int = Field(ge=0, le=MAX_SEQ)
     outbox_oldest_age_s: float | None = None
     last_seq: int = Field(ge=0, le=MAX_SEQ)
     temperature_c: float | None = None
@@ -152,8 +152,10 @@ class Telemetry(Payload):
     ts: Timestamp
     temperature_c: float | None = None
     uptime_s: float = Field(ge=0)
-    link: dict[str, int] = {}
-    outbox_depth: int = Field(ge=0)
+    link: dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0, le=MAX_SEQ)]] = Field(
+        default={}, max_length=64
+    )
+    outbox_depth: int = Field(ge=0, le=MAX_SEQ)
     outbox_oldest_age_s: float | None = None
     samples: list[TemperatureSample] = Field(
         default=[], max_length=720, description="readings since the last telemetry, oldest first"
@@ -179,7 +181,7 @@ class DispenseEvent(EventBase):
     doses: int = Field(ge=1, le=20)
     lot: str | None = None
     expiry: date | None = None
-    command_id: int = Field(ge=0)
+    command_id: int = Field(ge=0, le=2**32 - 1)  # the serial protocol's u32
     language: str | None = None
     via: Literal["video", "extra", "emergency", "window", "fallback", "test"] = Field(
         description="video: after a completed video; extra: another kit for the same person inside "
@@ -195,7 +197,7 @@ class VendAttempt(Payload):
     """One dispense command sent to the board while trying to vend."""
 
     column: Column
-    command_id: int = Field(ge=0)
+    command_id: int = Field(ge=0, le=2**32 - 1)  # the serial protocol's u32
     outcome: str
 
 
@@ -237,7 +239,7 @@ class RestockEvent(EventBase):
     expiry: date | None = None
     expected_before: Count | None = None
     counted_before: Count | None = None
-    discrepancy: int = 0
+    discrepancy: int = Field(default=0, ge=-100_000, le=100_000)
     reason: str | None = None
     source: Literal["initial", "local", "remote"] = "local"
 

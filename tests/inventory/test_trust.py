@@ -156,3 +156,13 @@ def test_a_unit_reporting_its_certificate_expiry_in_state_raises_an_alert(
     wanted = {w.key: w for w in evaluate(fleet(store, clock.now()), store, config.alerts, clock.now())}
     assert wanted["certificate_expiry:unit-001"].severity == "warning"
     assert "(12 days)" in wanted["certificate_expiry:unit-001"].message
+
+
+def test_nul_in_any_string_is_refused_not_a_failed_batch(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    """PostgreSQL text cannot hold U+0000: found by test_any_valid_payload on PostgreSQL."""
+    ing, _ = ingestor(store, config, clock)
+    r = ing.process([restock(1, event_id="unit-001-\x00-0001"), restock(2, lot="A\x00B"), restock(3)])
+    assert (r.inserted, r.rejected) == (1, 2)
+    assert {q["reason"] for q in store.quarantined()} == {"invalid_payload"}
