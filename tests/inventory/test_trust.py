@@ -17,9 +17,9 @@ from inventory.ingest import Incoming
 from inventory.reports import cell, to_csv
 from inventory.store import Store
 from schemas.models import MAX_SEQ
+from tests.controller.mqtt.certs import MAKE_CERTS
 from tests.inventory.conftest import make_config
 from tests.inventory.test_ingest import good_event, ingestor, stream
-from tests.controller.mqtt.certs import MAKE_CERTS
 
 
 def restock(seq: int, **changes: object) -> Incoming:
