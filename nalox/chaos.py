@@ -4,12 +4,17 @@ door, network cut) applied to a running stack at random but reproducible moments
 
 from __future__ import annotations
 
+import json
 import random
 import select
 import socket
 import threading
+import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -144,6 +149,7 @@ class ChaosPlan:
             "door": 2,
             "cut": 2,
             "central_kill": 1,
+            "hostile": 2,
         }
     )
     cover_all: bool = False  # the first faults go through every kind once (in a seeded order)
@@ -171,3 +177,151 @@ class ChaosPlan:
 
     def language(self) -> str:
         return "es" if self.rng.random() < 0.3 else "en"
+
+
+# ---------------------------------------------------------------- a hostile unit (issue 11)
+
+NOT_AUTHORIZED = 0x87
+
+
+class HostileUnit:
+    """A unit whose certificate was copied: during the soak it tries every attack on the broker and
+    the central service. `outcomes` keeps what the broker answered to each; `breaches` names those
+    that were not refused. Its own odd payloads (schema-valid but never expected) go to central,
+    which must refuse or quarantine them without touching the honest unit's count."""
+
+    def __init__(self, port: int, tls: dict[str, str], unit_id: str, victim: str, central_id: str) -> None:
+        self.port, self.tls, self.unit_id = port, tls, unit_id
+        self.victim, self.central_id = victim, central_id
+        self.outcomes: dict[str, list[int]] = {}
+        self.breaches: Counter[str] = Counter()
+        self.rounds = 0
+        self.stolen_messages = 0  # messages delivered to the thief on someone else's session or group
+
+    def _client(self, client_id: str, clean: bool = True) -> tuple[Any, dict[str, Any]]:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        seen: dict[str, Any] = {"connack": None, "suback": [], "puback": {}, "messages": 0,
+                                "event": threading.Event(), "closed": threading.Event()}
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        c.tls_set(ca_certs=self.tls["ca"], certfile=self.tls["cert"], keyfile=self.tls["key"])
+
+        def on_connect(cl: Any, u: Any, f: Any, rc: Any, p: Any) -> None:
+            seen["connack"] = rc.value
+            seen["event"].set()
+
+        def on_subscribe(cl: Any, u: Any, mid: int, rcs: list[Any], p: Any) -> None:
+            seen["suback"] = [r.value for r in rcs]
+            seen["event"].set()
+
+        def on_publish(cl: Any, u: Any, mid: int, rc: Any, p: Any) -> None:
+            seen["puback"][mid] = rc.value
+            seen["event"].set()
+
+        def on_message(cl: Any, u: Any, m: Any) -> None:
+            seen["messages"] += 1
+
+        c.on_connect, c.on_subscribe = on_connect, on_subscribe
+        c.on_publish, c.on_message = on_publish, on_message
+        c.on_disconnect = lambda *a: seen["closed"].set()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0 if clean else 3600
+        c.connect("127.0.0.1", self.port, clean_start=clean, properties=props)
+        c.loop_start()
+        seen["event"].wait(5)
+        seen["event"].clear()
+        return c, seen
+
+    @staticmethod
+    def _close(c: Any) -> None:
+        try:
+            c.disconnect()
+        finally:
+            c.loop_stop()
+
+    def _subscribe(self, name: str, filters: list[str], client_id: str | None = None, clean: bool = True,
+                   listen_s: float = 0.0) -> None:
+        c, seen = self._client(client_id or self.unit_id, clean)
+        try:
+            c.subscribe([(f, 1) for f in filters])
+            seen["event"].wait(5)
+            if listen_s:
+                time.sleep(listen_s)  # what the broker hands this session meanwhile
+            self.stolen_messages += seen["messages"]
+            self._note(name, seen["suback"] or [-1], refused_if=lambda code: code >= 0x80)
+        finally:
+            self._close(c)
+
+    def _publish(
+        self, name: str, topic: str, payload: bytes, retain: bool = False, refused: bool = True
+    ) -> None:
+        c, seen = self._client(self.unit_id)
+        try:
+            info = c.publish(topic, payload, qos=1, retain=retain)
+            deadline = time.monotonic() + 5
+            while info.mid not in seen["puback"] and not seen["closed"].is_set() \
+                    and time.monotonic() < deadline:
+                seen["event"].wait(0.2)
+                seen["event"].clear()
+            code = seen["puback"].get(info.mid, NOT_AUTHORIZED if seen["closed"].is_set() else -1)
+            if refused:
+                self._note(name, [code], refused_if=lambda c_: c_ >= 0x80)
+            else:
+                self.outcomes.setdefault(name, []).append(code)
+        finally:
+            self._close(c)
+
+    def _note(self, name: str, codes: list[int], refused_if: Any) -> None:
+        self.outcomes.setdefault(name, []).extend(codes)
+        if not all(refused_if(code) for code in codes):
+            self.breaches[name] += 1
+
+    def attack(self) -> None:
+        """One round of every attack (a few seconds)."""
+        self.rounds += 1
+        root = "nalox/v1"
+        me, victim = f"{root}/{self.unit_id}", f"{root}/{self.victim}"
+        # takeovers: the victim's and central's client ids, persistent session; nothing may arrive
+        self._subscribe("takeover_unit_session", [f"{victim}/cmd/+"], client_id=self.victim, clean=False,
+                        listen_s=0.5)
+        self._subscribe("takeover_central_session", [f"{root}/+/event/+"], client_id=self.central_id,
+                        clean=False, listen_s=0.5)
+        self._subscribe("shared_group", [f"$share/inventory/{root}/+/event/+"], listen_s=0.5)
+        self._subscribe("wide_subscription", ["#"])
+        self._subscribe("other_units_commands", [f"{root}/+/cmd/#"])
+        self._subscribe("other_units_acks", [f"{victim}/ack"])
+        self._publish("speak_on_victim_topic", f"{victim}/event/dispense", b"{}")
+        self._publish("deep_topic", f"{me}/event/a/b", b"{}")
+        self._publish("retained_event", f"{me}/event/door", b"{}", retain=True)
+        self._publish("retained_cmd_response", f"{me}/cmd_response/x", b"{}", retain=True)
+        self._publish("oversized_event", f"{me}/event/door", b"x" * 9000)
+        self._publish("oversized_packet", f"{me}/state", b"x" * 80_000, retain=True)
+        for name, body in self.odd_payloads().items():  # reach central: it must refuse or quarantine
+            self._publish(f"odd_{name}", f"{me}/event/{body.get('type', 'dispense')}",
+                          json.dumps(body).encode(), refused=False)
+
+    def odd_payloads(self) -> dict[str, dict[str, Any]]:
+        now = datetime.now(UTC)
+        n = self.rounds
+
+        def dispense(**changes: Any) -> dict[str, Any]:
+            eid = f"hostile-{n:06d}-{uuid.uuid4().hex[:12]}"
+            return {"schema_version": 1, "event_id": eid,
+                    "seq": n, "ts": now.isoformat(), "unit": self.unit_id, "type": "dispense", "column": 1,
+                    "product": "naloxone", "doses": 2, "command_id": n, "via": "video", "stock_after": 1,
+                    **changes}
+
+        return {
+            "huge_seq_2020": dispense(seq=10**15, ts="2020-01-01T00:00:00+00:00"),
+            "year_2099": dispense(ts="2099-01-01T00:00:00+00:00"),
+            "year_9999": dispense(ts="9999-12-31T23:59:59+00:00"),
+            "naive_ts": dispense(ts=now.replace(tzinfo=None).isoformat()),
+            "seq_2_pow_63": dispense(seq=2**63),
+            "speaks_for_victim": dispense(unit=self.victim),
+            "nul_in_text": dispense(product="nalo\u0000xone"),
+            "unknown_field": dispense(firmware_says="hello"),
+        }
+

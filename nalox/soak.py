@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,8 +21,9 @@ from typing import Any
 
 import structlog
 
+from nalox.broker import DEPLOY
 from nalox.census import LedgerCensus, dispense_in_flight
-from nalox.chaos import ChaosPlan, TcpProxy
+from nalox.chaos import ChaosPlan, HostileUnit, TcpProxy
 from nalox.configs import UnitSpec
 from nalox.errors import NaloxError
 from nalox.notify import NotifySocket
@@ -47,6 +49,7 @@ class Options:
     settle_timeout: float = 20.0
     summary: Path | None = None
     cover_all: bool = True  # every fault kind at least once, early
+    hostile: bool = True  # the production broker with certificates, and a unit whose certificate was copied
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Soak:
     unsettled: int = 0
     kills_in_dispense: int = 0
     active: dict[str, Any] = field(default_factory=dict)  # fault -> when/after how many presses it ends
+    hostile: HostileUnit | None = None
 
     # ---------------------------------------------------------------- one step
 
@@ -141,6 +145,11 @@ class Soak:
         self.stack.ctl("fault", f"jam={self.plan.uniform(0.1, 0.5):.2f}")
         self.active["jam"] = self.presses + int(self.plan.uniform(2, 8))
 
+    def fault_hostile(self) -> None:
+        """One round of every attack of issue 11 by a second unit's copied certificate."""
+        assert self.hostile is not None
+        self.hostile.attack()
+
     def fault_door(self) -> None:
         self.stack.ctl("door", "open")
         time.sleep(self.plan.uniform(0.3, 2.0))  # a technician at the machine
@@ -165,6 +174,27 @@ class Soak:
             self.stack.ctl("fault", f"{name}=0")
 
     # ---------------------------------------------------------------- the end
+
+    def hostile_figures(self) -> dict[str, Any] | None:
+        h = self.hostile
+        if h is None:
+            return None
+        held: Any = []
+        if self.stack.central is not None:
+            try:
+                held = self.stack.central.get("/api/quarantine", state="all", unit=h.unit_id, limit=5000)
+            except Exception as e:  # the figures must come even if central is down at the end
+                held = [{"error": str(e)[:200]}]
+        reasons: dict[str, int] = {}
+        for q in held if isinstance(held, list) else []:
+            reasons[q.get("reason", "?")] = reasons.get(q.get("reason", "?"), 0) + int(q.get("count", 1))
+        return {
+            "rounds": h.rounds,
+            "breaches": dict(h.breaches),
+            "stolen_messages": h.stolen_messages,
+            "broker_answers": {k: sorted(set(v)) for k, v in sorted(h.outcomes.items())},
+            "central_quarantine": dict(sorted(reasons.items())),
+        }
 
     def figures(self) -> dict[str, Any]:
         uid = self.stack.spec.unit_id
@@ -192,6 +222,7 @@ class Soak:
                 "central": self.stack.central.stock(uid),
             },
             "faults_injected": dict(sorted(self.plan.injected.items())),
+            "hostile": self.hostile_figures(),
             "unit_kills_during_dispense": self.kills_in_dispense,
             "board": {k: sim.get(k) for k in ("boots", "faults", "presses")},
         }
@@ -200,6 +231,11 @@ class Soak:
 def verdict(f: dict[str, Any]) -> list[str]:
     """Every difference, in words; empty when the three accounts agree exactly."""
     problems = []
+    h = f.get("hostile") or {}
+    if h.get("breaches"):
+        problems.append(f"hostile unit attacks not refused: {h['breaches']}")
+    if h.get("stolen_messages"):
+        problems.append(f"hostile unit received {h['stolen_messages']} messages meant for others")
     if f["ledger_dispensed"] != f["sim_dropped"]:
         problems.append(f"ledger counts {f['ledger_dispensed']} kits, the board dropped {f['sim_dropped']}")
     if f["central_dispensed"] != f["sim_dropped"]:
@@ -233,12 +269,45 @@ def build(opts: Options) -> Soak:
     mqtt_port = free_port()
     proxy = TcpProxy(mqtt_port).start()
     conf = {k: v.replace("/tmp/", f"{workdir}/broker/") for k, v in PERSISTENT.items()}
+    pki = make_pki(workdir / "pki", spec.unit_id) if opts.hostile else None
+    if pki is not None:
+        conf["autosave_interval 60"] = "autosave_interval 2"
+        spec.tls = client_files(pki, spec.unit_id)
     stack = Stack(
-        workdir, spec, mqtt_port, free_port(), seed=opts.seed, unit_mqtt_port=proxy.port, broker_conf=conf
+        workdir, spec, mqtt_port, free_port(), seed=opts.seed, unit_mqtt_port=proxy.port, broker_conf=conf,
+        pki=pki,
     )
     stack.workdir.mkdir(parents=True, exist_ok=True)
     stack.notify = NotifySocket(workdir / "notify.sock")
-    return Soak(opts, stack, proxy, ChaosPlan(opts.seed, rate=opts.fault_rate, cover_all=opts.cover_all))
+    plan = ChaosPlan(opts.seed, rate=opts.fault_rate, cover_all=opts.cover_all)
+    if pki is None:
+        plan.weights.pop("hostile", None)
+        plan.uncovered = [f for f in plan.uncovered if f != "hostile"]
+    soak = Soak(opts, stack, proxy, plan)
+    if pki is not None:
+        soak.hostile = HostileUnit(mqtt_port, client_files(pki, HOSTILE), HOSTILE, spec.unit_id,
+                                   "nalox-inventory-demo")
+    return soak
+
+
+HOSTILE = "soak-hostile"
+
+
+def make_pki(root: Path, unit_id: str) -> Path:
+    """CAs, broker, the honest unit, the hostile unit, inventory and operations, by make-certs.sh."""
+    script = DEPLOY.parent / "pki" / "make-certs.sh"
+    for args in (["init"], ["unit", unit_id], ["unit", HOSTILE], ["service", "inventory"],
+                 ["service", "operations"]):
+        done = subprocess.run(["sh", str(script), str(root), *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise NaloxError(f"make-certs.sh {' '.join(args)} failed: {done.stderr.strip()}")
+    return root
+
+
+def client_files(pki: Path, name: str) -> dict[str, str]:
+    folder = pki / "clients" / name
+    return {"ca": str(folder / "ca.crt"), "cert": str(folder / f"{name}.crt"),
+            "key": str(folder / f"{name}.key")}
 
 
 def run(opts: Options) -> dict[str, Any]:
@@ -292,6 +361,9 @@ def parse_args(argv: list[str]) -> Options:
     p.add_argument("--cut-max", type=float, default=120.0, help="longest cut off the broker, seconds")
     p.add_argument("--summary", type=Path, help="also write the figures as JSON here")
     p.add_argument("--workdir", type=Path)
+    p.add_argument("--no-hostile", action="store_true",
+                   help="the dev broker and no hostile unit (default: production broker, certificates, "
+                   "and a unit whose certificate was copied tries every attack)")
     a = p.parse_args(argv)
     return Options(
         a.presses,
@@ -301,6 +373,7 @@ def parse_args(argv: list[str]) -> Options:
         (a.cut_min, a.cut_max),
         workdir=a.workdir,
         summary=a.summary,
+        hostile=not a.no_hostile,
     )
 
 

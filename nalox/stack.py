@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nalox.access import DemoAccess, demo_access
-from nalox.broker import DEPLOY, Broker
+from nalox.broker import DEPLOY, Broker, production_replacements
 from nalox.census import LedgerCensus, ledger_census
 from nalox.central_api import CentralApi
 from nalox.configs import ROOM_TEMPERATURE_C, UnitSpec, central_toml, unit_toml
@@ -36,6 +36,7 @@ class Stack:
     db: str = ""
     unit_mqtt_port: int = 0  # where the unit connects (a chaos proxy), default the broker
     broker_conf: dict[str, str] = field(default_factory=dict)
+    pki: Path | None = None  # a deploy/pki/make-certs.sh folder: the production broker, TLS for everyone
     notify: NotifySocket | None = None
     broker: Broker | None = None
     board: Proc | None = None
@@ -69,7 +70,7 @@ class Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.unit_dir.mkdir(exist_ok=True)
         self.start_broker()
-        self.watcher = Watcher(self.mqtt_port).start()
+        self.watcher = Watcher(self.mqtt_port, self.client_tls("operations")).start()
         self.start_inventory()
         self.start_board()
         self.write_unit_config(self.unit_mqtt_port or self.mqtt_port)
@@ -79,11 +80,12 @@ class Stack:
     def start_broker(self) -> None:
         if self.broker is None:
             (self.workdir / "broker").mkdir(parents=True, exist_ok=True)
+            prod = self.pki is not None
             self.broker = Broker(
-                DEPLOY / "dev.conf",
+                DEPLOY / ("prod.conf" if prod else "dev.conf"),
                 port=self.mqtt_port,
                 workdir=self.workdir / "broker",
-                replacements=self.broker_conf,
+                replacements={**(production_replacements(self.pki) if self.pki else {}), **self.broker_conf},
             )
         self.broker.start()
 
@@ -91,7 +93,8 @@ class Stack:
         """The inventory service with `units` enrolled (default: this stack's one unit)."""
         conf = self.workdir / "central.toml"
         conf.write_text(
-            central_toml(self.workdir, self.http_port, self.mqtt_port, units or [self.spec], self.db)
+            central_toml(self.workdir, self.http_port, self.mqtt_port, units or [self.spec], self.db,
+                         self.client_tls("inventory"))
         )
         if self.access is None:
             self.access = demo_access(self.db or str(self.workdir / "central.sqlite"))
@@ -182,6 +185,14 @@ class Stack:
         assert self.central is not None
         led = self.ledger()
         return count_unit(self.spec.unit_id, led.dispensed, led.stock, self.sim_stats(), self.central)
+
+    def client_tls(self, name: str) -> dict[str, str] | None:
+        """The certificate files make-certs.sh made for `name`, or None without a PKI."""
+        if self.pki is None:
+            return None
+        folder = self.pki / "clients" / name
+        return {"ca": str(folder / "ca.crt"), "cert": str(folder / f"{name}.crt"),
+                "key": str(folder / f"{name}.key")}
 
     def close(self) -> None:
         """Unit first (it says offline), then the service, the board, the broker."""

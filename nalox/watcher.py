@@ -28,7 +28,7 @@ class UnitView:
 
 
 class Watcher:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tls: dict[str, str] | None = None) -> None:
         self.port = port
         self.units: dict[str, UnitView] = {}
         self.lock = threading.RLock()
@@ -36,6 +36,8 @@ class Watcher:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"nalox-demo-watch-{os.getpid()}", protocol=mqtt.MQTTv5
         )
+        if tls:  # the production broker: an operations certificate (status, state, answers)
+            self.client.tls_set(ca_certs=tls["ca"], certfile=tls["cert"], keyfile=tls["key"])
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("nalox/v1/#", qos=1)
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 2)

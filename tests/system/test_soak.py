@@ -16,6 +16,10 @@ def test_short_soak_with_faults_reconciles_exactly(tmp_path: Path) -> None:
     figures = soak.run(opts)
     assert soak.verdict(figures) == [], soak.verdict(figures)
     assert figures["presses"] == 40
+    hostile = figures["hostile"]  # a copied unit certificate tried every attack of issue 11
+    assert hostile["rounds"] >= 1 and hostile["breaches"] == {} and hostile["stolen_messages"] == 0
+    assert set(hostile["broker_answers"]["shared_group"]) == {0x87}
+    assert sum(hostile["central_quarantine"].values()) >= 8, hostile["central_quarantine"]
     assert figures["sim_dropped"] > 0
     assert figures["ledger_dispensed"] == figures["sim_dropped"] == figures["central_dispensed"]
     assert figures["events_lost"] == 0 and figures["events_counted_twice"] == 0
