@@ -26,6 +26,7 @@ from inventory.store import Store
 from inventory.web import alerts, create_app, ingest, lots, reports, units
 from schemas.models import Event, Status, Telemetry, UnitState
 from tests.inventory.conftest import make_config
+from tests.inventory.staff import make_token
 from tests.inventory.test_ingest import ingestor
 
 UNIT = "unit-001"
@@ -153,7 +154,9 @@ def get_paths(store: Store) -> list[str]:
 def web(store: Store, clock: FakeClock) -> tuple[TestClient, Any, CentralConfig]:
     config = make_config(ingest={"gap_timeout_s": 30})  # the production window
     ing, _ = ingestor(store, config, clock)
-    return TestClient(create_app(store, config, clock), raise_server_exceptions=False), ing, config
+    client = TestClient(create_app(store, config, clock), raise_server_exceptions=False)
+    client.headers["Authorization"] = f"Bearer {make_token(store, 'admin', 'any payload')}"
+    return client, ing, config
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -167,3 +170,4 @@ def test_every_page_answers_for_any_schema_valid_payload(
     for path in get_paths(store):
         r = client.get(path)
         assert r.status_code < 500, f"GET {path} answered {r.status_code}: {r.text[:300]}"
+        assert r.status_code not in (401, 403), f"GET {path}: the test's token was refused"

@@ -183,6 +183,8 @@ def test_the_audit_trail_filters_and_exports(store: Store, clock: FakeClock, app
     sign_in(c, "ivan")
     clock.advance(600)
     secret = make_token(store, "inventory", "gap script")
+    with store.tx() as tx:  # the unit reported seq 5: a gap may be accepted only up to it (issue 11)
+        tx.execute("UPDATE units SET reported_last_seq = 5 WHERE unit = 'unit-001'")
     r = c.post(
         "/api/units/unit-001/accept-gap",
         headers={"Authorization": f"Bearer {secret}"},

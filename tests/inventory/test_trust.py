@@ -166,3 +166,35 @@ def test_nul_in_any_string_is_refused_not_a_failed_batch(
     r = ing.process([restock(1, event_id="unit-001-\x00-0001"), restock(2, lot="A\x00B"), restock(3)])
     assert (r.inserted, r.rejected) == (1, 2)
     assert {q["reason"] for q in store.quarantined()} == {"invalid_payload"}
+
+
+def test_staff_release_or_accept_quarantined_events_over_the_api(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from inventory.web import create_app
+    from tests.inventory.staff import make_token
+
+    ing, _ = ingestor(store, config, clock)
+    ing.process([restock(1), restock(2, new_field=1), restock(3), restock(4, schema_version=2)])
+    assert store.advance_acked("unit-001").acked_seq == 1
+    http = TestClient(create_app(store, config, clock))
+    viewer = {"Authorization": f"Bearer {make_token(store, 'viewer', 'v')}"}
+    staff = {"Authorization": f"Bearer {make_token(store, 'inventory', 's')}"}
+    held = http.get("/api/quarantine", headers=viewer).json()
+    by_seq = {q["seq"]: q for q in held}
+    assert set(by_seq) == {2, 4} and all("new_field" not in json.dumps(q) for q in held)
+    two, four = by_seq[2]["id"], by_seq[4]["id"]
+    assert http.post(f"/api/quarantine/{two}/accept", headers=viewer, json={"reason": "x"}).status_code == 403
+    form = http.post(f"/api/quarantine/{two}/accept", headers={**staff, "content-type": "text/plain"},
+                     content=b'{"reason": "x"}')
+    assert form.status_code in (415, 422)
+    r = http.post(f"/api/quarantine/{two}/accept", headers=staff, json={"reason": "a field of a newer unit"})
+    assert r.status_code == 200 and r.json()["state"] == "accepted"
+    assert store.advance_acked("unit-001").acked_seq == 3, "accepted as a gap: the ack moves past it"
+    again = http.post(f"/api/quarantine/{two}/release", headers=staff, json={"reason": "twice"})
+    assert again.status_code == 409 and "already accepted" in again.json()["detail"]
+    r = http.post(f"/api/quarantine/{four}/release", headers=staff, json={"reason": "central upgraded"})
+    assert r.status_code == 200 and r.json()["state"] == "released"
+    assert http.get("/api/quarantine", headers=viewer).json() == []
