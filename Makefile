@@ -62,6 +62,7 @@ soak: setup
 # atheris, 10^6 executions per target (deframer, codec, MQTT payload validation): about half an hour
 fuzz: setup
 	$(BIN)/python -m bench.fuzz all --runs $${FUZZ_RUNS:-1000000}
+	NALOX_OPENAPI_EXAMPLES=$${OPENAPI_EXAMPLES:-100} $(BIN)/python -m pytest -q -p no:cacheprovider tests/inventory/test_openapi_fuzz.py
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info .pytest_cache .mypy_cache .ruff_cache

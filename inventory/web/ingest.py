@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from inventory import log
@@ -54,6 +55,9 @@ def api_quarantine(
     return [QuarantineOut.model_validate(r) for r in rows]
 
 
+QuarantineId = Annotated[int, PathParam(ge=1, le=2**53, description="a quarantine row's id")]
+
+
 def _json_only(request: Request) -> None:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
@@ -62,7 +66,7 @@ def _json_only(request: Request) -> None:
 
 @router.post("/api/quarantine/{qid}/release", response_model=QuarantineOut)
 def release(
-    ctx: Ctx, who: InventoryStaff, request: Request, qid: int, body: QuarantineDecision
+    ctx: Ctx, who: InventoryStaff, request: Request, qid: QuarantineId, body: QuarantineDecision
 ) -> QuarantineOut:
     """After central was upgraded to accept it: the unit is asked for the event again (it keeps every
     event until acknowledged); a message refused again comes back to the quarantine."""
@@ -80,7 +84,7 @@ def release(
 
 @router.post("/api/quarantine/{qid}/accept", response_model=QuarantineOut)
 def accept(
-    ctx: Ctx, who: InventoryStaff, request: Request, qid: int, body: QuarantineDecision
+    ctx: Ctx, who: InventoryStaff, request: Request, qid: QuarantineId, body: QuarantineDecision
 ) -> QuarantineOut:
     """Give the refused event up as a gap (acks move past its seq), with a reason."""
     _json_only(request)
