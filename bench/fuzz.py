@@ -40,14 +40,15 @@ def deframer_target() -> Callable[[bytes], None]:
 
 
 def codec_target() -> Callable[[bytes], None]:
-    from firmware_py.codec import MESSAGE_TYPES, CodecError, Frame, decode_message, encode_frame
+    from firmware_py.codec import MAX_PAYLOAD, MESSAGE_TYPES, CodecError, Frame, decode_message, encode_frame
 
     types = sorted(MESSAGE_TYPES)
 
     def one(data: bytes) -> None:
         if not data:
             return
-        frame = Frame(data[0] & 0xFF, types[data[0] % len(types)], bytes(data[1:]))
+        # what the frame layer lets through: at most MAX_PAYLOAD bytes (a longer frame never decodes)
+        frame = Frame(data[0] & 0xFF, types[data[0] % len(types)], bytes(data[1 : 1 + MAX_PAYLOAD]))
         try:
             msg = decode_message(frame)
         except CodecError:
@@ -84,6 +85,16 @@ def payload_target() -> Callable[[bytes], None]:
     return one
 
 
+JSON_WORDS = [
+    "{", "}", "[", "]", ":", ",", "null", "true", "false", "0", "-1", "1e308", "9007199254740993",
+    '\\"schema_version\\"', '\\"event_id\\"', '\\"seq\\"', '\\"ts\\"', '\\"unit\\"',
+    '\\"type\\"', '\\"column\\"', '\\"stock_after\\"', '\\"2026-10-31T10:00:00+00:00\\"',
+    '\\"2026-10-31T10:00:00\\"', '\\"9999-12-31T23:59:59+14:00\\"', '\\"dispense\\"',
+    '\\"restock\\"', '\\"alarm\\"', '\\"unit-1\\"', '\\"\\\\u0000\\"', '\\"columns\\"',
+    '\\"alarms\\"', '\\"state\\"', '\\"online\\"', '\\"session\\"', '\\"last_seq\\"',
+]
+
+
 def seeds(target: str) -> list[bytes]:
     """A few valid inputs so coverage starts past the first checks."""
     from firmware_py.codec import Dispense, Ping, encode_frame, message_frame
@@ -118,8 +129,14 @@ def run_one(target: str, runs: int) -> int:
             f.write(s)
     crashes = tempfile.mkdtemp(prefix=f"fuzz-{target}-crashes-")
     print(f"crash inputs, if any, go to {crashes}", file=sys.stderr)
+    extra = []
+    if target == "payload":  # JSON and field-name tokens take the mutator past the JSON parser
+        words = os.path.join(corpus, "..", f"fuzz-{target}.dict")
+        with open(words, "w") as f:
+            f.write("\n".join(f'"{w}"' for w in JSON_WORDS) + "\n")
+        extra = [f"-dict={words}"]
     atheris.Setup([sys.argv[0], f"-runs={runs}", "-max_len=4096", "-timeout=10", "-print_final_stats=1",
-                   f"-artifact_prefix={crashes}/", corpus], one)
+                   f"-artifact_prefix={crashes}/", *extra, corpus], one)
     atheris.Fuzz()
     return 0
 

@@ -180,9 +180,12 @@ class Soak:
         if h is None:
             return None
         held: Any = []
+        accepted: Any = None
         if self.stack.central is not None:
             try:
                 held = self.stack.central.get("/api/quarantine", state="all", unit=h.unit_id, limit=5000)
+                accepted = len(self.stack.central.get(f"/api/units/{h.unit_id}/events", limit=1000)) \
+                    if any(u.get("id") == h.unit_id for u in self.stack.central.get("/api/units")) else 0
             except Exception as e:  # the figures must come even if central is down at the end
                 held = [{"error": str(e)[:200]}]
         reasons: dict[str, int] = {}
@@ -194,6 +197,7 @@ class Soak:
             "stolen_messages": h.stolen_messages,
             "broker_answers": {k: sorted(set(v)) for k, v in sorted(h.outcomes.items())},
             "central_quarantine": dict(sorted(reasons.items())),
+            "central_events_accepted": accepted,  # every odd payload is refused: 0
         }
 
     def figures(self) -> dict[str, Any]:
@@ -236,6 +240,8 @@ def verdict(f: dict[str, Any]) -> list[str]:
         problems.append(f"hostile unit attacks not refused: {h['breaches']}")
     if h.get("stolen_messages"):
         problems.append(f"hostile unit received {h['stolen_messages']} messages meant for others")
+    if h.get("central_events_accepted"):
+        problems.append(f"central counted {h['central_events_accepted']} of the hostile unit's odd events")
     if f["ledger_dispensed"] != f["sim_dropped"]:
         problems.append(f"ledger counts {f['ledger_dispensed']} kits, the board dropped {f['sim_dropped']}")
     if f["central_dispensed"] != f["sim_dropped"]:
@@ -296,6 +302,7 @@ HOSTILE = "soak-hostile"
 def make_pki(root: Path, unit_id: str) -> Path:
     """CAs, broker, the honest unit, the hostile unit, inventory and operations, by make-certs.sh."""
     script = DEPLOY.parent / "pki" / "make-certs.sh"
+    root.parent.mkdir(parents=True, exist_ok=True)  # make-certs.sh resolves DIR from its parent
     for args in (["init"], ["unit", unit_id], ["unit", HOSTILE], ["service", "inventory"],
                  ["service", "operations"]):
         done = subprocess.run(["sh", str(script), str(root), *args], capture_output=True, text=True)

@@ -19,7 +19,8 @@ def test_short_soak_with_faults_reconciles_exactly(tmp_path: Path) -> None:
     hostile = figures["hostile"]  # a copied unit certificate tried every attack of issue 11
     assert hostile["rounds"] >= 1 and hostile["breaches"] == {} and hostile["stolen_messages"] == 0
     assert set(hostile["broker_answers"]["shared_group"]) == {0x87}
-    assert sum(hostile["central_quarantine"].values()) >= 8, hostile["central_quarantine"]
+    # its odd payloads are all refused (a broker kill may lose some it sent: a hostile unit keeps no outbox)
+    assert hostile["central_events_accepted"] == 0 and sum(hostile["central_quarantine"].values()) >= 1
     assert figures["sim_dropped"] > 0
     assert figures["ledger_dispensed"] == figures["sim_dropped"] == figures["central_dispensed"]
     assert figures["events_lost"] == 0 and figures["events_counted_twice"] == 0
