@@ -304,7 +304,7 @@ def make_pki(root: Path, unit_id: str) -> Path:
     script = DEPLOY.parent / "pki" / "make-certs.sh"
     root.parent.mkdir(parents=True, exist_ok=True)  # make-certs.sh resolves DIR from its parent
     for args in (["init"], ["unit", unit_id], ["unit", HOSTILE], ["service", "inventory"],
-                 ["service", "operations"]):
+                 ["service", "dashboard"], ["service", "operations"]):
         done = subprocess.run(["sh", str(script), str(root), *args], capture_output=True, text=True)
         if done.returncode != 0:
             raise NaloxError(f"make-certs.sh {' '.join(args)} failed: {done.stderr.strip()}")

@@ -94,7 +94,7 @@ class Stack:
         conf = self.workdir / "central.toml"
         conf.write_text(
             central_toml(self.workdir, self.http_port, self.mqtt_port, units or [self.spec], self.db,
-                         self.client_tls("inventory"))
+                         self.client_tls("inventory"), self.client_tls("dashboard"))
         )
         if self.access is None:
             self.access = demo_access(self.db or str(self.workdir / "central.sqlite"))
