@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS alarms(code TEXT PRIMARY KEY, severity TEXT NOT NULL,
     since TEXT NOT NULL, col INTEGER);
 CREATE TABLE IF NOT EXISTS lot_excursions(lot TEXT PRIMARY KEY, seconds REAL NOT NULL);
 """
-LEDGER_VERSION = 3
+LEDGER_VERSION = 4
 # version 2: a column is a queue of lot segments (front = lowest id), lot holds, temperature readings
 SCHEMA_V2 = """
 CREATE TABLE IF NOT EXISTS lot_segments(id INTEGER PRIMARY KEY AUTOINCREMENT, col INTEGER NOT NULL,
@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS command_answers(n INTEGER PRIMARY KEY AUTOINCREMENT,
     command_id TEXT UNIQUE NOT NULL, name TEXT NOT NULL, answer TEXT NOT NULL, issued_by TEXT, command TEXT,
     answered_at TEXT);
 """
-MEMORY_SIZE = 1000  # remote command answers kept (a repeat of an older command_id acts again)
+MEMORY_LIMIT = 100_000  # live command answers (inside the age window); past it new commands are refused
 MKT_DH_OVER_R = 83144.0 / 8.3144  # activation energy 83.144 kJ/mol over the gas constant, in kelvin
 
 
@@ -193,6 +193,11 @@ class Ledger:
                     )
             if version < 3:
                 db.execute(SCHEMA_V3)
+            if version < 4:  # answers keep their command's issued_at (kept while it may pass the age check)
+                have = {r[1] for r in db.execute("PRAGMA table_info(command_answers)")}
+                if "issued_at" not in have:
+                    db.execute("ALTER TABLE command_answers ADD COLUMN issued_at TEXT NOT NULL "
+                               "DEFAULT '9999-12-31T00:00:00.000000+00:00'")
             self._set_meta(db, "ledger_version", LEDGER_VERSION)
 
     @contextmanager
@@ -761,19 +766,28 @@ class Ledger:
                                    (command_id,)).fetchone()
         return CommandResponse.model_validate_json(row[0]) if row else None
 
-    def remember_answer(self, command_id: str, name: str, answer: CommandResponse, keep: int,
+    def remember_answer(self, command_id: str, name: str, answer: CommandResponse,
                         command: CommandBase | None = None, answered_at: datetime | None = None) -> None:
-        """Store the answer to `command_id` with the command as received and who sent it (`issued_by`,
-        DESIGN.md invariant 9), keeping only the last `keep` answers."""
+        """Store the answer to `command_id` with the command as received, who sent it (`issued_by`,
+        DESIGN.md invariant 9) and its `issued_at` (kept while the age check could still accept it)."""
+        issued = command.issued_at if command is not None else (answered_at or self.clock.now())
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO command_answers(command_id, name, answer, issued_by, command,"
-                       " answered_at) VALUES(?, ?, ?, ?, ?, ?)",
+                       " answered_at, issued_at) VALUES(?, ?, ?, ?, ?, ?, ?)",
                        (command_id, name, answer.model_dump_json(),
                         command.issued_by if command is not None else None,
                         command.model_dump_json() if command is not None else None,
-                        answered_at.isoformat() if answered_at else None))
-            db.execute("DELETE FROM command_answers WHERE n <= (SELECT MAX(n) FROM command_answers) - ?",
-                       (keep,))
+                        answered_at.isoformat() if answered_at else None, _utc_text(issued)))
+
+    def forget_answers_before(self, oldest: datetime) -> int:
+        """Drop answers to commands issued before `oldest`: the age check refuses those anyway."""
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM command_answers WHERE issued_at < ?", (_utc_text(oldest),))
+            return cur.rowcount
+
+    def answer_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM command_answers").fetchone()[0])
 
     def command_history(self, limit: int = 100) -> list[RememberedCommand]:
         """The newest remembered commands first: who sent each, what it said and the answer given."""
@@ -791,19 +805,31 @@ class Ledger:
 
 
 class CommandMemory:
-    """The last `size` answers to remote commands by command_id, kept in the ledger: a repeated
-    command_id (even after a restart) is answered again without acting."""
+    """Answers to remote commands by command_id, kept in the ledger: a repeated command_id (even after a
+    restart) is answered again without acting. Every answer whose command is still inside the age window
+    is kept, whatever the rate (a captured command can never run again while it could pass the age
+    check); only answers the age check would refuse anyway are forgotten. Past `limit` live answers new
+    commands are refused, old answers never dropped."""
 
-    def __init__(self, ledger: Ledger, size: int = MEMORY_SIZE) -> None:
+    def __init__(self, ledger: Ledger, limit: int = MEMORY_LIMIT) -> None:
         self.ledger = ledger
-        self.size = size
+        self.limit = limit
 
     def get(self, command_id: str) -> CommandResponse | None:
         return self.ledger.command_answer(command_id)
 
     def put(self, command_id: str, name: str, answer: CommandResponse, command: CommandBase | None = None,
             answered_at: datetime | None = None) -> None:
-        self.ledger.remember_answer(command_id, name, answer, self.size, command, answered_at)
+        self.ledger.remember_answer(command_id, name, answer, command, answered_at)
+
+    def forget_before(self, oldest: datetime) -> int:
+        return self.ledger.forget_answers_before(oldest)
+
+    def count(self) -> int:
+        return self.ledger.answer_count()
+
+    def full(self) -> bool:
+        return self.count() >= self.limit
 
     def history(self, limit: int = 100) -> list[RememberedCommand]:
         return self.ledger.command_history(limit)
@@ -882,3 +908,10 @@ def _count_if_table(db: sqlite3.Connection, table: str) -> int:
     """Rows of `table`, 0 when a ledger of an earlier version has no such table yet."""
     known = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone()
     return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]) if known else 0
+
+
+def _utc_text(ts: datetime) -> str:
+    """A sortable text form of a time: UTC, fixed width (a naive time is taken as UTC)."""
+    aware = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+    u = aware.astimezone(UTC)
+    return f"{u.year:04d}-" + u.strftime("%m-%dT%H:%M:%S.%f+00:00")

@@ -7,8 +7,10 @@ Checks, in order: retained (refused: a retained command would act again on every
 (MAX_COMMAND_BYTES), JSON object, known name, the pydantic model for the name, a repeated
 `command_id` (answered again with the stored answer, without acting), age (`issued_at` older than
 `max_age_s`, or that far in the future; the broker itself drops messages past their v5 message
-expiry), then the handler. Answers are remembered in the ledger (CommandMemory: bounded, persisted), so
-a repeat after a restart is still answered without acting. Each command model maps to one handler in
+expiry), then the handler. Answers are remembered in the ledger (CommandMemory, persisted), so a repeat
+after a restart is still answered without acting; every answer is kept while its command could still
+pass the age check, whatever the rate. A refusal for age is not remembered: the same command_id with
+a fresh `issued_at` is judged again. Each command model maps to one handler in
 a CommandRegistry, and each handler returns its own CommandResult model.
 
 The reply goes to the message's v5 response topic with its correlation data when that topic lies
@@ -205,7 +207,16 @@ class CommandProcessor:
         if earlier is not None:
             log.info("command_repeated", name=name, command_id=cmd.command_id, status=earlier.status)
             return earlier
-        response = self._check_age(cmd) or self._act(name, cmd)
+        too_old = self._check_age(cmd)
+        if too_old is not None:
+            return too_old  # not remembered: a retry with a fresh issued_at is judged again
+        self.memory.forget_before(self.clock.now() - self.max_age)
+        if self.memory.full():
+            return CommandResponse(
+                command_id=cmd.command_id, status="error",
+                reason=f"too many commands: {self.memory.limit} answered within the last "
+                       f"{self.max_age.total_seconds():.0f} s; try again later")
+        response = self._act(name, cmd)
         self.memory.put(cmd.command_id, name, response, cmd, self.clock.now())
         return response
 

@@ -114,14 +114,50 @@ def test_handler_crash_is_an_error_answer_not_a_crash() -> None:
     )
 
 
-def test_memory_is_bounded() -> None:
-    ledger = Ledger(":memory:", FakeClock(), unit_id=UNIT)
-    memory = CommandMemory(ledger, size=10)
-    p, handler, clock = processor(memory)
-    for i in range(25):
+def test_dedup_covers_the_whole_age_window_whatever_the_rate() -> None:
+    """2,000 commands in 100 s (the old memory kept 1,000): the first, captured and sent again with its
+    own issued_at while that is still inside the 300 s window, is answered from memory, not run."""
+    p, handler, clock = processor()
+    first = p.process(msg("unlock", body(clock, "id-0")))
+    issued = json.loads(body(clock, "id-0"))["issued_at"]
+    for i in range(1, 2000):
+        clock.advance(0.05)
         p.process(msg("unlock", body(clock, f"id-{i}")))
-    assert memory.get("id-24") is not None and memory.get("id-14") is None
-    assert ledger.census().command_answers == 10
+    assert len(handler.calls) == 2000
+    again = p.process(msg("unlock", json.dumps({"command_id": "id-0", "issued_at": issued})))
+    assert again.response == first.response and len(handler.calls) == 2000, "a captured command ran again"
+
+
+def test_memory_forgets_only_what_the_age_check_refuses_anyway() -> None:
+    p, handler, clock = processor()
+    for i in range(50):
+        p.process(msg("unlock", body(clock, f"old-{i}")))
+    clock.advance(301)
+    p.process(msg("unlock", body(clock, "new")))
+    assert p.memory.count() == 1
+    replay = p.process(msg("unlock", body(clock, "old-0", age_s=301)))
+    assert replay.response.status == "error" and "expired" in (replay.response.reason or "")
+    assert len(handler.calls) == 51
+
+
+def test_memory_full_refuses_new_commands_and_forgets_nothing() -> None:
+    memory = CommandMemory(Ledger(":memory:", FakeClock(), unit_id=UNIT), limit=10)
+    p, handler, clock = processor(memory)
+    for i in range(10):
+        assert p.process(msg("unlock", body(clock, f"id-{i}"))).response.status == "ok"
+    over = p.process(msg("unlock", body(clock, "id-10")))
+    assert over.response.status == "error" and "too many commands" in (over.response.reason or "")
+    assert all(memory.get(f"id-{i}") is not None for i in range(10)) and len(handler.calls) == 10
+
+
+def test_a_refusal_for_age_can_be_retried_with_a_fresh_issued_at() -> None:
+    p, handler, clock = processor()
+    skewed = p.process(msg("lock", body(clock, "skew", age_s=-400)))  # central's clock ran ahead
+    assert skewed.response.status == "error" and "future" in (skewed.response.reason or "")
+    fresh = p.process(msg("lock", body(clock, "skew")))
+    assert fresh.response.status == "ok" and len(handler.calls) == 1
+    assert p.process(msg("lock", body(clock, "skew"))).response == fresh.response
+    assert len(handler.calls) == 1
 
 
 @pytest.mark.parametrize(("age_s", "ok"), [(0, True), (299, True), (301, False), (-299, True), (-301, False)])
