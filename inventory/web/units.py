@@ -173,7 +173,7 @@ def api_units(
     ctx: Ctx,
     site: str | None = Query(None, max_length=200),
     limit: int | None = Query(None, ge=1, le=5000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**53),  # past SQLite's integer range it was a 500 (schemathesis)
     firmware: str | None = Query(None, max_length=40, description="only units whose board runs this version"),
 ) -> list[UnitOut]:
     """Every unit (or one site's; one page of `limit` from `offset`, by site and id): id, site, online
