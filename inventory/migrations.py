@@ -47,6 +47,42 @@ def _fill_unit_columns(tx: Any, dialect: str) -> None:
         put_unit_columns(tx, unit, json.loads(state_json).get("columns") or [])
 
 
+def _fill_unit_lots(tx: Any, dialect: str) -> None:
+    for unit, state_json in tx.rows("SELECT unit, state_json FROM units WHERE state_json IS NOT NULL"):
+        state = json.loads(state_json)
+        put_unit_lots(tx, unit, state.get("columns") or [], state.get("holds") or [])
+
+
+def put_unit_lots(tx: Any, unit: str, columns: list[dict[str, Any]], holds: list[dict[str, Any]]) -> None:
+    """The lot queue of each column (front first) and the unit's own lot holds, as its newest state
+    reports them: what the lots page reads in SQL instead of parsing every unit's state."""
+    tx.execute("DELETE FROM unit_lots WHERE unit = ?", (unit,))
+    tx.execute("DELETE FROM unit_holds WHERE unit = ?", (unit,))
+    for c in columns:
+        for pos, seg in enumerate(c.get("lots") or []):
+            exp = seg.get("exposure") or None
+            tx.execute(
+                "INSERT INTO unit_lots (unit, col, pos, lot, expiry, n, outside_s, excursion_s, mkt_c) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    unit,
+                    int(c["column"]),
+                    pos,
+                    seg.get("lot"),
+                    str(seg["expiry"]) if seg.get("expiry") else None,
+                    int(seg.get("count") or 0),
+                    float(exp["seconds_outside_label"]) if exp else None,
+                    float(exp["seconds_in_excursion"]) if exp else None,
+                    float(exp["mkt_c"]) if exp and exp.get("mkt_c") is not None else None,
+                ),
+            )
+    for pos, h in enumerate(holds):
+        tx.execute(
+            "INSERT INTO unit_holds (unit, pos, lot, kind, reason) VALUES (?, ?, ?, ?, ?)",
+            (unit, pos, h["lot"], h["kind"], h["reason"]),
+        )
+
+
 def put_unit_columns(tx: Any, unit: str, columns: list[dict[str, Any]]) -> None:
     """The unit's columns as its newest state describes them (par, capacity, lot, expiry): what the
     fleet page needs to rank units by "needs attention" in SQL, without parsing every state."""
@@ -391,6 +427,36 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
             resolution TEXT
         )""",
             "CREATE INDEX quarantine_open ON quarantine (state, unit, seq)",
+        ],
+    ),
+    (
+        13,
+        "each column's lot queue and the units' own lot holds kept from the newest state (the lots "
+        "page read every unit's state)",
+        [
+            """CREATE TABLE unit_lots (
+            unit TEXT NOT NULL,
+            col INTEGER NOT NULL,
+            pos INTEGER NOT NULL,
+            lot TEXT,
+            expiry TEXT,
+            n INTEGER NOT NULL,
+            outside_s DOUBLE PRECISION,
+            excursion_s DOUBLE PRECISION,
+            mkt_c DOUBLE PRECISION,
+            PRIMARY KEY (unit, col, pos)
+        )""",
+            "CREATE INDEX unit_lots_lot ON unit_lots (lot)",
+            """CREATE TABLE unit_holds (
+            unit TEXT NOT NULL,
+            pos INTEGER NOT NULL,
+            lot TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            PRIMARY KEY (unit, pos)
+        )""",
+            "CREATE INDEX unit_holds_lot ON unit_holds (lot)",
+            _fill_unit_lots,
         ],
     ),
 ]

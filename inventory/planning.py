@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from inventory.fleet import UnitView
+    from inventory.store import Store
 
 RATE_WEEKS = 4
 RATE_DAYS = 7 * RATE_WEEKS
@@ -115,36 +116,131 @@ class PickList:
     days_of_stock: dict[str, float | None]  # unit -> days
 
 
-def fleet_lots(
-    units: Sequence[UnitView], holds: dict[str, dict[str, str]], dispensed: dict[str, int]
+@dataclass(frozen=True)
+class SegmentRow:
+    """One lot segment lying in a column (front first), where it is and the heat it saw."""
+
+    site: str
+    unit: str
+    column: int
+    product: str
+    lot: str | None
+    expiry: date | None
+    count: int
+    front: bool
+    outside_label_s: float | None = None  # None: the unit reported no exposure for it
+    excursion_s: float | None = None
+    mkt_c: float | None = None
+
+
+def lots_from_segments(
+    segments: Iterable[SegmentRow],
+    unit_holds: Iterable[tuple[str, str, str, str]],
+    holds: dict[str, dict[str, str]],
+    dispensed: dict[str, int],
 ) -> list[LotView]:
-    """Every lot in any column of the fleet (from the units' reported lot queues), soonest expiry
-    first, with where it is, how many kits, its holds and the worst heat exposure reported for it."""
+    """The lots these segments (in fleet order: site, unit, column, front first) make up, with the
+    units' own holds (unit, lot, kind, reason) on them, central's holds (a held lot in no column is
+    listed too) and kits dispensed; soonest expiry first. The one definition, fed either from the
+    units' states (fleet_lots) or from the tables kept at ingest (Store.lot_page)."""
     lots: dict[str, LotView] = {}
-    for u in units:
-        for c in u.columns:
-            for i, seg in enumerate(c.segments):
-                if not seg.count:
-                    continue
-                name = seg.lot or "(no lot)"
-                v = lots.setdefault(name, LotView(name, c.product, seg.expiry))
-                if seg.expiry and (v.expiry is None or seg.expiry < v.expiry):
-                    v.expiry = seg.expiry
-                v.places.append(Place(u.site, u.unit, c.column, seg.count, i == 0))
-                if seg.exposure:
-                    v.worst_outside_label_s = max(v.worst_outside_label_s, seg.exposure.seconds_outside_label)
-                    v.worst_excursion_s = max(v.worst_excursion_s, seg.exposure.seconds_in_excursion)
-                    if seg.exposure.mkt_c is not None:
-                        v.worst_mkt_c = max(v.worst_mkt_c or -273.0, seg.exposure.mkt_c)
-        for h in u.holds:
-            held = lots.get(h.lot)
-            if held is not None:
-                held.unit_holds.append((u.unit, h.kind, h.reason))
+    for seg in segments:
+        if not seg.count:
+            continue
+        name = seg.lot or "(no lot)"
+        v = lots.setdefault(name, LotView(name, seg.product, seg.expiry))
+        if seg.expiry and (v.expiry is None or seg.expiry < v.expiry):
+            v.expiry = seg.expiry
+        v.places.append(Place(seg.site, seg.unit, seg.column, seg.count, seg.front))
+        if seg.outside_label_s is not None:
+            v.worst_outside_label_s = max(v.worst_outside_label_s, seg.outside_label_s)
+            v.worst_excursion_s = max(v.worst_excursion_s, seg.excursion_s or 0.0)
+            if seg.mkt_c is not None:
+                v.worst_mkt_c = max(v.worst_mkt_c or -273.0, seg.mkt_c)
+    for unit, lot, kind, reason in unit_holds:
+        held = lots.get(lot)
+        if held is not None:
+            held.unit_holds.append((unit, kind, reason))
     for name, hold in holds.items():
         lots.setdefault(name, LotView(name, "?", None)).hold = hold
     for v in lots.values():
         v.dispensed = dispensed.get(v.lot, 0)
     return sorted(lots.values(), key=lambda v: (v.expiry is None, v.expiry or date.max, v.lot))
+
+
+def fleet_lots(
+    units: Sequence[UnitView], holds: dict[str, dict[str, str]], dispensed: dict[str, int]
+) -> list[LotView]:
+    """Every lot in any column of the fleet (from the units' reported lot queues), soonest expiry
+    first, with where it is, how many kits, its holds and the worst heat exposure reported for it.
+    Computed afresh from every unit's state: the reference the lots page's SQL is tested against."""
+    segments = [
+        SegmentRow(
+            u.site,
+            u.unit,
+            c.column,
+            c.product,
+            seg.lot,
+            seg.expiry,
+            seg.count,
+            i == 0,
+            seg.exposure.seconds_outside_label if seg.exposure else None,
+            seg.exposure.seconds_in_excursion if seg.exposure else None,
+            seg.exposure.mkt_c if seg.exposure else None,
+        )
+        for u in units
+        for c in u.columns
+        for i, seg in enumerate(c.segments)
+    ]
+    unit_holds = [(u.unit, h.lot, h.kind, h.reason) for u in units for h in u.holds]
+    return lots_from_segments(segments, unit_holds, holds, dispensed)
+
+
+LOTS_PER_PAGE = 100
+
+
+@dataclass(frozen=True)
+class LotsPage:
+    lots: list[LotView]  # this page's lots, soonest expiry first
+    total: int  # lots matching the filters
+    products: list[str]  # every lot's product (the filter's choices)
+    sites: list[str]  # every site with a kit in a column
+
+
+def lot_matches(name: str, product: str, lot_product: str, text: str, at_site: set[str] | None) -> bool:
+    return (
+        (not product or lot_product == product)
+        and (at_site is None or name in at_site)
+        and (not text or text.lower() in name.lower())
+    )
+
+
+def lots_page(
+    store: Store,
+    product: str = "",
+    site: str = "",
+    lot: str = "",
+    offset: int = 0,
+    limit: int | None = LOTS_PER_PAGE,
+) -> LotsPage:
+    """One page of fleet_lots() filtered by product, site and a lot number's part, read from the
+    tables kept from the units' states (never a cache: each call reads them afresh). SQL gives each
+    lot's product and soonest expiry (a few rows per unit); only the page's lots are read in full."""
+    every = store.lot_list()
+    at_site = set(store.lot_sites(site)) if site else None
+    shown = sorted(
+        (r for r in every if lot_matches(r[0], product, r[1], lot, at_site)),
+        key=lambda r: (r[2] is None, r[2] or date.max, r[0]),
+    )
+    names = [r[0] for r in shown[offset : None if limit is None else offset + limit]]
+    everything = not product and not site and not lot and offset == 0 and limit is None
+    segments, unit_holds, dispensed = store.lot_segments(None if everything else names)
+    holds = store.lot_holds()
+    wanted = set(names)
+    page = lots_from_segments(
+        segments, unit_holds, {k: v for k, v in holds.items() if k in wanted}, dispensed
+    )
+    return LotsPage(page, len(shown), sorted({r[1] for r in every}), store.lot_sites())
 
 
 def pick_list(

@@ -16,14 +16,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from inventory import rollups
 from inventory.errors import InventoryError
-from inventory.migrations import MIGRATIONS, put_unit_columns
+from inventory.migrations import MIGRATIONS, put_unit_columns, put_unit_lots
+from inventory.planning import SegmentRow
 from schemas.models import EventBase, Status, Telemetry, UnitState
 
 # events a person at the machine causes: central keeps their time only to the privacy granularity
@@ -370,7 +371,9 @@ class Store:
             == 1
         )
         if newer:
-            put_unit_columns(tx, state.unit, [c.model_dump(mode="json") for c in state.columns])
+            columns = [c.model_dump(mode="json") for c in state.columns]
+            put_unit_columns(tx, state.unit, columns)
+            put_unit_lots(tx, state.unit, columns, [h.model_dump(mode="json") for h in state.holds])
             tx.execute(
                 "UPDATE units SET seq_reset_at = ? WHERE unit = ? AND acked_seq > ? AND seq_reset_at IS NULL",
                 (iso(coarsen(now or state.ts, g)), state.unit, state.last_seq),
@@ -481,8 +484,17 @@ class Store:
 
     # ------------------------------------------------------------------ quarantine
     def quarantine(
-        self, tx: Tx, unit: str, topic: str, reason: str, detail: str, size: int, seq: int | None,
-        event_id: str | None, now: datetime, per_unit: int,
+        self,
+        tx: Tx,
+        unit: str,
+        topic: str,
+        reason: str,
+        detail: str,
+        size: int,
+        seq: int | None,
+        event_id: str | None,
+        now: datetime,
+        per_unit: int,
     ) -> None:
         """Keep a refused message's reason, size and (when well-formed) seq and event_id. The same
         refusal again (same unit, reason, seq and event_id) counts up its open row; past `per_unit`
@@ -495,9 +507,7 @@ class Store:
         if same is None:
             n = tx.one("SELECT COUNT(*) FROM quarantine WHERE state = 'open' AND unit = ?", (unit,))
             if n is not None and int(n[0]) >= per_unit:
-                same = tx.one(
-                    "SELECT MAX(id) FROM quarantine WHERE state = 'open' AND unit = ?", (unit,)
-                )
+                same = tx.one("SELECT MAX(id) FROM quarantine WHERE state = 'open' AND unit = ?", (unit,))
         if same is not None and same[0] is not None:
             tx.execute(
                 "UPDATE quarantine SET count = count + 1, last_at = ? WHERE id = ?", (iso(now), same[0])
@@ -511,10 +521,13 @@ class Store:
             (new_id, unit[:64], topic[:200], reason, detail[:500], size, seq, event_id, iso(now), iso(now)),
         )
 
-    def quarantined(self, state: str | None = "open", unit: str | None = None, limit: int = 500,
-                    qid: int | None = None) -> list[dict[str, Any]]:
-        sql = ("SELECT id, unit, topic, reason, detail, size, seq, event_id, first_at, last_at, count, "
-               "state, resolved_at, resolution FROM quarantine WHERE 1 = 1")
+    def quarantined(
+        self, state: str | None = "open", unit: str | None = None, limit: int = 500, qid: int | None = None
+    ) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT id, unit, topic, reason, detail, size, seq, event_id, first_at, last_at, count, "
+            "state, resolved_at, resolution FROM quarantine WHERE 1 = 1"
+        )
         args: list[Any] = []
         if qid is not None:
             sql += " AND id = ?"
@@ -529,8 +542,22 @@ class Store:
         args.append(limit)
         with self.tx() as tx:
             rows = tx.rows(sql, tuple(args))
-        keys = ("id", "unit", "topic", "reason", "detail", "size", "seq", "event_id", "first_at",
-                "last_at", "count", "state", "resolved_at", "resolution")
+        keys = (
+            "id",
+            "unit",
+            "topic",
+            "reason",
+            "detail",
+            "size",
+            "seq",
+            "event_id",
+            "first_at",
+            "last_at",
+            "count",
+            "state",
+            "resolved_at",
+            "resolution",
+        )
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def quarantine_summary(self) -> dict[tuple[str, str], int]:
@@ -1109,6 +1136,96 @@ class Store:
             )
         return {r[0]: int(r[1]) for r in rows}
 
+    # Every lot segment in the fleet's columns, from the tables kept from each unit's newest state:
+    # the reported lot queue (unit_lots), else the column's one lot with its counted stock, else (a
+    # counted column no state describes) no lot and no product ("?": _product). Zero-count segments
+    # left out. No '?' literal in the SQL: the PostgreSQL store turns ? into placeholders.
+    _LOT_NAME = "COALESCE(NULLIF(lot, ''), '(no lot)')"  # as fleet_lots() names a segment's lot
+    _SEGMENTS = (
+        "SELECT u.site, c.unit, c.col, l.pos, c.product, l.lot, l.expiry, l.n, "
+        "l.outside_s, l.excursion_s, l.mkt_c FROM unit_columns c JOIN units u ON u.unit = c.unit "
+        "JOIN unit_lots l ON l.unit = c.unit AND l.col = c.col WHERE l.n <> 0 "
+        "UNION ALL SELECT u.site, c.unit, c.col, 0, c.product, c.lot, c.expiry, "
+        "COALESCE(s.stock, c.stock), NULL, NULL, NULL FROM unit_columns c JOIN units u ON u.unit = c.unit "
+        "LEFT JOIN stock s ON s.unit = c.unit AND s.col = c.col "
+        "WHERE COALESCE(s.stock, c.stock) <> 0 "
+        "AND NOT EXISTS (SELECT 1 FROM unit_lots l WHERE l.unit = c.unit AND l.col = c.col) "
+        "UNION ALL SELECT u.site, s.unit, s.col, 0, NULL, NULL, NULL, s.stock, NULL, NULL, NULL "
+        "FROM stock s JOIN units u ON u.unit = s.unit WHERE s.stock <> 0 "
+        "AND NOT EXISTS (SELECT 1 FROM unit_columns c WHERE c.unit = s.unit AND c.col = s.col)"
+    )
+
+    def lot_list(self) -> list[tuple[str, str, date | None]]:
+        """(lot, product, soonest expiry) of every lot in a column or on hold: the product is the one
+        of its first segment in fleet order (site, unit, column, front first), as fleet_lots() has it;
+        a held lot in no column has product "?". One pass of SQL over the kept tables; a few rows per
+        unit (the page sorts, filters and slices them)."""
+        sql = (
+            f"WITH seg AS ({self._SEGMENTS}), "
+            f"named AS (SELECT {self._LOT_NAME} AS name, product, expiry, site, unit, col, pos FROM seg), "
+            "firsts AS (SELECT name, product, "
+            "ROW_NUMBER() OVER (PARTITION BY name ORDER BY site, unit, col, pos) AS rn FROM named), "
+            "agg AS (SELECT name, MIN(expiry) AS expiry FROM named GROUP BY name) "
+            "SELECT a.name, f.product, a.expiry FROM agg a JOIN firsts f ON f.name = a.name AND f.rn = 1 "
+            "UNION ALL SELECT h.lot, NULL, NULL FROM lot_holds h "
+            "WHERE NOT EXISTS (SELECT 1 FROM agg a WHERE a.name = h.lot)"
+        )
+        with self.tx() as tx:
+            rows = tx.rows(sql)
+        return [(r[0], _product(r[1]), date.fromisoformat(r[2]) if r[2] else None) for r in rows]
+
+    def lot_sites(self, site: str | None = None) -> list[str]:
+        """Every site with a kit in a column (site None); or the lots lying at `site`."""
+        with self.tx() as tx:
+            if site is None:
+                return sorted(r[0] for r in tx.rows(f"SELECT DISTINCT site FROM ({self._SEGMENTS}) seg"))
+            return [
+                r[0]
+                for r in tx.rows(
+                    f"SELECT DISTINCT {self._LOT_NAME} FROM ({self._SEGMENTS}) seg WHERE site = ?",
+                    (site,),
+                )
+            ]
+
+    def lot_segments(
+        self, lots: Sequence[str] | None
+    ) -> tuple[list[SegmentRow], list[tuple[str, str, str, str]], dict[str, int]]:
+        """The segments of these lots (None: of every lot) in fleet order, the units' own holds on
+        them (unit, lot, kind, reason) and their kits dispensed (lot_counts)."""
+        if lots is not None and not lots:
+            return [], [], {}
+        marks = ", ".join("?" * len(lots)) if lots is not None else ""
+        params = list(lots) if lots is not None else []
+        named = f"{self._LOT_NAME} IN ({marks})" if lots is not None else "1 = 1"
+        literal = f"IN ({marks})" if lots is not None else "IS NOT NULL"  # a hold, a count: the lot as named
+        with self.tx() as tx:
+            segs = tx.rows(
+                f"SELECT * FROM ({self._SEGMENTS}) seg WHERE {named} ORDER BY site, unit, col, pos", params
+            )
+            held = tx.rows(
+                "SELECT h.unit, h.lot, h.kind, h.reason FROM unit_holds h JOIN units u ON u.unit = h.unit "
+                f"WHERE h.lot {literal} ORDER BY u.site, u.unit, h.pos",
+                params,
+            )
+            given = tx.rows(f"SELECT lot, dispensed FROM lot_counts WHERE lot {literal}", params)
+        rows = [
+            SegmentRow(
+                site,
+                unit,
+                int(col),
+                _product(product),
+                lot,
+                date.fromisoformat(expiry) if expiry else None,
+                int(n),
+                int(pos) == 0,
+                outside,
+                excursion,
+                mkt,
+            )
+            for site, unit, col, pos, product, lot, expiry, n, outside, excursion, mkt in segs
+        ]
+        return rows, [tuple(h) for h in held], {r[0]: int(r[1]) for r in given if int(r[1]) > 0}  # type: ignore[misc]
+
     # ------------------------------------------------------------------ temperature history
     def add_temperatures(
         self, tx: Tx, unit: str, samples: Sequence[tuple[datetime, float]], bucket_s: int
@@ -1241,6 +1358,10 @@ _PG_INSERT_EVENTS = (  # %b: arrays sent in binary (no text escaping of each JSO
     + ", ".join(f"%b::{t}[]" for t in _EVENT_TYPES.split(" "))
     + ") ON CONFLICT (unit, event_id) DO NOTHING RETURNING unit, event_id"
 )
+
+
+def _product(name: str | None) -> str:
+    return "?" if name is None else name  # a column no state describes (fleet.columns_of)
 
 
 def _event_row(event: EventBase, raw: str, received: str, tz: tzinfo) -> tuple[Any, ...]:

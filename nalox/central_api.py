@@ -20,6 +20,15 @@ class CentralApi:
         self.token = token
         self.timeout = timeout
 
+    def units(self, **params: object) -> list[Any]:
+        """Every unit, page after page (/api/units answers at most 100 a page)."""
+        out: list[Any] = []
+        while True:
+            page = self.get("/api/units", offset=len(out), limit=100, **params)
+            out += page
+            if len(page) < 100:
+                return out
+
     def get(self, path: str, **params: object) -> Any:
         """The decoded JSON body; urllib.error.HTTPError (an OSError) on a status other than 2xx."""
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})

@@ -185,7 +185,7 @@ class Soak:
             try:
                 held = self.stack.central.get("/api/quarantine", state="all", unit=h.unit_id, limit=5000)
                 accepted = len(self.stack.central.get(f"/api/units/{h.unit_id}/events", limit=1000)) \
-                    if any(u.get("id") == h.unit_id for u in self.stack.central.get("/api/units")) else 0
+                    if any(u.get("id") == h.unit_id for u in self.stack.central.units()) else 0
             except Exception as e:  # the figures must come even if central is down at the end
                 held = [{"error": str(e)[:200]}]
         reasons: dict[str, int] = {}

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from inventory import log, opendata, reports
-from inventory.planning import fleet_lots, pick_list
+from inventory import log, opendata, planning, reports
+from inventory.planning import LOTS_PER_PAGE, pick_list
 from inventory.web.auth import InventoryStaff, Principal, Viewer, require
 from inventory.web.deps import Ctx, WebContext, fleet_now, render
 from schemas.models import LotHoldCommand
@@ -90,10 +90,6 @@ class LotOut(BaseModel):
     unit_holds: list[dict[str, str]]
     worst_hours_outside_label: float
     worst_mkt_c: float | None
-
-
-def _lots(ctx: WebContext) -> list[Any]:
-    return fleet_lots(fleet_now(ctx), ctx.store.lot_holds(), ctx.store.dispensed_by_lot())
 
 
 def lot_out(v: Any) -> LotOut:
@@ -189,16 +185,11 @@ def lots_page(
     product: str | None = Query(None, max_length=100),
     site: str | None = Query(None, max_length=200),
     lot: str | None = Query(None, max_length=64),
+    page: int = Query(1, ge=1, le=100_000),
 ) -> HTMLResponse:
-    """Every lot in the fleet, soonest expiry first; filter by product, site and lot."""
-    everything = _lots(ctx)
-    shown = [
-        v
-        for v in everything
-        if (not product or v.product == product)
-        and (not site or site in v.sites)
-        and (not lot or lot.lower() in v.lot.lower())
-    ]
+    """Every lot in the fleet, soonest expiry first, LOTS_PER_PAGE a page; filter by product, site
+    and lot."""
+    got = planning.lots_page(ctx.store, product or "", site or "", lot or "", (page - 1) * LOTS_PER_PAGE)
     today = ctx.clock.now().astimezone(ctx.store.report_tz).date()
     return render(
         ctx,
@@ -206,9 +197,12 @@ def lots_page(
         "lots.html",
         "lots",
         who,
-        lots=shown,
-        products=sorted({v.product for v in everything}),
-        sites=sorted({s for v in everything for s in v.sites}),
+        lots=got.lots,
+        total=got.total,
+        page=page,
+        pages=max(1, -(-got.total // LOTS_PER_PAGE)),
+        products=got.products,
+        sites=got.sites,
         product=product or "",
         site=site or "",
         lot=lot or "",
@@ -263,12 +257,17 @@ def picklist_page(
 
 
 @api.get("/lots", response_model=list[LotOut])
-def api_lots(ctx: Ctx, product: str | None = None, site: str | None = None) -> list[LotOut]:
-    """Every lot in the fleet: where it is (site, unit, column, kits), its holds and heat exposure."""
+def api_lots(
+    ctx: Ctx,
+    product: str | None = Query(None, max_length=100),
+    site: str | None = Query(None, max_length=200),
+    limit: int | None = Query(None, ge=1, le=1000, description="one page of this many lots (default: all)"),
+    offset: int = Query(0, ge=0),
+) -> list[LotOut]:
+    """Every lot in the fleet, soonest expiry first (or one page of `limit` from `offset`): where it
+    is (site, unit, column, kits), its holds and heat exposure."""
     return [
-        lot_out(v)
-        for v in _lots(ctx)
-        if (not product or v.product == product) and (not site or site in v.sites)
+        lot_out(v) for v in planning.lots_page(ctx.store, product or "", site or "", "", offset, limit).lots
     ]
 
 

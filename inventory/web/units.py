@@ -168,23 +168,32 @@ async def command_form(ctx: Ctx, who: Operations, request: Request, unit: str) -
     return RedirectResponse(f"/units/{unit}?sent={sent.command_id}#commands", status_code=303)
 
 
+UNITS_PER_PAGE = 100  # /api/units: the default and largest page (each unit is read in full)
+
+
 @api.get("", response_model=list[UnitOut])
 def api_units(
     ctx: Ctx,
     site: str | None = Query(None, max_length=200),
-    limit: int | None = Query(None, ge=1, le=5000),
+    limit: int = Query(
+        UNITS_PER_PAGE, ge=1, description=f"units per page, at most {UNITS_PER_PAGE} (the default)"
+    ),
     offset: int = Query(0, ge=0, le=2**53),  # past SQLite's integer range it was a 500 (schemathesis)
-    firmware: str | None = Query(None, max_length=40, description="only units whose board runs this version"),
+    firmware: str | None = Query(
+        None, max_length=40, description="only the page's units whose board runs this version"
+    ),
 ) -> list[UnitOut]:
-    """Every unit (or one site's; one page of `limit` from `offset`, by site and id): id, site, online
-    state, stock per column and board firmware; `firmware=0.3.0` lists the units running that version."""
-    if firmware is not None:
-        ids = ctx.store.unit_ids(site, offset, limit) if site or limit or offset else None
-        return [unit_out(u) for u in fleet_now(ctx, ids) if u.firmware_version == firmware]
-    if site is None and limit is None and offset == 0:
-        return [unit_out(u) for u in fleet_now(ctx)]
-    ids = ctx.store.unit_ids(site, offset, limit)
-    return [unit_out(u) for u in fleet_now(ctx, ids)]
+    """One page of units (of all, or one site's), by site and id: `limit` (at most 100, the default)
+    from `offset`; page on with offset += limit until a page comes back short. Each: id, site, online
+    state, stock per column and board firmware; `firmware=0.3.0` keeps the page's units running that
+    version."""
+    if limit > UNITS_PER_PAGE:
+        raise HTTPException(
+            422,
+            f"expected limit of at most {UNITS_PER_PAGE} units a page (page on with offset), got {limit}",
+        )
+    units = fleet_now(ctx, ctx.store.unit_ids(site, offset, limit))
+    return [unit_out(u) for u in units if firmware is None or u.firmware_version == firmware]
 
 
 @api.get("/{unit}", response_model=UnitOut)

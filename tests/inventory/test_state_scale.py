@@ -107,7 +107,13 @@ def test_pages_of_a_large_fleet_over_http(store: Store) -> None:
         assert http.get("/", params={"page": 0}).status_code == 422
         page = http.get("/api/units", params={"limit": 10, "offset": 5}).json()
         assert [u["id"] for u in page] == store.unit_ids(None, 5, 10)
-        assert len(http.get("/api/units").json()) == UNITS
+        assert len(http.get("/api/units").json()) == 100  # the default page, also the largest
+        rest = http.get("/api/units", params={"offset": 100}).json()
+        assert len(rest) == UNITS - 100 and {u["id"] for u in rest}.isdisjoint(
+            u["id"] for u in http.get("/api/units").json()
+        )
+        too_many = http.get("/api/units", params={"limit": 101})
+        assert too_many.status_code == 422 and "at most 100" in too_many.json()["detail"]
         assert http.get("/api/units", params={"site": "Site C"}).json()[0]["site"] == "Site C"
         alerts = http.get("/alerts")
         assert "Active alerts (150)" in alerts.text and "page 1 of 2" in alerts.text
