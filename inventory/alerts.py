@@ -107,47 +107,25 @@ def pki_alerts(cfg: AlertSettings, files: list[Path], now: datetime) -> list[Wan
         try:
             when = openssl_date(path, kind)
         except (OSError, ValueError) as exc:
-            out.append(
-                Wanted(
-                    f"pki_unreadable:{path}",
-                    None,
-                    None,
-                    "pki_expiry",
-                    "warning",
-                    f"cannot read the {kind} {path}: {str(exc)[:200]}",
-                )
-            )
+            out.append(Wanted(f"pki_unreadable:{path}", None, None, "pki_expiry", "warning",
+                              f"cannot read the {kind} {path}: {str(exc)[:200]}"))
             continue
         days = (when - now).total_seconds() / 86400
         if days > cfg.pki_warn_days:
             continue
         what = "CRL's next update" if kind == "crl" else f"certificate {path.name}"
-        fix = (
-            "renew it (make-certs.sh DIR crl) and reload the broker, or every client is refused"
-            if kind == "crl"
-            else "issue a new one before it is refused"
-        )
+        fix = ("renew it (make-certs.sh DIR crl) and reload the broker, or every client is refused"
+               if kind == "crl" else "issue a new one before it is refused")
         severity = "critical" if days <= 7 else "warning"
-        out.append(
-            Wanted(
-                f"pki_expiry:{path}",
-                None,
-                None,
-                "pki_expiry",
-                severity,
-                f"the {what} is {when:%Y-%m-%d} ({days:.0f} days): {fix}",
-            )
-        )
+        out.append(Wanted(f"pki_expiry:{path}", None, None, "pki_expiry", severity,
+                          f"the {what} is {when:%Y-%m-%d} ({days:.0f} days): {fix}"))
     return out
 
 
 def openssl_date(path: Path, kind: str) -> datetime:
     """A certificate's notAfter or a CRL's nextUpdate, read with openssl (no extra Python package)."""
-    args = (
-        ["openssl", "x509", "-noout", "-enddate"]
-        if kind == "certificate"
-        else ["openssl", "crl", "-noout", "-nextupdate"]
-    )
+    args = ["openssl", "x509", "-noout", "-enddate"] if kind == "certificate" else [
+        "openssl", "crl", "-noout", "-nextupdate"]
     out = subprocess.run([*args, "-in", str(path)], capture_output=True, text=True, timeout=10)
     if out.returncode != 0 or "=" not in out.stdout:
         raise ValueError(out.stderr.strip()[:200] or f"expected a PEM {kind}")
@@ -169,11 +147,8 @@ def _refused(summary: dict[tuple[str, str], int], sites: dict[str, str]) -> list
                 "refused_messages",
                 "critical" if speaking_for_another else "warning",
                 f"{unit}: {n} message(s) refused ({reason.replace('_', ' ')})"
-                + (
-                    "; the unit spoke for another unit: its certificate may be stolen"
-                    if speaking_for_another
-                    else ""
-                )
+                + ("; the unit spoke for another unit: its certificate may be stolen" if speaking_for_another
+                   else "")
                 + "; see the quarantine (/api/quarantine) to release or accept them",
             )
         )

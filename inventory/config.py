@@ -152,9 +152,7 @@ class IngestSettings(Section):
         default=500, ge=1, le=100_000, description="open quarantine rows per unit; more only count up"
     )
     queue_max: int = Field(
-        default=2000,
-        ge=10,
-        le=65535,
+        default=2000, ge=10, le=65535,
         description="messages in flight to the ingest (MQTT v5 receive maximum): the broker holds the rest",
     )
 

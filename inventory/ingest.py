@@ -160,7 +160,9 @@ def _classify(msg: Incoming, max_bytes: int, window: Window | None) -> Parsed:
     try:
         version = obj.get("schema_version", SCHEMA_VERSION)
         if version != SCHEMA_VERSION:
-            raise Refused("unknown_schema_version", f"expected schema_version {SCHEMA_VERSION}, got another")
+            raise Refused(
+                "unknown_schema_version", f"expected schema_version {SCHEMA_VERSION}, got another"
+            )
         model = _validate(kind, text)
         payload_unit = getattr(model, "unit", unit)
         if payload_unit != unit:
@@ -310,26 +312,16 @@ class Ingestor:
                 self.process([m])
             except Exception as e:
                 # the error's type only: its text may quote the payload
-                self.log.error(
-                    "message_failed", topic=m.topic[:200], error=type(e).__name__, bytes=len(m.payload)
-                )
+                self.log.error("message_failed", topic=m.topic[:200], error=type(e).__name__,
+                               bytes=len(m.payload))
                 with self.store.tx() as tx:  # raises again if the database itself is the problem
                     now = self.clock.now()
                     self.store.count_reject(tx, "internal_error", m.topic, type(e).__name__, now)
                     unit = _topic_unit(m.topic)
                     if unit is not None:
-                        self.store.quarantine(
-                            tx,
-                            unit,
-                            m.topic,
-                            "internal_error",
-                            type(e).__name__,
-                            len(m.payload),
-                            None,
-                            None,
-                            now,
-                            self.config.ingest.quarantine_per_unit,
-                        )
+                        self.store.quarantine(tx, unit, m.topic, "internal_error", type(e).__name__,
+                                              len(m.payload), None, None, now,
+                                              self.config.ingest.quarantine_per_unit)
 
     def _commit(self, items: list[tuple[Incoming, Parsed | Rejected]]) -> BatchResult:
         """Rows are locked in one global order by every writer (units rows by unit, then events by
@@ -358,18 +350,8 @@ class Ingestor:
             for msg, r in sorted(refused, key=lambda mr: mr[1].reason):
                 self.store.count_reject(tx, r.reason, msg.topic, r.detail, now)
                 if r.unit is not None:
-                    self.store.quarantine(
-                        tx,
-                        r.unit,
-                        msg.topic,
-                        r.reason,
-                        r.detail,
-                        r.size,
-                        r.seq,
-                        r.event_id,
-                        now,
-                        self.config.ingest.quarantine_per_unit,
-                    )
+                    self.store.quarantine(tx, r.unit, msg.topic, r.reason, r.detail, r.size, r.seq,
+                                          r.event_id, now, self.config.ingest.quarantine_per_unit)
             result.rejected = len(refused)
             self.store.bump_many(
                 tx,
@@ -381,11 +363,7 @@ class Ingestor:
             )
         for msg, r in refused:
             self.log.warning(
-                "ingest_refused",
-                reason=r.reason,
-                detail=r.detail,
-                topic=msg.topic[:200],
-                bytes=r.size,
+                "ingest_refused", reason=r.reason, detail=r.detail, topic=msg.topic[:200], bytes=r.size,
                 seq=r.seq,
             )
         return result
@@ -601,10 +579,7 @@ class Ingestor:
                 int(max(timeout * 2, 60)),
             )
             self.log.warning(
-                "replay_requested",
-                unit=unit,
-                from_seq=g.acked + 1,
-                command_id=cmd.command_id,
+                "replay_requested", unit=unit, from_seq=g.acked + 1, command_id=cmd.command_id,
                 request=g.requests,
             )
             sent.append(cmd)

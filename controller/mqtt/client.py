@@ -79,6 +79,12 @@ class MqttSettings(BaseModel):
     refused_retry_s: float = Field(default=30.0, gt=0, description="retry of an event the broker refused")
     ack_resend_s: float = Field(default=300.0, gt=0,
                                 description="resend unacknowledged events when no ack came for this long")
+    # Kept so a unit.toml written for an earlier version still loads after an upgrade (a unit that
+    # refuses its config after an update is a unit out of service): the file it names is imported
+    # into the ledger once, then never used again.
+    state_db: Path | None = Field(default=None, description="deprecated: the reporter's own SQLite file "
+                                  "of earlier versions, imported once into the ledger; default: "
+                                  "<ledger>.mqtt.sqlite")
 
 
 @dataclass(frozen=True)

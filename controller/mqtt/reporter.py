@@ -117,7 +117,7 @@ class Reporter:
 
     def start(self) -> Reporter:
         uid = self.unit_id
-        legacy = self.ledger.path.with_name(self.ledger.path.name + ".mqtt.sqlite")
+        legacy = self.settings.state_db or self.ledger.path.with_name(self.ledger.path.name + ".mqtt.sqlite")
         if self.ledger.import_reporter_file(legacy):
             log.info("reporter_file_imported", unit=uid, path=str(legacy))
         self.commands = CommandProcessor(uid, self._run_command, CommandMemory(self.ledger), self.clock,

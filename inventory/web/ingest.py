@@ -76,15 +76,9 @@ def release(
     except StoreError as e:
         raise HTTPException(409, str(e)) from e
     log.get("web").warning("quarantine_released", id=qid, unit=row["unit"], seq=row["seq"])
-    ctx.audit.record(
-        who.actor,
-        "quarantine_release",
-        ctx.clock.now(),
-        target=row["unit"],
-        before={"id": qid, "state": "open"},
-        after={"state": "released", "seq": row["seq"]},
-        detail=body.reason.strip()[:500],
-    )
+    ctx.audit.record(who.actor, "quarantine_release", ctx.clock.now(), target=row["unit"],
+                     before={"id": qid, "state": "open"}, after={"state": "released", "seq": row["seq"]},
+                     detail=body.reason.strip()[:500])
     return QuarantineOut.model_validate(row)
 
 
@@ -102,22 +96,15 @@ def accept(
         raise HTTPException(409, f"quarantine {qid} is already {q['state']}")
     try:
         if q["seq"] is not None:
-            ctx.store.accept_gap(
-                q["unit"], int(q["seq"]), f"quarantine {qid}: {body.reason.strip()}"[:500], ctx.clock.now()
-            )
+            ctx.store.accept_gap(q["unit"], int(q["seq"]), f"quarantine {qid}: {body.reason.strip()}"[:500],
+                                 ctx.clock.now())
         row = ctx.store.resolve_quarantine(qid, "accepted", body.reason.strip(), ctx.clock.now())
     except (GapBeyondUnit, StoreError) as e:
         raise HTTPException(409, str(e)) from e
     if q["seq"] is not None:
         ctx.store.advance_acked(q["unit"])
     log.get("web").warning("quarantine_accepted", id=qid, unit=row["unit"], seq=row["seq"])
-    ctx.audit.record(
-        who.actor,
-        "quarantine_accept",
-        ctx.clock.now(),
-        target=row["unit"],
-        before={"id": qid, "state": "open"},
-        after={"state": "accepted", "seq": row["seq"]},
-        detail=body.reason.strip()[:500],
-    )
+    ctx.audit.record(who.actor, "quarantine_accept", ctx.clock.now(), target=row["unit"],
+                     before={"id": qid, "state": "open"}, after={"state": "accepted", "seq": row["seq"]},
+                     detail=body.reason.strip()[:500])
     return QuarantineOut.model_validate(row)

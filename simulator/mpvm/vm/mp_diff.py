@@ -154,3 +154,45 @@ def link_batch(text):
             uart.tx = bytearray()
         results.append([trace, _link_state(link)])
     return json.dumps(results)
+
+
+# ---------------------------------------------------------------- firmware update and boot selector
+
+
+class _Msg:
+    """A stand-in for a decoded update message: the receiver reads attributes only."""
+
+    def __init__(self, **fields):
+        for name in fields:
+            setattr(self, name, fields[name])
+
+
+def update_batch(text):
+    """Each case: [[op, ...]] on one Receiver and its MemoryStore; op = ["begin", model, files, door] |
+    ["file", index, name, size, sha_hex] | ["chunk", index, offset, data_hex] | ["commit"] |
+    ["boot"] (bootsel.choose) | ["confirm"]. Per op the answer; at the end the store, hex."""
+    from firmware_py import bootsel
+    from firmware_py.update import Receiver
+
+    results = []
+    for ops in json.loads(text):
+        store = MemoryStore()
+        receiver = Receiver(store, "m1")
+        trace = []
+        for op in ops:
+            kind = op[0]
+            if kind == "begin":
+                answer = receiver.begin(_Msg(version="0.3.0", model=op[1], files=op[2]), op[3])
+            elif kind == "file":
+                answer = receiver.file(_Msg(index=op[1], name=op[2], size=op[3], sha256=_bin(op[4])))
+            elif kind == "chunk":
+                answer = receiver.chunk(_Msg(index=op[1], offset=op[2], data=_bin(op[3])))
+            elif kind == "commit":
+                answer = receiver.commit(_Msg())
+            elif kind == "boot":
+                answer = list(bootsel.choose(store))
+            else:
+                answer = bootsel.confirm(store)
+            trace.append([answer[0], answer[1]] if isinstance(answer, tuple) else answer)
+        results.append([trace, [[k, _hex(store.data[k])] for k in sorted(store.data)]])
+    return json.dumps(results)
