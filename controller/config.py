@@ -185,6 +185,15 @@ class KioskSection(Section):
     espeak: str = "espeak-ng"
     voices: dict[str, str] = Field(default={}, description="espeak-ng voice per language, over the defaults")
     speech_dir: Path | None = Field(default=None, description="write speech to WAV files here (tests)")
+    long_press_ms: int = Field(
+        default=1500, ge=300, le=60_000,
+        description="a press held this long (boards that report it, protocol 2) is a long press",
+    )
+    long_press: Literal["emergency", "repeat"] = Field(
+        default="emergency",
+        description="what a long press on a language button does: 'emergency' (a kit at once; speech "
+        "repeat instead when policies.emergency is off) or 'repeat' (say the screen again)",
+    )
     access_points: list[AccessPointConfig] = Field(default=[], max_length=6)
     info_url: str | None = Field(default=None, max_length=300, pattern=r"^https?://\S+$")
 

@@ -394,11 +394,15 @@ class UnitDaemon:
     def _board_event(self, event: BoardEvent, received: float | None = None, queued: bool = False) -> None:
         if isinstance(event, ButtonPressed):
             why = self._stale(event, received, queued)
-            action = buttons.resolve(event, self.config.kiosk.buttons, self.config.videos.default_language)
+            kiosk = self.config.kiosk
+            long_action = kiosk.long_press if self.config.policies.emergency else "repeat"
+            action = buttons.resolve(
+                event, kiosk.buttons, self.config.videos.default_language, kiosk.long_press_ms, long_action
+            )
             if why is not None:
                 self.flow.on_void_press(action.lang or self.config.videos.default_language, why)
             elif action.kind == "repeat" or (
-                action.kind == "emergency" and event.long and self.kiosk.screen not in ("idle", "video")
+                action.kind == "emergency" and action.long and self.kiosk.screen not in ("idle", "video")
             ):
                 self.kiosk.repeat()  # a long press on a screen with words says them again
             elif action.kind == "emergency":

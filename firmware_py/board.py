@@ -159,7 +159,7 @@ class Board:
             self.link.send(codec.Error(codec.ERR_VERSION, detail))
             return
         version = min(msg.protocol, codec.PROTOCOL_VERSION)
-        self.link.set_version(version)
+        self.link.set_version(version, now)
         if version >= 2:
             self.link.send(codec.HelloReply2(version, self.firmware, self.hal.board_id, self.columns,
                                              self.boot_count, self.model))
@@ -365,8 +365,8 @@ class Board:
         door = self.door.poll(now)
         if door is not None:
             self.link.send(codec.Door(1 if door else 0), persistent=True)
-        for index in self.buttons.poll(now):
-            self.link.send(codec.Button(index), persistent=True)
+        for index, hold_ms, released_at in self.buttons.poll(now):
+            self.link.send(codec.ButtonEvent(index, hold_ms, released_at), persistent=True)
 
     def status(self):
         motors = bytearray()

@@ -535,6 +535,36 @@ class Button(Message):
     FIELDS = (("index", "B"),)
 
 
+class Button2(Message):
+    """board -> controller (protocol 2 session): button `index` (0-based) was pressed and released.
+    `age_ms`: ms since the release, measured as this copy of the frame leaves the board (a resend
+    carries the new age), saturating at AGE_MAX_MS; `hold_ms`: how long it was held, saturating at
+    HOLD_MAX_MS. The unit's config says which language a button means and how long a long press is."""
+    TYPE = BUTTON
+    FIELDS = (("index", "B"), ("age_ms", "H"), ("hold_ms", "H"))
+
+
+AGE_MAX_MS = 0xFFFF  # Button2.age_ms and hold_ms saturate here (65.5 s)
+HOLD_MAX_MS = 0xFFFF
+
+
+class ButtonEvent:
+    """What the board queues for a press: framed at each (re)send by Link, as Button (protocol 1) or as
+    Button2 with the press's age at that moment. `released_at` is in ticks_ms."""
+
+    TYPE = BUTTON
+
+    def __init__(self, index, hold_ms, released_at):
+        self.index = index
+        self.hold_ms = hold_ms
+        self.released_at = released_at
+
+    def at_send(self, version, age_ms):
+        if version < 2:
+            return Button(self.index)
+        return Button2(self.index, min(max(age_ms, 0), AGE_MAX_MS), min(max(self.hold_ms, 0), HOLD_MAX_MS))
+
+
 class Door(Message):
     TYPE = DOOR
     FIELDS = (("open", "B"),)
@@ -605,7 +635,8 @@ for _cls in (Hello, HelloReply, Ping, Pong, StatusRequest, Status, Dispense, Dis
              QueryResult, MotorTest, MotorTestResult, Button, Door, Fault, Boot, Error):
     MESSAGE_TYPES_V1[_cls.TYPE] = _cls
 MESSAGE_TYPES = dict(MESSAGE_TYPES_V1)  # type: dict  # protocol 2
-for _v2 in (HelloReply2, Light, LightState, UpdateBegin, UpdateFile, UpdateChunk, UpdateCommit, UpdateReply):
+for _v2 in (HelloReply2, Button2, Light, LightState, UpdateBegin, UpdateFile, UpdateChunk, UpdateCommit,
+            UpdateReply):
     MESSAGE_TYPES[_v2.TYPE] = _v2
 MESSAGES = {1: MESSAGE_TYPES_V1, 2: MESSAGE_TYPES}
 

@@ -5,7 +5,8 @@ Rules (PROTOCOL.md, "Link layer"): every frame except ACK/NAK is reliable and nu
 frame is always ACKed with its seq, and delivered unless its seq equals the last delivered seq
 (a duplicate); HELLO and BOOT are always delivered and reset that seq. A frame that fails to
 decode is counted and answered with NAK (seq 0). NAK or ACK timeout retransmits the outstanding
-frame unchanged. Replies give up after `reply_tries`; events (persistent) retry forever with a
+frame unchanged (same seq), except that a press (codec.ButtonEvent) is framed again at each copy with
+its age at that moment. Replies give up after `reply_tries`; events (persistent) retry forever with a
 doubling timeout capped at `max_backoff_ms`; the first good frame from the peer ends the backoff
 (the event is resent at once). A full queue drops its oldest event first.
 
@@ -60,15 +61,17 @@ class Link:
         self.version = 1
         self.counters = dict((name, 0) for name in COUNTER_NAMES)
 
-    def set_version(self, version):
+    def set_version(self, version, now=None):
         """Frame everything but BOOT as `version` from now on; the outstanding frame is re-framed."""
         self.version = version
         out = self.out
         if out is not None:
-            out[1] = self._encode(out[0], out[6])
+            out[1] = self._encode(out[0], out[6], out[2] if now is None else now)
 
-    def _encode(self, seq, message):
+    def _encode(self, seq, message, now=0):
         version = 1 if message.TYPE in SESSION_OPENERS else self.version
+        if hasattr(message, "at_send"):  # a press: framed for the session, stamped with its age now
+            message = message.at_send(version, ticks_diff(now, message.released_at))
         return codec.encode_frame(codec.message_frame(seq, message), version)
 
     # ------------------------------------------------------------ sending
@@ -144,7 +147,7 @@ class Link:
         if self.out is None and self.queue:
             message, persistent = self.queue.pop(0)
             seq = self._next_seq()
-            wire = self._encode(seq, message)
+            wire = self._encode(seq, message, now)
             self.out = [seq, wire, now, 1, persistent, self._timeout(wire), message]
             self._write(wire)
             self.counters["frames_sent"] += 1
@@ -155,6 +158,8 @@ class Link:
             return
         out[2] = now
         out[3] += 1
+        if hasattr(out[6], "at_send"):
+            out[1] = self._encode(out[0], out[6], now)  # every copy of a press says its age as it leaves
         if backoff and out[4]:
             out[5] = min(out[5] * 2, self.max_backoff_ms)
         else:

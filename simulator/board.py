@@ -272,10 +272,13 @@ class SimulatedBoard:
 
     # ------------------------------------------------------------ the operator's hands
 
-    def press(self, lang: str = "en") -> None:
+    def press(self, lang: str = "en", hold_ms: float | None = None) -> None:
+        """Press the button of `lang`; `hold_ms`: hold it that long (None: one reading, a tap)."""
         if lang not in codec.LANGUAGES:
             raise SimulatorError(f"press: expected a language in {codec.LANGUAGES}, got {lang!r}")
-        self.world.press(codec.LANGUAGES.index(lang))
+        if hold_ms is not None and not 0 <= hold_ms <= 120_000:
+            raise SimulatorError(f"press: expected hold_ms in 0..120000, got {hold_ms!r}")
+        self.world.press(codec.LANGUAGES.index(lang), hold_ms)
 
     def set_door(self, open: bool) -> None:
         self.world.set_door(open)

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("action", choices=["press", "door", "temp", "fault", "stock", "reboot", "stats"])
     ctl.add_argument("args", nargs="*", help="door open|close, temp C, fault NAME=P[@COL], stock COL N")
     ctl.add_argument("--lang", default="en", choices=["en", "es"])
+    ctl.add_argument("--hold-ms", type=float, default=None,
+                     help="press: hold the button this long, 0..120000 ms (default: a tap)")
     return parser
 
 
@@ -110,7 +112,7 @@ def run_board(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- ctl
 
 
-def ctl_request(action: str, rest: list[str], lang: str) -> dict[str, Any]:
+def ctl_request(action: str, rest: list[str], lang: str, hold_ms: float | None = None) -> dict[str, Any]:
     """Turn `nalox sim ctl` words into one control-socket request."""
     def need(n: int, usage: str) -> None:
         if len(rest) != n:
@@ -118,7 +120,13 @@ def ctl_request(action: str, rest: list[str], lang: str) -> dict[str, Any]:
 
     if action in ("press", "reboot", "stats"):
         need(0, "no arguments")
-        return {"cmd": action, "lang": lang} if action == "press" else {"cmd": action}
+        if action != "press":
+            if hold_ms is not None:
+                raise SimulatorError(f"ctl {action}: --hold-ms is for press only")
+            return {"cmd": action}
+        if hold_ms is not None and not 0 <= hold_ms <= 120_000:
+            raise SimulatorError(f"ctl press: expected --hold-ms in 0..120000, got {hold_ms:g}")
+        return {"cmd": action, "lang": lang, "hold_ms": hold_ms}
     if action == "door":
         need(1, "open|close")
         if rest[0] not in ("open", "close"):
@@ -143,7 +151,7 @@ def _number(text: str, what: str) -> float:
 
 
 def run_ctl(args: argparse.Namespace) -> int:
-    message = ctl_request(args.action, args.args, args.lang)
+    message = ctl_request(args.action, args.args, args.lang, args.hold_ms)
     path = args.link + ".ctl"
     try:
         reply = request(path, message)

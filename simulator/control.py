@@ -40,12 +40,17 @@ def dispatch(board: SimulatedBoard, request: dict[str, Any]) -> dict[str, Any]:
 
 
 _FIELDS = {
-    "press": "lang (en|es)", "door": "open (bool)", "temp": "c (number)",
+    "press": "lang (en|es), hold_ms (number or null)", "door": "open (bool)", "temp": "c (number)",
     "fault": "name, p (number), column (int or null)", "stock": "column (int), n (int)", "reboot": "none",
 }
 
+def _hold(request: dict[str, Any]) -> float | None:
+    hold = request.get("hold_ms")
+    return None if hold is None else float(hold)
+
+
 _ACTIONS = {
-    "press": lambda b, r: b.press(r.get("lang", "en")),
+    "press": lambda b, r: b.press(r.get("lang", "en"), _hold(r)),
     "door": lambda b, r: b.set_door(bool(r["open"])),
     "temp": lambda b, r: b.set_temperature(float(r["c"])),
     "fault": lambda b, r: b.set_fault(str(r["name"]), float(r["p"]), r.get("column")),

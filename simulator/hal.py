@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from firmware_py.hal import CURRENT_FULL_SCALE_MA, TICKS_PERIOD
 from firmware_py.temp import raw_from_centi
@@ -71,7 +72,8 @@ class World:
         self.door_open = False
         self.temp_c = 22.0  # room temperature, inside the 20-25 °C storage range
         self._drift = 0.0
-        self.buttons = [[0, 0], [0, 0]]  # per button: [pending presses, last value read]
+        # per button: [presses waiting (hold ms each, None: one reading high), last value read, held until]
+        self.buttons: list[list[Any]] = [[[], 0, None], [[], 0, None]]
         self.light = 0  # the status light's pin level, as the firmware last drove it
         self.light_changes = 0
         self.reboot_at: float | None = None
@@ -189,20 +191,25 @@ class World:
         with self.lock:
             self.columns[column - 1].stock = count
 
-    def press(self, language: int) -> None:
+    def press(self, language: int, hold_ms: float | None = None) -> None:
+        """A press of button `language`: high for one reading, or for `hold_ms` of the world's clock."""
+        if hold_ms is not None and not 0 <= hold_ms <= 120_000:
+            raise ValueError(f"press: expected hold_ms in 0..120000, got {hold_ms!r}")
         with self.lock:
-            self.buttons[language][0] += 1
+            self.buttons[language][0].append(hold_ms)
             self.truth.presses += 1
 
     def read_button(self, language: int) -> int:
         with self.lock:
             state = self.buttons[language]
             if state[1] == 1:
-                state[1] = 0
-            elif state[0] > 0:
-                state[0] -= 1
+                if state[2] is None or self.clock() >= state[2]:
+                    state[1], state[2] = 0, None
+            elif state[0]:
+                hold = state[0].pop(0)
                 state[1] = 1
-            return state[1]
+                state[2] = None if hold is None else self.clock() + hold
+            return int(state[1])
 
     def temperature_centi(self) -> int:
         with self.lock:

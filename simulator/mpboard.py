@@ -113,8 +113,8 @@ class MicroPythonBoard:
         answer: dict[str, Any] = json.loads(self.vm.call("mp_board", "ctl", json.dumps(request)))
         return answer
 
-    def press(self, button: int = 0) -> None:
-        self._ctl({"cmd": "press", "button": button})
+    def press(self, button: int = 0, hold_ms: int | None = None) -> None:
+        self._ctl({"cmd": "press", "button": button, "hold_ms": hold_ms})
 
     def set_door(self, open: bool) -> None:
         self._ctl({"cmd": "door", "open": open})

@@ -61,13 +61,16 @@ class MotorTestOutcome:
 @dataclass(frozen=True)
 class ButtonPressed:
     """A button press. `index` is the board's button number (protocol v1: the language code's index,
-    mapped in controller.kiosk.buttons); `age_s` is how long ago the board saw it (None: not reported);
-    `long` is a long press (None/False on boards that cannot tell)."""
+    mapped in controller.kiosk.buttons); `age_s` is how long ago the board saw it end, as the board sent
+    it (None: not reported; protocol 2 boards report it, saturating at 65.535 s); `hold_ms` how long it
+    was held (None: not reported); `long` a long press known as such (the kiosk also counts a hold of
+    kiosk.long_press_ms or more as long)."""
 
     language: str  # "en" | "es" on protocol v1
     index: int | None = None
     age_s: float | None = None
     long: bool = False
+    hold_ms: int | None = None
 
 
 LightPattern = str  # "off" | "lit" (ready) | "blinking" (busy) | "host_silent" (shown by the board only)

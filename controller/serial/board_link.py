@@ -711,6 +711,10 @@ def _board_event(msg: Msg) -> BoardEvent:
     if msg.TYPE == codec.BUTTON:
         index = msg.index  # protocol 2: a button number; protocol 1 read it as LANGUAGES[index]
         language = codec.LANGUAGES[index] if index < len(codec.LANGUAGES) else codec.LANGUAGES[0]
+        fields = msg.fields()
+        if "age_ms" in fields:  # protocol 2 (codec.Button2): the press's age as this copy left the board
+            age_s = fields["age_ms"] / 1000.0
+            return ButtonPressed(language, index=index, age_s=age_s, hold_ms=fields["hold_ms"])
         return ButtonPressed(language, index=index)
     if msg.TYPE == codec.DOOR:
         return DoorChanged(bool(msg.open))

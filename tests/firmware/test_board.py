@@ -285,8 +285,49 @@ def test_buttons_send_language_events():
     bench.hal.button_pins[1].value(0)
     got += bench.step(2, advance_ms=100)
     bench.hal.button_pins[0].value(1)
+    got += bench.step(3, advance_ms=10)
+    bench.hal.button_pins[0].value(0)
     got += bench.run_until(lambda g: len(of_type(g, codec.Button)) >= 1)
+    # protocol 1 session: the v1 layout, the index only, sent once the press ended
     assert of_type(bench.received, codec.Button) == [codec.Button(1), codec.Button(0)]
+
+
+def test_v2_button_says_its_hold_and_its_age_at_every_copy():
+    """Protocol 2: BUTTON carries how long it was held and its age as each copy leaves the board; a
+    press the controller does not acknowledge is resent with a growing age (the port-reopen case)."""
+    bench = booted()
+    bench.send(codec.Hello(2))
+    bench.run_until(lambda g: of_type(g, codec.HelloReply2))
+    bench.hal.button_pins[1].value(1)
+    bench.step(16, advance_ms=100)  # held 1.6 s (a long press)
+    bench.hal.button_pins[1].value(0)
+    bench.auto_ack = False  # the controller is away: no ACK
+    got = bench.step(300, advance_ms=10)  # 3 s
+    copies = of_type(got, codec.Button2)
+    assert len(copies) >= 3, copies
+    # first read high 100 ms after the pin rose (the bench advances, then steps), first read low 10 ms
+    # after it fell: held 1600 - 100 + 10
+    assert {(c.index, c.hold_ms) for c in copies} == {(1, 1510)}
+    ages = [c.age_ms for c in copies]
+    assert ages == sorted(ages) and ages[0] < 100 <= 2000 < ages[-1] <= 3000, ages
+    bench.auto_ack = True
+    bench.step(20, advance_ms=100)
+    bench.step(5, advance_ms=10)
+    assert of_type(bench.step(300, advance_ms=10), codec.Button2) == [], "acknowledged: not sent again"
+
+
+def test_v2_button_age_saturates():
+    bench = booted()
+    bench.send(codec.Hello(2))
+    bench.run_until(lambda g: of_type(g, codec.HelloReply2))
+    bench.hal.button_pins[0].value(1)
+    bench.step(2, advance_ms=10)
+    bench.hal.button_pins[0].value(0)
+    bench.auto_ack = False
+    bench.step(100, advance_ms=1000)  # 100 s unacknowledged
+    bench.auto_ack = True
+    last = of_type(bench.step(3, advance_ms=1000), codec.Button2)
+    assert last and last[-1].age_ms == codec.AGE_MAX_MS and last[-1].hold_ms == 1010  # low seen at +1020
 
 
 def test_boot_count_increments_across_reboots():

@@ -91,6 +91,27 @@ def test_message_roundtrip_through_a_frame(message, seq):
     assert codec.decode_message(frames[0]) == message
 
 
+@given(st.integers(0, 255), st.integers(-10, 200_000), st.integers(-10, 200_000), st.integers(1, 255))
+def test_button_event_frames_age_and_hold_saturating_and_v1_unchanged(index, hold, age, seq):
+    """Protocol 2: a press is framed with its age as the copy leaves and its hold, both saturating at
+    65535 ms; protocol 1: the one-byte v1 BUTTON, as before."""
+    event = codec.ButtonEvent(index, hold, 0)
+    v2 = codec.decode_message(codec.Deframer().feed(
+        codec.encode_frame(codec.message_frame(seq, event.at_send(2, age)), 2))[0])
+    assert v2 == codec.Button2(index, min(max(age, 0), 0xFFFF), min(max(hold, 0), 0xFFFF))
+    assert v2.encode() == bytes((index,)) + min(max(age, 0), 0xFFFF).to_bytes(2, "big") + min(
+        max(hold, 0), 0xFFFF).to_bytes(2, "big")
+    v1_wire = codec.encode_frame(codec.message_frame(seq, event.at_send(1, age)), 1)
+    v1_frame = codec.Deframer().feed(v1_wire)[0]
+    assert v1_frame.payload == bytes((index,))
+    assert codec.decode_message(v1_frame) == codec.Button(index)
+
+
+def test_a_v1_button_payload_is_refused_in_a_v2_frame():
+    with pytest.raises(codec.CodecError, match="Button2"):
+        codec.decode_message(codec.Frame(1, codec.BUTTON, b"\x01", 2))
+
+
 @given(st.sampled_from(ALL_MESSAGES), st.binary(max_size=60))
 def test_decode_of_any_payload_is_a_message_or_codec_error(cls, payload):
     try:

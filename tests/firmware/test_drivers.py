@@ -31,10 +31,27 @@ def test_button_bounce_is_one_press():
     pins = [DummyPin(0), DummyPin(0)]
     buttons = Buttons(pins, debounce_ms=50)
     presses = []
-    for t, value in ((0, 1), (2, 0), (4, 1), (6, 0), (60, 1), (70, 0)):
+    for t, value in ((0, 1), (2, 0), (4, 1), (6, 0), (60, 1), (70, 0), (100, 0), (119, 0), (120, 0)):
         pins[1].value(value)
         presses += buttons.poll(t)
-    assert presses == [1, 1]
+    # a press ends once the pin stayed low debounce_ms: held 0..6, then 60..70
+    assert presses == [(1, 6, 6), (1, 10, 70)]
+
+
+def test_button_held_is_one_long_press_and_a_stuck_one_reports_once():
+    pins = [DummyPin(1)]
+    buttons = Buttons(pins, debounce_ms=50)
+    assert buttons.poll(0) == []
+    assert buttons.poll(1500) == []
+    pins[0].value(0)
+    assert buttons.poll(1600) == []
+    assert buttons.poll(1650) == [(0, 1600, 1600)]
+    pins[0].value(1)
+    assert buttons.poll(2000) == []
+    assert buttons.poll(2000 + 0xFFFF) == [(0, 0xFFFF, 2000 + 0xFFFF)]
+    pins[0].value(0)
+    buttons.poll(2000 + 0x10000)
+    assert buttons.poll(2000 + 0x20000) == [], "a stuck button is reported once"
 
 
 def test_drop_sensor_fires_once_per_edge():

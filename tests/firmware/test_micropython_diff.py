@@ -95,7 +95,23 @@ encode_case = frames.map(lambda f: ["encode", f[0], f[1], f[2], f[3].hex()]) | s
     st.sampled_from([1, 2, 3]), st.integers(-1, 300), st.integers(0, 255), st.binary(max_size=210)).map(
     lambda f: ["encode", f[0], f[1], f[2], f[3].hex()])
 crc_case = st.binary(max_size=64).map(lambda b: ["crc", b.hex()])
-codec_cases = st.lists(encode_case | deframe_case() | message_case() | crc_case, min_size=1, max_size=12)
+
+
+@st.composite
+def button_case(draw):
+    """A button pin's readings over time (debounce 50 ms), then each press framed as the link would
+    frame a copy sent `send_delay` ms after the poll that ended it (protocol 1: Button, 2: Button2)."""
+    t, script = 0, []
+    for gap, level in draw(st.lists(st.tuples(st.integers(1, 40_000), st.integers(0, 1)), max_size=12)):
+        t += gap
+        script.append([t, level])
+    script.append([t + 100, 0])
+    script.append([t + 200, 0])
+    return ["button", script, draw(st.sampled_from([1, 2])), draw(st.integers(0, 200_000))]
+
+
+codec_cases = st.lists(encode_case | deframe_case() | message_case() | crc_case | button_case(),
+                       min_size=1, max_size=12)
 
 
 @settings(max_examples=150, deadline=None)
@@ -103,6 +119,15 @@ codec_cases = st.lists(encode_case | deframe_case() | message_case() | crc_case,
 def test_codec_same_bytes_on_micropython(vm, cases):
     results = same_on_both(vm, "codec_batch", cases)
     assert len(results) == len(cases)
+
+
+def test_button_press_same_frame_on_micropython(vm):
+    """Held 1.6 s, sent 70 s after the release: both interpreters frame hold 1600 and the age saturated."""
+    case = ["button", [[100, 1], [1700, 0], [1800, 0]], 2, 70_000 - 100]
+    (index, hold, released_at, wire), = same_on_both(vm, "codec_batch", [case])[0]
+    assert (index, hold, released_at) == (0, 1600, 1700)
+    frame, = codec.Deframer().feed(bytes.fromhex(wire))
+    assert codec.decode_message(frame) == codec.Button2(0, codec.AGE_MAX_MS, 1600)
 
 
 def test_codec_diff_catches_a_difference(vm):

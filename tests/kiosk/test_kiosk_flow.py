@@ -132,9 +132,11 @@ def test_emergency_button_by_index_and_off_by_config(tmp_path: Path) -> None:
         r.close()
     off = rig(tmp_path / "off", policies={"emergency": False})
     try:
+        said = len(off.daemon.kiosk.speaker.said)
         off.board.press("en", long=True)
         off.daemon.pump()
-        assert vias(off) == [] and len(off.player.plays) == 1, "turned off: a long press is a press"
+        assert vias(off) == [] and off.player.plays == [], "turned off: no kit from a long press"
+        assert len(off.daemon.kiosk.speaker.said) == said + 1, "... it says the screen again"
     finally:
         off.close()
 

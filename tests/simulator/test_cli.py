@@ -78,7 +78,10 @@ def test_ctl_commands_reach_the_board(sim_board):
     try:
         peer.hello()
         assert ctl(link, "press", "--lang", "es").returncode == 0
-        assert peer.expect_type("Button") == codec.Button(1)
+        assert peer.expect_type("Button2").index == 1
+        assert ctl(link, "press", "--lang", "en", "--hold-ms", "1600").returncode == 0
+        held = peer.expect_type("Button2")
+        assert held.index == 0 and 1600 <= held.hold_ms < 2500, held
         assert ctl(link, "door", "open").returncode == 0
         assert peer.expect_type("Door") == codec.Door(1)
         assert ctl(link, "door", "close").returncode == 0
@@ -92,7 +95,7 @@ def test_ctl_commands_reach_the_board(sim_board):
     finally:
         peer.close()
     stats = json.loads(ctl(link, "stats").stdout)
-    assert stats["presses"] == 1 and stats["boots"] == 2 and stats["faults"] == {"jam": 1}
+    assert stats["presses"] == 2 and stats["boots"] == 2 and stats["faults"] == {"jam": 1}
     assert stats["stock"]["2"] == 0 and stats["dropped"] == 0
 
 
@@ -104,6 +107,8 @@ def test_bad_ctl_requests_exit_non_zero_with_a_message(sim_board):
     assert done.returncode == 1 and "expected 1..3, got 9" in done.stderr
     done = ctl(link, "door", "ajar")
     assert done.returncode == 2 and "expected open or close" in done.stderr
+    done = ctl(link, "press", "--hold-ms", "200000")
+    assert done.returncode == 2 and "expected --hold-ms in 0..120000, got 200000" in done.stderr
 
 
 def test_sigterm_removes_link_and_socket_and_logs_json(sim_board):

@@ -42,7 +42,8 @@ def test_empty_column_gives_no_drop_detected(rig):
 def test_press_and_door_become_events(rig):
     board, peer = rig
     board.press("es")
-    assert peer.expect_type("Button") == codec.Button(1)
+    press = peer.expect_type("Button2")  # protocol 2: index, age as it left the board, hold
+    assert press.index == 1 and press.age_ms < 1000 and press.hold_ms < 1000
     board.set_door(True)
     assert peer.expect_type("Door") == codec.Door(1)
     assert peer.dispense(6, 1).outcome == codec.DOOR_OPEN

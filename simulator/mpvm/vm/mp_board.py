@@ -34,8 +34,9 @@ class World:
         self.motor = [None] * columns  # tick the coil started, None when stopped
         self.fell = [False] * columns  # a kit already fell in this spin
         self.door = 0
-        self.pending = [0, 0]  # presses waiting per button
+        self.pending = [[], []]  # presses waiting per button: hold ms each (None: one reading high)
         self.level = [0, 0]
+        self.until = [None, None]  # ticks_ms the held button is let go
         self.light = 0
         self.dropped = 0
         self.per_command = {}
@@ -62,10 +63,14 @@ class World:
 
     def read_button(self, i):
         if self.level[i]:
-            self.level[i] = 0
+            until = self.until[i]
+            if until is None or time.ticks_diff(time.ticks_ms(), until) >= 0:
+                self.level[i] = 0
+                self.until[i] = None
         elif self.pending[i]:
-            self.pending[i] -= 1
+            hold = self.pending[i].pop(0)
             self.level[i] = 1
+            self.until[i] = None if hold is None else time.ticks_add(time.ticks_ms(), int(hold))
         return self.level[i]
 
 
@@ -280,7 +285,7 @@ def ctl(text):
     cmd = req["cmd"]
     world = STATE["world"]
     if cmd == "press":
-        world.pending[req["button"]] += 1
+        world.pending[req["button"]].append(req.get("hold_ms"))
         world.presses += 1
     elif cmd == "door":
         world.door = 1 if req["open"] else 0

@@ -10,6 +10,7 @@ import json
 from binascii import hexlify, unhexlify
 
 from firmware_py import codec
+from firmware_py.buttons import Buttons
 from firmware_py.journal import Journal
 from firmware_py.link import Link
 from firmware_py.nvs import MemoryStore
@@ -52,7 +53,29 @@ def _codec_case(case):
     if kind == "crc":  # ["crc", data_hex]
         data = _bin(case[1])
         return [codec.crc16_ccitt(data), codec.crc32(data)]
-    raise ValueError("codec case: expected encode, deframe, message or crc, got %r" % (kind,))
+    if kind == "button":  # ["button", [[t, level], ...], version, send_delay]: driver, then the frame
+        level = [0]
+        pin = _Pin(level)
+        buttons = Buttons([pin], 50)
+        out = []
+        for t, value in case[1]:
+            level[0] = value
+            for index, hold, released_at in buttons.poll(t):
+                event = codec.ButtonEvent(index, hold, released_at)
+                sent_at = t + case[3]
+                msg = event.at_send(case[2], sent_at - released_at)
+                wire = codec.encode_frame(codec.message_frame(1, msg), case[2])
+                out.append([index, hold, released_at, _hex(wire)])
+        return out
+    raise ValueError("codec case: expected encode, deframe, message, crc or button, got %r" % (kind,))
+
+
+class _Pin:
+    def __init__(self, level):
+        self.level = level
+
+    def value(self):
+        return self.level[0]
 
 
 def codec_batch(text):

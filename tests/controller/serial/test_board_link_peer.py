@@ -63,14 +63,14 @@ def test_requests_get_typed_replies(board: SerialBoard) -> None:
 
 
 def test_board_events_arrive_typed_and_once(board: SerialBoard, peer: PtyPeer, events: Events) -> None:
-    peer.send_event(codec.Button(1))
-    peer._tx_seq -= 1  # the same frame again: a retransmission after a lost ACK
-    peer.send_event(codec.Button(1))
+    peer.send_event(codec.Button2(1, 40, 120))  # protocol 2: age 40 ms as it left, held 120 ms
+    peer._tx_seq -= 1  # the same frame again: a retransmission after a lost ACK (a press's copy is
+    peer.send_event(codec.Button2(1, 140, 120))  # stamped with its age as it leaves: same seq, older)
     peer.send_event(codec.Door(1))
     peer.send_event(codec.Fault(codec.FAULT_JAM, 4, "coil 4 over current"))
     got = [events.get(timeout=2) for _ in range(3)]
     jam = BoardFault("jam", 4, "coil 4 over current")
-    assert got == [ButtonPressed("es", index=1), DoorChanged(True), jam]
+    assert got == [ButtonPressed("es", index=1, age_s=0.04, hold_ms=120), DoorChanged(True), jam]
     assert events.empty()
     assert board.counters.duplicates == 1
     assert peer.wait_for(lambda: len(peer.acks_seen) >= 4), "every reliable frame, duplicate too, is ACKed"
@@ -171,7 +171,7 @@ def test_event_handler_cannot_call_back_into_the_link(peer: PtyPeer) -> None:
 
     with b:
         b.start(handler)
-        peer.send_event(codec.Button(0))
+        peer.send_event(codec.Button2(0, 0, 80))
         assert "hand off to a queue" in str(errors.get(timeout=2))
         assert b.ping() > 0, "a bad handler does not kill the link"
 
