@@ -646,6 +646,7 @@ def pages(units: int, year: int) -> list[tuple[str, str, int]]:
         ("unit page", "/units/st-%04d", units),
         ("alerts page", "/alerts", 0),
         ("lots page", "/lots", 0),
+        ("lots page, one site", "/lots?site=" + quote("Site 007 - County Jail"), 0),
         ("report year (page)", f"/reports?year={year}", 0),
         ("report fiscal year (page)", f"/reports?fy={fy}", 0),
         ("report range (page)", f"/reports?start={year - 1}-03-15&end={year}-02-10", 0),
@@ -653,7 +654,7 @@ def pages(units: int, year: int) -> list[tuple[str, str, int]]:
         ("report year (api)", f"/api/reports/year/{year}", 0),
         ("report fiscal year (api)", f"/api/reports/fiscal-year/{fy}", 0),
         ("report range (api)", f"/api/reports/period?start={year - 1}-03-15&end={year}-02-10", 0),
-        ("api units (all 2,000: an export)", "/api/units", 0),
+        ("api units (default page: 100, the most)", "/api/units", 0),
         ("api units (a page of 100)", "/api/units?limit=100&offset=500", 0),
         ("api unit", "/api/units/st-%04d", units),
         ("api unit events", "/api/units/st-%04d/events?limit=100", units),
@@ -661,7 +662,9 @@ def pages(units: int, year: int) -> list[tuple[str, str, int]]:
     ]
 
 
-def measure(units: int, schema: str, seconds: int, connections: int, ingest_events: int) -> dict[str, Any]:
+def measure(
+    units: int, schema: str, seconds: int, connections: int, ingest_events: int, only: str | None = None
+) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="nalox-bench-scale-"))
     out: dict[str, Any] = {"connections": connections, "seconds_each": seconds, "pages": {}}
     year = datetime.now(UTC).year - 1
@@ -680,6 +683,8 @@ def measure(units: int, schema: str, seconds: int, connections: int, ingest_even
             ps = psutil.Process(proc.pid)
             base = f"http://127.0.0.1:{http_port}"
             for name, path, n in pages(units, year):
+                if only is not None and only not in name:
+                    continue
                 code = subprocess.run(
                     [
                         "curl",
@@ -717,9 +722,10 @@ def measure(units: int, schema: str, seconds: int, connections: int, ingest_even
             out["central_rss_peak_mb"] = round(_peak_kb(proc.pid) / 1e3)
         finally:
             proc.stop()
-        out["ingest"] = guarded(
-            "ingest with the rows present", lambda: ingest(broker.port, schema, ingest_events)
-        )
+        if only is None:
+            out["ingest"] = guarded(
+                "ingest with the rows present", lambda: ingest(broker.port, schema, ingest_events)
+            )
     shutil.rmtree(work, ignore_errors=True)
     return out
 
@@ -901,6 +907,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=4, help="concurrent users")
     p.add_argument("--ingest-events", type=int, default=20_000)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--only",
+        help="measure only the pages whose name holds this text (no ingest, EXPLAIN or results file): "
+        "e.g. --only lots",
+    )
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     if shutil.which("wrk") is None:
         print(
@@ -923,7 +934,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.load_only:
         print(json.dumps(res, indent=2, default=str))
         return 0
-    res.update(measure(args.units, args.schema, args.seconds, args.connections, args.ingest_events))
+    res.update(
+        measure(args.units, args.schema, args.seconds, args.connections, args.ingest_events, args.only)
+    )
+    if args.only is not None:
+        print(json.dumps(res["pages"], indent=1, default=str))
+        return 0
     res["explain"] = explain(args.schema, datetime.now(UTC).year - 1)
     res["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
     everything = json.loads(args.out.read_text()) if args.out.exists() else {}

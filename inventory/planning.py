@@ -226,7 +226,10 @@ def lots_page(
     """One page of fleet_lots() filtered by product, site and a lot number's part, read from the
     tables kept from the units' states (never a cache: each call reads them afresh). SQL gives each
     lot's product and soonest expiry (a few rows per unit); only the page's lots are read in full."""
+    holds = store.lot_holds()
     every = store.lot_list()
+    placed = {r[0] for r in every}
+    every += [(name, "?", None) for name in holds if name not in placed]  # held, in no column
     at_site = set(store.lot_sites(site)) if site else None
     shown = sorted(
         (r for r in every if lot_matches(r[0], product, r[1], lot, at_site)),
@@ -235,7 +238,6 @@ def lots_page(
     names = [r[0] for r in shown[offset : None if limit is None else offset + limit]]
     everything = not product and not site and not lot and offset == 0 and limit is None
     segments, unit_holds, dispensed = store.lot_segments(None if everything else names)
-    holds = store.lot_holds()
     wanted = set(names)
     page = lots_from_segments(
         segments, unit_holds, {k: v for k, v in holds.items() if k in wanted}, dispensed

@@ -1156,19 +1156,16 @@ class Store:
     )
 
     def lot_list(self) -> list[tuple[str, str, date | None]]:
-        """(lot, product, soonest expiry) of every lot in a column or on hold: the product is the one
-        of its first segment in fleet order (site, unit, column, front first), as fleet_lots() has it;
-        a held lot in no column has product "?". One pass of SQL over the kept tables; a few rows per
-        unit (the page sorts, filters and slices them)."""
+        """(lot, product, soonest expiry) of every lot in a column: the product is the one of its
+        first segment in fleet order (site, unit, column, front first), as fleet_lots() has it. One
+        pass of SQL over the kept tables (both windows share one sort); a few rows per unit (the page
+        sorts, filters and slices them)."""
         sql = (
-            f"WITH seg AS ({self._SEGMENTS}), "
-            f"named AS (SELECT {self._LOT_NAME} AS name, product, expiry, site, unit, col, pos FROM seg), "
-            "firsts AS (SELECT name, product, "
-            "ROW_NUMBER() OVER (PARTITION BY name ORDER BY site, unit, col, pos) AS rn FROM named), "
-            "agg AS (SELECT name, MIN(expiry) AS expiry FROM named GROUP BY name) "
-            "SELECT a.name, f.product, a.expiry FROM agg a JOIN firsts f ON f.name = a.name AND f.rn = 1 "
-            "UNION ALL SELECT h.lot, NULL, NULL FROM lot_holds h "
-            "WHERE NOT EXISTS (SELECT 1 FROM agg a WHERE a.name = h.lot)"
+            "SELECT name, product, expiry FROM (SELECT name, product, "
+            "MIN(expiry) OVER (PARTITION BY name) AS expiry, "
+            "ROW_NUMBER() OVER (PARTITION BY name ORDER BY site, unit, col, pos) AS rn FROM ("
+            f"SELECT {self._LOT_NAME} AS name, product, expiry, site, unit, col, pos "
+            f"FROM ({self._SEGMENTS}) seg) named) firsts WHERE rn = 1"
         )
         with self.tx() as tx:
             rows = tx.rows(sql)
