@@ -106,3 +106,16 @@ def test_long_press_threshold_is_the_unit_config(tmp_path: Path) -> None:
         assert r.events("dispense") == [] and len(r.player.plays) == 1, "2 s is no long press at 3 s"
     finally:
         r.close()
+
+
+def test_long_press_configured_to_repeat_says_the_screen_again(tmp_path: Path) -> None:
+    r = Rig(tmp_path, make_config(tmp_path, policies={"status_poll_s": 30.0}, kiosk={"long_press": "repeat"}),
+            FakeBoard())
+    try:
+        said = len(r.daemon.kiosk.speaker.said)
+        r.board._on_event(ButtonPressed("en", index=0, age_s=0.1, hold_ms=1600))
+        r.daemon.pump()
+        assert r.events("dispense") == [] and r.player.plays == []
+        assert len(r.daemon.kiosk.speaker.said) == said + 1
+    finally:
+        r.close()
