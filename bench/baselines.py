@@ -63,21 +63,7 @@ def close(client: mqtt.Client) -> None:
 
 def puback_latency(port: int, count: int) -> dict[str, float]:
     """One QoS 1 publish at a time, time from publish() to on_publish (the PUBACK)."""
-    client = connect(port, f"bench-lat-{uuid.uuid4().hex[:8]}")
-    acked = threading.Event()
-    client.on_publish = lambda c, u, mid, rc, p: acked.set()
-    samples: list[float] = []
-    try:
-        for _ in range(count):
-            acked.clear()
-            start = time.perf_counter()
-            client.publish("bench/latency", PAYLOAD, qos=1)
-            if not acked.wait(5):
-                raise BenchError("expected a PUBACK within 5 s, got none")
-            samples.append(time.perf_counter() - start)
-    finally:
-        close(client)
-    return summary_ms(samples)
+    return summary_ms(puback_samples(port, count))
 
 
 def puback_samples(port: int, count: int) -> list[float]:
