@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,13 +12,22 @@ from typing import Any
 
 import psycopg
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
-from inventory.clock import FakeClock
+from inventory.clock import FakeClock, RealClock
 from inventory.config import CentralConfig, parse_config
+from inventory.service import Service
 from inventory.store import Store, open_store
 from nalox.configs import UnitSpec
+from nalox.simunit import SimUnit, start_unit
 
 PG_URL = "postgresql://postgres@127.0.0.1/test"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 
 
 def pg_schema() -> str:
@@ -84,3 +94,37 @@ T0 = datetime(2026, 10, 3, 9, 0, tzinfo=UTC)
 
 def ts(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Headless Chromium (/usr/bin/chromium) for the page tests."""
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@contextmanager
+def running(cfg: CentralConfig) -> Iterator[Service]:
+    """The central service on a real clock, connected to its broker, stopped after."""
+    svc = Service(cfg, RealClock()).start()
+    assert svc.wait_connected(10)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+@contextmanager
+def heated_unit(broker_port: int, tmp_path: Path, par: int) -> Iterator[SimUnit]:
+    """unit-001 at Site B as a real simulated unit: 2 columns of 5 kits, a heated release area (21 C)."""
+    spec = sim_spec("unit-001", "Site B", stock=5, par=par)
+    u = start_unit(spec, tmp_path / "unit-001", broker_port, clips=tmp_path / "clips")
+    u.board.set_temperature(21.0)
+    try:
+        yield u
+    finally:
+        u.stop()

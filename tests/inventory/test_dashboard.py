@@ -12,36 +12,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Locator, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, expect
 
 from inventory.alerts import ALERT_TOPIC
-from inventory.clock import RealClock
 from inventory.service import Service
 from nalox.broker import Broker
-from nalox.simunit import SimUnit, start_unit
+from nalox.simunit import SimUnit
 from schemas.models import Alert, topic
-from tests.inventory.conftest import make_config, sim_spec
+from tests.inventory.conftest import heated_unit, make_config, running
 from tests.inventory.gen import UnitStream
 from tests.inventory.mqttutil import UnitSide
 from tests.inventory.staff import add_staff, api_client, login
 from tests.waiting import wait_for
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture
@@ -53,12 +35,8 @@ def central(broker: Broker, tmp_path: Path) -> Iterator[Service]:
         server={"port": 0, "refresh_s": 2},
         alerts={"interval_s": 0.2},
     )
-    svc = Service(cfg, RealClock()).start()
-    assert svc.wait_connected(10)
-    try:
+    with running(cfg) as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 def now_stream(unit: str, site: str) -> UnitStream:
@@ -71,13 +49,8 @@ def now_stream(unit: str, site: str) -> UnitStream:
 @pytest.fixture
 def real_unit(broker: Broker, tmp_path: Path) -> Iterator[SimUnit]:
     """unit-001 is a real simulated unit: 2 columns of 5 kits, par 5."""
-    spec = sim_spec("unit-001", "Site B", stock=5, par=5)
-    u = start_unit(spec, tmp_path / "unit-001", broker.port, clips=tmp_path / "clips")
-    u.board.set_temperature(21.0)  # a heated release area
-    try:
+    with heated_unit(broker.port, tmp_path, par=5) as u:
         yield u
-    finally:
-        u.stop()
 
 
 def stock_on_page(card: Locator) -> dict[int, int]:

@@ -19,9 +19,8 @@ from inventory.clock import RealClock
 from inventory.service import Service
 from nalox.broker import Broker
 from nalox.simunit import SimUnit, start_unit
-from tests.inventory.conftest import make_config, sim_spec
+from tests.inventory.conftest import CHROMIUM_ARGS, make_config, sim_spec
 from tests.inventory.staff import api_client
-from tests.inventory.test_dashboard import CHROMIUM_ARGS
 from tests.waiting import wait_for
 
 UNITS = int(os.environ.get("NALOX_FLEET_UNITS", "6"))

@@ -18,7 +18,6 @@ import openpyxl
 import pytest
 from playwright.sync_api import Browser, expect
 
-from inventory.clock import RealClock
 from inventory.planning import days_of_stock, weekday_rates
 from inventory.service import Service
 from nalox.broker import Broker
@@ -32,10 +31,9 @@ from schemas.models import (
     UnitState,
     topic,
 )
-from tests.inventory.conftest import make_config
+from tests.inventory.conftest import make_config, running
 from tests.inventory.mqttutil import UnitSide
 from tests.inventory.staff import add_staff, login, make_token
-from tests.inventory.test_dashboard import browser  # noqa: F401 (fixture)
 from tests.waiting import wait_for
 
 TODAY = datetime.now(UTC).date()
@@ -96,18 +94,14 @@ def central(broker: Broker, tmp_path: Path) -> Iterator[Service]:
         server={"port": 0, "refresh_s": 60},
         alerts={"interval_s": 0.5},
     )
-    svc = Service(cfg, RealClock()).start()
-    assert svc.wait_connected(10)
-    try:
+    with running(cfg) as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 def test_lots_recall_pick_list_and_temperature_chart(
     central: Service,
     broker: Broker,
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     artifacts: Path,
 ) -> None:
     soon, later, past = TODAY + timedelta(days=12), TODAY + timedelta(days=400), TODAY - timedelta(days=2)

@@ -17,15 +17,13 @@ from typing import Any
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from inventory.clock import RealClock
 from inventory.service import Service
 from nalox.broker import Broker, free_port
-from nalox.simunit import SimUnit, start_unit
-from tests.inventory.conftest import make_config, sim_spec
+from nalox.simunit import SimUnit
+from tests.inventory.conftest import heated_unit, make_config, running
 from tests.inventory.staff import add_staff, login
-from tests.inventory.test_dashboard import CHROMIUM_ARGS
 from tests.waiting import wait_for
 
 PROXY = "127.0.0.2"  # the county's reverse proxy, as far as the service can tell
@@ -46,16 +44,6 @@ class Inbox:
     def texts(self) -> list[str]:
         with self.lock:
             return [f"{m['Subject']}\n{m.get_payload(decode=True).decode()}" for m in self.mails]
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture
@@ -88,23 +76,14 @@ def central(broker: Broker, tmp_path: Path, smtp: tuple[Inbox, int]) -> Iterator
         },
         auth={"sso": {"trusted_proxies": [f"{PROXY}/32"], "group_roles": {"facilities": "operations"}}},
     )
-    svc = Service(cfg, RealClock()).start()
-    assert svc.wait_connected(10)
-    try:
+    with running(cfg) as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 @pytest.fixture
 def real_unit(broker: Broker, tmp_path: Path) -> Iterator[SimUnit]:
-    spec = sim_spec("unit-001", "Site B", stock=5, par=2)
-    u = start_unit(spec, tmp_path / "unit-001", broker.port, clips=tmp_path / "clips")
-    u.board.set_temperature(21.0)
-    try:
+    with heated_unit(broker.port, tmp_path, par=2) as u:
         yield u
-    finally:
-        u.stop()
 
 
 def send(page: Page, form: str, **fields: str) -> None:
