@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -18,14 +19,15 @@ from nalox.waiting import wait_until
 from tests.conftest import NALOX
 
 
-def test_demo_vends_and_the_ledger_simulator_and_central_store_agree(tmp_path: Path) -> None:
+def headless_demo(tmp_path: Path, workdir: str, *args: str) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """`nalox demo --headless ARGS` on free ports in tmp_path/WORKDIR: the finished process and its
+    summary (None when the demo failed)."""
     summary = tmp_path / "summary.json"
     done = subprocess.run(
         [
             *NALOX,
             "demo",
-            "--vends",
-            "5",
+            *args,
             "--headless",
             "--summary",
             str(summary),
@@ -34,14 +36,18 @@ def test_demo_vends_and_the_ledger_simulator_and_central_store_agree(tmp_path: P
             "--http-port",
             str(free_port()),
             "--workdir",
-            str(tmp_path / "demo"),
+            str(tmp_path / workdir),
         ],
         capture_output=True,
         text=True,
         timeout=240,
     )
+    return done, json.loads(summary.read_text()) if done.returncode == 0 else None
+
+
+def test_demo_vends_and_the_ledger_simulator_and_central_store_agree(tmp_path: Path) -> None:
+    done, s = headless_demo(tmp_path, "demo", "--vends", "5")
     assert done.returncode == 0, f"demo exited {done.returncode}: {done.stderr[-2000:]}"
-    s = json.loads(summary.read_text())
     assert s["presses"] == 5
     assert s["sim_dropped"] == 5, "a headless demo with no faults drops one kit per press"
     assert s["ledger_dispensed"] == s["sim_dropped"] == s["central_dispensed"]
@@ -148,31 +154,8 @@ def test_sigterm_stops_every_process_the_demo_started(tmp_path: Path) -> None:
 
 
 def test_fleet_of_units_in_one_process_agrees(tmp_path: Path) -> None:
-    summary = tmp_path / "summary.json"
-    done = subprocess.run(
-        [
-            *NALOX,
-            "demo",
-            "--units",
-            "2",
-            "--vends",
-            "4",
-            "--headless",
-            "--summary",
-            str(summary),
-            "--mqtt-port",
-            str(free_port()),
-            "--http-port",
-            str(free_port()),
-            "--workdir",
-            str(tmp_path / "fleet"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    done, s = headless_demo(tmp_path, "fleet", "--units", "2", "--vends", "4")
     assert done.returncode == 0, f"fleet demo exited {done.returncode}: {done.stderr[-2000:]}"
-    s = json.loads(summary.read_text())
     assert s["units"] == ["demo-unit-1", "demo-unit-2"]
     assert s["presses"] == 4 and s["sim_dropped"] == 4
     assert s["ledger_dispensed"] == s["sim_dropped"] == s["central_dispensed"]
