@@ -2,7 +2,7 @@
 presses now and then, a live progress line, and a summary that checks the three counts agree.
 
 Composition only: every room runs as it would in production (nalox/stack.py); with `--units K` the
-units run in this process instead (nalox/fleet.py). The demo presses the simulated button and reads
+units run in this process instead (nalox/simfleet.py). The demo presses the simulated button and reads
 each room's own account of what happened (nalox/summary.py)."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import structlog
 from nalox.configs import UnitSpec
 from nalox.demo_args import DemoArgs, parse_args
 from nalox.errors import NaloxError
-from nalox.fleet import Fleet
 from nalox.ports import free_port, port_free
+from nalox.simfleet import Fleet
 from nalox.stack import Stack
 from nalox.summary import Summary, greeting
 from nalox.supervision import run_supervised

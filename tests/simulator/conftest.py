@@ -9,7 +9,7 @@ import pytest
 
 from simulator.board import SimulatedBoard
 from simulator.memlink import serial_pair
-from tests.simulator.peer import Peer
+from tests.simulator.mini_controller import Peer
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ import serial
 from firmware_py import codec
 from simulator import cli
 from tests.conftest import nalox
-from tests.simulator.peer import Peer
+from tests.simulator.mini_controller import Peer
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from firmware_py import codec
 from firmware_py.board import FIRMWARE_VERSION
 from simulator.board import SimulatedBoard, SimulatorError, parse_faults
 from simulator.memlink import serial_pair
-from tests.simulator.peer import Peer
+from tests.simulator.mini_controller import Peer
 
 
 def test_hello_reply_identifies_the_board(rig):

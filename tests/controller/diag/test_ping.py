@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from controller.diag import cli, ping
-from tests.controller.serial.peer import PtyPeer, Script
+from tests.controller.serial.pty_board import PtyPeer, Script
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.controller.serial.peer import PtyPeer
+from tests.controller.serial.pty_board import PtyPeer
 
 
 @pytest.fixture

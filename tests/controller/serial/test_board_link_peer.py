@@ -25,7 +25,7 @@ from controller.serial.board_api import (
 from controller.serial.board_link import BoardRefused, ProtocolMismatch, SerialBoard
 from controller.serial.port import PortError
 from firmware_py import codec
-from tests.controller.serial.peer import PtyPeer, Script
+from tests.controller.serial.pty_board import PtyPeer, Script
 
 Events = queue.Queue[BoardEvent]
 

@@ -17,7 +17,7 @@ from nalox.summary import Summary, UnitAccount, count_unit
 from nalox.waiting import wait_until
 from nalox.watcher import Watcher
 
-log = structlog.get_logger("nalox.fleet")
+log = structlog.get_logger("nalox.simfleet")
 
 
 class Fleet:
