@@ -116,17 +116,19 @@ def event_lines(
 
     def line(
         type_: str,
-        col: str,
-        product: str,
-        doses: str,
-        stock_after: str,
-        via: str,
-        phase: str,
-        lang: str,
-        disc: str,
         body: str,
+        *,
+        col: str = "\\N",
+        product: str = "\\N",
+        doses: str = "\\N",
+        stock_after: str = "\\N",
+        via: str = "\\N",
+        phase: str = "\\N",
+        lang: str = "\\N",
+        disc: str = "\\N",
         lot: str = "\\N",
     ) -> str:
+        """One COPY line of type_ with its JSON body; the columns not given are NULL (\\N)."""
         h.seq += 1
         d = int(t // 86400)
         s = t - d * 86400
@@ -154,25 +156,20 @@ def event_lines(
         counted = h.stock[c] + (rng.choice((-1, 1)) if rng.random() < 0.05 else 0)
         disc = counted - h.stock[c]
         before, h.stock[c] = h.stock[c], 30
-        yield line("door", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", '"open":true')
+        yield line("door", '"open":true')
         yield line(
             "restock",
-            str(c + 1),
-            "\\N",
-            "\\N",
-            "30",
-            "\\N",
-            "\\N",
-            "\\N",
-            str(disc),
             f'"column":{c + 1},"added":{30 - before},"stock_after":30,'
             f'"lot":"{h.lot[c]}","expiry":"{h.expiry[c]}",'
             f'"expected_before":{before},"counted_before":{counted},"discrepancy":{disc},'
             f'"reason":{"null" if not disc else chr(34) + "miscount" + chr(34)},"source":"{source}"',
+            col=str(c + 1),
+            stock_after="30",
+            disc=str(disc),
             lot=h.lot[c],
         )
         h.stock_seq[c], h.stock_ts[c] = h.seq, h.last_ts
-        yield line("door", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", "\\N", '"open":false')
+        yield line("door", '"open":false')
 
     for c in range(COLUMNS):
         yield from restock(c, "initial")
@@ -183,124 +180,58 @@ def event_lines(
             celsius = rng.choice((2.5, 31.5))
             yield line(
                 "temperature",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
                 f'"celsius":{celsius},"band":"storage","state":"entered","lots":["{h.lot[0]}"],"seconds_out_of_range":0.0',
             )
             t += 600
             yield line(
                 "temperature",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
                 f'"celsius":20.0,"band":"storage","state":"left","lots":["{h.lot[0]}"],"seconds_out_of_range":600.0',
             )
         elif r < 0.006:
             yield line(
                 "alarm",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
                 '"code":"jam","state":"raised","severity":"warning","message":"column jammed","column":1',
             )
-        yield line(
-            "video",
-            "\\N",
-            "\\N",
-            "\\N",
-            "\\N",
-            "\\N",
-            "started",
-            lang,
-            "\\N",
-            f'"phase":"started","language":"{lang}"',
-        )
+        yield line("video", f'"phase":"started","language":"{lang}"', phase="started", lang=lang)
         if rng.random() < 0.08:
             yield line(
                 "video",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "abandoned",
-                lang,
-                "\\N",
                 f'"phase":"abandoned","language":"{lang}","position_s":4.0',
+                phase="abandoned",
+                lang=lang,
             )
         else:
             t += 40
             yield line(
                 "video",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "\\N",
-                "completed",
-                lang,
-                "\\N",
                 f'"phase":"completed","language":"{lang}","position_s":45.0',
+                phase="completed",
+                lang=lang,
             )
             c = rng.randrange(COLUMNS)
             if h.stock[c] == 0:
                 yield line(
                     "out_of_stock",
-                    "\\N",
-                    "nasal-4mg",
-                    "\\N",
-                    "\\N",
-                    "\\N",
-                    "\\N",
-                    lang,
-                    "\\N",
                     f'"product":"nasal-4mg","language":"{lang}"',
+                    product="nasal-4mg",
+                    lang=lang,
                 )
             elif rng.random() < 0.03:
-                yield line(
-                    "vend_failed",
-                    "\\N",
-                    "\\N",
-                    "\\N",
-                    "\\N",
-                    "\\N",
-                    "\\N",
-                    "\\N",
-                    "\\N",
-                    '"reason":"jammed","attempts":[]',
-                )
+                yield line("vend_failed", '"reason":"jammed","attempts":[]')
             else:
                 via = "test" if rng.random() < 0.01 else "video"
                 h.stock[c] -= 1
                 yield line(
                     "dispense",
-                    str(c + 1),
-                    "nasal-4mg",
-                    "2",
-                    str(h.stock[c]),
-                    via,
-                    "\\N",
-                    lang,
-                    "\\N",
                     f'"column":{c + 1},"product":"nasal-4mg","doses":2,'
                     f'"lot":"{h.lot[c]}","expiry":"{h.expiry[c]}",'
                     f'"command_id":{h.seq},"language":"{lang}","via":"{via}","stock_after":{h.stock[c]}',
+                    col=str(c + 1),
+                    product="nasal-4mg",
+                    doses="2",
+                    stock_after=str(h.stock[c]),
+                    via=via,
+                    lang=lang,
                     lot=h.lot[c],
                 )
                 h.stock_seq[c], h.stock_ts[c] = h.seq, h.last_ts
