@@ -94,6 +94,16 @@ class Rig:
         self.daemon.stop()
 
 
+def lot_rig(tmp_path: Path, stock: int, *lots: tuple[str, str], **sections: Any) -> Rig:
+    """A rig with one nasal-4mg column (capacity 30, `stock` kits) per (lot, expiry), numbered from 1."""
+    cols = [
+        {"column": c, "product": "nasal-4mg", "capacity": 30, "initial_stock": stock, "lot": lot, "expiry": e}
+        for c, (lot, e) in enumerate(lots, start=1)
+    ]
+    board = FakeBoard(columns=len(lots), stock=stock)
+    return Rig(tmp_path, make_config(tmp_path, columns=cols, **sections), board)
+
+
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
     r = Rig(tmp_path)

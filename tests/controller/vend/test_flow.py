@@ -7,7 +7,7 @@ from pathlib import Path
 
 from controller.fakes import FakeBoard
 from controller.serial.board_api import DoorChanged
-from tests.controller.conftest import Rig, make_config
+from tests.controller.conftest import Rig, lot_rig, make_config
 
 
 def test_first_start_records_initial_stock_as_restock_events(rig: Rig) -> None:
@@ -38,33 +38,7 @@ def test_presses_during_video_are_ignored(rig: Rig) -> None:
 
 
 def test_fefo_picks_earliest_expiry_then_skips_expired(tmp_path: Path) -> None:
-    cols = [
-        {
-            "column": 1,
-            "product": "nasal-4mg",
-            "capacity": 30,
-            "initial_stock": 5,
-            "lot": "LATE",
-            "expiry": "2029-01-01",
-        },
-        {
-            "column": 2,
-            "product": "nasal-4mg",
-            "capacity": 30,
-            "initial_stock": 5,
-            "lot": "EXPIRED",
-            "expiry": "2020-01-01",
-        },
-        {
-            "column": 3,
-            "product": "nasal-4mg",
-            "capacity": 30,
-            "initial_stock": 5,
-            "lot": "SOON",
-            "expiry": "2027-01-01",
-        },
-    ]
-    r = Rig(tmp_path, make_config(tmp_path, columns=cols), FakeBoard(columns=3, stock=5))
+    r = lot_rig(tmp_path, 5, ("LATE", "2029-01-01"), ("EXPIRED", "2020-01-01"), ("SOON", "2027-01-01"))
     try:
         r.press()
         r.complete()

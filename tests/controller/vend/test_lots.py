@@ -12,24 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from controller.clock import FakeClock
-from controller.fakes import FakeBoard
 from controller.ledger import LEDGER_VERSION, Ledger, mkt_c
 from schemas.models import LotHoldCommand
-from tests.controller.conftest import Rig, make_config
+from tests.controller.conftest import Rig, lot_rig
 
 
 def one_column(tmp_path: Path, stock: int, lot: str, expiry: str, **sections: Any) -> Rig:
-    cols = [
-        {
-            "column": 1,
-            "product": "nasal-4mg",
-            "capacity": 30,
-            "initial_stock": stock,
-            "lot": lot,
-            "expiry": expiry,
-        }
-    ]
-    return Rig(tmp_path, make_config(tmp_path, columns=cols, **sections), FakeBoard(columns=1, stock=stock))
+    return lot_rig(tmp_path, stock, (lot, expiry), **sections)
 
 
 def vend(r: Rig) -> None:
@@ -62,25 +51,7 @@ def test_a_top_up_loads_behind_the_older_lot_which_drops_first_and_is_reported(t
 
 
 def test_fefo_across_columns_looks_at_each_front_kit(tmp_path: Path) -> None:
-    cols = [
-        {
-            "column": 1,
-            "product": "nasal-4mg",
-            "capacity": 30,
-            "initial_stock": 2,
-            "lot": "A",
-            "expiry": "2028-01-01",
-        },
-        {
-            "column": 2,
-            "product": "nasal-4mg",
-            "capacity": 30,
-            "initial_stock": 2,
-            "lot": "B",
-            "expiry": "2027-06-01",
-        },
-    ]
-    r = Rig(tmp_path, make_config(tmp_path, columns=cols), FakeBoard(columns=2, stock=2))
+    r = lot_rig(tmp_path, 2, ("A", "2028-01-01"), ("B", "2027-06-01"))
     try:
         # column 1 gets kits expiring before column 2's behind its own: its front still expires later
         r.daemon.restock(1, 6, counted_before=2, lot="EARLY", expiry=date(2027, 1, 1))
@@ -122,25 +93,7 @@ def test_an_expired_front_kit_is_never_vended_until_a_technician_takes_it_out(tm
 
 
 def test_a_recalled_lot_stops_vending_at_once_and_stays_held_across_a_restart(tmp_path: Path) -> None:
-    cols = [
-        {
-            "column": 1,
-            "product": "nasal-4mg",
-            "capacity": 30,
-            "initial_stock": 3,
-            "lot": "RECALLED",
-            "expiry": "2027-01-01",
-        },
-        {
-            "column": 2,
-            "product": "nasal-4mg",
-            "capacity": 30,
-            "initial_stock": 3,
-            "lot": "GOOD",
-            "expiry": "2028-01-01",
-        },
-    ]
-    r = Rig(tmp_path, make_config(tmp_path, columns=cols), FakeBoard(columns=2, stock=3))
+    r = lot_rig(tmp_path, 3, ("RECALLED", "2027-01-01"), ("GOOD", "2028-01-01"))
     try:
         cmd = LotHoldCommand(
             command_id="c1",
