@@ -20,6 +20,18 @@ def result_of(got, cid):
     return results[0] if results else None
 
 
+def dispense(bench: Bench, cid: int, column: int) -> list[codec.Message]:
+    """Send DISPENSE(cid, column) and run until its result comes: what the board sent meanwhile."""
+    bench.send(codec.Dispense(cid, column))
+    return bench.run_until(lambda g: result_of(g, cid))
+
+
+def query(bench: Bench, cid: int) -> list[codec.Message]:
+    """Send QUERY_RESULT(cid) and run until its result comes: what the board sent meanwhile."""
+    bench.send(codec.QueryResult(cid))
+    return bench.run_until(lambda g: result_of(g, cid))
+
+
 def spin_until_running(bench: Bench, column: int) -> None:
     bench.step(2)
     assert bench.hal.motor_pins[column - 1].value() == 1, "expected the coil to turn"
@@ -45,8 +57,7 @@ def test_repeated_dispense_returns_stored_result_without_spinning():
     bench.run_until(lambda g: result_of(g, 7))
     bench.hal.drop_pins[0].value(0)
     for _ in range(3):
-        bench.send(codec.Dispense(7, 1))
-        got = bench.run_until(lambda g: result_of(g, 7))
+        got = dispense(bench, 7, 1)
         assert result_of(got, 7).outcome == codec.DROPPED
     assert bench.hal.motor_pins[0].starts == 1
 
@@ -60,11 +71,9 @@ def test_reboot_mid_dispense_gives_interrupted_and_never_spins_again():
     got = bench.step(3)
     assert of_type(got, codec.Boot) == [codec.Boot(2, "watchdog")]
     assert bench.board.interrupted == [55]
-    bench.send(codec.Dispense(55, 3))
-    got = bench.run_until(lambda g: result_of(g, 55))
+    got = dispense(bench, 55, 3)
     assert result_of(got, 55) == codec.DispenseResult(55, 3, codec.INTERRUPTED)
-    bench.send(codec.QueryResult(55))
-    got = bench.run_until(lambda g: result_of(g, 55))
+    got = query(bench, 55)
     assert result_of(got, 55).outcome == codec.INTERRUPTED
     bench.step(50, advance_ms=10)
     assert bench.hal.motor_pins[2].starts == 1
@@ -78,8 +87,7 @@ def test_result_survives_reboot_after_drop():
     bench.run_until(lambda g: result_of(g, 9))
     bench.reboot()
     bench.hal.drop_pins[0].value(0)
-    bench.send(codec.Dispense(9, 1))
-    got = bench.run_until(lambda g: result_of(g, 9))
+    got = dispense(bench, 9, 1)
     assert result_of(got, 9).outcome == codec.DROPPED
     assert bench.hal.motor_pins[0].starts == 1
 
@@ -91,8 +99,7 @@ def test_door_open_refuses_without_spinning_and_is_not_journaled():
     assert of_type(got, codec.Door) == [], "a door change is reported once stable (debounce 20 ms)"
     got = bench.step(3, advance_ms=10)
     assert of_type(got, codec.Door) == [codec.Door(1)]
-    bench.send(codec.Dispense(11, 1))
-    got = bench.run_until(lambda g: result_of(g, 11))
+    got = dispense(bench, 11, 1)
     assert result_of(got, 11).outcome == codec.DOOR_OPEN
     assert bench.hal.motor_pins[0].starts == 0
     assert bench.board.journal.lookup(11) is None
@@ -159,16 +166,14 @@ def test_beam_blocked_before_spin_refuses_and_reports_sensor_fault():
 def test_empty_switch_gives_empty():
     bench = booted(hal=BenchHal(empty_pins=True))
     bench.hal.empty_pins[0].value(1)
-    bench.send(codec.Dispense(24, 1))
-    got = bench.run_until(lambda g: result_of(g, 24))
+    got = dispense(bench, 24, 1)
     assert result_of(got, 24).outcome == codec.EMPTY
     assert bench.hal.motor_pins[0].starts == 0
 
 
 def test_bad_column():
     bench = booted()
-    bench.send(codec.Dispense(25, 9))
-    got = bench.run_until(lambda g: result_of(g, 25))
+    got = dispense(bench, 25, 9)
     assert result_of(got, 25) == codec.DispenseResult(25, 9, codec.BAD_COLUMN)
 
 
@@ -184,8 +189,7 @@ def test_ping_answered_while_coil_turns():
 
 def test_query_result_unknown_and_in_progress():
     bench = booted()
-    bench.send(codec.QueryResult(999))
-    got = bench.run_until(lambda g: result_of(g, 999))
+    got = query(bench, 999)
     assert result_of(got, 999) == codec.DispenseResult(999, 0, codec.UNKNOWN_COMMAND)
     bench.send(codec.Dispense(31, 1))
     spin_until_running(bench, 1)
@@ -387,8 +391,7 @@ def test_failed_final_write_still_reports_and_never_spins_again():
     got = bench.run_until(lambda g: result_of(g, 61) and of_type(g, codec.Fault))
     assert result_of(got, 61).outcome == codec.DROPPED
     assert of_type(got, codec.Fault)[0].code == codec.FAULT_NVS
-    bench.send(codec.Dispense(61, 1))
-    got = bench.run_until(lambda g: result_of(g, 61))
+    got = dispense(bench, 61, 1)
     assert result_of(got, 61).outcome == codec.DROPPED
     assert bench.hal.motor_pins[0].starts == 1
 
@@ -403,8 +406,7 @@ def test_boot_with_failing_storage_still_runs_and_reports_it():
     got = bench.run_until(lambda g: of_type(g, codec.Fault))
     assert of_type(got, codec.Fault)[0].code == codec.FAULT_NVS
     assert bench.board.interrupted == [62]
-    bench.send(codec.Dispense(62, 2))
-    got = bench.run_until(lambda g: result_of(g, 62))
+    got = dispense(bench, 62, 2)
     assert result_of(got, 62).outcome == codec.INTERRUPTED
     bench.send(codec.StatusRequest())
     status = of_type(bench.run_until(lambda g: of_type(g, codec.Status)), codec.Status)[0]
