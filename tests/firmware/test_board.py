@@ -26,6 +26,12 @@ def dispense(bench: Bench, cid: int, column: int) -> list[codec.Message]:
     return bench.run_until(lambda g: result_of(g, cid))
 
 
+def start_spin(bench: Bench, cid: int, column: int) -> None:
+    """Send DISPENSE(cid, column) and step until the column's coil turns."""
+    bench.send(codec.Dispense(cid, column))
+    spin_until_running(bench, column)
+
+
 def query(bench: Bench, cid: int) -> list[codec.Message]:
     """Send QUERY_RESULT(cid) and run until its result comes: what the board sent meanwhile."""
     bench.send(codec.QueryResult(cid))
@@ -39,8 +45,7 @@ def spin_until_running(bench: Bench, column: int) -> None:
 
 def test_dispense_drops_when_beam_fires_and_journals_before_reply():
     bench = booted()
-    bench.send(codec.Dispense(100, 2))
-    spin_until_running(bench, 2)
+    start_spin(bench, 100, 2)
     bench.step(5, advance_ms=20)
     bench.hal.drop_pins[1].value(1)
     got = bench.run_until(lambda g: result_of(g, 100))
@@ -51,8 +56,7 @@ def test_dispense_drops_when_beam_fires_and_journals_before_reply():
 
 def test_repeated_dispense_returns_stored_result_without_spinning():
     bench = booted()
-    bench.send(codec.Dispense(7, 1))
-    spin_until_running(bench, 1)
+    start_spin(bench, 7, 1)
     bench.hal.drop_pins[0].value(1)
     bench.run_until(lambda g: result_of(g, 7))
     bench.hal.drop_pins[0].value(0)
@@ -64,8 +68,7 @@ def test_repeated_dispense_returns_stored_result_without_spinning():
 
 def test_reboot_mid_dispense_gives_interrupted_and_never_spins_again():
     bench = booted()
-    bench.send(codec.Dispense(55, 3))
-    spin_until_running(bench, 3)
+    start_spin(bench, 55, 3)
     bench.step(3, advance_ms=10)
     bench.reboot("watchdog")
     got = bench.step(3)
@@ -81,8 +84,7 @@ def test_reboot_mid_dispense_gives_interrupted_and_never_spins_again():
 
 def test_result_survives_reboot_after_drop():
     bench = booted()
-    bench.send(codec.Dispense(9, 1))
-    spin_until_running(bench, 1)
+    start_spin(bench, 9, 1)
     bench.hal.drop_pins[0].value(1)
     bench.run_until(lambda g: result_of(g, 9))
     bench.reboot()
@@ -107,8 +109,7 @@ def test_door_open_refuses_without_spinning_and_is_not_journaled():
 
 def test_door_opening_mid_spin_stops_the_coil():
     bench = booted()
-    bench.send(codec.Dispense(12, 1))
-    spin_until_running(bench, 1)
+    start_spin(bench, 12, 1)
     bench.hal.door_pin.value(1)
     got = bench.run_until(lambda g: result_of(g, 12))
     assert result_of(got, 12).outcome == codec.DOOR_OPEN
@@ -117,8 +118,7 @@ def test_door_opening_mid_spin_stops_the_coil():
 
 def test_jam_stops_coil_reports_fault_and_status():
     bench = booted()
-    bench.send(codec.Dispense(20, 4))
-    spin_until_running(bench, 4)
+    start_spin(bench, 20, 4)
     bench.hal.current_adcs[3].raw = JAM_RAW
     got = bench.run_until(lambda g: result_of(g, 20) and of_type(g, codec.Fault))
     assert result_of(got, 20).outcome == codec.JAMMED
@@ -134,8 +134,7 @@ def test_jam_stops_coil_reports_fault_and_status():
 def test_dead_motor_after_settle_time():
     bench = booted(settle_ms=50)
     bench.hal.current_adcs[0].raw = 0
-    bench.send(codec.Dispense(21, 1))
-    spin_until_running(bench, 1)
+    start_spin(bench, 21, 1)
     got = bench.step(4, advance_ms=10)
     assert result_of(got, 21) is None, "no verdict before the settle time"
     got = bench.run_until(lambda g: result_of(g, 21), advance_ms=10)
@@ -145,8 +144,7 @@ def test_dead_motor_after_settle_time():
 
 def test_no_drop_until_timeout():
     bench = booted(spin_timeout_ms=500)
-    bench.send(codec.Dispense(22, 2))
-    spin_until_running(bench, 2)
+    start_spin(bench, 22, 2)
     got = bench.step(45, advance_ms=10)
     assert result_of(got, 22) is None
     got = bench.run_until(lambda g: result_of(g, 22), advance_ms=10)
@@ -179,8 +177,7 @@ def test_bad_column():
 
 def test_ping_answered_while_coil_turns():
     bench = booted()
-    bench.send(codec.Dispense(30, 1))
-    spin_until_running(bench, 1)
+    start_spin(bench, 30, 1)
     bench.send(codec.Ping(0xDEADBEEF))
     got = bench.run_until(lambda g: of_type(g, codec.Pong))
     assert of_type(got, codec.Pong) == [codec.Pong(0xDEADBEEF)]
@@ -191,8 +188,7 @@ def test_query_result_unknown_and_in_progress():
     bench = booted()
     got = query(bench, 999)
     assert result_of(got, 999) == codec.DispenseResult(999, 0, codec.UNKNOWN_COMMAND)
-    bench.send(codec.Dispense(31, 1))
-    spin_until_running(bench, 1)
+    start_spin(bench, 31, 1)
     bench.send(codec.QueryResult(31))
     got = bench.step(10, advance_ms=1)
     assert result_of(got, 31) is None, "in progress: the answer comes when done"
@@ -384,8 +380,7 @@ def test_unwritable_journal_refuses_to_spin():
 def test_failed_final_write_still_reports_and_never_spins_again():
     store = FailingStore()
     bench = booted(hal=BenchHal(nvs=store))
-    bench.send(codec.Dispense(61, 1))
-    spin_until_running(bench, 1)
+    start_spin(bench, 61, 1)
     store.failing = True
     bench.hal.drop_pins[0].value(1)
     got = bench.run_until(lambda g: result_of(g, 61) and of_type(g, codec.Fault))
@@ -399,8 +394,7 @@ def test_failed_final_write_still_reports_and_never_spins_again():
 def test_boot_with_failing_storage_still_runs_and_reports_it():
     store = FailingStore()
     bench = booted(hal=BenchHal(nvs=store))
-    bench.send(codec.Dispense(62, 2))
-    spin_until_running(bench, 2)
+    start_spin(bench, 62, 2)
     store.failing = True
     bench.reboot()
     got = bench.run_until(lambda g: of_type(g, codec.Fault))
