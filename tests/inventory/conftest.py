@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -128,3 +128,32 @@ def heated_unit(broker_port: int, tmp_path: Path, par: int) -> Iterator[SimUnit]
         yield u
     finally:
         u.stop()
+
+
+def central_config(
+    broker_port: int, db: Path, client_id: str, units: int = 3, **sections: dict[str, object]
+) -> CentralConfig:
+    """make_config for a service on the test broker (as client_id), its store in db, its web server on a
+    free port (a `server` section adds to that)."""
+    return make_config(
+        units,
+        mqtt={"port": broker_port, "client_id": client_id},
+        store={"db": str(db)},
+        server={"port": 0, **sections.pop("server", {})},
+        **sections,
+    )
+
+
+@contextmanager
+def started_units(specs: Iterable[UnitSpec], broker_port: int, tmp_path: Path) -> Iterator[list[SimUnit]]:
+    """Each spec as a real simulated unit in tmp_path/<unit id> (seeded by its place, from 1); all stopped
+    after."""
+    units: list[SimUnit] = []
+    try:
+        for seed, spec in enumerate(specs, start=1):
+            workdir = tmp_path / spec.unit_id
+            units.append(start_unit(spec, workdir, broker_port, seed=seed, clips=tmp_path / "clips"))
+        yield units
+    finally:
+        for u in units:
+            u.stop()

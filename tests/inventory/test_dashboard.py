@@ -19,7 +19,7 @@ from inventory.service import Service
 from nalox.broker import Broker
 from nalox.simunit import SimUnit
 from schemas.models import Alert, topic
-from tests.inventory.conftest import heated_unit, make_config, running
+from tests.inventory.conftest import central_config, heated_unit, running
 from tests.inventory.gen import UnitStream
 from tests.inventory.mqttutil import UnitSide
 from tests.inventory.staff import add_staff, api_client, login
@@ -28,13 +28,8 @@ from tests.waiting import wait_for
 
 @pytest.fixture
 def central(broker: Broker, tmp_path: Path) -> Iterator[Service]:
-    cfg = make_config(
-        3,
-        mqtt={"port": broker.port, "client_id": "central-dash"},
-        store={"db": str(tmp_path / "central.db")},
-        server={"port": 0, "refresh_s": 2},
-        alerts={"interval_s": 0.2},
-    )
+    db = tmp_path / "central.db"
+    cfg = central_config(broker.port, db, "central-dash", server={"refresh_s": 2}, alerts={"interval_s": 0.2})
     with running(cfg) as svc:
         yield svc
 

@@ -18,8 +18,8 @@ from firmware_py.board import FIRMWARE_VERSION
 from inventory.clock import RealClock
 from inventory.service import Service
 from nalox.broker import Broker
-from nalox.simunit import SimUnit, start_unit
-from tests.inventory.conftest import CHROMIUM_ARGS, make_config, sim_spec
+from nalox.simunit import SimUnit
+from tests.inventory.conftest import CHROMIUM_ARGS, central_config, sim_spec, started_units
 from tests.inventory.staff import api_client
 from tests.waiting import wait_for
 
@@ -29,22 +29,9 @@ ROUNDS = int(os.environ.get("NALOX_FLEET_ROUNDS", "3"))
 
 @pytest.fixture
 def fleet(broker: Broker, tmp_path: Path) -> Iterator[list[SimUnit]]:
-    units: list[SimUnit] = []
-    try:
-        for i in range(1, UNITS + 1):
-            units.append(
-                start_unit(
-                    sim_spec(f"unit-{i:03d}", f"Site {'ABC'[i % 3]}", stock=4, par=2),
-                    tmp_path / f"unit-{i:03d}",
-                    broker.port,
-                    seed=i,
-                    clips=tmp_path / "clips",
-                )
-            )
+    specs = (sim_spec(f"unit-{i:03d}", f"Site {'ABC'[i % 3]}", stock=4, par=2) for i in range(1, UNITS + 1))
+    with started_units(specs, broker.port, tmp_path) as units:
         yield units
-    finally:
-        for u in units:
-            u.stop()
 
 
 def screenshot(url: str, path: Path, authorization: str) -> None:
@@ -63,13 +50,8 @@ def screenshot(url: str, path: Path, authorization: str) -> None:
 def test_fleet_reports_every_kit_and_the_csv_matches_the_boards(
     broker: Broker, tmp_path: Path, fleet: list[SimUnit], artifacts: Path
 ) -> None:
-    cfg = make_config(
-        0,
-        mqtt={"port": broker.port, "client_id": "central-fleet"},
-        enrollment={"from_state": True},
-        store={"db": str(tmp_path / "central.db")},
-        server={"port": 0},
-    )
+    db = tmp_path / "central.db"
+    cfg = central_config(broker.port, db, "central-fleet", 0, enrollment={"from_state": True})
     with Service(cfg, RealClock()) as central, api_client(central, "viewer") as http:
         assert central.wait_connected(10)
         t0 = time.monotonic()

@@ -15,8 +15,8 @@ from playwright.sync_api import sync_playwright
 from inventory.clock import RealClock
 from inventory.service import Service
 from nalox.broker import Broker
-from nalox.simunit import SimUnit, start_unit
-from tests.inventory.conftest import CHROMIUM_ARGS, make_config, sim_spec
+from nalox.simunit import SimUnit
+from tests.inventory.conftest import CHROMIUM_ARGS, central_config, sim_spec, started_units
 from tests.inventory.mqttutil import UnitSide
 from tests.inventory.staff import api_client
 from tests.waiting import wait_for
@@ -27,29 +27,16 @@ LOT = "DEMO-LOT-1"  # column 1 of every simulated unit
 
 @pytest.fixture
 def fleet(broker: Broker, tmp_path: Path) -> Iterator[list[SimUnit]]:
-    units: list[SimUnit] = []
-    try:
-        for i in range(1, UNITS + 1):
-            spec = sim_spec(f"unit-{i:03d}", f"Site {'AB'[i % 2]}", stock=4, par=2)
-            units.append(
-                start_unit(spec, tmp_path / f"unit-{i:03d}", broker.port, seed=i, clips=tmp_path / "clips")
-            )
+    specs = (sim_spec(f"unit-{i:03d}", f"Site {'AB'[i % 2]}", stock=4, par=2) for i in range(1, UNITS + 1))
+    with started_units(specs, broker.port, tmp_path) as units:
         yield units
-    finally:
-        for u in units:
-            u.stop()
 
 
 def test_a_recall_holds_the_lot_on_every_unit_within_one_state_update(
     broker: Broker, tmp_path: Path, fleet: list[SimUnit], artifacts: Path
 ) -> None:
-    cfg = make_config(
-        0,
-        mqtt={"port": broker.port, "client_id": "central-recall"},
-        enrollment={"from_state": True},
-        store={"db": str(tmp_path / "central.db")},
-        server={"port": 0},
-    )
+    db = tmp_path / "central.db"
+    cfg = central_config(broker.port, db, "central-recall", 0, enrollment={"from_state": True})
     watch = UnitSide(broker.port, "recall-watch", subscribe=("nalox/v1/+/state",))
     with Service(cfg, RealClock()) as central, api_client(central, "inventory") as http:
         assert central.wait_connected(10)

@@ -31,7 +31,7 @@ from schemas.models import (
     UnitState,
     topic,
 )
-from tests.inventory.conftest import make_config, running
+from tests.inventory.conftest import central_config, running
 from tests.inventory.mqttutil import UnitSide
 from tests.inventory.staff import add_staff, login, make_token
 from tests.waiting import wait_for
@@ -87,12 +87,9 @@ def holds(side: UnitSide) -> list[Any]:
 
 @pytest.fixture
 def central(broker: Broker, tmp_path: Path) -> Iterator[Service]:
-    cfg = make_config(
-        3,
-        mqtt={"port": broker.port, "client_id": "central-lots"},
-        store={"db": str(tmp_path / "central.db")},
-        server={"port": 0, "refresh_s": 60},
-        alerts={"interval_s": 0.5},
+    db = tmp_path / "central.db"
+    cfg = central_config(
+        broker.port, db, "central-lots", server={"refresh_s": 60}, alerts={"interval_s": 0.5}
     )
     with running(cfg) as svc:
         yield svc

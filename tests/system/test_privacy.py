@@ -22,8 +22,8 @@ from inventory.alerts import kit_driven
 from inventory.clock import RealClock
 from inventory.service import Service
 from nalox.broker import Broker
-from nalox.simunit import SimUnit, start_unit
-from tests.inventory.conftest import make_config, sim_spec
+from nalox.simunit import SimUnit
+from tests.inventory.conftest import central_config, sim_spec, started_units
 from tests.inventory.mqttutil import UnitSide
 from tests.waiting import wait_for
 
@@ -102,24 +102,19 @@ def test_the_scanner_finds_what_it_looks_for() -> None:
 
 @pytest.fixture
 def units(broker: Broker, tmp_path: Path) -> Iterator[list[SimUnit]]:
-    out: list[SimUnit] = []
-    try:
-        for i in (1, 2):
-            spec = sim_spec(
-                f"unit-00{i}",
-                "County Jail - Release Lobby",
-                columns=1,
-                stock=3,
-                par=1,
-                telemetry_interval_s=3600,
-            )
-            out.append(
-                start_unit(spec, tmp_path / f"unit-00{i}", broker.port, seed=i, clips=tmp_path / "clips")
-            )
+    specs = (
+        sim_spec(
+            f"unit-00{i}",
+            "County Jail - Release Lobby",
+            columns=1,
+            stock=3,
+            par=1,
+            telemetry_interval_s=3600,
+        )
+        for i in (1, 2)
+    )
+    with started_units(specs, broker.port, tmp_path) as out:
         yield out
-    finally:
-        for u in out:
-            u.stop()
 
 
 def test_no_personal_data_in_any_payload_table_or_log_line(
@@ -129,13 +124,8 @@ def test_no_personal_data_in_any_payload_table_or_log_line(
     unit_log.configure("info", logs)  # the production level; central and units share structlog
     spy = UnitSide(broker.port, "privacy-spy", subscribe=("#",))
     db = tmp_path / "central.db"
-    cfg = make_config(
-        0,
-        mqtt={"port": broker.port, "client_id": "central-privacy"},
-        enrollment={"from_state": True},
-        store={"db": str(db)},
-        server={"port": 0},
-        alerts={"interval_s": 0.2},
+    cfg = central_config(
+        broker.port, db, "central-privacy", 0, enrollment={"from_state": True}, alerts={"interval_s": 0.2}
     )
     try:
         with Service(cfg, RealClock()) as central:
