@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import baselines
+from bench.rooms import bench_dispense
 from controller.mqtt.commands import CommandRefused, CommandResult, command_name
 from nalox.configs import UnitSpec
 from nalox.simunit import start_unit
 from nalox.waiting import wait_until
-from schemas.models import CommandBase, DispenseEvent, Telemetry, UnitState
+from schemas.models import CommandBase, Telemetry, UnitState
 
 
 class PubackClock:
@@ -158,18 +159,7 @@ def fill_ledger(path: Path, unit_id: str, count: int) -> Any:
     now = datetime.now(UTC)
     rows = []
     for seq in range(1, count + 1):
-        ev = DispenseEvent(
-            event_id=uuid.uuid4().hex,
-            seq=seq,
-            ts=now,
-            unit=unit_id,
-            column=1 + seq % 6,
-            product="nasal-4mg",
-            doses=2,
-            command_id=seq,
-            via="video",
-            stock_after=max(0, 100_000 - seq),
-        )
+        ev = bench_dispense(unit_id, seq, now, "nasal-4mg")
         rows.append((seq, ev.event_id, "dispense", ev.model_dump_json().encode(), now.isoformat()))
     con = sqlite3.connect(path)
     with con:

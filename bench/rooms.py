@@ -59,21 +59,26 @@ class AckWatch:
         baselines.close(self.client)
 
 
+def bench_dispense(unit: str, seq: int, now: datetime, product: str) -> DispenseEvent:
+    """The benchmarks' dispense event number seq: columns in turn, stock counting down from 100,000."""
+    return DispenseEvent(
+        event_id=uuid.uuid4().hex,
+        seq=seq,
+        ts=now,
+        unit=unit,
+        column=1 + seq % 6,
+        product=product,
+        doses=2,
+        command_id=seq,
+        via="video",
+        stock_after=max(0, 100_000 - seq),
+    )
+
+
 def dispense_payloads(unit: str, first: int, last: int) -> Iterator[tuple[str, bytes]]:
     now = datetime.now(UTC)
     for seq in range(first, last + 1):
-        ev = DispenseEvent(
-            event_id=uuid.uuid4().hex,
-            seq=seq,
-            ts=now,
-            unit=unit,
-            column=1 + seq % 6,
-            product="naloxone-4mg-nasal",
-            doses=2,
-            command_id=seq,
-            via="video",
-            stock_after=max(0, 100_000 - seq),
-        )
+        ev = bench_dispense(unit, seq, now, "naloxone-4mg-nasal")
         yield topic(unit, "event", "dispense"), ev.model_dump_json().encode()
 
 
