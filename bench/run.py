@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -347,12 +347,17 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-def table(r: dict[str, Any]) -> str:
-    head = ("measure", "nalox", "baseline", "ratio", "target")
-    rows = [head, *table_rows(r)]
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+def markdown_table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows (the first is the head) as Markdown table lines, each column padded to its widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return lines
+
+
+def table(r: dict[str, Any]) -> str:
+    head = ("measure", "nalox", "baseline", "ratio", "target")
+    lines = markdown_table([head, *table_rows(r)])
     m = r["machine"]
     lines.append(
         f"\nmachine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, "

@@ -34,7 +34,7 @@ import psutil
 import psycopg
 
 from bench import baselines, rooms
-from bench.run import RESULTS, guarded, machine, ratio
+from bench.run import RESULTS, guarded, machine, markdown_table, ratio
 from nalox.access import demo_access
 from nalox.broker import DEPLOY, Broker
 from nalox.central_api import CentralApi
@@ -814,9 +814,7 @@ def table(s: dict[str, Any]) -> str:
             "yes" if (s.get("central_rss_peak_mb") or 1e9) <= 300 else "NO",
         )
     )
-    widths = [max(len(r[i]) for r in rows) for i in range(8)]
-    lines = ["| " + " | ".join(c.ljust(widths[i]) for i, c in enumerate(r)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines = markdown_table(rows)
     d = s["data"]
     lines.append(
         f"\ndata: {d['units']:,} units, {d['events']:,} events "
