@@ -6,6 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,16 @@ class Rig:
     def close(self) -> None:
         self.board.stop()
         self.port.close()
+
+
+@contextmanager
+def door_open_link(rig: Rig) -> Iterator[SerialBoard]:
+    """The door opened and a started SerialBoard (15 s requests) that has seen it, as for an update."""
+    rig.board.set_door(True)
+    with SerialBoard(str(rig.path), request_timeout=15.0) as link:
+        link.start(on_event=rig.events.put)
+        wait_for(lambda: link.status().door_open, 5, "the door open")
+        yield link
 
 
 @pytest.fixture
@@ -163,10 +174,7 @@ def test_firmware_update_on_micropython_good_and_rolled_back(tmp_path: Path) -> 
         fwbundle.verify(fwbundle.read(tmp_path / ("good.zip" if bundle is good else "bad.zip")), [public])
     rig = Rig(tmp_path, columns=2, stock=5, spin_ms=20, trial_ms=4000)
     try:
-        rig.board.set_door(True)
-        with SerialBoard(str(rig.path), request_timeout=15.0) as link:
-            link.start(on_event=rig.events.put)
-            wait_for(lambda: link.status().door_open, 5, "the door open")
+        with door_open_link(rig) as link:
 
             def corrupt(index: int, offset: int, data: bytes) -> bytes:
                 return data[:-1] + bytes([data[-1] ^ 1]) if (index, offset) == (4, 0) else data
@@ -208,10 +216,7 @@ def test_power_cut_during_an_update_on_micropython(tmp_path: Path, cut: tuple[st
                            tmp_path / "fw.zip")
     rig = Rig(tmp_path, columns=2, stock=5, spin_ms=20, trial_ms=8000)
     try:
-        rig.board.set_door(True)
-        with SerialBoard(str(rig.path), request_timeout=15.0) as link:
-            link.start(on_event=rig.events.put)
-            wait_for(lambda: link.status().door_open, 5, "the door open")
+        with door_open_link(rig) as link:
             rig.board.cut_power_at(*cut)
             try:
                 update_board(link, bundle, rig.events, timeout=30)
