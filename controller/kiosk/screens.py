@@ -332,9 +332,16 @@ def _standard(c: Canvas, spec: ScreenSpec) -> None:
     if spec.name == "take_kit":
         _arrow_down(c, c.w // 2, c.h - c.px(150))
     if spec.footer:
-        box_top = c.h - c.px(110)
-        c.d.rectangle((0, box_top, c.w, c.h), fill=PANEL)
-        c.text((margin, box_top + c.px(22)), spec.footer, spec.lang, 34, c.w - 2 * margin, YELLOW, True, 2)
+        _footer_band(c, spec.footer, spec.lang, margin, height=110, pad=22, size=34, max_lines=2)
+
+
+def _footer_band(
+    c: Canvas, text: str, lang: str, margin: int, *, height: int, pad: int, size: int, max_lines: int
+) -> None:
+    """A panel band across the bottom (height px) with the footer in bold yellow, pad px below its top."""
+    box_top = c.h - c.px(height)
+    c.d.rectangle((0, box_top, c.w, c.h), fill=PANEL)
+    c.text((margin, box_top + c.px(pad)), text, lang, size, c.w - 2 * margin, YELLOW, True, max_lines)
 
 
 def _idle(c: Canvas, spec: ScreenSpec, frame: int) -> None:
@@ -376,9 +383,7 @@ def _idle(c: Canvas, spec: ScreenSpec, frame: int) -> None:
             (left_w + c.px(160), ccy), "→ " + label, font=font(lang, c.px(size - 4)), fill=WHITE, anchor="lm"
         )
     if spec.footer:
-        box_top = c.h - c.px(74)
-        c.d.rectangle((0, box_top, c.w, c.h), fill=PANEL)
-        c.text((margin, box_top + c.px(18)), spec.footer, spec.lang, 30, c.w - 2 * margin, YELLOW, True, 1)
+        _footer_band(c, spec.footer, spec.lang, margin, height=74, pad=18, size=30, max_lines=1)
 
 
 def _emergency(c: Canvas, spec: ScreenSpec, frame: int) -> None:
