@@ -271,18 +271,7 @@ def unit_out(u: UnitView) -> UnitOut:
         status=u.status,
         status_since=u.since.isoformat() if u.since else None,
         stock={c.column: c.stock for c in u.columns},
-        columns=[
-            ColumnOut(
-                column=c.column,
-                product=c.product,
-                stock=c.stock,
-                par=c.par,
-                capacity=c.capacity,
-                lot=c.lot,
-                expiry=c.expiry,
-            )
-            for c in u.columns
-        ],
+        columns=[ColumnOut.model_validate(c, from_attributes=True) for c in u.columns],
         temperature_c=u.temperature_c,
         outbox_depth=u.outbox_depth,
         acked_seq=u.acked_seq,
