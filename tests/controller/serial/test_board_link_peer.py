@@ -43,6 +43,19 @@ def board(peer: PtyPeer, events: Events) -> Iterator[SerialBoard]:
     b.close()
 
 
+def held_dispense(
+    board: SerialBoard, peer: PtyPeer, command_id: int, column: int
+) -> tuple[threading.Thread, list[DispenseOutcome]]:
+    """board.dispense() on a thread while the peer holds the coil turning: the thread and, once it is
+    joined, its outcome."""
+    peer.script.hold_dispense = True
+    result: list[DispenseOutcome] = []
+    t = threading.Thread(target=lambda: result.append(board.dispense(command_id, column)))
+    t.start()
+    assert peer.wait_for(lambda: command_id in peer.spins)
+    return t, result
+
+
 def test_start_says_hello_and_returns_board_info(board: SerialBoard, peer: PtyPeer) -> None:
     assert board.info == BoardInfo(codec.PROTOCOL_VERSION, "peer-1.0", "peer-board", 6, 3, "peer-model")
     assert isinstance(peer.received[0], codec.Hello)
@@ -111,11 +124,7 @@ def test_lost_reply_resends_dispense_with_same_command_id_and_never_spins_twice(
 def test_board_reboot_mid_dispense_resends_hello_then_same_command(
     board: SerialBoard, peer: PtyPeer, events: Events
 ) -> None:
-    peer.script.hold_dispense = True
-    result: list[object] = []
-    t = threading.Thread(target=lambda: result.append(board.dispense(31, 2)))
-    t.start()
-    assert peer.wait_for(lambda: 31 in peer.spins)
+    t, result = held_dispense(board, peer, 31, 2)
     peer.script.hold_dispense = False
     peer.send_event(codec.Boot(4, "watchdog"))
     t.join(5)
@@ -123,7 +132,7 @@ def test_board_reboot_mid_dispense_resends_hello_then_same_command(
     after_boot = peer.received[-2:]
     assert isinstance(after_boot[0], codec.Hello) and isinstance(after_boot[1], codec.Dispense)
     assert after_boot[1].command_id == 31  # type: ignore[attr-defined]
-    assert result and result[0].dropped  # type: ignore[attr-defined]
+    assert result and result[0].dropped
     assert peer.spins == {31: 1}
 
 
@@ -198,11 +207,7 @@ def test_port_that_vanishes_and_returns_is_reopened(tmp_path: Path, events: Even
 def test_late_unknown_command_answer_never_passes_for_a_dispense_outcome(
     board: SerialBoard, peer: PtyPeer
 ) -> None:
-    peer.script.hold_dispense = True
-    result: list[DispenseOutcome] = []
-    t = threading.Thread(target=lambda: result.append(board.dispense(44, 1)))
-    t.start()
-    assert peer.wait_for(lambda: 44 in peer.spins)
+    t, result = held_dispense(board, peer, 44, 1)
     peer.send_event(codec.DispenseResult(44, 0, codec.UNKNOWN_COMMAND))  # a late copy of a query's answer
     peer.release()  # the reader handles frames in order: the late copy first, then the real result
     t.join(5)
