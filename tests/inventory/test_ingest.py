@@ -62,6 +62,17 @@ def stream(unit: str = "unit-001", seed: int = 1, vends: int = 30) -> UnitStream
     return s
 
 
+def fed_without_3_to_5(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> tuple[Ingestor, Recorder, UnitStream, list[tuple[str, bytes]]]:
+    """A fresh ingestor fed unit-001's seed-8 stream of 5 vends without its seqs 3..5; all its messages."""
+    ing, rec = ingestor(store, config, clock)
+    s = stream(seed=8, vends=5)
+    msgs = s.messages()
+    feed(ing, msgs[:2] + msgs[5:])
+    return ing, rec, s, msgs
+
+
 def assert_counted_once(store: Store, s: UnitStream) -> None:
     assert store.count_events(unit=s.unit) == len(s.events)
     assert store.count_events("dispense", s.unit) == sum(s.kits.values()) + sum(s.tests.values())
@@ -268,10 +279,7 @@ def test_ack_is_published_after_each_batch(store: Store, config: CentralConfig, 
 def test_an_operator_can_give_up_on_events_the_unit_no_longer_has(
     store: Store, config: CentralConfig, clock: FakeClock
 ) -> None:
-    ing, rec = ingestor(store, config, clock)
-    s = stream(seed=8, vends=5)
-    msgs = s.messages()
-    feed(ing, msgs[:2] + msgs[5:])  # seqs 3..5 are gone for good
+    ing, rec, s, _ = fed_without_3_to_5(store, config, clock)  # seqs 3..5 are gone for good
     assert rec.acks(s.unit)[-1] == 2
     clock.advance(31)
     assert [r.from_seq for r in ing.tick()] == [3]
@@ -349,10 +357,7 @@ def test_a_restarted_numbering_is_caught_from_the_events_alone(
 def test_a_late_event_inside_an_accepted_gap_is_not_a_restart(
     store: Store, config: CentralConfig, clock: FakeClock
 ) -> None:
-    ing, rec = ingestor(store, config, clock)
-    s = stream(seed=8, vends=5)
-    msgs = s.messages()
-    feed(ing, msgs[:2] + msgs[5:])
+    ing, rec, s, msgs = fed_without_3_to_5(store, config, clock)
     store.accept_gap(s.unit, 5, "given up", clock.now())
     feed(ing, msgs[2:5])  # they turn up after all
     row = store.unit(s.unit)
