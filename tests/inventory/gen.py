@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.models import (
+    ColumnState,
     DispenseEvent,
     EventBase,
     RestockEvent,
@@ -18,6 +19,23 @@ from schemas.models import (
     VideoEvent,
     topic,
 )
+
+
+def vending_state(unit: str, site: str, ts: datetime, columns: list[ColumnState], **fields: Any) -> UnitState:
+    """A vending unit's retained state (config version 1, empty outbox, last_seq 0 unless given)."""
+    return UnitState(
+        **{
+            "unit": unit,
+            "site": site,
+            "ts": ts,
+            "mode": "vending",
+            "config_version": "1",
+            "columns": columns,
+            "outbox_depth": 0,
+            "last_seq": 0,
+            **fields,
+        }
+    )
 
 
 @dataclass
@@ -130,23 +148,12 @@ class UnitStream:
         ]
 
     def state(self, ts: datetime, par: int = 5, last_seq: int | None = None) -> UnitState:
-        from schemas.models import ColumnState
-
         cols = [
             ColumnState(column=c, product="naloxone-4mg", capacity=30, par=par, stock=n, lot="LOT-A1")
             for c, n in sorted(self.stock.items())
         ]
-        return UnitState(
-            unit=self.unit,
-            site=self.site,
-            ts=ts,
-            mode="vending",
-            config_version="1",
-            columns=cols,
-            outbox_depth=0,
-            last_seq=self.seq if last_seq is None else last_seq,
-            temperature_c=21.0,
-        )
+        seq = self.seq if last_seq is None else last_seq
+        return vending_state(self.unit, self.site, ts, cols, last_seq=seq, temperature_c=21.0)
 
     def status(self, ts: datetime, state: str = "online", session: int = 1) -> Status:
         return Status(state=state, session=session, ts=ts)  # type: ignore[arg-type]

@@ -16,9 +16,9 @@ from inventory.clock import FakeClock
 from inventory.config import CentralConfig
 from inventory.ingest import Incoming, Ingestor
 from inventory.store import Store
-from schemas.models import Alert, ColumnState, Status, UnitState, topic
+from schemas.models import Alert, ColumnState, Status, topic
 from tests.inventory.conftest import make_config
-from tests.inventory.gen import UnitStream
+from tests.inventory.gen import UnitStream, vending_state
 from tests.inventory.test_ingest import ingestor
 
 
@@ -47,17 +47,7 @@ def state(
         ColumnState(column=c, product="naloxone-4mg", capacity=30, par=5, stock=n, lot="LOT-7", expiry=expiry)
         for c, n in ((1, stock[0]), (2, stock[1]))
     ]
-    st = UnitState(
-        unit=unit,
-        site="Site A",
-        ts=clock.now(),
-        mode="vending",
-        config_version="1",
-        columns=cols,
-        outbox_depth=0,
-        last_seq=last_seq,
-        temperature_c=temperature,
-    )
+    st = vending_state(unit, "Site A", clock.now(), cols, last_seq=last_seq, temperature_c=temperature)
     return Incoming(topic(unit, "state"), st.model_dump_json().encode())
 
 

@@ -32,6 +32,7 @@ from schemas.models import (
     topic,
 )
 from tests.inventory.conftest import central_config, running
+from tests.inventory.gen import vending_state
 from tests.inventory.mqttutil import UnitSide
 from tests.inventory.staff import add_staff, login, make_token
 from tests.waiting import wait_for
@@ -40,18 +41,7 @@ TODAY = datetime.now(UTC).date()
 
 
 def state(unit: str, site: str, columns: list[ColumnState], holds: list[LotHold] = ()) -> UnitState:  # type: ignore[assignment]
-    return UnitState(
-        unit=unit,
-        site=site,
-        ts=datetime.now(UTC),
-        mode="vending",
-        config_version="1",
-        columns=columns,
-        outbox_depth=0,
-        last_seq=0,
-        temperature_c=22.0,
-        holds=list(holds),
-    )
+    return vending_state(unit, site, datetime.now(UTC), columns, temperature_c=22.0, holds=list(holds))
 
 
 def column(

@@ -14,6 +14,7 @@ from inventory.fleet import fleet
 from inventory.planning import LotView, fleet_lots, lots_page
 from inventory.store import Store
 from schemas.models import ColumnState, DispenseEvent, LotExposure, LotHold, LotSegment, UnitState
+from tests.inventory.gen import vending_state
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 LOTS = [f"L{i:02d}" for i in range(14)] + [None, ""]
@@ -57,17 +58,7 @@ def _state(rng: random.Random, unit: str, site: str, at: datetime) -> UnitState:
         LotHold(lot=lot, kind=rng.choice(["heat", "recall"]), reason=f"r{unit}", by="unit", since=at)
         for lot in rng.sample(["L01", "L05", "L09", "L99"], rng.randrange(0, 3))
     ]
-    return UnitState(
-        unit=unit,
-        site=site,
-        ts=at,
-        mode="vending",
-        config_version="1",
-        columns=cols,
-        outbox_depth=0,
-        last_seq=0,
-        holds=holds,
-    )
+    return vending_state(unit, site, at, cols, holds=holds)
 
 
 def build(store: Store, rng: random.Random, at: datetime) -> list[str]:

@@ -13,7 +13,8 @@ from inventory.clock import FakeClock
 from inventory.config import CentralConfig
 from inventory.store import Store
 from inventory.web import create_app
-from schemas.models import ColumnState, DispenseEvent, Status, UnitState
+from schemas.models import ColumnState, DispenseEvent, Status
+from tests.inventory.gen import vending_state
 from tests.inventory.staff import make_token
 
 UNITS = 120
@@ -32,16 +33,7 @@ def build(store: Store, now: datetime) -> dict[str, int]:
                 ColumnState(column=1, product="nasal-4mg", capacity=30, par=5, stock=first),
                 ColumnState(column=2, product="nasal-4mg", capacity=30, par=5, stock=20),
             ]
-            state = UnitState(
-                unit=unit,
-                site=site,
-                ts=now,
-                mode="vending",
-                config_version="1",
-                columns=cols,
-                outbox_depth=0,
-                last_seq=0,
-            )
+            state = vending_state(unit, site, now, cols)
             store.put_state(tx, state, state.model_dump_json(), now)
             online = "offline" if i <= 5 else "online"
             store.put_status(tx, unit, Status(state=online, session=1, ts=now), now)
