@@ -26,6 +26,8 @@ from inventory.config import CentralConfig
 from inventory.errors import InventoryError
 from inventory.store import SeqProgress, Store, Tx
 from schemas.models import (
+    CELSIUS_MAX,
+    CELSIUS_MIN,
     EVENT_TYPES,
     MAX_SEQ,
     SCHEMA_VERSION,
@@ -442,6 +444,9 @@ class Ingestor:
             samples = [(x.ts, x.celsius) for x in tm.samples] or (
                 [(tm.ts, tm.temperature_c)] if tm.temperature_c is not None else []
             )
+            # a reading no storage space can have is a sensor fault, not history (and 1e308 would
+            # overflow the bucket's sum on PostgreSQL and fail the whole batch)
+            samples = [(at, c) for at, c in samples if CELSIUS_MIN <= c <= CELSIUS_MAX]
             self.store.add_temperatures(t, c.unit, samples, self.config.temperature_history.bucket_s)
             result.other += 1
         else:

@@ -18,6 +18,8 @@ UnitId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 Column = Annotated[int, Field(ge=1, le=64)]
 Count = Annotated[int, Field(ge=0, le=100_000)]
 MAX_SEQ = 2**53  # a seq beyond this loses precision in JSON readers (JavaScript numbers) and is refused
+# the range a storage-temperature reading can physically take; a value outside is a sensor fault
+CELSIUS_MIN, CELSIUS_MAX = -60.0, 100.0
 Seq = Annotated[int, Field(ge=1, le=MAX_SEQ)]
 # every timestamp a unit sends carries its zone (a naive one would be read as the server's local time)
 Timestamp = AwareDatetime
@@ -142,7 +144,7 @@ class TemperatureSample(Payload):
     """One reading of the storage temperature."""
 
     ts: datetime
-    celsius: float = Field(ge=-60, le=100)
+    celsius: float = Field(ge=CELSIUS_MIN, le=CELSIUS_MAX)
 
 
 class Telemetry(Payload):

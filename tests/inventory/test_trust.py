@@ -198,3 +198,23 @@ def test_staff_release_or_accept_quarantined_events_over_the_api(
     r = http.post(f"/api/quarantine/{four}/release", headers=staff, json={"reason": "central upgraded"})
     assert r.status_code == 200 and r.json()["state"] == "released"
     assert http.get("/api/quarantine", headers=viewer).json() == []
+
+
+def test_a_sensor_fault_reading_is_no_history_and_never_fails_the_batch(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    """A telemetry `temperature_c` of 1e308 is schema-valid (a broken sensor can say anything): it must
+    not enter the temperature history, whose bucket sum would overflow on PostgreSQL and fail every
+    event of the batch with it."""
+    ing, _ = ingestor(store, config, clock)
+    now = clock.now()
+
+    def telemetry(celsius: float) -> Incoming:
+        body = {"unit": "unit-001", "ts": now.isoformat(), "temperature_c": celsius, "uptime_s": 5,
+                "outbox_depth": 0}
+        return Incoming("nalox/v1/unit-001/telemetry", json.dumps(body).encode())
+
+    r = ing.process([telemetry(1e308), telemetry(1e308), restock(1), telemetry(22.5)])
+    assert r.inserted == 1 and store.count_events(unit="unit-001") == 1
+    history = store.temperatures("unit-001", now - timedelta(days=1))
+    assert [(lo, hi) for _, lo, _, hi in history] == [(22.5, 22.5)]
