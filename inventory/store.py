@@ -29,18 +29,7 @@ from schemas.models import EventBase, Status, Telemetry, UnitState
 
 # events a person at the machine causes: central keeps their time only to the privacy granularity
 PERSON_EVENT_TYPES = ("dispense", "video", "vend_failed", "out_of_stock", "alarm")  # alarms: a failed vend
-REPORT_COUNTS = (
-    "kits",
-    "doses",
-    "test_vends",
-    "extra_kits",
-    "emergency_kits",
-    "vend_failures",
-    "videos_started",
-    "videos_completed",
-    "kits_after_video",
-    "out_of_stock",
-)
+REPORT_COUNTS = rollups.COUNTS[1:]  # every count a report shows (rollups defines them, "events" aside)
 _REPORT_SUMS = (
     "SUM(CASE WHEN e.type = 'dispense' AND e.via <> 'test' THEN 1 ELSE 0 END), "
     "SUM(CASE WHEN e.type = 'dispense' AND e.via <> 'test' THEN e.doses ELSE 0 END), "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -317,8 +317,14 @@ def api_picklist(ctx: Ctx, site: str, pull_days: int = Query(PULL_DAYS, ge=0, le
 
 
 def export_period(
-    ctx: WebContext, year: int | None, fy: int | None, start: date | None, end: date | None
+    ctx: Ctx,
+    year: int | None = Query(None, ge=2000, le=2100),
+    fy: int | None = Query(None, ge=2000, le=2100),
+    start: date | None = None,
+    end: date | None = None,
 ) -> reports.Period:
+    """The period an export covers, from its query: a calendar year (`year`, this year by default), a
+    fiscal year (`fy`) or a range (`start`, `end`, inclusive), in the county's time zone."""
     tz = ctx.config.reports.timezone
     try:
         if start is not None or end is not None:
@@ -330,6 +336,9 @@ def export_period(
         return reports.calendar_year(year or ctx.clock.now().astimezone(ctx.store.report_tz).year, tz)
     except reports.PeriodError as e:
         raise HTTPException(422, str(e)) from e
+
+
+ExportPeriod = Annotated[reports.Period, Depends(export_period)]
 
 
 def _by(by: str) -> str:
@@ -362,16 +371,13 @@ JSON_FILE: dict[int | str, dict[str, Any]] = {
 @exports.get("/export.csv", response_class=Response, responses=CSV_FILE)
 def export_csv(
     ctx: Ctx,
-    year: int | None = Query(None, ge=2000, le=2100),
-    fy: int | None = Query(None, ge=2000, le=2100),
-    start: date | None = None,
-    end: date | None = None,
+    p: ExportPeriod,
     by: str = "unit",
 ) -> Response:
     """Kits, doses, videos, extra and emergency kits, vend failures for a calendar year (`year`), a
     fiscal year (`fy`) or a range (`start`, `end`, inclusive), by program/site/unit as recorded with
     each event; the period and time zone are the file's first line."""
-    p, b = export_period(ctx, year, fy, start, end), _by(by)
+    b = _by(by)
     return _file(
         reports.period_csv(reports.period_report(ctx.store, p, b), p, b),
         "text/csv",
@@ -382,13 +388,10 @@ def export_csv(
 @exports.get("/export.json", response_class=Response, responses=JSON_FILE)
 def export_json(
     ctx: Ctx,
-    year: int | None = Query(None, ge=2000, le=2100),
-    fy: int | None = Query(None, ge=2000, le=2100),
-    start: date | None = None,
-    end: date | None = None,
+    p: ExportPeriod,
     by: str = "unit",
 ) -> Response:
-    p, b = export_period(ctx, year, fy, start, end), _by(by)
+    b = _by(by)
     body = json.dumps(reports.period_json(reports.period_report(ctx.store, p, b), p, b), indent=1)
     return Response(body, media_type="application/json")
 
@@ -396,13 +399,10 @@ def export_json(
 @exports.get("/export.xlsx", response_class=Response, responses=XLSX_FILE)
 def export_xlsx(
     ctx: Ctx,
-    year: int | None = Query(None, ge=2000, le=2100),
-    fy: int | None = Query(None, ge=2000, le=2100),
-    start: date | None = None,
-    end: date | None = None,
+    p: ExportPeriod,
     by: str = "unit",
 ) -> Response:
-    p, b = export_period(ctx, year, fy, start, end), _by(by)
+    b = _by(by)
     return _file(
         reports.period_xlsx(reports.period_report(ctx.store, p, b), p, b),
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -413,14 +413,10 @@ def export_xlsx(
 @exports.get("/open-data.csv", response_class=Response, responses=CSV_FILE)
 def open_data_csv(
     ctx: Ctx,
-    year: int | None = Query(None, ge=2000, le=2100),
-    fy: int | None = Query(None, ge=2000, le=2100),
-    start: date | None = None,
-    end: date | None = None,
+    p: ExportPeriod,
 ) -> Response:
     """For the public: kits per site and month; counts under reports.open_data_min_cell (11) and the
     cells that would reveal them are shown as `*`."""
-    p = export_period(ctx, year, fy, start, end)
     rows = ctx.store.period_counts(p.start_utc, p.end_utc, ("site", "month"))
     n = ctx.config.reports.open_data_min_cell
     table, hidden = opendata.open_data(rows, n)
