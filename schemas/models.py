@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "nalox/v1"
@@ -127,7 +127,7 @@ class UnitState(Payload):
     mode: Literal["vending", "service", "locked", "starting"]
     firmware_version: str | None = None
     config_version: str
-    columns: list[ColumnState]
+    columns: list[ColumnState] = Field(description="each column of the dispenser once")
     alarms: list[AlarmState] = []
     outbox_depth: int = Field(ge=0, le=MAX_SEQ)
     outbox_oldest_age_s: float | None = None
@@ -138,6 +138,15 @@ class UnitState(Payload):
     cert_not_after: Timestamp | None = Field(
         default=None, description="when the unit's MQTT client certificate expires (central warns before)"
     )
+
+    @field_validator("columns")
+    @classmethod
+    def _each_column_once(cls, columns: list[ColumnState]) -> list[ColumnState]:
+        numbers = [c.column for c in columns]
+        twice = sorted({n for n in numbers if numbers.count(n) > 1})
+        if twice:
+            raise ValueError(f"expected each column once, got column {', '.join(map(str, twice))} twice")
+        return columns
 
 
 class TemperatureSample(Payload):

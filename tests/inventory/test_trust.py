@@ -16,9 +16,10 @@ from inventory.fleet import fleet
 from inventory.ingest import Incoming
 from inventory.reports import cell, to_csv
 from inventory.store import Store
-from schemas.models import MAX_SEQ
+from schemas.models import MAX_SEQ, ColumnState
 from tests.controller.mqtt.certs import MAKE_CERTS
 from tests.inventory.conftest import make_config
+from tests.inventory.gen import vending_state
 from tests.inventory.test_ingest import good_event, ingestor, stream
 
 
@@ -218,3 +219,24 @@ def test_a_sensor_fault_reading_is_no_history_and_never_fails_the_batch(
     assert r.inserted == 1 and store.count_events(unit="unit-001") == 1
     history = store.temperatures("unit-001", now - timedelta(days=1))
     assert [(lo, hi) for _, lo, _, hi in history] == [(22.5, 22.5)]
+
+
+def test_a_state_naming_one_column_twice_is_quarantined_not_a_failed_batch(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    """Found by test_any_valid_payload: a state listing column 7 twice broke the unit's column table
+    (a unique key) and failed the whole ingest batch on both backends."""
+    ing, _ = ingestor(store, config, clock)
+    col = ColumnState(column=7, product="nasal-4mg", capacity=10, par=2, stock=5)
+    good = vending_state("unit-001", "Site A", clock.now(), [col])
+    twice = json.loads(good.model_dump_json())
+    twice["columns"] = [twice["columns"][0], twice["columns"][0]]
+    r = ing.process([
+        Incoming("nalox/v1/unit-001/state", json.dumps(twice).encode()),
+        restock(1),
+        Incoming("nalox/v1/unit-001/state", good.model_dump_json().encode()),
+    ])
+    assert r.inserted == 1 and r.rejected == 1
+    assert [q["reason"] for q in store.quarantined()] == ["invalid_payload"]
+    (unit,) = fleet(store, clock.now(), only=["unit-001"])
+    assert [c.column for c in unit.columns].count(7) == 1, "the good state came through after the bad one"
