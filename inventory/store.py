@@ -330,10 +330,14 @@ class Store:
         below what we already acked means the unit's ledger restarted its numbering: acks to it stop
         (see SeqProgress.paused). The stored time is coarsened (privacy), so two states in the same
         period are ordered by their last_seq: a late, older state (a replay after a reconnect) is not
-        taken for a restarted numbering. A restart inside one period is still caught at once by
-        flag_reused_seq, or by the next period's state."""
+        taken for a restarted numbering. Only a state of a strictly later period can tell of a
+        restart: the same state again (the broker's retained copy after central restarts, while the
+        unit's newest events came after it) must not pause acks for good. A restart is caught at once
+        by flag_reused_seq from the unit's first new event, or by the next period's state."""
         g = self.kit_time_granularity_s
         at = coarsen(state.ts, g)
+        before = tx.one("SELECT state_ts FROM units WHERE unit = ?", (state.unit,))
+        later_period = before is not None and before[0] is not None and before[0] < iso(at)
         kept = state.model_copy(
             update={
                 "ts": at,
@@ -363,6 +367,7 @@ class Store:
             columns = [c.model_dump(mode="json") for c in state.columns]
             put_unit_columns(tx, state.unit, columns)
             put_unit_lots(tx, state.unit, columns, [h.model_dump(mode="json") for h in state.holds])
+        if newer and later_period:
             tx.execute(
                 "UPDATE units SET seq_reset_at = ? WHERE unit = ? AND acked_seq > ? AND seq_reset_at IS NULL",
                 (iso(coarsen(now or state.ts, g)), state.unit, state.last_seq),

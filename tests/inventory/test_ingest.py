@@ -364,3 +364,21 @@ def test_a_late_event_inside_an_accepted_gap_is_not_a_restart(
     assert row is not None and row.seq_reset_at is None
     assert rec.acks(s.unit)[-1] == s.seq
     assert store.count_events(unit=s.unit) == len(msgs)
+
+
+def test_the_retained_state_again_after_central_restarts_is_not_a_restart(
+    store: Store, config: CentralConfig, clock: FakeClock
+) -> None:
+    """Seen in a soak: the unit was killed after publishing events past its last state; central then
+    restarted and the broker handed it the retained (older) state again. That is not a unit whose
+    numbering restarted: acks must go on."""
+    ing, rec = ingestor(store, config, clock)
+    s = stream(seed=2, vends=5)
+    msgs = s.messages()
+    state_at = s.seq - 2
+    retained = (topic(s.unit, "state"), s.state(clock.now(), last_seq=state_at).model_dump_json().encode())
+    feed(ing, [*msgs, retained])
+    feed(ing, [retained])  # central restarted: the same retained state once more
+    row = store.unit(s.unit)
+    assert row is not None and row.seq_reset_at is None
+    assert rec.acks(s.unit)[-1] == s.seq
