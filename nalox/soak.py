@@ -249,6 +249,8 @@ def verdict(f: dict[str, Any]) -> list[str]:
     for key in ("events_lost", "events_counted_twice", "events_unknown_to_ledger", "kits_dispensed_twice"):
         if f[key]:
             problems.append(f"{key.replace('_', ' ')}: {f[key]}")
+    if f.get("outbox_depth"):
+        problems.append(f"the unit's outbox still holds {f['outbox_depth']} events central never acked")
     st = f["stock"]
     if not st["ledger"] == st["sim"] == st["central"]:
         problems.append(f"stock differs: ledger {st['ledger']}, board {st['sim']}, central {st['central']}")

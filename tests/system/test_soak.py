@@ -37,8 +37,9 @@ def test_verdict_names_every_kind_of_difference() -> None:
             "stock": {"ledger": {"1": 2}, "sim": {"1": 2}, "central": {"1": 2}}}
     assert soak.verdict(good) == []
     bad = copy.deepcopy(good)
-    bad.update(central_dispensed=2, events_lost=1, kits_dispensed_twice=1)
+    bad.update(central_dispensed=2, events_lost=1, kits_dispensed_twice=1, outbox_depth=6)
     bad["stock"]["central"] = {"1": 3}
     problems = " | ".join(soak.verdict(bad))
-    for words in ("central counts 2 kits", "events lost: 1", "kits dispensed twice: 1", "stock differs"):
+    for words in ("central counts 2 kits", "events lost: 1", "kits dispensed twice: 1", "stock differs",
+                  "outbox still holds 6 events"):
         assert words in problems
