@@ -14,9 +14,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from inventory import log, opendata, planning, reports
-from inventory.planning import LOTS_PER_PAGE, pick_list
+from inventory.planning import LOTS_PER_PAGE, LotView, pick_list
 from inventory.web.auth import InventoryStaff, Principal, Viewer, require
 from inventory.web.deps import Ctx, WebContext, fleet_now, render
+from inventory.web.models import copied
 from schemas.models import LotHoldCommand
 
 pages = APIRouter(include_in_schema=False)
@@ -92,18 +93,14 @@ class LotOut(BaseModel):
     worst_mkt_c: float | None
 
 
-def lot_out(v: Any) -> LotOut:
-    return LotOut(
-        lot=v.lot,
-        product=v.product,
-        expiry=v.expiry,
-        kits=v.kits,
-        dispensed=v.dispensed,
+def lot_out(v: LotView) -> LotOut:
+    return copied(
+        LotOut,
+        v,
         places=[
             PlaceOut(site=p.site, unit=p.unit, column=p.column, kits=p.count, next_to_drop=p.front)
             for p in v.places
         ],
-        hold=v.hold,
         unit_holds=[{"unit": u, "kind": k, "reason": r} for u, k, r in v.unit_holds],
         worst_hours_outside_label=round(v.worst_outside_label_s / 3600, 2),
         worst_mkt_c=round(v.worst_mkt_c, 2) if v.worst_mkt_c is not None else None,
@@ -131,40 +128,34 @@ def tell_units(ctx: WebContext, lot: str, hold: bool, reason: str, by: str) -> i
 
 
 def hold(ctx: WebContext, lot: str, reason: str, who: Principal) -> HoldOut:
-    by = who.name
-    changed = ctx.store.hold_lot(lot, "recall", reason, by, ctx.clock.now())
-    told = tell_units(ctx, lot, True, reason, by)
-    ctx.audit.record(
-        who.actor,
-        "lot_hold",
-        ctx.clock.now(),
-        target=f"lot:{lot}",
-        outcome="ok" if changed else "refused",
-        before={"held": not changed},
-        after={"held": True, "units_told": told},
-        detail=reason if changed else f"held already; {reason}",
-    )
-    log.get("web").warning("lot_held", lot=lot, by=by, reason=reason, changed=changed, units_told=told)
-    return HoldOut(lot=lot, held=True, changed=changed, units_told=told)
+    changed = ctx.store.hold_lot(lot, "recall", reason, who.name, ctx.clock.now())
+    return _announce(ctx, lot, True, changed, reason, who)
 
 
 def release(ctx: WebContext, lot: str, reason: str, who: Principal) -> HoldOut:
-    by = who.name
-    changed = ctx.store.release_lot(lot, reason, by, ctx.clock.now())
+    changed = ctx.store.release_lot(lot, reason, who.name, ctx.clock.now())
     if not changed:
         raise HTTPException(404, f"expected a lot on hold, got {lot!r} (not held)")
-    told = tell_units(ctx, lot, False, reason, by)
+    return _announce(ctx, lot, False, changed, reason, who)
+
+
+def _announce(ctx: WebContext, lot: str, held: bool, changed: bool, reason: str, who: Principal) -> HoldOut:
+    """After the store took a hold (`held`) or a release: tell every unit, audit and log it; a hold
+    of a lot held already (not `changed`) is audited as refused."""
+    told = tell_units(ctx, lot, held, reason, who.name)
     ctx.audit.record(
         who.actor,
-        "lot_release",
+        "lot_hold" if held else "lot_release",
         ctx.clock.now(),
         target=f"lot:{lot}",
-        before={"held": True},
-        after={"held": False, "units_told": told},
-        detail=reason,
+        outcome="ok" if changed else "refused",
+        before={"held": held != changed},
+        after={"held": held, "units_told": told},
+        detail=reason if changed else f"held already; {reason}",
     )
-    log.get("web").warning("lot_released", lot=lot, by=by, reason=reason, units_told=told)
-    return HoldOut(lot=lot, held=False, changed=changed, units_told=told)
+    event = "lot_held" if held else "lot_released"
+    log.get("web").warning(event, lot=lot, by=who.name, reason=reason, changed=changed, units_told=told)
+    return HoldOut(lot=lot, held=held, changed=changed, units_told=told)
 
 
 def _lot_name(lot: str) -> str:
@@ -212,31 +203,28 @@ def lots_page(
     )
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def _hold_form(request: Request) -> tuple[str, str]:
+    """The lot and the reason a hold or release form posts."""
     body = (await request.body()).decode("utf-8", "replace")
-    return {k: v[0] for k, v in parse_qs(body).items()}
+    f = {k: v[0] for k, v in parse_qs(body).items()}
+    try:
+        reason = HoldIn(reason=f.get("reason", "")).reason
+    except ValueError as e:
+        raise HTTPException(422, f"expected a reason (3-300 characters): {e}") from e
+    return _lot_name(f.get("lot", "")), reason
 
 
 @pages.post("/lots/hold")
 async def hold_form(ctx: Ctx, who: InventoryStaff, request: Request) -> RedirectResponse:
-    f = await _form(request)
-    try:
-        body = HoldIn(reason=f.get("reason", ""))
-    except ValueError as e:
-        raise HTTPException(422, f"expected a reason (3-300 characters): {e}") from e
-    lot = _lot_name(f.get("lot", ""))
-    hold(ctx, lot, body.reason, who)
+    lot, reason = await _hold_form(request)
+    hold(ctx, lot, reason, who)
     return RedirectResponse(f"/lots?lot={quote(lot)}", status_code=303)
 
 
 @pages.post("/lots/release")
 async def release_form(ctx: Ctx, who: InventoryStaff, request: Request) -> RedirectResponse:
-    f = await _form(request)
-    try:
-        body = HoldIn(reason=f.get("reason", ""))
-    except ValueError as e:
-        raise HTTPException(422, f"expected a reason (3-300 characters): {e}") from e
-    release(ctx, _lot_name(f.get("lot", "")), body.reason, who)
+    lot, reason = await _hold_form(request)
+    release(ctx, lot, reason, who)
     return RedirectResponse("/lots", status_code=303)
 
 
@@ -341,10 +329,15 @@ def export_period(
 ExportPeriod = Annotated[reports.Period, Depends(export_period)]
 
 
-def _by(by: str) -> str:
+def export_grouping(by: str = "unit") -> str:
+    """How an export groups its rows (`by`: program, site or unit, as recorded with each event)."""
     if by not in reports.GROUPINGS:
         raise HTTPException(422, f"expected by= one of {sorted(reports.GROUPINGS)}, got {by!r}")
     return by
+
+
+ExportGrouping = Annotated[str, Depends(export_grouping)]
+XLSX_MEDIA = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def _file(body: bytes | str, media: str, name: str) -> Response:
@@ -357,8 +350,7 @@ def _described(media: str, what: str) -> dict[int | str, dict[str, Any]]:
 
 CSV_FILE = _described("text/csv", "a CSV file: comment lines (period, time zone) then a header row")
 XLSX_FILE = _described(
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-    "an Excel workbook: sheet `report` (period and zone first, a SUM row last) and sheet `about`",
+    XLSX_MEDIA, "an Excel workbook: sheet `report` (period and zone first, a SUM row last) and sheet `about`"
 )
 JSON_FILE: dict[int | str, dict[str, Any]] = {
     200: {
@@ -369,59 +361,32 @@ JSON_FILE: dict[int | str, dict[str, Any]] = {
 
 
 @exports.get("/export.csv", response_class=Response, responses=CSV_FILE)
-def export_csv(
-    ctx: Ctx,
-    p: ExportPeriod,
-    by: str = "unit",
-) -> Response:
+def export_csv(ctx: Ctx, p: ExportPeriod, by: ExportGrouping) -> Response:
     """Kits, doses, videos, extra and emergency kits, vend failures for a calendar year (`year`), a
     fiscal year (`fy`) or a range (`start`, `end`, inclusive), by program/site/unit as recorded with
     each event; the period and time zone are the file's first line."""
-    b = _by(by)
-    return _file(
-        reports.period_csv(reports.period_report(ctx.store, p, b), p, b),
-        "text/csv",
-        f"nalox-{p.first}-{p.last}.csv",
-    )
+    body = reports.period_csv(reports.period_report(ctx.store, p, by), p, by)
+    return _file(body, "text/csv", f"nalox-{p.first}-{p.last}.csv")
 
 
 @exports.get("/export.json", response_class=Response, responses=JSON_FILE)
-def export_json(
-    ctx: Ctx,
-    p: ExportPeriod,
-    by: str = "unit",
-) -> Response:
-    b = _by(by)
-    body = json.dumps(reports.period_json(reports.period_report(ctx.store, p, b), p, b), indent=1)
+def export_json(ctx: Ctx, p: ExportPeriod, by: ExportGrouping) -> Response:
+    body = json.dumps(reports.period_json(reports.period_report(ctx.store, p, by), p, by), indent=1)
     return Response(body, media_type="application/json")
 
 
 @exports.get("/export.xlsx", response_class=Response, responses=XLSX_FILE)
-def export_xlsx(
-    ctx: Ctx,
-    p: ExportPeriod,
-    by: str = "unit",
-) -> Response:
-    b = _by(by)
-    return _file(
-        reports.period_xlsx(reports.period_report(ctx.store, p, b), p, b),
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        f"nalox-{p.first}-{p.last}.xlsx",
-    )
+def export_xlsx(ctx: Ctx, p: ExportPeriod, by: ExportGrouping) -> Response:
+    body = reports.period_xlsx(reports.period_report(ctx.store, p, by), p, by)
+    return _file(body, XLSX_MEDIA, f"nalox-{p.first}-{p.last}.xlsx")
 
 
 @exports.get("/open-data.csv", response_class=Response, responses=CSV_FILE)
-def open_data_csv(
-    ctx: Ctx,
-    p: ExportPeriod,
-) -> Response:
+def open_data_csv(ctx: Ctx, p: ExportPeriod) -> Response:
     """For the public: kits per site and month; counts under reports.open_data_min_cell (11) and the
     cells that would reveal them are shown as `*`."""
     rows = ctx.store.period_counts(p.start_utc, p.end_utc, ("site", "month"))
     n = ctx.config.reports.open_data_min_cell
     table, hidden = opendata.open_data(rows, n)
-    return _file(
-        opendata.open_data_csv(table, hidden, n, p.describe()),
-        "text/csv",
-        f"nalox-open-data-{p.first}-{p.last}.csv",
-    )
+    body = opendata.open_data_csv(table, hidden, n, p.describe())
+    return _file(body, "text/csv", f"nalox-open-data-{p.first}-{p.last}.csv")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -12,13 +12,13 @@ from inventory.fleet import UnitView
 
 
 class ColumnOut(BaseModel):
-    column: int
+    column: int = Field(description="the column number on the board")
     product: str
-    stock: int
-    par: int
-    capacity: int
-    lot: str | None
-    expiry: date | None
+    stock: int = Field(description="kits in the column")
+    par: int = Field(description="the stock below which the column counts as low")
+    capacity: int = Field(description="kits the column holds when full")
+    lot: str | None = Field(description="the lot of the next kit to drop")
+    expiry: date | None = Field(description="that lot's expiry")
 
 
 class UnitOut(BaseModel):
@@ -248,34 +248,32 @@ class CommandOut(BaseModel):
     answered_at: str | None
 
 
+Out = TypeVar("Out", bound=BaseModel)
+
+
+def copied(model: type[Out], source: object, **converted: Any) -> Out:
+    """`model` from the attributes of `source` that have its fields' names, and `converted` for the
+    fields whose values need converting (a time to text, a renamed attribute)."""
+    same = {name: getattr(source, name) for name in model.model_fields if name not in converted}
+    return model.model_validate(same | converted)
+
+
 def command_out(c: SentCommand) -> CommandOut:
-    return CommandOut(
-        command_id=c.command_id,
-        unit=c.unit,
-        name=c.name,
-        params=c.params,
-        issued_by=c.issued_by,
+    return copied(
+        CommandOut,
+        c,
         issued_at=c.issued_at.isoformat(),
-        status=c.status,  # type: ignore[arg-type]
-        answer=c.answer,
         answered_at=c.answered_at.isoformat() if c.answered_at else None,
     )
 
 
 def unit_out(u: UnitView) -> UnitOut:
-    return UnitOut(
+    return copied(
+        UnitOut,
+        u,
         id=u.unit,
-        site=u.site,
-        name=u.name,
-        online=u.online,
-        status=u.status,
         status_since=u.since.isoformat() if u.since else None,
         stock={c.column: c.stock for c in u.columns},
         columns=[ColumnOut.model_validate(c, from_attributes=True) for c in u.columns],
-        temperature_c=u.temperature_c,
-        outbox_depth=u.outbox_depth,
-        acked_seq=u.acked_seq,
-        last_seq=u.last_seq,
         days_left=round(u.days_left, 1) if u.days_left is not None else None,
-        firmware_version=u.firmware_version,
     )
