@@ -42,6 +42,22 @@ def _append_only_audit(tx: Any, dialect: str) -> None:
         )
 
 
+# migration 6's report counts (migration 8 replaced its tables with rollups.COUNTS)
+_FIRST_COUNTS = (
+    "events kits doses test_vends vend_failures videos_started videos_completed kits_after_video out_of_stock"
+).split()
+
+
+def _first_report_table(table: str, key: str) -> str:
+    """The CREATE TABLE that migration 6 ran for a report table, to the byte."""
+    counts = "".join(f"\n            {c} BIGINT NOT NULL," for c in _FIRST_COUNTS)
+    return f"""CREATE TABLE {table} (
+            {key} TEXT NOT NULL,
+            unit TEXT NOT NULL,{counts}
+            PRIMARY KEY ({key}, unit)
+        )"""
+
+
 def _fill_unit_columns(tx: Any, dialect: str) -> None:
     for unit, state_json in tx.rows("SELECT unit, state_json FROM units WHERE state_json IS NOT NULL"):
         put_unit_columns(tx, unit, json.loads(state_json).get("columns") or [])
@@ -236,34 +252,8 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         "state scale: report counts kept at ingest, columns of the newest state, indexes for the pages",
         [
             # the report tables as first made (migration 8 replaces them; their counts are filled there)
-            """CREATE TABLE report_day (
-            day TEXT NOT NULL,
-            unit TEXT NOT NULL,
-            events BIGINT NOT NULL,
-            kits BIGINT NOT NULL,
-            doses BIGINT NOT NULL,
-            test_vends BIGINT NOT NULL,
-            vend_failures BIGINT NOT NULL,
-            videos_started BIGINT NOT NULL,
-            videos_completed BIGINT NOT NULL,
-            kits_after_video BIGINT NOT NULL,
-            out_of_stock BIGINT NOT NULL,
-            PRIMARY KEY (day, unit)
-        )""",
-            """CREATE TABLE report_month (
-            month TEXT NOT NULL,
-            unit TEXT NOT NULL,
-            events BIGINT NOT NULL,
-            kits BIGINT NOT NULL,
-            doses BIGINT NOT NULL,
-            test_vends BIGINT NOT NULL,
-            vend_failures BIGINT NOT NULL,
-            videos_started BIGINT NOT NULL,
-            videos_completed BIGINT NOT NULL,
-            kits_after_video BIGINT NOT NULL,
-            out_of_stock BIGINT NOT NULL,
-            PRIMARY KEY (month, unit)
-        )""",
+            _first_report_table("report_day", "day"),
+            _first_report_table("report_month", "month"),
             """CREATE TABLE unit_columns (
             unit TEXT NOT NULL,
             col INTEGER NOT NULL,

@@ -65,6 +65,13 @@ def iso(dt: datetime) -> str:
     return f"{u.year:04d}-" + u.strftime("%m-%dT%H:%M:%S.%fZ")
 
 
+def and_given(sql: str, params: list[Any], *conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """`sql` with ` AND <condition>` for each (condition, value) whose value is given (not None), and
+    `params` with those values, in order."""
+    given = [(c, v) for c, v in conditions if v is not None]
+    return sql + "".join(f" AND {c}" for c, _ in given), [*params, *(v for _, v in given)]
+
+
 def parse_iso(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -522,20 +529,9 @@ class Store:
             "SELECT id, unit, topic, reason, detail, size, seq, event_id, first_at, last_at, count, "
             "state, resolved_at, resolution FROM quarantine WHERE 1 = 1"
         )
-        args: list[Any] = []
-        if qid is not None:
-            sql += " AND id = ?"
-            args.append(qid)
-        if state is not None:
-            sql += " AND state = ?"
-            args.append(state)
-        if unit is not None:
-            sql += " AND unit = ?"
-            args.append(unit)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(limit)
+        sql, args = and_given(sql, [], ("id = ?", qid), ("state = ?", state), ("unit = ?", unit))
         with self.tx() as tx:
-            rows = tx.rows(sql, tuple(args))
+            rows = tx.rows(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
         keys = (
             "id",
             "unit",
@@ -752,27 +748,21 @@ class Store:
         self, unit: str, limit: int = 100, before_seq: int | None = None, type_: str | None = None
     ) -> list[EventRow]:
         sql = "SELECT unit, event_id, seq, type, ts, col, payload FROM events WHERE unit = ?"
-        params: list[Any] = [unit]
-        if before_seq is not None:
-            sql += " AND seq < ?"
-            params.append(before_seq)
-        if type_ is not None:
-            sql += " AND type = ?"
-            params.append(type_)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        params.append(limit)
+        sql, params = and_given(sql, [unit], ("seq < ?", before_seq), ("type = ?", type_))
         with self.tx() as tx:
-            rows = tx.rows(sql, params)
+            rows = tx.rows(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit])
         return [
             EventRow(r[0], r[1], int(r[2]), r[3], parse_iso(r[4]) or datetime.min, r[5], r[6]) for r in rows
         ]
 
     def count_events(self, type_: str | None = None, unit: str | None = None) -> int:
-        sql, params = "SELECT COUNT(*) FROM events WHERE 1 = 1", list[Any]()
-        if type_:
-            sql, params = sql + " AND type = ?", [*params, type_]
-        if unit:
-            sql, params = sql + " AND unit = ?", [*params, unit]
+        # an empty type or unit counts as not given
+        sql, params = and_given(
+            "SELECT COUNT(*) FROM events WHERE 1 = 1",
+            [],
+            ("type = ?", type_ or None),
+            ("unit = ?", unit or None),
+        )
         with self.tx() as tx:
             row = tx.one(sql, params)
         return int(row[0]) if row else 0
