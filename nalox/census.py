@@ -25,6 +25,11 @@ class LedgerCensus:
         return self.types.get("dispense", 0)
 
     @property
+    def failed(self) -> int:
+        """Presses that ended without a kit: a failed vend or nothing to vend."""
+        return self.types.get("vend_failed", 0) + self.types.get("out_of_stock", 0)
+
+    @property
     def terminal(self) -> int:
         """Presses that have ended, one way or another."""
         return sum(self.types.get(t, 0) for t in TERMINAL_EVENTS)

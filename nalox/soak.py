@@ -63,6 +63,7 @@ class Soak:
     presses: int = 0
     unsettled: int = 0
     kills_in_dispense: int = 0
+    technician_visits: int = 0
     active: dict[str, Any] = field(default_factory=dict)  # fault -> when/after how many presses it ends
     hostile: HostileUnit | None = None
 
@@ -78,22 +79,32 @@ class Soak:
         self.press()
 
     def press(self) -> bool:
-        before = self.ledger().terminal
+        before = self.ledger()
         self.stack.ctl("press", "--lang", self.plan.language())
         self.presses += 1
         try:
             wait_until(
                 "the press to end in a ledger event",
-                lambda: self.ledger().terminal > before,
+                lambda: self.ledger().terminal > before.terminal,
                 self.opts.settle_timeout,
                 interval=0.05,
                 alive=self.stack.check_alive,
             )
-            return True
         except NaloxError:
             self.unsettled += 1
             log.warning("press did not settle", presses=self.presses, active=sorted(self.active))
             return False
+        if self.ledger().failed > before.failed:
+            self.technician_visit()
+        return True
+
+    def technician_visit(self) -> None:
+        """A failed vend pages a technician, who opens the door, clears the columns and closes it (the
+        self-test at door close clears column faults). Without visits, jams pile up until every column
+        is faulted and the rest of the run only measures an unit out of service."""
+        self.technician_visits += 1
+        self.stack.ctl("door", "open")
+        self.stack.ctl("door", "close")
 
     def ledger(self) -> LedgerCensus:
         return self.stack.ledger()
@@ -228,6 +239,7 @@ class Soak:
             "faults_injected": dict(sorted(self.plan.injected.items())),
             "hostile": self.hostile_figures(),
             "unit_kills_during_dispense": self.kills_in_dispense,
+            "technician_visits": self.technician_visits,
             "board": {k: sim.get(k) for k in ("boots", "faults", "presses")},
         }
 
@@ -264,7 +276,8 @@ def caught_up(soak: Soak) -> bool:
 
 def build(opts: Options) -> Soak:
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="nalox-soak-"))
-    columns = 6
+    # enough kits for every press (a column holds at most 1,000): 6 columns up to 5,800 presses, more beyond
+    columns = max(6, -(-(opts.presses + 200) // 1000))
     stock = max(20, min(1000, opts.presses // columns + 20))
     spec = UnitSpec(
         "soak-unit-1",
