@@ -42,18 +42,20 @@ def _append_only_audit(tx: Any, dialect: str) -> None:
         )
 
 
-# migration 6's report counts (migration 8 replaced its tables with rollups.COUNTS)
-_FIRST_COUNTS = (
-    "events kits doses test_vends vend_failures videos_started videos_completed kits_after_video out_of_stock"
-).split()
-
-
 def _first_report_table(table: str, key: str) -> str:
-    """The CREATE TABLE that migration 6 ran for a report table, to the byte."""
-    counts = "".join(f"\n            {c} BIGINT NOT NULL," for c in _FIRST_COUNTS)
+    """The CREATE TABLE that migration 6 ran for a report table (migration 8 replaced both), to the byte."""
     return f"""CREATE TABLE {table} (
             {key} TEXT NOT NULL,
-            unit TEXT NOT NULL,{counts}
+            unit TEXT NOT NULL,
+            events BIGINT NOT NULL,
+            kits BIGINT NOT NULL,
+            doses BIGINT NOT NULL,
+            test_vends BIGINT NOT NULL,
+            vend_failures BIGINT NOT NULL,
+            videos_started BIGINT NOT NULL,
+            videos_completed BIGINT NOT NULL,
+            kits_after_video BIGINT NOT NULL,
+            out_of_stock BIGINT NOT NULL,
             PRIMARY KEY ({key}, unit)
         )"""
 
