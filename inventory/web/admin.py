@@ -6,11 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from inventory.accounts import AccountError
+from inventory.accounts import AccountError, User
 from inventory.config import ROLES
-from inventory.web.alerts import form_of
 from inventory.web.auth import Admin
-from inventory.web.deps import Ctx, render
+from inventory.web.deps import Ctx, form_of, refused_as, render
 
 pages = APIRouter(include_in_schema=False)
 
@@ -42,10 +41,8 @@ def admin_page(ctx: Ctx, who: Admin, request: Request) -> HTMLResponse:
 async def create_token(ctx: Ctx, who: Admin, request: Request) -> HTMLResponse:
     form = await form_of(request)
     now = ctx.clock.now()
-    try:
+    with refused_as(422, AccountError):
         token, secret = ctx.accounts.create_token(form.get("name", ""), form.get("role", ""), who.name, now)
-    except AccountError as e:
-        raise HTTPException(422, str(e)) from e
     ctx.audit.record(
         who.actor,
         "token_create",
@@ -59,10 +56,8 @@ async def create_token(ctx: Ctx, who: Admin, request: Request) -> HTMLResponse:
 @pages.post("/admin/tokens/{token_id}/revoke")
 def revoke_token(ctx: Ctx, who: Admin, token_id: str) -> Response:
     now = ctx.clock.now()
-    try:
+    with refused_as(404, AccountError):
         t = ctx.accounts.revoke_token(token_id, now)
-    except AccountError as e:
-        raise HTTPException(404, str(e)) from e
     ctx.audit.record(
         who.actor,
         "token_revoke",
@@ -81,19 +76,8 @@ async def change_user(ctx: Ctx, who: Admin, request: Request, name: str) -> Resp
     before = ctx.accounts.get_user(name)
     if before is None:
         raise HTTPException(404, f"expected an existing user, got {name!r}")
-    try:
-        if form.get("action") == "disable":
-            if name == who.name:
-                raise AccountError("refused: you cannot disable your own account")
-            after = ctx.accounts.set_disabled(name, True)
-        elif form.get("action") == "enable":
-            after = ctx.accounts.set_disabled(name, False)
-        elif form.get("action") == "role":
-            after = ctx.accounts.set_role(name, form.get("role", ""))
-        else:
-            raise AccountError(f"expected action disable, enable or role, got {form.get('action')!r}")
-    except AccountError as e:
-        raise HTTPException(422, str(e)) from e
+    with refused_as(422, AccountError):
+        after = _changed_user(ctx, who, name, form)
     ctx.audit.record(
         who.actor,
         f"user_{form['action']}",
@@ -103,3 +87,16 @@ async def change_user(ctx: Ctx, who: Admin, request: Request, name: str) -> Resp
         after={"role": after.role, "disabled": after.disabled},
     )
     return RedirectResponse("/admin", status_code=303)
+
+
+def _changed_user(ctx: Ctx, who: Admin, name: str, form: dict[str, str]) -> User:
+    """Apply the form's action (disable, enable, role) to one staff account."""
+    if form.get("action") == "disable":
+        if name == who.name:
+            raise AccountError("refused: you cannot disable your own account")
+        return ctx.accounts.set_disabled(name, True)
+    if form.get("action") == "enable":
+        return ctx.accounts.set_disabled(name, False)
+    if form.get("action") == "role":
+        return ctx.accounts.set_role(name, form.get("role", ""))
+    raise AccountError(f"expected action disable, enable or role, got {form.get('action')!r}")

@@ -4,7 +4,6 @@ resolve), and their JSON API. Every change is audited."""
 from __future__ import annotations
 
 from datetime import timedelta
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -13,7 +12,7 @@ from inventory import alert_actions
 from inventory.store import StoreError
 from inventory.views import describe
 from inventory.web.auth import InventoryStaff, Principal, Viewer, require
-from inventory.web.deps import Ctx, WebContext, render
+from inventory.web.deps import Ctx, WebContext, form_of, refused_as, render
 from inventory.web.models import (
     AlertAction,
     AlertActionOut,
@@ -28,11 +27,6 @@ api = APIRouter(prefix="/api", tags=["alerts"], dependencies=[Depends(require("v
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 MAX_SNOOZE_MINUTES = 7 * 24 * 60
-
-
-async def form_of(request: Request) -> dict[str, str]:
-    # a plain HTML form post, parsed here (python-multipart is not a dependency)
-    return {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
 
 
 ALERTS_PAGE_SIZE = 100  # active alerts per page (a state's fleet can have a thousand at once)
@@ -85,10 +79,8 @@ def act_on_alert(ctx: WebContext, who: Principal, body: AlertAction) -> dict[str
         if not 1 <= minutes <= MAX_SNOOZE_MINUTES:
             raise HTTPException(422, f"expected a snooze of 1 to {MAX_SNOOZE_MINUTES} minutes, got {minutes}")
         changes = {"snoozed_until": now + timedelta(minutes=minutes)}
-    try:
+    with refused_as(404, StoreError):
         alert, before, after = alert_actions.update(ctx.store, body.alert_key, changes)  # type: ignore[arg-type]
-    except StoreError as e:
-        raise HTTPException(404, str(e)) from e
     ctx.audit.record(
         who.actor,
         f"alert_{body.action}",

@@ -3,11 +3,13 @@ the page renderer, taken from app.state by FastAPI's Depends() (tests can overri
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, HTTPException, Request
@@ -66,6 +68,20 @@ class WebContext:
     def product(self, code: str | None) -> str:
         p = self.config.products.get(code or "")
         return (p.name if p is not None and p.name else None) or code or "–"
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    """A plain HTML form post (python-multipart is not a dependency): the first value of each field."""
+    return {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
+
+
+@contextmanager
+def refused_as(status: int, *errors: type[Exception]) -> Iterator[None]:
+    """Answers any of `errors` raised inside with HTTP `status` and the error's own text."""
+    try:
+        yield
+    except errors as e:
+        raise HTTPException(status, str(e)) from e
 
 
 def web(request: Request) -> WebContext:

@@ -7,7 +7,7 @@ import json
 import uuid
 from datetime import date
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from inventory import log, opendata, planning, reports
 from inventory.planning import LOTS_PER_PAGE, LotView, pick_list
 from inventory.web.auth import InventoryStaff, Principal, Viewer, require
-from inventory.web.deps import Ctx, WebContext, fleet_now, render
+from inventory.web.deps import Ctx, WebContext, fleet_now, form_of, render
 from inventory.web.models import copied
 from schemas.models import LotHoldCommand
 
@@ -205,8 +205,7 @@ def lots_page(
 
 async def _hold_form(request: Request) -> tuple[str, str]:
     """The lot and the reason a hold or release form posts."""
-    body = (await request.body()).decode("utf-8", "replace")
-    f = {k: v[0] for k, v in parse_qs(body).items()}
+    f = await form_of(request)
     try:
         reason = HoldIn(reason=f.get("reason", "")).reason
     except ValueError as e:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -18,7 +17,7 @@ from inventory.web.auth import (
     identify,
     is_tls,
 )
-from inventory.web.deps import Ctx, render
+from inventory.web.deps import Ctx, form_of, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -67,7 +66,7 @@ def login_form(ctx: Ctx, request: Request, next: str | None = None) -> Response:
 
 @router.post("/login", response_class=HTMLResponse)
 async def login(ctx: Ctx, request: Request) -> Response:
-    form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
+    form = await form_of(request)
     name, password = form.get("username", "").strip()[:64], form.get("password", "")[:1024]
     next_ = _safe_next(form.get("next"))
     source = client_address(ctx, request) or "?"

@@ -13,9 +13,8 @@ from inventory.commands import CommandError
 from inventory.fleet import ColumnView, UnitView
 from inventory.store import GapBeyondUnit
 from inventory.views import bar_chart, daily_series, temperature_chart
-from inventory.web.alerts import form_of
 from inventory.web.auth import InventoryStaff, Operations, Principal, Viewer, require
-from inventory.web.deps import Ctx, find_unit, fleet_now, render
+from inventory.web.deps import Ctx, find_unit, fleet_now, form_of, render
 from inventory.web.models import (
     AcceptedGap,
     AcceptGap,
