@@ -867,37 +867,51 @@ class Census:
         return self.events.get("dispense", 0)
 
 
-def read_census(path: str | Path) -> Census:
+def read_census(path: str | Path, counts_only: bool = False) -> Census:
     """The census of the ledger file at `path`, read-only (SQLite WAL lets us read while the daemon
-    writes); an empty Census before the file exists."""
+    writes); an empty Census before the file exists. `counts_only`: just events per type, pending
+    commands and the outbox depth, cheap enough to poll on a ledger of many thousand events."""
     path = Path(path)
     if not path.exists():
         return Census()
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        return _census(con)
+        return _counts(con) if counts_only else _census(con)
     finally:
         con.close()
 
 
+def _pairs(db: sqlite3.Connection, sql: str) -> list[tuple[Any, Any]]:
+    return [(r[0], r[1]) for r in db.execute(sql)]
+
+
+def _counts(db: sqlite3.Connection) -> Census:
+    return Census(
+        events={str(t): int(n) for t, n in _pairs(db, "SELECT event_type, COUNT(*) FROM events GROUP BY 1")},
+        pending_commands=[int(r[0]) for r in db.execute(
+            "SELECT command_id FROM commands WHERE state='pending' ORDER BY created_at")],
+        outbox_depth=int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]),
+    )
+
+
 def _census(db: sqlite3.Connection) -> Census:
     def pairs(sql: str) -> list[tuple[Any, Any]]:
-        return [(r[0], r[1]) for r in db.execute(sql)]
+        return _pairs(db, sql)
 
     dispenses = ("SELECT json_extract(payload, '$.{0}'), COUNT(*) FROM events WHERE event_type='dispense'"
                  " GROUP BY 1")
     meta = dict(pairs("SELECT key, value FROM meta WHERE key IN ('last_seq', 'acked_seq')"))
+    counts = _counts(db)
     return Census(
-        events={str(t): int(n) for t, n in pairs("SELECT event_type, COUNT(*) FROM events GROUP BY 1")},
+        events=counts.events,
         event_ids=[str(r[0]) for r in db.execute("SELECT event_id FROM events ORDER BY seq")],
         stock={int(c): int(n) for c, n in pairs("SELECT col, stock FROM columns ORDER BY col")},
         dispensed_per_column={int(c): int(n) for c, n in pairs(dispenses.format("column"))},
         dispensed_per_command={int(c): int(n) for c, n in pairs(dispenses.format("command_id"))},
-        pending_commands=[int(r[0]) for r in db.execute(
-            "SELECT command_id FROM commands WHERE state='pending' ORDER BY created_at")],
+        pending_commands=counts.pending_commands,
         command_outcomes={str(k): int(v) for k, v in pairs(
             "SELECT COALESCE(outcome, state), COUNT(*) FROM commands GROUP BY 1")},
-        outbox_depth=int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]),
+        outbox_depth=counts.outbox_depth,
         last_seq=int(meta.get("last_seq", 0)),
         acked_seq=int(meta.get("acked_seq", 0)),
         command_answers=_count_if_table(db, "command_answers"),

@@ -35,13 +35,14 @@ class LedgerCensus:
         return sum(self.types.get(t, 0) for t in TERMINAL_EVENTS)
 
 
-def ledger_census(path: Path) -> LedgerCensus:
-    """The ledger at `path`; empty before it exists."""
-    c = read_census(path)
+def ledger_census(path: Path, counts_only: bool = False) -> LedgerCensus:
+    """The ledger at `path`; empty before it exists. `counts_only`: events per type and the outbox depth
+    only (no stock, no event ids), cheap enough to poll while a long soak's ledger grows."""
+    c = read_census(path, counts_only)
     return LedgerCensus(dict(c.events), {str(col): n for col, n in c.stock.items()}, list(c.event_ids),
                         c.outbox_depth)
 
 
 def dispense_in_flight(path: Path) -> bool:
     """True while the unit has a DISPENSE journaled but not settled (it is dispensing right now)."""
-    return bool(read_census(path).pending_commands)
+    return bool(read_census(path, counts_only=True).pending_commands)

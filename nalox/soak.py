@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from nalox.broker import DEPLOY
-from nalox.census import LedgerCensus, dispense_in_flight
+from nalox.census import LedgerCensus, dispense_in_flight, ledger_census
 from nalox.chaos import ChaosPlan, HostileUnit, TcpProxy
 from nalox.configs import UnitSpec
 from nalox.errors import NaloxError
@@ -79,13 +79,13 @@ class Soak:
         self.press()
 
     def press(self) -> bool:
-        before = self.ledger()
+        before = self.counts()
         self.stack.ctl("press", "--lang", self.plan.language())
         self.presses += 1
         try:
             wait_until(
                 "the press to end in a ledger event",
-                lambda: self.ledger().terminal > before.terminal,
+                lambda: self.counts().terminal > before.terminal,
                 self.opts.settle_timeout,
                 interval=0.05,
                 alive=self.stack.check_alive,
@@ -94,7 +94,7 @@ class Soak:
             self.unsettled += 1
             log.warning("press did not settle", presses=self.presses, active=sorted(self.active))
             return False
-        if self.ledger().failed > before.failed:
+        if self.counts().failed > before.failed:
             self.technician_visit()
         return True
 
@@ -108,6 +108,10 @@ class Soak:
 
     def ledger(self) -> LedgerCensus:
         return self.stack.ledger()
+
+    def counts(self) -> LedgerCensus:
+        """The ledger's events per type only: polled every 50 ms for each of up to 10,000 presses."""
+        return ledger_census(self.stack.ledger_path, counts_only=True)
 
     # ---------------------------------------------------------------- faults
 
