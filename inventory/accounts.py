@@ -12,8 +12,10 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -95,30 +97,19 @@ class Token:
 
 _USER_COLS = "name, role, disabled, created_at, failed_logins, locked_until, last_login_at"
 _TOKEN_COLS = "id, name, role, created_at, created_by, revoked_at, last_used_at"
+R = TypeVar("R")
 
 
-def _user(r: tuple[object, ...]) -> User:
-    return User(
-        str(r[0]),
-        str(r[1]),
-        bool(r[2]),
-        parse_iso(r[3]),  # type: ignore[arg-type]
-        int(r[4]),  # type: ignore[call-overload]
-        parse_iso(r[5]),  # type: ignore[arg-type]
-        parse_iso(r[6]),  # type: ignore[arg-type]
-    )
+def _user(r: tuple[Any, ...]) -> User:
+    """A User from the columns _USER_COLS names (any after them are not its)."""
+    name, role, off, created, fails, locked, last = r[:7]
+    return User(name, role, bool(off), parse_iso(created), int(fails), parse_iso(locked), parse_iso(last))
 
 
-def _token(r: tuple[object, ...]) -> Token:
-    return Token(
-        str(r[0]),
-        str(r[1]),
-        str(r[2]),
-        parse_iso(r[3]),  # type: ignore[arg-type]
-        str(r[4]),
-        parse_iso(r[5]),  # type: ignore[arg-type]
-        parse_iso(r[6]),  # type: ignore[arg-type]
-    )
+def _token(r: tuple[Any, ...]) -> Token:
+    """A Token from the columns _TOKEN_COLS names (any after them are not its)."""
+    tid, name, role, created, created_by, revoked, last_used = r[:7]
+    return Token(tid, name, role, parse_iso(created), created_by, parse_iso(revoked), parse_iso(last_used))
 
 
 class Accounts:
@@ -141,13 +132,19 @@ class Accounts:
         return self.get_user(name)  # type: ignore[return-value]
 
     def get_user(self, name: str) -> User | None:
-        with self.store.tx() as tx:
-            r = tx.one(f"SELECT {_USER_COLS} FROM staff_users WHERE name = ?", (name,))
-        return _user(r) if r else None
+        return self._first(_user, f"SELECT {_USER_COLS} FROM staff_users WHERE name = ?", name)
 
     def users(self) -> list[User]:
+        return self._read(_user, f"SELECT {_USER_COLS} FROM staff_users ORDER BY name")
+
+    def _read(self, record: Callable[[tuple[Any, ...]], R], sql: str, *params: object) -> list[R]:
+        """The rows of one query, each as a record."""
         with self.store.tx() as tx:
-            return [_user(r) for r in tx.rows(f"SELECT {_USER_COLS} FROM staff_users ORDER BY name")]
+            return [record(r) for r in tx.rows(sql, params)]
+
+    def _first(self, record: Callable[[tuple[Any, ...]], R], sql: str, *params: object) -> R | None:
+        rows = self._read(record, sql, *params)
+        return rows[0] if rows else None
 
     def _must(self, name: str) -> User:
         u = self.get_user(name)
@@ -272,13 +269,10 @@ class Accounts:
         return self.get_token(tid), secret  # type: ignore[return-value]
 
     def get_token(self, tid: str) -> Token | None:
-        with self.store.tx() as tx:
-            r = tx.one(f"SELECT {_TOKEN_COLS} FROM api_tokens WHERE id = ?", (tid,))
-        return _token(r) if r else None
+        return self._first(_token, f"SELECT {_TOKEN_COLS} FROM api_tokens WHERE id = ?", tid)
 
     def tokens(self) -> list[Token]:
-        with self.store.tx() as tx:
-            return [_token(r) for r in tx.rows(f"SELECT {_TOKEN_COLS} FROM api_tokens ORDER BY created_at")]
+        return self._read(_token, f"SELECT {_TOKEN_COLS} FROM api_tokens ORDER BY created_at")
 
     def revoke_token(self, tid: str, now: datetime) -> Token:
         with self.store.tx() as tx:
@@ -305,7 +299,7 @@ class Accounts:
             last = parse_iso(r[6])
             if last is None or now - last > timedelta(seconds=60):
                 tx.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (iso(now), r[0]))
-        return _token(r[:7])
+        return _token(r)
 
     # ------------------------------------------------------------------ the signing secret
     def secret_key(self) -> str:

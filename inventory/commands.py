@@ -25,7 +25,7 @@ from inventory import log
 from inventory.audit import Actor, AuditTrail
 from inventory.clock import Clock
 from inventory.config import CentralConfig
-from inventory.mqtt import make_client
+from inventory.mqtt import make_client, stop_client
 from inventory.store import Store, StoreError, iso, parse_iso
 from schemas.models import COMMANDS, TOPIC_ROOT, CommandResponse, topic
 
@@ -112,11 +112,7 @@ class Commander:
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._sweeper.is_alive():
-            self._sweeper.join(timeout=5)
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client, self._stop, self._sweeper, timeout=5)
 
     # ---------------------------------------------------------------- paho callbacks
     def _on_connect(self, client: paho.Client, userdata: object, flags: Any, reason: Any, props: Any) -> None:

@@ -47,6 +47,16 @@ def make_client(settings: MqttSettings, client_id: str) -> paho.Client:
     return client
 
 
+def stop_client(client: paho.Client, stop: threading.Event, worker: threading.Thread, timeout: float) -> None:
+    """Ends a client's own worker thread (waiting for it up to `timeout` s), then the connection and
+    paho's network loop."""
+    stop.set()
+    if worker.is_alive():
+        worker.join(timeout=timeout)
+    client.disconnect()
+    client.loop_stop()
+
+
 class IngestWorker:
     """One MQTT session + one store connection + one writer thread."""
 
@@ -93,11 +103,7 @@ class IngestWorker:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client, self._stop, self._thread, timeout=30)
         self.log.info("ingest_stopped", inserted=self.inserted_total)
 
     # ------------------------------------------------ paho callbacks (paho's thread: be quick)
