@@ -57,7 +57,7 @@ bench-scale: setup
 	$(BIN)/python -m bench.scale --units $(SCALE_UNITS) --events $(SCALE_EVENTS) $(SCALE_ARGS)
 
 soak: setup
-	$(BIN)/python -m nalox.soak --presses $${PRESSES:-10000} --seed $${SEED:-1}
+	$(BIN)/python -m nalox.soak --presses $${PRESSES:-10000} --seed $${SEED:-1} $(SOAK_ARGS)
 
 # atheris, 10^6 executions per target (deframer, codec, MQTT payload validation): about half an hour
 fuzz: setup

@@ -385,6 +385,7 @@ def parse_args(argv: list[str]) -> Options:
     p.add_argument("--fault-rate", type=float, default=0.15, help="chance of a fault before each press")
     p.add_argument("--cut-min", type=float, default=20.0, help="shortest cut off the broker, seconds")
     p.add_argument("--cut-max", type=float, default=120.0, help="longest cut off the broker, seconds")
+    p.add_argument("--video-seconds", type=float, default=1.0, help="length of the training clip")
     p.add_argument("--summary", type=Path, help="also write the figures as JSON here")
     p.add_argument("--workdir", type=Path)
     p.add_argument("--no-hostile", action="store_true",
@@ -397,6 +398,7 @@ def parse_args(argv: list[str]) -> Options:
         a.minutes,
         a.fault_rate,
         (a.cut_min, a.cut_max),
+        video_seconds=a.video_seconds,
         workdir=a.workdir,
         summary=a.summary,
         hostile=not a.no_hostile,
