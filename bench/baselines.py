@@ -313,6 +313,42 @@ def _read_exactly(port: serial.Serial, size: int) -> bytes:
     return data
 
 
+@dataclass(frozen=True)
+class BareDaemon:
+    rss_mb: float
+    start_to_ready_s: float
+    cpu_to_ready_s: float
+
+
+def bare_daemon(port: int, launcher: list[str], settle_s: float = 2.0) -> BareDaemon:
+    """bench/bare_daemon.py started by `launcher` (as the unit daemon is): seconds and CPU seconds from
+    spawn to ready, and its RSS `settle_s` later: what the daemon's runtime libraries take before any
+    nalox code."""
+    import subprocess
+
+    argv = [*launcher, "-m", "bench.bare_daemon", str(port)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in iter(proc.stdout.readline, ""):  # its log line comes first
+            if line.strip() == "ready":
+                break
+        else:
+            raise BenchError("expected the bare daemon to say 'ready', it ended without")
+        ready = time.perf_counter() - start
+        with open(f"/proc/{proc.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        time.sleep(settle_s)  # as long as the unit daemon settles before its RSS is read
+        with open(f"/proc/{proc.pid}/status") as status:
+            kb = next(int(x.split()[1]) for x in status if x.startswith("VmRSS"))
+        return BareDaemon(kb / 1000, ready, cpu)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def timed(fn: Callable[[], float], repeat: int = 1) -> float:
     """Best of `repeat` runs of a throughput function (higher is better)."""
     return max(fn() for _ in range(repeat))
@@ -323,3 +359,4 @@ if __name__ == "__main__":
 
     if sys.argv[1:2] == ["subscribe"]:
         print(subscribe_and_count(int(sys.argv[2]), sys.argv[3], int(sys.argv[4])), flush=True)
+

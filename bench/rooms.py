@@ -3,6 +3,8 @@ real pty), each figure comparable to one baseline in bench/baselines.py."""
 
 from __future__ import annotations
 
+import compileall
+import contextlib
 import json
 import socket
 import tempfile
@@ -17,7 +19,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import psutil
 
-from bench import baselines
+from bench import baselines, plain_install
 from nalox.central_api import CentralApi
 from nalox.configs import UnitSpec, central_toml
 from nalox.notify import NotifySocket
@@ -175,45 +177,86 @@ def _free_port() -> int:
 # ------------------------------------------------------------------ unit footprint
 
 
+ROOMS = ("nalox", "controller", "schemas", "firmware_py", "simulator", "inventory")
+
+
+def compile_rooms() -> None:
+    """Byte-compile the rooms as `pip install` does (a session may run with PYTHONDONTWRITEBYTECODE=1,
+    which would make every start compile the daemon's sources again, a cost no installed unit has)."""
+    root = Path(__file__).resolve().parents[1]
+    for room in ROOMS:
+        compileall.compile_dir(root / room, quiet=1)
+
+
 def footprint(port: int, idle_seconds: float) -> dict[str, Any]:
-    """RSS, idle CPU share and start-to-ready of `nalox unit run` against `nalox sim board`."""
+    """RSS, idle CPU share and start-to-ready of `nalox unit run` against `nalox sim board`, run as a
+    plain install runs it; then the RSS and start-to-ready of the same daemon in this development venv
+    (whose dev-only packages structlog imports when present)."""
+    compile_rooms()
     work = Path(tempfile.mkdtemp(prefix="nalox-bench-unit-"))
     stack = Stack(work, UnitSpec("bench-unit-1"), port, 0)
     stack.unit_dir.mkdir(parents=True)
     stack.start_board()
-    notify = NotifySocket(work / "notify.sock")
     try:
         stack.write_unit_config(port)
-        start = time.perf_counter()
-        stack.unit = Proc(
-            "unit",
-            [*NALOX, "unit", "run", "--config", str(stack.unit_dir / "unit.toml")],
-            work / "unit.log",
-            env={"NOTIFY_SOCKET": str(notify.path), "DISPLAY": ""},
-        ).start()
-        ready = notify.wait_ready(30) - start
-        proc = psutil.Process(stack.unit.pid)
-        time.sleep(2)  # settle after start before the idle window (a measurement, not synchronisation)
-        cpu0, own0, t0 = _cpu(proc), _own_cpu(proc), time.perf_counter()
-        time.sleep(idle_seconds)
-        took = time.perf_counter() - t0
-        cpu = (_cpu(proc) - cpu0) / took * 100
-        own = (_own_cpu(proc) - own0) / took * 100
-        rss = proc.memory_info().rss / 1e6
-        tree = rss + sum(_rss(c) for c in proc.children(recursive=True)) / 1e6
+        # the daemon as a unit runs it: a plain `pip install` (runtime dependencies only)
+        with _unit(stack, work, plain_install.launcher()) as (proc, ready, ready_cpu):
+            time.sleep(2)  # settle after start before the idle window (a measurement, not synchronisation)
+            cpu0, own0, t0 = _cpu(proc), _own_cpu(proc), time.perf_counter()
+            time.sleep(idle_seconds)
+            took = time.perf_counter() - t0
+            cpu = (_cpu(proc) - cpu0) / took * 100
+            own = (_own_cpu(proc) - own0) / took * 100
+            rss = proc.memory_info().rss / 1e6
+            tree = rss + sum(_rss(c) for c in proc.children(recursive=True)) / 1e6
+        with _unit(stack, work, NALOX) as (dev_proc, dev_ready, dev_ready_cpu):
+            time.sleep(2)
+            dev_rss = dev_proc.memory_info().rss / 1e6
+        bare = baselines.bare_daemon(port, plain_install.launcher())
         return {
             "rss_mb": round(rss, 1),
+            "baseline_bare_libraries_rss_mb": round(bare.rss_mb, 1),
+            "ratio_rss": round(rss / bare.rss_mb, 3),
+            "baseline_bare_libraries_start_to_ready_s": round(bare.start_to_ready_s, 2),
+            "baseline_bare_libraries_cpu_to_ready_s": round(bare.cpu_to_ready_s, 2),
             "rss_with_children_mb": round(tree, 1),
             "idle_cpu_percent": round(cpu, 2),
             "idle_cpu_percent_daemon": round(own, 2),
             "idle_window_s": idle_seconds,
             "start_to_ready_s": round(ready, 2),
+            "cpu_to_ready_s": round(ready_cpu, 2),
+            "launched_as": "python -m bench.plain_install unit run (runtime dependencies, byte-compiled)",
+            "dev_venv_rss_mb": round(dev_rss, 1),
+            "dev_venv_start_to_ready_s": round(dev_ready, 2),
+            "dev_venv_cpu_to_ready_s": round(dev_ready_cpu, 2),
             "targets": {"rss_mb": 40, "idle_cpu_percent_daemon": 0.3, "start_to_ready_s": 0.8},
             "met": rss <= 40 and own <= 0.3 and ready <= 0.8,
         }
     finally:
-        notify.close()
         stack.close()
+
+
+@contextlib.contextmanager
+def _unit(stack: Stack, work: Path, launcher: list[str]) -> Iterator[tuple[psutil.Process, float, float]]:
+    """`nalox unit run` started by `launcher`: its process, seconds from spawn to READY=1 and the CPU
+    seconds it had used by then (on a loaded machine the wall time is mostly waiting for a core)."""
+    notify = NotifySocket(work / "notify.sock")
+    try:
+        start = time.perf_counter()
+        stack.unit = Proc(
+            "unit",
+            [*launcher, "unit", "run", "--config", str(stack.unit_dir / "unit.toml")],
+            work / "unit.log",
+            env={"NOTIFY_SOCKET": str(notify.path), "DISPLAY": ""},
+        ).start()
+        ready = notify.wait_ready(30) - start
+        proc = psutil.Process(stack.unit.pid)
+        yield proc, ready, _own_cpu(proc)
+    finally:
+        notify.close()
+        if stack.unit is not None:
+            stack.unit.stop()
+            stack.unit = None
 
 
 def _own_cpu(proc: psutil.Process) -> float:

@@ -99,23 +99,34 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else round(a / b, 3)
 
 
-def measure_all(sizes: Sizes, quick: bool) -> dict[str, Any]:
+MEASURES = ("vend_overhead", "outbox_drain", "central_ingest", "unit_footprint", "serial_link", "kiosk")
+
+
+def measure_all(sizes: Sizes, quick: bool, only: Sequence[str] = MEASURES) -> dict[str, Any]:
+    """Every measure named in `only` (all by default), with the machine and its load."""
     res: dict[str, Any] = {
         "machine": machine(),
         "quick": quick,
         "ran_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    with Broker(DEPLOY / "dev.conf") as broker:
-        res["vend_overhead"] = guarded("vend overhead", lambda: vend_overhead(broker.port, sizes))
-        res["outbox_drain"] = guarded("outbox drain", lambda: outbox_drain(broker.port, sizes))
-        res["central_ingest"] = guarded("central ingest", lambda: central_ingest(broker.port, sizes))
-        res["unit_footprint"] = guarded(
-            "unit footprint", lambda: rooms.footprint(broker.port, sizes.idle_seconds)
-        )
-        for name, measure in EXTRA_MEASURES.items():  # e.g. the kiosk's press -> first feedback
-            res[name] = guarded(name, functools.partial(measure, broker.port, sizes))
-    res["serial_link"] = guarded("serial link", lambda: serial_link(sizes))
-    res["kiosk"] = guarded("kiosk press latency", lambda: _kiosk().measure(10 if quick else 40))
+    broker_measures: dict[str, Callable[[int], dict[str, Any]]] = {
+        "vend_overhead": lambda port: vend_overhead(port, sizes),
+        "outbox_drain": lambda port: outbox_drain(port, sizes),
+        "central_ingest": lambda port: central_ingest(port, sizes),
+        "unit_footprint": lambda port: rooms.footprint(port, sizes.idle_seconds),
+    }
+    if any(name in only for name in broker_measures) or EXTRA_MEASURES:
+        with Broker(DEPLOY / "dev.conf") as broker:
+            for name, measure in broker_measures.items():
+                if name in only:
+                    res[name] = guarded(name.replace("_", " "), functools.partial(measure, broker.port))
+            for name, extra in EXTRA_MEASURES.items():  # e.g. the kiosk's press -> first feedback
+                res[name] = guarded(name, functools.partial(extra, broker.port, sizes))
+    if "serial_link" in only:
+        res["serial_link"] = guarded("serial link", lambda: serial_link(sizes))
+    if "kiosk" in only:
+        res["kiosk"] = guarded("kiosk press latency", lambda: _kiosk().measure(10 if quick else 40))
+    res["machine"]["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
     return res
 
 
@@ -220,7 +231,9 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """(measure, nalox, baseline, ratio, target) rows; missing figures show the error."""
     rows: list[tuple[str, str, str, str, str]] = []
     v = r.get("vend_overhead", {})
-    if "error" in v:
+    if not v:
+        pass
+    elif "error" in v:
         rows.append(("vend overhead drop->PUBACK", "error", "", "", v["error"][:60]))
     else:
         u, b = (
@@ -286,14 +299,31 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 )
             )
     f = r.get("unit_footprint", {})
-    rows.append(("unit daemon rss (MB)", fmt(f.get("rss_mb", f.get("error", "")[:40])), "", "", "<= 40"))
-    rows.append(
-        ("unit idle cpu, daemon (% of a core)", fmt(f.get("idle_cpu_percent_daemon")), "", "", "<= 0.3")
-    )
-    rows.append(("unit idle cpu, with player (%)", fmt(f.get("idle_cpu_percent")), "", "", ""))
-    rows.append(("unit start-to-ready (s)", fmt(f.get("start_to_ready_s")), "", "", "<= 0.8"))
+    for key, label, target in (
+        ("rss_mb", "unit daemon rss (MB)", "<= 40"),
+        ("idle_cpu_percent_daemon", "unit idle cpu, daemon (% of a core)", "<= 0.3"),
+        ("idle_cpu_percent", "unit idle cpu, with player (%)", ""),
+        ("start_to_ready_s", "unit start-to-ready (s)", "<= 0.8"),
+        ("cpu_to_ready_s", "  the daemon's own CPU until ready (s)", ""),
+    ):
+        value = f.get(key, f.get("error", "")[:40] if key == "rss_mb" else None)
+        bare = f.get(f"baseline_bare_libraries_{key}")
+        rows.append((label, fmt(value), fmt(bare), fmt(ratio(f.get(key), bare)), target))
+    if "dev_venv_rss_mb" in f:
+        rows.append(
+            (
+                "  same daemon in the dev venv: rss / ready / cpu",
+                f"{fmt(f['dev_venv_rss_mb'])} MB / {fmt(f['dev_venv_start_to_ready_s'])} s / "
+                f"{fmt(f.get('dev_venv_cpu_to_ready_s'))} s",
+                "",
+                "",
+                "",
+            )
+        )
     s = r.get("serial_link", {})
-    if "error" in s:
+    if not s:
+        pass
+    elif "error" in s:
         rows.append(("serial link", "error", "", "", s["error"][:60]))
     else:
         for p, target in (("p50", ""), ("p99", "<= 1 ms")):
@@ -353,7 +383,8 @@ def table(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines.append(
         f"\nmachine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, "
-        f"Python {m['python']}, {m['mosquitto']}; {'quick' if r['quick'] else 'full'} run {r['ran_at']}"
+        f"Python {m['python']}, {m['mosquitto']}; {'quick' if r['quick'] else 'full'} run {r['ran_at']}, "
+        f"load average {m.get('load_average_1_5_15')} before, {m.get('load_average_after', '-')} after"
     )
     return "\n".join(lines)
 
@@ -363,14 +394,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller sizes, 10 s idle window (about 2 minutes)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--show", action="store_true", help="print the table of the last results file and stop")
+    p.add_argument(
+        "--only",
+        type=lambda v: [x for x in v.split(",") if x],
+        default=list(MEASURES),
+        help=f"comma-separated measures among {','.join(MEASURES)} (default all); the others keep "
+        "their figures of the results file",
+    )
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     if args.show:
         print(table(json.loads(args.out.read_text())))
         return 0
-    results = measure_all(Sizes.pick(args.quick), args.quick)
-    if args.out.exists():  # keep what `make bench-scale` wrote beside these figures
+    unknown = sorted(set(args.only) - set(MEASURES))
+    if unknown:
+        p.error(f"--only: expected measures among {', '.join(MEASURES)}, got {', '.join(unknown)}")
+    results = measure_all(Sizes.pick(args.quick), args.quick, args.only)
+    if args.out.exists():  # keep what `make bench-scale` wrote, and the measures not run this time
         kept = json.loads(args.out.read_text())
-        results.update({k: v for k, v in kept.items() if k == "scale"})
+        keep = {"scale", *(set(MEASURES) - set(results))}
+        results.update({k: v for k, v in kept.items() if k in keep})
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(table(results))
     print(f"\nwrote {args.out}")

@@ -68,7 +68,8 @@ def render_screens(config: UnitConfig, out: Path, lang: str | None) -> int:
     """Every screen as the unit draws it, one PNG per screen and language: `<screen>-<lang>.png`."""
     from controller.kiosk import i18n
     from controller.kiosk.display import context_of
-    from controller.kiosk.screens import SCREENS, compose, render
+    from controller.kiosk.drawing import render
+    from controller.kiosk.screens import SCREENS, compose
 
     langs = config.kiosk.languages
     if lang is not None and lang not in langs:

@@ -14,13 +14,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from controller import log
 from controller.clock import Clock
 from controller.config import UnitConfig
 from controller.control_socket import ControlServer, serve
-from controller.diag.run import build_report, handle_request
 from controller.kiosk import buttons
 from controller.kiosk.display import Kiosk
 from controller.ledger import ColumnChange, Ledger, LedgerUnavailable
@@ -504,7 +503,7 @@ class UnitDaemon:
         path = self.config.paths.control_socket
         if path is None:
             return
-        self.control = serve(self, path, handle_request)
+        self.control = serve(self, path, _control_request)
 
     # ------------------------------------------------------------ status and temperature
 
@@ -765,6 +764,8 @@ class UnitDaemon:
         return ModeNow(mode=self.mode)
 
     def _cmd_diag(self, cmd: DiagCommand) -> DiagReport:
+        from controller.diag.run import build_report  # diagnostics load when a technician asks
+
         return DiagReport.model_validate(build_report(self))
 
     def _cmd_test_vend(self, cmd: TestVendCommand) -> TestVendDone:
@@ -924,3 +925,10 @@ def _certificate_expiry(config: UnitConfig) -> datetime | None:
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         LOG.warning("certificate_unreadable", file=str(tls.cert_file), error=str(exc)[:200])
         return None
+
+
+def _control_request(daemon: UnitDaemon, req: dict[str, Any]) -> dict[str, Any]:
+    """One control-socket request; the diagnostics behind it load at the first one, not at start."""
+    from controller.diag.run import handle_request
+
+    return handle_request(daemon, req)

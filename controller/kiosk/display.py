@@ -26,7 +26,7 @@ from controller import log
 from controller.clock import Clock
 from controller.config import UnitConfig
 from controller.kiosk import i18n
-from controller.kiosk.screens import AccessPoint, ScreenContext, ScreenSpec, compose, render
+from controller.kiosk.screens import AccessPoint, ScreenContext, ScreenSpec, compose
 from controller.kiosk.speech import EspeakSpeaker, NullSpeaker, Speaker
 from controller.vend.video import VideoPlayer, player_dir
 
@@ -266,6 +266,8 @@ class Kiosk:
             self._files.move_to_end(key)
             return path
         assert self._dir is not None
+        from controller.kiosk.drawing import render  # Pillow only where screens are drawn
+
         img = render(spec, self.ctx.size, frame).convert("RGBA")
         self._n += 1
         path = self._dir / f"screen-{self._n}.bgra"

@@ -1,7 +1,8 @@
 """Every text the person at the machine sees or hears, in English, marked for gettext extraction.
 
 The English text is the message id (gettext's habit), so a translator reads the sentence itself.
-Translations live in `locale/<lang>.po`, standard gettext files; see docs/kiosk.md to add a language.
+Translations live in `locale/<lang>.po`, standard gettext files, compiled to `locale/<lang>.json` (i18n.py);
+see docs/kiosk.md to add a language.
 """
 
 from __future__ import annotations

@@ -128,6 +128,29 @@ def test_every_pack_has_every_text_and_keeps_placeholders() -> None:
         assert i18n.REVIEW_NOTE in head
 
 
+def test_compiled_packs_match_their_po_files() -> None:
+    packs = i18n.compiled()
+    assert {p.stem for p in packs} == set(i18n.available()) >= {"en", "es"}
+    for path, text in packs.items():
+        assert path.read_text(encoding="utf-8") == text, (
+            f"{path.name} is stale: run `python -m controller.kiosk.i18n` and commit it"
+        )
+    assert i18n.pack("es").name == "Español" and i18n.pack("zh").name == "中文"
+
+
+def test_check_mode_names_a_stale_pack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    po = (i18n.locale_dir() / "es.po").read_text(encoding="utf-8")
+    (tmp_path / "es.po").write_text(po.replace('msgstr "Naloxona gratis"', 'msgstr "Naloxona"'), "utf-8")
+    (tmp_path / "es.json").write_text((i18n.locale_dir() / "es.json").read_text("utf-8"), "utf-8")
+    monkeypatch.setattr(i18n, "locale_dir", lambda: tmp_path)
+    assert i18n.main(["--check"]) == 1
+    assert "es.json is stale" in capsys.readouterr().err
+    assert i18n.main([]) == 0 and i18n.main(["--check"]) == 0
+    assert '"Free naloxone": "Naloxona"' in (tmp_path / "es.json").read_text("utf-8")
+
+
 def test_unit_screens_renders_every_screen_in_every_language(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

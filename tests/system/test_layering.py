@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata as md
-import re
 import sys
 import tomllib
 from pathlib import Path
+
+from bench.plain_install import requirement_name, runtime_distributions
 
 ROOT = Path(__file__).resolve().parents[2]
 # firmware_py/ is left out: MicroPython code, stdlib only, with CPython fallbacks for `ustruct` and the like
@@ -93,31 +94,10 @@ def test_the_cycle_finder_finds_a_lazy_cycle(tmp_path: Path) -> None:
     assert cycles(import_graph(pkg)) == [["pkg.a", "pkg.b"]]
 
 
-def _name(requirement: str) -> str:
-    match = re.match(r"[A-Za-z0-9._-]+", requirement)
-    assert match, f"expected a requirement name at the start of {requirement!r}"
-    return re.sub(r"[-_.]+", "-", match.group()).lower()
-
-
-def _with_requirements(names: set[str]) -> set[str]:
-    """`names` and every distribution they require, transitively (as installed here)."""
-    todo, seen = list(names), set(names)
-    while todo:
-        try:
-            requires = md.requires(todo.pop()) or []
-        except md.PackageNotFoundError:
-            continue
-        for r in requires:
-            if "extra ==" not in r and _name(r) not in seen:
-                seen.add(_name(r))
-                todo.append(_name(r))
-    return seen
-
-
 def test_shipped_code_imports_only_runtime_dependencies() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    runtime = _with_requirements({_name(r) for r in project["dependencies"]})
-    dev_only = {_name(r) for r in project["optional-dependencies"]["dev"]} - runtime
+    runtime = runtime_distributions()
+    dev_only = {requirement_name(r) for r in project["optional-dependencies"]["dev"]} - runtime
     assert {"httpx", "psutil"} <= dev_only, "the check below needs dev-only packages to tell apart"
     providers = md.packages_distributions()
     wrong: list[str] = []
@@ -127,7 +107,7 @@ def test_shipped_code_imports_only_runtime_dependencies() -> None:
                 top = module.split(".")[0]
                 if not top or top in sys.stdlib_module_names or top in SHIPPED or top == "firmware_py":
                     continue
-                dists = {_name(d) for d in providers.get(top, [])}
+                dists = {requirement_name(d) for d in providers.get(top, [])}
                 if not dists & runtime:
                     where = path.relative_to(ROOT)
                     wrong.append(f"{where} imports {top} ({', '.join(sorted(dists)) or '?'})")
