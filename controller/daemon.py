@@ -109,16 +109,9 @@ Input = BoardInput | PlayerInput | CallInput | Wake
 
 
 class UnitDaemon:
-    def __init__(
-        self,
-        config: UnitConfig,
-        board: Board,
-        player: VideoPlayer,
-        clock: Clock,
-        notifier: Notifier | None = None,
-        kiosk: Kiosk | None = None,
-        runtime_dir: Path | None = None,
-    ) -> None:
+    def __init__(self, config: UnitConfig, board: Board, player: VideoPlayer, clock: Clock,
+                 notifier: Notifier | None = None, kiosk: Kiosk | None = None,
+                 runtime_dir: Path | None = None) -> None:
         self.config = config
         self.board = board
         self.player = player

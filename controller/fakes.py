@@ -13,22 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.clock import Clock
-from controller.serial.board_api import (
-    Board,
-    BoardError,
-    BoardEvent,
-    BoardInfo,
-    BoardRebooted,
-    BoardStatus,
-    BoardTimeout,
-    ButtonPressed,
-    DispenseOutcome,
-    DoorChanged,
-    LightPattern,
-    LightState,
-    LinkCounters,
-    MotorTestOutcome,
-)
+from controller.serial import board_api as api
 from controller.vend.video import OnPlayerEvent, VideoCompleted, VideoFailed, VideoProgress, VideoStarted
 
 
@@ -38,10 +23,10 @@ class SimulatedCrash(BaseException):  # noqa: N818 - a test's stand-in for kill 
 
 class FakeBoard:
     def __init__(self, columns: int = 6, stock: int = 20, jam_p: float = 0.0, seed: int = 0) -> None:
-        self.counters = LinkCounters()
+        self.counters = api.LinkCounters()
         self.stock = {c: stock for c in range(1, columns + 1)}
         self.per_column = {c: 0 for c in range(1, columns + 1)}
-        self.journal: dict[int, DispenseOutcome] = {}
+        self.journal: dict[int, api.DispenseOutcome] = {}
         self.script: dict[int, deque[str]] = {}  # column -> outcomes to return next
         self.jam_p = jam_p
         self.rng = random.Random(seed)
@@ -49,21 +34,21 @@ class FakeBoard:
         self.temperature_c = 22.0
         self.boots = 1
         self.presses = 0
-        self.queued: list[BoardEvent] = []  # presses made while the daemon was down
+        self.queued: list[api.BoardEvent] = []  # presses made while the daemon was down
         self.link_down = False
         self.closed = False
         self.light_pattern = "off"  # what the status light shows (board.light)
-        self._on_event: Callable[[BoardEvent], None] = lambda e: None
+        self._on_event: Callable[[api.BoardEvent], None] = lambda e: None
 
     # ------------------------------------------------------------ Board interface
 
-    def start(self, on_event: Callable[[BoardEvent], None]) -> BoardInfo:
+    def start(self, on_event: Callable[[api.BoardEvent], None]) -> api.BoardInfo:
         self.closed = False  # a restarted daemon opens the port again
         self._check_link()
         self._on_event = on_event
         while self.queued:  # like the real board: events held while nobody listened go out on HELLO
             on_event(self.queued.pop(0))
-        return BoardInfo(
+        return api.BoardInfo(
             protocol=1, firmware="fake-1.0", board_id="fake", columns=len(self.stock), boot_count=self.boots
         )
 
@@ -74,42 +59,42 @@ class FakeBoard:
         self._check_link()
         return 0.001
 
-    def status(self) -> BoardStatus:
+    def status(self) -> api.BoardStatus:
         self._check_link()
         n = len(self.stock)
-        return BoardStatus(self.door_open, self.temperature_c, frozenset(), (0,) * n, (0,) * n)
+        return api.BoardStatus(self.door_open, self.temperature_c, frozenset(), (0,) * n, (0,) * n)
 
-    def dispense(self, command_id: int, column: int) -> DispenseOutcome:
+    def dispense(self, command_id: int, column: int) -> api.DispenseOutcome:
         self._check_link()
         if command_id in self.journal:
             return self.journal[command_id]
-        result = DispenseOutcome(command_id, column, self._physical(column))
+        result = api.DispenseOutcome(command_id, column, self._physical(column))
         self.journal[command_id] = result
         return result
 
-    def query_result(self, command_id: int) -> DispenseOutcome:
+    def query_result(self, command_id: int) -> api.DispenseOutcome:
         self._check_link()
-        return self.journal.get(command_id, DispenseOutcome(command_id, 0, "unknown_command"))
+        return self.journal.get(command_id, api.DispenseOutcome(command_id, 0, "unknown_command"))
 
-    def motor_test(self, column: int) -> MotorTestOutcome:
+    def motor_test(self, column: int) -> api.MotorTestOutcome:
         self._check_link()
-        return MotorTestOutcome(column, "ok" if column in self.stock else "bad_column", 120)
+        return api.MotorTestOutcome(column, "ok" if column in self.stock else "bad_column", 120)
 
-    def light(self, pattern: LightPattern) -> LightState:
+    def light(self, pattern: api.LightPattern) -> api.LightState:
         self._check_link()
         if pattern not in ("off", "lit", "blinking"):
-            raise BoardError(f"light: expected off, lit or blinking, got {pattern!r}")
+            raise api.BoardError(f"light: expected off, lit or blinking, got {pattern!r}")
         self.light_pattern = pattern
-        return LightState(pattern, pattern)
+        return api.LightState(pattern, pattern)
 
     # ------------------------------------------------------------ the physical machine
 
     def _check_link(self) -> None:
         if self.link_down:
             self.counters.timeouts += 1
-            raise BoardTimeout("expected a reply from the board, found none (fake link down)")
+            raise api.BoardTimeout("expected a reply from the board, found none (fake link down)")
         if self.closed:
-            raise BoardError("expected an open board, found it closed")
+            raise api.BoardError("expected an open board, found it closed")
 
     def _physical(self, column: int) -> str:
         if column not in self.stock:
@@ -133,20 +118,20 @@ class FakeBoard:
         self, language: str = "en", index: int | None = None, age_s: float | None = None, long: bool = False
     ) -> None:
         self.presses += 1
-        self._on_event(ButtonPressed(language, index=index, age_s=age_s, long=long))
+        self._on_event(api.ButtonPressed(language, index=index, age_s=age_s, long=long))
 
     def press_while_down(self, language: str = "en") -> None:
         """A press while no daemon listens: the board keeps it and sends it when the link comes up."""
         self.presses += 1
-        self.queued.append(ButtonPressed(language))
+        self.queued.append(api.ButtonPressed(language))
 
     def set_door(self, open_: bool) -> None:
         self.door_open = open_
-        self._on_event(DoorChanged(open_))
+        self._on_event(api.DoorChanged(open_))
 
     def reboot(self) -> None:
         self.boots += 1
-        self._on_event(BoardRebooted(self.boots, "test"))
+        self._on_event(api.BoardRebooted(self.boots, "test"))
 
     def stats(self) -> dict[str, Any]:
         per_command = {str(c): 1 for c, r in self.journal.items() if r.dropped}
@@ -165,12 +150,12 @@ class CrashingBoard:
     """Wraps any Board; on request the next dispense stops the daemon dead (SimulatedCrash) either before
     the command reaches the board or after the board acted but before the daemon saw the outcome."""
 
-    def __init__(self, inner: Board) -> None:
+    def __init__(self, inner: api.Board) -> None:
         self.inner = inner
         self.crash_before = False
         self.crash_after = False
 
-    def dispense(self, command_id: int, column: int) -> DispenseOutcome:
+    def dispense(self, command_id: int, column: int) -> api.DispenseOutcome:
         if self.crash_before:
             self.crash_before = False
             raise SimulatedCrash(f"before dispense {command_id}")

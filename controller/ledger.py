@@ -15,7 +15,7 @@ import secrets
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -28,6 +28,7 @@ from firmware_py.codec import DIAG_COMMAND_BASE
 from schemas.models import AlarmState, CommandBase, CommandResponse, EventBase, parse_event
 
 E = TypeVar("E", bound=EventBase)
+Row = tuple[Any, ...]  # a SQLite row as stored: each reader converts its values
 U32 = 2**32
 
 SCHEMA = """
@@ -259,9 +260,22 @@ class Ledger:
         with self._tx() as db:
             self._set_meta(db, "probe", self.clock.now().isoformat())
 
-    def _meta(self, key: str, default: str | None = None) -> str | None:
+    def _rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        """What one read finds (under the connection's lock)."""
         with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            return self._db.execute(sql, params).fetchall()
+
+    def _row(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        with self._lock:
+            row: Row | None = self._db.execute(sql, params).fetchone()
+        return row
+
+    def _count(self, sql: str, params: Sequence[object] = ()) -> int:
+        row = self._row(sql, params)
+        return int(row[0]) if row else 0
+
+    def _meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._row("SELECT value FROM meta WHERE key=?", (key,))
         return row[0] if row else default
 
     @staticmethod
@@ -412,28 +426,21 @@ class Ledger:
 
     def events(self, after_seq: int = 0, event_type: str | None = None) -> list[EventBase]:
         sql = "SELECT payload FROM events WHERE seq > ?" + (" AND event_type=?" if event_type else "")
-        args: tuple[Any, ...] = (after_seq, event_type) if event_type else (after_seq,)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
+        args: tuple[object, ...] = (after_seq, event_type) if event_type else (after_seq,)
+        rows = self._rows(sql + " ORDER BY seq", args)
         return [parse_event(r[0]) for r in rows]
 
     def count(self, event_type: str) -> int:
-        with self._lock:
-            return int(
-                self._db.execute("SELECT COUNT(*) FROM events WHERE event_type=?", (event_type,)).fetchone()[
-                    0
-                ]
-            )
+        return self._count("SELECT COUNT(*) FROM events WHERE event_type=?", (event_type,))
 
     # ------------------------------------------------------------ outbox (the reporter's API)
 
     def pending(self, after_seq: int, limit: int) -> list[OutboxRow]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT e.seq, e.event_type, e.payload, e.created_at FROM outbox o JOIN events e USING(seq)"
-                " WHERE o.seq > ? ORDER BY o.seq LIMIT ?",
-                (after_seq, limit),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT e.seq, e.event_type, e.payload, e.created_at FROM outbox o JOIN events e USING(seq)"
+            " WHERE o.seq > ? ORDER BY o.seq LIMIT ?",
+            (after_seq, limit),
+        )
         return [OutboxRow(r[0], r[1], bytes(r[2]), datetime.fromisoformat(r[3])) for r in rows]
 
     def prune(self, acked_seq: int) -> int:
@@ -447,14 +454,10 @@ class Ledger:
         return int(removed)
 
     def depth(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return self._count("SELECT COUNT(*) FROM outbox")
 
     def oldest_pending_at(self) -> datetime | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT MIN(e.created_at) FROM outbox o JOIN events e USING(seq)"
-            ).fetchone()
+        row = self._row("SELECT MIN(e.created_at) FROM outbox o JOIN events e USING(seq)")
         return datetime.fromisoformat(row[0]) if row and row[0] else None
 
     def last_seq(self) -> int:
@@ -476,11 +479,10 @@ class Ledger:
             return bool(cur.rowcount)
 
     def columns(self) -> list[ColumnRow]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT c.col, c.product, c.stock, c.lot, c.expiry, c.fault, h.kind, h.reason FROM columns c "
-                "LEFT JOIN lot_holds h ON h.lot = c.lot AND c.stock > 0 ORDER BY c.col"
-            ).fetchall()
+        rows = self._rows(
+            "SELECT c.col, c.product, c.stock, c.lot, c.expiry, c.fault, h.kind, h.reason FROM columns c "
+            "LEFT JOIN lot_holds h ON h.lot = c.lot AND c.stock > 0 ORDER BY c.col"
+        )
         return [
             ColumnRow(
                 r[0],
@@ -500,8 +502,7 @@ class Ledger:
             "SELECT id, col, lot, expiry, count, loaded_at, out_s, exc_s, mkt_sum, mkt_dt FROM lot_segments "
             "WHERE count > 0" + (" AND col=?" if column is not None else "") + " ORDER BY col, id"
         )
-        with self._lock:
-            rows = self._db.execute(sql, (column,) if column is not None else ()).fetchall()
+        rows = self._rows(sql, (column,) if column is not None else ())
         return [
             Segment(
                 r[0],
@@ -536,10 +537,7 @@ class Ledger:
         return Hold(row[0], row[1], row[2], row[3], datetime.fromisoformat(row[4])) if row else None
 
     def holds(self) -> list[Hold]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT lot, kind, reason, by_whom, since FROM lot_holds ORDER BY lot"
-            ).fetchall()
+        rows = self._rows("SELECT lot, kind, reason, by_whom, since FROM lot_holds ORDER BY lot")
         return [Hold(r[0], r[1], r[2], r[3], datetime.fromisoformat(r[4])) for r in rows]
 
     # ------------------------------------------------------------ temperature readings and exposure
@@ -569,11 +567,10 @@ class Ledger:
                 )
 
     def temperature_samples(self, after_id: int = 0, limit: int = 720) -> list[tuple[int, datetime, float]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, ts, celsius FROM temperature_samples WHERE id > ? ORDER BY id LIMIT ?",
-                (after_id, limit),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT id, ts, celsius FROM temperature_samples WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
         return [(int(r[0]), datetime.fromisoformat(r[1]), float(r[2])) for r in rows]
 
     # ------------------------------------------------------------ privacy
@@ -633,35 +630,27 @@ class Ledger:
 
     def command_outcomes(self) -> dict[str, int]:
         """How many controller commands ended in each outcome (pending ones under "pending")."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT COALESCE(outcome, state), COUNT(*) FROM commands GROUP BY 1"
-            ).fetchall()
+        rows = self._rows("SELECT COALESCE(outcome, state), COUNT(*) FROM commands GROUP BY 1")
         return {str(k): int(v) for k, v in rows}
 
     def pending_commands(self) -> list[CommandRow]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT command_id, col, language, via, state, outcome FROM commands"
-                " WHERE state='pending' ORDER BY created_at"
-            ).fetchall()
+        rows = self._rows(
+            "SELECT command_id, col, language, via, state, outcome FROM commands"
+            " WHERE state='pending' ORDER BY created_at"
+        )
         return [CommandRow(*r) for r in rows]
 
     def command(self, command_id: int) -> CommandRow | None:
-        with self._lock:
-            r = self._db.execute(
-                "SELECT command_id, col, language, via, state, outcome FROM commands WHERE command_id=?",
-                (command_id,),
-            ).fetchone()
+        r = self._row(
+            "SELECT command_id, col, language, via, state, outcome FROM commands WHERE command_id=?",
+            (command_id,),
+        )
         return CommandRow(*r) if r else None
 
     # ------------------------------------------------------------ alarms and excursions
 
     def active_alarms(self) -> list[AlarmState]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT code, severity, message, since, col FROM alarms ORDER BY since, code"
-            ).fetchall()
+        rows = self._rows("SELECT code, severity, message, since, col FROM alarms ORDER BY since, code")
         return [
             AlarmState(
                 code=r[0], severity=r[1], message=r[2], since=datetime.fromisoformat(r[3]), column=r[4]
@@ -670,8 +659,7 @@ class Ledger:
         ]
 
     def alarm_active(self, code: str) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM alarms WHERE code=?", (code,)).fetchone() is not None
+        return self._row("SELECT 1 FROM alarms WHERE code=?", (code,)) is not None
 
     def upsert_alarm(
         self, db: sqlite3.Connection, code: str, severity: str, message: str, column: int | None
@@ -710,8 +698,7 @@ class Ledger:
                 )
 
     def excursions(self) -> dict[str, float]:
-        with self._lock:
-            return dict(self._db.execute("SELECT lot, seconds FROM lot_excursions").fetchall())
+        return dict(self._rows("SELECT lot, seconds FROM lot_excursions"))
 
     def get_meta(self, key: str) -> str | None:
         return self._meta(key)
@@ -761,9 +748,7 @@ class Ledger:
         return True
 
     def command_answer(self, command_id: str) -> CommandResponse | None:
-        with self._lock:
-            row = self._db.execute("SELECT answer FROM command_answers WHERE command_id = ?",
-                                   (command_id,)).fetchone()
+        row = self._row("SELECT answer FROM command_answers WHERE command_id = ?", (command_id,))
         return CommandResponse.model_validate_json(row[0]) if row else None
 
     def remember_answer(self, command_id: str, name: str, answer: CommandResponse,
@@ -786,14 +771,12 @@ class Ledger:
             return cur.rowcount
 
     def answer_count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM command_answers").fetchone()[0])
+        return self._count("SELECT COUNT(*) FROM command_answers")
 
     def command_history(self, limit: int = 100) -> list[RememberedCommand]:
         """The newest remembered commands first: who sent each, what it said and the answer given."""
-        with self._lock:
-            rows = self._db.execute("SELECT command_id, name, issued_by, command, answer, answered_at "
-                                    "FROM command_answers ORDER BY n DESC LIMIT ?", (limit,)).fetchall()
+        rows = self._rows("SELECT command_id, name, issued_by, command, answer, answered_at "
+                          "FROM command_answers ORDER BY n DESC LIMIT ?", (limit,))
         return [RememberedCommand(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None,
                                   CommandResponse.model_validate_json(r[4]), r[5]) for r in rows]
 

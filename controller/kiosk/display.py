@@ -75,9 +75,7 @@ class Kiosk:
         display: bool | None = None,
         runtime_dir: Path | None = None,
     ) -> None:
-        self.config = config
-        self.player = player
-        self.clock = clock
+        self.config, self.player, self.clock = config, player, clock
         self.ctx = context_of(config)
         self.default_lang = config.videos.default_language
         k = config.kiosk

@@ -8,7 +8,7 @@ tests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from controller.kiosk import i18n
 from controller.kiosk import messages as m
@@ -110,33 +110,49 @@ def compose(name: str, lang: str, ctx: ScreenContext, **params: object) -> Scree
     p = i18n.pack(lang)
     _ = p.gettext
     key = tuple(sorted(params.items()))
-    if name == "idle":
-        rows = tuple(
-            (n, i18n.pack(lg).name, i18n.pack(lg).gettext(m.PRESS_TO_START)) for n, lg in ctx.buttons
+
+    def spec(
+        title: str,
+        lines: tuple[str, ...],
+        accent: str,
+        footer: str = "",
+        elsewhere: bool = False,
+        qr: bool = False,
+    ) -> ScreenSpec:
+        """A one-frame screen; `elsewhere` lists where else to get a kit, `qr` links the info page."""
+        return ScreenSpec(
+            name,
+            lang,
+            title,
+            lines,
+            accent,
+            places=ctx.access_points if elsewhere else (),
+            places_title=_(m.GET_IT_HERE) if elsewhere else "",
+            qr=ctx.info_url if qr else None,
+            qr_label=_(m.SCAN_FOR_MORE) if qr else "",
+            footer=footer,
+            params=key,
         )
-        langs = ctx.languages
+
+    if name == "idle":
         hint = ""
         if ctx.emergency == "hold":
             hint = _(m.EMERGENCY_HOLD)
         elif ctx.emergency and ctx.emergency.startswith("button:"):
             hint = _(m.EMERGENCY_BUTTON, number=ctx.emergency.split(":", 1)[1])
-        return ScreenSpec(
-            name,
-            lang,
-            _(m.FREE_NALOXONE),
-            (_(m.REVERSES), _(m.ANONYMOUS)),
-            "info",
-            rows=rows,
-            footer=hint,
+        return replace(
+            spec(_(m.FREE_NALOXONE), (_(m.REVERSES), _(m.ANONYMOUS)), "info", footer=hint),
+            rows=tuple(
+                (n, i18n.pack(lg).name, i18n.pack(lg).gettext(m.PRESS_TO_START)) for n, lg in ctx.buttons
+            ),
             lang_of_rows=tuple(lg for _n, lg in ctx.buttons),
-            frames=2 * max(1, len(langs)),
+            frames=2 * max(1, len(ctx.languages)),
             frame_s=IDLE_FRAME_S,
-            params=key,
         )
     if name == "video":
-        return ScreenSpec(name, lang, _(m.WATCH_VIDEO), (_(m.KIT_AFTER_VIDEO),), "info", params=key)
+        return spec(_(m.WATCH_VIDEO), (_(m.KIT_AFTER_VIDEO),), "info")
     if name == "dispensing":
-        return ScreenSpec(name, lang, _(m.KIT_COMING), (), "ok", params=key)
+        return spec(_(m.KIT_COMING), (), "ok")
     if name == "take_kit":
         seconds = int(float(params.get("seconds", ctx.another_kit_window_s)))  # type: ignore[arg-type]
         number = int(params.get("number", 1))  # type: ignore[call-overload]
@@ -144,59 +160,21 @@ def compose(name: str, lang: str, ctx: ScreenContext, **params: object) -> Scree
         if seconds > 0 and number < ctx.kits_per_session and params.get("another", True):
             lines.append(_(m.ANOTHER_KIT, seconds=seconds))
         lines.append(_(m.KITS_TAKEN, number=number, limit=ctx.kits_per_session))
-        return ScreenSpec(name, lang, _(m.TAKE_KIT), tuple(lines), "ok", footer=_(m.STAY_SAFE), params=key)
+        return spec(_(m.TAKE_KIT), tuple(lines), "ok", footer=_(m.STAY_SAFE))
     if name == "out_of_stock":
-        return ScreenSpec(
-            name,
-            lang,
-            _(m.OUT_OF_STOCK),
-            (),
-            "warn",
-            places=ctx.access_points,
-            places_title=_(m.GET_IT_HERE),
-            qr=ctx.info_url,
-            qr_label=_(m.SCAN_FOR_MORE),
-            footer=_(m.WATCH_ANYWAY),
-            params=key,
-        )
+        return spec(_(m.OUT_OF_STOCK), (), "warn", footer=_(m.WATCH_ANYWAY), elsewhere=True, qr=True)
     if name == "vend_failed":
-        return ScreenSpec(
-            name,
-            lang,
-            _(m.VEND_FAILED),
-            (_(m.ASK_STAFF), _(m.NOTHING_RECORDED)),
-            "alert",
-            places=ctx.access_points,
-            places_title=_(m.GET_IT_HERE),
-            params=key,
-        )
+        return spec(_(m.VEND_FAILED), (_(m.ASK_STAFF), _(m.NOTHING_RECORDED)), "alert", elsewhere=True)
     if name == "out_of_service":
         reason = OUT_OF_SERVICE_REASONS.get(str(params.get("reason", "service")), m.REASON_SERVICE)
-        return ScreenSpec(
-            name,
-            lang,
-            _(m.OUT_OF_SERVICE),
-            (_(reason), _(m.ASK_STAFF)),
-            "alert",
-            places=ctx.access_points,
-            places_title=_(m.GET_IT_HERE),
-            qr=ctx.info_url,
-            qr_label=_(m.SCAN_FOR_MORE),
-            params=key,
-        )
+        return spec(_(m.OUT_OF_SERVICE), (_(reason), _(m.ASK_STAFF)), "alert", elsewhere=True, qr=True)
     if name == "emergency":
-        total = len(EMERGENCY_STEPS)
-        return ScreenSpec(
-            name,
-            lang,
-            _(m.EMERGENCY),
-            tuple(f"{i}. {_(s)}" for i, s in enumerate(EMERGENCY_STEPS, 1)),
-            "alert",
-            footer=_(m.ASK_STAFF),
-            frames=total,
+        steps = tuple(f"{i}. {_(s)}" for i, s in enumerate(EMERGENCY_STEPS, 1))
+        return replace(
+            spec(_(m.EMERGENCY), steps, "alert", footer=_(m.ASK_STAFF)),
+            frames=len(EMERGENCY_STEPS),
             frame_s=EMERGENCY_STEP_S,
-            params=key,
         )
     if name == "press_void":
-        return ScreenSpec(name, lang, _(m.PRESS_VOID), (_(m.PRESS_AGAIN),), "warn", params=key)
-    return ScreenSpec(name, lang, _(m.VIDEO_BROKEN), (_(m.ASK_STAFF),), "alert", params=key)
+        return spec(_(m.PRESS_VOID), (_(m.PRESS_AGAIN),), "warn")
+    return spec(_(m.VIDEO_BROKEN), (_(m.ASK_STAFF),), "alert")

@@ -80,14 +80,10 @@ class VendFlow:
         changed: Callable[[], None],
         kiosk: Kiosk | None = None,
     ) -> None:
-        self.config = config
+        self.config, self.ledger, self.board, self.player, self.clock = config, ledger, board, player, clock
         self.kiosk = kiosk or Kiosk(config, player, clock)
-        self.ledger = ledger
-        self.board = board
-        self.player = player
-        self.clock = clock
         self.alarms = alarms
-        self.changed = changed
+        self.changed = changed  # the unit's state changed: report it
         self.phase = Phase.IDLE
         self.session: VideoSession | None = None
         self.kits: KitSession | None = None

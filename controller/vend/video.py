@@ -29,10 +29,16 @@ LOG = log.get("video")
 
 
 @dataclass(frozen=True)
-class VideoProgress:
+class VideoAt:
+    """Where clip `token` is: its position and length in seconds (None while mpv does not know)."""
+
     token: int
     position_s: float | None
     duration_s: float | None
+
+
+class VideoProgress(VideoAt):
+    """The clip is playing, at its position."""
 
 
 @dataclass(frozen=True)
@@ -42,11 +48,8 @@ class VideoStarted:
     token: int
 
 
-@dataclass(frozen=True)
-class VideoCompleted:
-    token: int
-    position_s: float | None
-    duration_s: float | None
+class VideoCompleted(VideoAt):
+    """The clip played to its end (position and length as mpv last told them)."""
 
 
 @dataclass(frozen=True)
