@@ -40,6 +40,7 @@ class Stack:
     broker_conf: dict[str, str] = field(default_factory=dict)
     pki: Path | None = None  # a deploy/pki/make-certs.sh folder: the production broker, TLS for everyone
     notify: NotifySocket | None = None
+    ready_timeout: float = 60.0  # how long a (re)started unit may take to say READY=1
     broker: Broker | None = None
     board: Proc | None = None
     unit: Proc | None = None
@@ -147,7 +148,7 @@ class Stack:
             env["NOTIFY_SOCKET"] = str(self.notify.path)
         self.unit = Proc("unit", argv, self.workdir / "unit.log", env=env).start()
         if self.notify is not None:
-            self.notify.wait_ready(60, alive=self.unit.check_alive)
+            self.notify.wait_ready(self.ready_timeout, alive=self.unit.check_alive)
         elif self.watcher is not None:
             self.wait_unit_online()
 
