@@ -15,7 +15,7 @@ import secrets
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from controller.clock import Clock
 from controller.errors import ControllerError
 from firmware_py.codec import DIAG_COMMAND_BASE
-from schemas.models import AlarmState, CommandBase, CommandResponse, EventBase, parse_event
+from schemas.models import AlarmEvent, AlarmState, CommandBase, CommandResponse, EventBase, parse_event
 
 E = TypeVar("E", bound=EventBase)
 Row = tuple[Any, ...]  # a SQLite row as stored: each reader converts its values
@@ -305,10 +305,12 @@ class Ledger:
         *,
         changes: tuple[ColumnChange, ...] = (),
         settle: tuple[int, str] | None = None,
-        **fields: Any,
+        **fields: object,
     ) -> E:
         """Append one event; apply its column changes and settle its command in the same transaction.
-        A `stock_after` field, when the event has one, is filled from the first change's column."""
+        `fields` are the event's own (the model checks each when the event is built: a wrong name or
+        value raises before anything is written). A `stock_after` field, when the event has one, is
+        filled from the first change's column."""
         if self.unit_id is None:
             raise LedgerError("expected a unit id before recording events, found none")
         with self._tx() as db:
@@ -320,10 +322,11 @@ class Ledger:
                 self._settle(db, *settle)
             return self._append(db, event_cls, fields)
 
-    def _append(self, db: sqlite3.Connection, event_cls: type[E], fields: dict[str, Any]) -> E:
+    def _append(self, db: sqlite3.Connection, event_cls: type[E], fields: Mapping[str, object]) -> E:
         seq = int(self._meta("last_seq", "0") or 0) + 1
         now = self.clock.now()
-        event = event_cls(event_id=uuid.uuid4().hex, seq=seq, ts=now, unit=str(self.unit_id), **fields)
+        identity = {"event_id": uuid.uuid4().hex, "seq": seq, "ts": now, "unit": str(self.unit_id)}
+        event = event_cls.model_validate({**identity, **fields})
         db.execute(
             "INSERT INTO events(seq, event_id, event_type, payload, created_at) VALUES(?,?,?,?,?)",
             (
@@ -669,24 +672,22 @@ class Ledger:
             (code, severity, message, self.clock.now().isoformat(), column),
         )
 
-    def record_alarm(self, event_cls: type[E], *, raised: bool, **fields: Any) -> E | None:
+    def record_alarm(
+        self, code: str, message: str, *, raised: bool, severity: str = "warning", column: int | None = None
+    ) -> AlarmEvent | None:
         """Record an AlarmEvent and update the active set in one transaction; None (nothing recorded)
         when the alarm is already in that state (raised twice, or cleared while not active)."""
         with self._tx() as db:
-            active = db.execute("SELECT 1 FROM alarms WHERE code=?", (fields["code"],)).fetchone() is not None
+            active = db.execute("SELECT 1 FROM alarms WHERE code=?", (code,)).fetchone() is not None
             if active == raised:
                 return None
             if raised:
-                self.upsert_alarm(
-                    db,
-                    fields["code"],
-                    fields.get("severity", "warning"),
-                    fields["message"],
-                    fields.get("column"),
-                )
+                self.upsert_alarm(db, code, severity, message, column)
             else:
-                db.execute("DELETE FROM alarms WHERE code=?", (fields["code"],))
-            return self._append(db, event_cls, fields)
+                db.execute("DELETE FROM alarms WHERE code=?", (code,))
+            state = "raised" if raised else "cleared"
+            said = {"code": code, "state": state, "severity": severity, "message": message, "column": column}
+            return self._append(db, AlarmEvent, said)
 
     def add_excursion(self, lots: list[str], seconds: float) -> None:
         with self._tx() as db:
@@ -727,7 +728,7 @@ class Ledger:
             session = None
             if "reporter_meta" in tables:
                 session = src.execute("SELECT value FROM reporter_meta WHERE key='session'").fetchone()
-            answers: list[tuple[Any, ...]] = []
+            answers: list[Row] = []
             if "command_answers" in tables:
                 have = {r[1] for r in src.execute("PRAGMA table_info(command_answers)")}
                 extra = [c if c in have else "NULL" for c in ("issued_by", "command", "answered_at")]
@@ -823,7 +824,7 @@ class RememberedCommand:
     command_id: str
     name: str
     issued_by: str | None
-    command: dict[str, Any] | None
+    command: dict[str, object] | None  # the command as it came (JSON)
     answer: CommandResponse
     answered_at: str | None
 
@@ -864,7 +865,7 @@ def read_census(path: str | Path, counts_only: bool = False) -> Census:
         con.close()
 
 
-def _pairs(db: sqlite3.Connection, sql: str) -> list[tuple[Any, Any]]:
+def _pairs(db: sqlite3.Connection, sql: str) -> list[Row]:
     return [(r[0], r[1]) for r in db.execute(sql)]
 
 
@@ -878,12 +879,12 @@ def _counts(db: sqlite3.Connection) -> Census:
 
 
 def _census(db: sqlite3.Connection) -> Census:
-    def pairs(sql: str) -> list[tuple[Any, Any]]:
+    def pairs(sql: str) -> list[Row]:
         return _pairs(db, sql)
 
     dispenses = ("SELECT json_extract(payload, '$.{0}'), COUNT(*) FROM events WHERE event_type='dispense'"
                  " GROUP BY 1")
-    meta = dict(pairs("SELECT key, value FROM meta WHERE key IN ('last_seq', 'acked_seq')"))
+    meta: dict[str, str] = dict(pairs("SELECT key, value FROM meta WHERE key IN ('last_seq', 'acked_seq')"))
     counts = _counts(db)
     return Census(
         events=counts.events,

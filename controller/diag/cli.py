@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from controller.diag.result import (
     exit_code,
     render,
 )
-from controller.diag.run import report_context, run_check
+from controller.diag.run import CheckArgs, check_args, report_context, run_check
 from controller.serial.board_api import BoardError
 from controller.serial.board_link import SerialBoard
 
@@ -93,11 +93,6 @@ def _host_parsers(sub: Subparsers) -> None:
 BOARD_CHECKS = {"ping", "sensors", "motor-test", "drop-test", "report"}
 
 
-def check_args(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("count", "button", "column", "columns", "seconds", "on_screen")
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-
-
 # ---------------------------------------------------------------- targets
 
 
@@ -108,7 +103,7 @@ def load_unit_config(path: str) -> UnitConfig:
         raise UsageError(str(exc)) from None
 
 
-def via_daemon(config: UnitConfig, check: str, cargs: dict[str, Any]) -> dict[str, Any] | None:
+def via_daemon(config: UnitConfig, check: str, cargs: CheckArgs) -> dict[str, Any] | None:
     """The daemon's report, or None when no daemon serves the configured control socket."""
     sock = config.paths.control_socket
     if sock is None:
@@ -143,8 +138,8 @@ def direct_context(port: str, baudrate: int, config: UnitConfig | None, need_boa
             board.close()
 
 
-def run(args: argparse.Namespace, config: UnitConfig | None) -> tuple[list[Check], dict[str, Any]]:
-    cargs = check_args(args)
+def run(args: argparse.Namespace, config: UnitConfig | None) -> tuple[list[Check], dict[str, object]]:
+    cargs = check_args(vars(args))
     if config is not None:
         report = via_daemon(config, args.check, cargs)
         if report is not None:
@@ -203,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     return exit_code(checks)
 
 
-def print_json(obj: dict[str, Any]) -> None:
+def print_json(obj: Mapping[str, object]) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import queue
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import firmware_py
 from controller.diag.firmware_bundle import BundleError, collect, keygen, load_private_key, read, sign, verify
@@ -88,7 +88,7 @@ def run_update(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _progress(total: int) -> Any:
+def _progress(total: int) -> Callable[[int, int], None]:
     last = [-1]
 
     def show(sent: int, _total: int) -> None:

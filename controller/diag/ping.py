@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 import structlog
 
@@ -99,8 +99,29 @@ def _print_ping(i: int, rtt: float | None, error: BoardError | None) -> None:
         print(f"ping {i}: pong in {rtt * 1000:.2f} ms", flush=True)
 
 
+class RttSummary(TypedDict):
+    min: float | None
+    p50: float | None
+    p99: float | None
+    max: float | None
+
+
+class PingSummary(TypedDict):
+    """What `nalox diag ping --json` prints last."""
+
+    check: str
+    ok: bool
+    port: str
+    board_id: str
+    sent: int
+    received: int
+    lost: int
+    rtt_ms: RttSummary
+    link: dict[str, int]
+
+
 def _summary(port: str, board_id: str, count: int, found: RoundTrips, counters: dict[str, int]
-             ) -> dict[str, Any]:
+             ) -> PingSummary:
     ms, lost = found.rtts_ms, found.lost
     return {
         "check": "ping",
@@ -120,7 +141,7 @@ def _summary(port: str, board_id: str, count: int, found: RoundTrips, counters: 
     }
 
 
-def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+def _print_summary(summary: PingSummary, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary, sort_keys=True), flush=True)
         return

@@ -4,6 +4,7 @@ and the rendering as a terminal table, plain text or JSON."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -48,30 +49,31 @@ class Check:
     expected: str | None = None
     found: str | None = None
     action: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, object] = field(default_factory=dict)  # figures behind the verdict (JSON-ready)
 
     @property
     def family(self) -> str:
         return self.name.split(".", 1)[0]
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Check:
+    def from_dict(cls, d: Mapping[str, Any]) -> Check:
+        """A check from a report's JSON (the daemon's answer on the control socket)."""
         return cls(name=d["name"], status=d["status"], summary=d["summary"], expected=d.get("expected"),
                    found=d.get("found"), action=d.get("action"), data=d.get("data") or {})
 
 
-def passed(name: str, summary: str, **data: Any) -> Check:
+def passed(name: str, summary: str, **data: object) -> Check:
     return Check(name, "pass", summary, data=data)
 
 
-def failed(name: str, summary: str, expected: str, found: str, action: str, **data: Any) -> Check:
+def failed(name: str, summary: str, expected: str, found: str, action: str, **data: object) -> Check:
     return Check(name, "fail", summary, expected=expected, found=found, action=action, data=data)
 
 
-def warned(name: str, summary: str, expected: str, found: str, action: str, **data: Any) -> Check:
+def warned(name: str, summary: str, expected: str, found: str, action: str, **data: object) -> Check:
     return Check(name, "warn", summary, expected=expected, found=found, action=action, data=data)
 
 
@@ -88,7 +90,7 @@ def exit_code(checks: list[Check]) -> int:
     return EXIT_INTERNAL if failing else EXIT_OK
 
 
-def report_dict(checks: list[Check], **context: Any) -> dict[str, Any]:
+def report_dict(checks: list[Check], **context: object) -> dict[str, object]:
     code = exit_code(checks)
     return {"ok": code == 0, "exit_code": code, **context, "checks": [c.as_dict() for c in checks]}
 
@@ -140,7 +142,7 @@ def _advice(c: Check, indent: str) -> list[str]:
     return out
 
 
-def render(checks: list[Check], fmt: str, context: dict[str, Any] | None = None) -> str:
+def render(checks: list[Check], fmt: str, context: Mapping[str, object] | None = None) -> str:
     if fmt == "json":
         return json.dumps(report_dict(checks, **(context or {})), indent=2, default=str)
     if fmt == "table":

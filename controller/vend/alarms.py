@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 from controller import log
 from controller.ledger import Ledger
-from schemas.models import AlarmEvent
 
 LOG = log.get("vend")
 
@@ -21,15 +20,7 @@ class Alarms:
     def raise_(self, code: str, message: str, severity: str = "warning", column: int | None = None) -> bool:
         if self.ledger.alarm_active(code):  # fast path; record_alarm decides atomically
             return False
-        recorded = self.ledger.record_alarm(
-            AlarmEvent,
-            raised=True,
-            code=code,
-            state="raised",
-            severity=severity,
-            message=message,
-            column=column,
-        )
+        recorded = self.ledger.record_alarm(code, message, raised=True, severity=severity, column=column)
         if recorded is None:
             return False
         LOG.warning("alarm_raised", code=code, severity=severity, message=message, column=column)
@@ -39,9 +30,7 @@ class Alarms:
     def clear(self, code: str, message: str = "cleared") -> bool:
         if not self.ledger.alarm_active(code):
             return False
-        recorded = self.ledger.record_alarm(
-            AlarmEvent, raised=False, code=code, state="cleared", severity="info", message=message
-        )
+        recorded = self.ledger.record_alarm(code, message, raised=False, severity="info")
         if recorded is None:
             return False
         LOG.info("alarm_cleared", code=code)
