@@ -5,7 +5,6 @@ Reporter. Timestamps are taken by wrapping, never by changing, the code under me
 from __future__ import annotations
 
 import json
-import sqlite3
 import tempfile
 import threading
 import time
@@ -17,11 +16,13 @@ from typing import Any
 
 from bench import baselines
 from bench.rooms import bench_dispense
+from controller.clock import RealClock
+from controller.ledger import Ledger
 from controller.mqtt.commands import CommandRefused, CommandResult, command_name
 from nalox.configs import UnitSpec
 from nalox.simunit import start_unit
 from nalox.waiting import wait_until
-from schemas.models import CommandBase, Telemetry, UnitState
+from schemas.models import CommandBase, DispenseEvent, Telemetry, UnitState
 
 
 class PubackClock:
@@ -150,31 +151,18 @@ class BenchUnit:
         return False
 
 
-def fill_ledger(path: Path, unit_id: str, count: int) -> Any:
+def fill_ledger(path: Path, unit_id: str, count: int) -> Ledger:
     """A real Ledger holding `count` dispense events, all still in the outbox (one bulk transaction)."""
-    from controller.clock import RealClock
-    from controller.ledger import Ledger
-
     ledger = Ledger(path, RealClock(), unit_id=unit_id)
     now = datetime.now(UTC)
-    rows = []
-    for seq in range(1, count + 1):
-        ev = bench_dispense(unit_id, seq, now, "nasal-4mg")
-        rows.append((seq, ev.event_id, "dispense", ev.model_dump_json().encode(), now.isoformat()))
-    con = sqlite3.connect(path)
-    with con:
-        con.executemany(
-            "INSERT INTO events(seq, event_id, event_type, payload, created_at) VALUES(?,?,?,?,?)", rows
-        )
-        con.executemany("INSERT INTO outbox(seq) VALUES(?)", [(r[0],) for r in rows])
-        con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('last_seq', ?)", (str(count),))
-    con.close()
+    identity = {"event_id", "seq", "ts", "unit"}  # the ledger gives each event its own
+    events = (bench_dispense(unit_id, seq, now, "nasal-4mg") for seq in range(1, count + 1))
+    ledger.record_many(DispenseEvent, (e.model_dump(exclude=identity) for e in events))
     return ledger
 
 
 def outbox_drain(port: int, count: int) -> dict[str, Any]:
     """Events/s the real Reporter moves from a `count`-row outbox to the broker (PUBACKed)."""
-    from controller.clock import RealClock
     from controller.mqtt.client import MqttSettings
     from controller.mqtt.reporter import Reporter
 

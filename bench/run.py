@@ -350,10 +350,7 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         rows.append(
             ("dispenses/s over a pty", fmt(s["dispenses_per_s"]), "", "", f"spin {s['dispense_spin_ms']} ms")
         )
-    try:
-        rows += _kiosk().table_rows(r.get("kiosk", {}))
-    except ImportError as exc:  # the kiosk's own packages missing: its rows say so, the others print
-        rows.append(("kiosk press latency", f"error: {exc}"[:60], "", "", ""))
+    rows += _kiosk().table_rows(r.get("kiosk", {}))
     for name in EXTRA_MEASURES:
         e = r.get(name, {})
         if "p99_ms" in e:

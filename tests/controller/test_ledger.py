@@ -41,6 +41,17 @@ def test_seq_increases_and_survives_reopen(tmp_path: Path) -> None:
     led.close()
 
 
+def test_record_many_appends_after_the_last_seq_in_one_transaction(tmp_path: Path) -> None:
+    led = new_ledger(tmp_path)
+    led.record(DoorEvent, open=True)
+    assert led.record_many(DoorEvent, ({"open": i % 2 == 0} for i in range(4))) == 4
+    assert [e.seq for e in led.events()] == [1, 2, 3, 4, 5] and led.depth() == 5
+    with pytest.raises(ValueError):  # a value the event refuses: nothing of the batch is kept
+        led.record_many(DoorEvent, [{"open": True}, {"open": "not a flag"}])
+    assert led.last_seq() == 5 and read_census(tmp_path / "ledger.sqlite3").events == {"door": 5}
+    led.close()
+
+
 def test_stock_change_in_same_transaction_as_event(tmp_path: Path) -> None:
     led = new_ledger(tmp_path)
     led.record(RestockEvent, changes=(ColumnChange(1, stock=2),), column=1, added=2)
