@@ -244,6 +244,22 @@ class VideoToWire:
         self.link.SerialBoard._write = self.write  # type: ignore[method-assign,assignment]
 
 
+def completion_pairs(completed: list[float], on_wire: list[float]) -> list[tuple[float, float]]:
+    """Each DISPENSE frame with the video completion just before it; a frame with no completion since
+    the previous frame (a vend without a finished clip: the player's fallback on a starved machine)
+    and a completion without a frame (a vend that never came) pair with nothing."""
+    pairs: list[tuple[float, float]] = []
+    events = sorted([(t, "completed") for t in completed] + [(t, "wire") for t in on_wire])
+    last: float | None = None
+    for t, kind in events:
+        if kind == "completed":
+            last = t
+        elif last is not None:
+            pairs.append((last, t))
+            last = None
+    return pairs
+
+
 def video_to_dispense(port: int, count: int) -> dict[str, Any]:
     """Video completed (mpv's end-file reaches the daemon) -> the DISPENSE frame written to the line,
     per press, with the real player (mpv, no window) and a 0.5 s clip."""
@@ -256,7 +272,7 @@ def video_to_dispense(port: int, count: int) -> dict[str, Any]:
                 _press_and_wait(unit)
         finally:
             unit.stop()
-    pairs = list(zip(clock.completed, clock.on_wire, strict=False))
+    pairs = completion_pairs(clock.completed, clock.on_wire)
     if not pairs:
         raise baselines.BenchError(
             f"expected completed videos and DISPENSE frames, got {len(clock.completed)} "

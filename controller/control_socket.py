@@ -37,6 +37,7 @@ log = structlog.get_logger("controller.control_socket")
 SOCKET_MODE = 0o660
 MAX_REQUEST_BYTES = 64 * 1024
 CLIENT_TIMEOUT_S = 300.0
+POLL_S = 5.0  # the longest close() could wait for the server thread were its wake-up connection lost
 D = TypeVar("D")  # whatever the handler answers for (the unit daemon; a name in tests)
 Handler = Callable[[D, dict[str, Any]], dict[str, Any]]  # a request and its answer: JSON objects
 
@@ -58,13 +59,19 @@ class ControlServer(Generic[D]):
         self.handler = handler
         self._server = _Server(str(path), self)
         os.chmod(path, SOCKET_MODE)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+        # the server sleeps until a connection comes (close() makes one): an idle unit is not woken to
+        # look at its shutdown flag five times a second; POLL_S is only the safety net
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": POLL_S},
                                         name=f"control {path}", daemon=True)
         self._thread.start()
         log.info("control_socket_listening", path=str(path))
 
     def close(self) -> None:
-        self._server.shutdown()
+        stopper = threading.Thread(target=self._server.shutdown, name=f"control-close {self.path}")
+        stopper.start()
+        while stopper.is_alive():  # wake the server's select() until it has seen the shutdown flag
+            _poke(self.path)
+            stopper.join(0.05)
         self._server.close_connections()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -139,6 +146,16 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer, Generi
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def _poke(path: Path) -> None:
+    """Connect and hang up at once: the server's select() returns (the handler sees an empty request)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        try:
+            s.connect(str(path))
+        except OSError:
+            pass  # already closed: nothing to wake
 
 
 def _peer_uid(conn: socket.socket) -> int:

@@ -475,8 +475,7 @@ class MqttClient:
                 self.on_connected()
             except Exception:
                 log.exception("on_connected_failed")
-        while not self._lost.wait(0.5) and not self._stop.is_set():
-            pass
+        self._lost.wait()  # set on a lost connection and by close(): nothing to poll meanwhile
         return True
 
     def _subscribe(self, client: paho.Client) -> bool:

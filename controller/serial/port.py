@@ -28,7 +28,7 @@ from controller.serial.board_api import BoardError
 
 log = structlog.get_logger("controller.serial.port")
 
-READ_TIMEOUT = 0.5  # seconds one idle read() blocks (close() cancels it: an idle unit wakes 2 times a second)
+READ_TIMEOUT = 2.0  # seconds one idle read() blocks (close() cancels it; an idle unit wakes every 2 s)
 MAX_READ = 4096
 EMPTY_READ_STORM = 50  # this many instant empty reads in a row mean the device is gone
 BACKOFF_START = 0.05

@@ -112,6 +112,7 @@ class MpvPlayer:
         self._duration: float | None = None
         self._last_progress = 0.0
         self._closed = threading.Event()
+        self._armed = threading.Event()  # a clip was handed to mpv (or close): the watchdog looks again
         self._requests = 0
         self._answers: dict[int, dict[str, Any]] = {}
         self._watchdog = threading.Thread(target=self._watch, name="mpv-watchdog", daemon=True)
@@ -138,6 +139,7 @@ class MpvPlayer:
         with self._lock:
             self._token, self._pos, self._max_pos, self._duration = token, None, 0.0, None
             self._last_progress = time.monotonic()
+        self._armed.set()
         options = []
         if subtitles is not None and subtitles.is_file() and "," not in str(subtitles):
             options.append(f"sub-file={subtitles}")
@@ -185,6 +187,7 @@ class MpvPlayer:
 
     def close(self) -> None:
         self._closed.set()
+        self._armed.set()
         self._kill()
         if self._watchdog.is_alive():
             self._watchdog.join(timeout=5)
@@ -352,7 +355,17 @@ class MpvPlayer:
             self._emit(VideoFailed(token, "crash", pos, detail="mpv exited during playback"))
 
     def _watch(self) -> None:
-        while not self._closed.wait(0.2):
+        """Every 0.2 s while a clip plays: no progress for the stall timeout fails it. Between clips the
+        thread sleeps until the next play() (an idle unit is not woken five times a second)."""
+        while not self._closed.is_set():
+            with self._lock:
+                idle = self._token is None
+            if idle:
+                self._armed.wait()
+                self._armed.clear()
+                continue
+            if self._closed.wait(0.2):
+                return
             with self._lock:
                 token, pos = self._token, self._pos
                 # a clip still loading (no duration yet) gets three times as long: a busy board starts slowly
