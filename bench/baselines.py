@@ -284,9 +284,47 @@ def _echo(fd: int, stop: threading.Event) -> None:
                 return
 
 
-def pty_echo_rtt(count: int, frame: bytes = b"\x7e\x01\x02\x00\x00\x00\x10\x7e") -> dict[str, float]:
-    """Write a ping-sized frame to a pty and read it back, `count` times."""
-    echo = PtyEcho.open()
+ECHO_PROCESS = """
+import os, select, sys
+fd = int(sys.argv[1])
+while True:
+    select.select([fd], [], [])
+    try:
+        os.write(fd, os.read(fd, 4096))
+    except OSError:
+        break
+"""
+
+
+class ProcessEcho:
+    """A raw pty echoed by another process (as the simulated board is one): the floor for a round trip
+    that crosses processes, scheduling included."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+        import tty
+
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.slave_path = os.ttyname(self.slave)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", ECHO_PROCESS, str(self.master)], pass_fds=(self.master,)
+        )
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        os.close(self.master)
+        os.close(self.slave)
+
+
+def pty_echo_rtt(
+    count: int, frame: bytes = b"\x7e\x01\x02\x00\x00\x00\x10\x7e", process: bool = False
+) -> dict[str, float]:
+    """Write a ping-sized frame to a pty and read it back, `count` times; the echo is a thread of this
+    process, or another process (`process`)."""
+    echo: PtyEcho | ProcessEcho = ProcessEcho() if process else PtyEcho.open()
     port = serial.Serial(echo.slave_path, 115200, timeout=2, exclusive=True)
     samples: list[float] = []
     try:

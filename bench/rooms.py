@@ -299,7 +299,7 @@ def serial_link(pings: int, dispenses: int) -> dict[str, Any]:
     stack.start_board()
     board = SerialBoard(str(stack.link))
     try:
-        board.start(lambda event: None)
+        board.start(lambda event: None, timeout=30.0)  # a loaded machine starts the board slowly
         samples = [board.ping() for _ in range(pings)]
         start = time.perf_counter()
         for i in range(dispenses):
@@ -323,7 +323,7 @@ def noisy_ping(pings: int, noise: float) -> dict[str, Any]:
     stack.start_board()
     board = SerialBoard(str(stack.link))
     try:
-        board.start(lambda event: None)
+        board.start(lambda event: None, timeout=30.0)  # a loaded machine starts the board slowly
         stack.ctl("fault", f"noise={noise}")
         samples = [board.ping(timeout=5.0) for _ in range(pings)]
         out: dict[str, Any] = dict(baselines.summary_ms(samples))

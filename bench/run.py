@@ -198,6 +198,7 @@ def central_ingest(port: int, sizes: Sizes) -> dict[str, Any]:
 
 def serial_link(sizes: Sizes) -> dict[str, Any]:
     base = baselines.pty_echo_rtt(sizes.pings)
+    cross = baselines.pty_echo_rtt(sizes.pings, process=True)
     link = rooms.serial_link(sizes.pings, sizes.dispenses)
     noisy = rooms.noisy_ping(sizes.pings // 2, 0.05)
     return {
@@ -207,6 +208,8 @@ def serial_link(sizes: Sizes) -> dict[str, Any]:
         "met": link["ping"]["p99_ms"] <= 1.0 and noisy["p99_ms"] <= 50.0,
         "ping_rtt": link["ping"],
         "raw_pty_echo_rtt": base,
+        "process_pty_echo_rtt": cross,
+        "ratio_rtt_p99_process_echo": ratio(link["ping"]["p99_ms"], cross["p99_ms"]),
         "ratio_rtt_p50": ratio(link["ping"]["p50_ms"], base["p50_ms"]),
         "ratio_rtt_p99": ratio(link["ping"]["p99_ms"], base["p99_ms"]),
         "dispenses_per_s": link["dispenses_per_s"],
@@ -334,6 +337,17 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                     fmt(s["raw_pty_echo_rtt"][f"{p}_ms"]),
                     fmt(s[f"ratio_rtt_{p}"]),
                     target,
+                )
+            )
+        if "process_pty_echo_rtt" in s:
+            e = s["process_pty_echo_rtt"]
+            rows.append(
+                (
+                    "  echo by another process p50/p99 (ms)",
+                    f"{fmt(e['p50_ms'])} / {fmt(e['p99_ms'])}",
+                    "",
+                    fmt(s.get("ratio_rtt_p99_process_echo")),
+                    "",
                 )
             )
         if "noisy_ping_rtt" in s:
