@@ -10,6 +10,7 @@ truth always agree (except for the deliberate `miss_drop` fault: a kit falls uns
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -232,28 +233,23 @@ class MotorPin:
         return None
 
 
-class CurrentADC:
-    def __init__(self, world: World, column: int) -> None:
-        self.world, self.column = world, column
+class InputPin:
+    """An input pin of the simulated board: its level is whatever the world says now."""
 
-    def read_u16(self) -> int:
-        return min(65535, self.world.current_ma(self.column) * 65535 // CURRENT_FULL_SCALE_MA + 1)
-
-
-class DropPin:
-    def __init__(self, world: World, column: int) -> None:
-        self.world, self.column = world, column
-
-    def value(self) -> int:
-        return self.world.read_drop(self.column)
+    def __init__(self, level: Callable[[], int]) -> None:
+        self.value = level
 
 
-class DoorPin:
-    def __init__(self, world: World) -> None:
-        self.world = world
+class Adc:
+    """An ADC channel of the simulated board: its 16-bit reading is whatever the world says now."""
 
-    def value(self) -> int:
-        return 1 if self.world.door_open else 0
+    def __init__(self, reading: Callable[[], int]) -> None:
+        self.read_u16 = reading
+
+
+def current_reading(world: World, column: int) -> Callable[[], int]:
+    """The motor current sense of `column`, scaled as the firmware's ADC reads it."""
+    return lambda: min(65535, world.current_ma(column) * 65535 // CURRENT_FULL_SCALE_MA + 1)
 
 
 class LightPin:
@@ -273,22 +269,6 @@ class LightPin:
         return None
 
 
-class ButtonPin:
-    def __init__(self, world: World, language: int) -> None:
-        self.world, self.language = world, language
-
-    def value(self) -> int:
-        return self.world.read_button(self.language)
-
-
-class TempADC:
-    def __init__(self, world: World) -> None:
-        self.world = world
-
-    def read_u16(self) -> int:
-        return raw_from_centi(self.world.temperature_centi())
-
-
 class SimHal:
     """The HAL object of firmware_py/hal.py, built over a World, a UART and a key->bytes store."""
 
@@ -299,12 +279,12 @@ class SimHal:
         n = len(world.columns)
         self.uart = uart
         self.motor_pins = [MotorPin(world, c) for c in range(1, n + 1)]
-        self.current_adcs = [CurrentADC(world, c) for c in range(1, n + 1)]
-        self.drop_pins = [DropPin(world, c) for c in range(1, n + 1)]
+        self.current_adcs = [Adc(current_reading(world, c)) for c in range(1, n + 1)]
+        self.drop_pins = [InputPin(functools.partial(world.read_drop, c)) for c in range(1, n + 1)]
         self.empty_pins = None
-        self.door_pin = DoorPin(world)
-        self.temp_adc = TempADC(world)
-        self.button_pins = [ButtonPin(world, 0), ButtonPin(world, 1)]
+        self.door_pin = InputPin(lambda: 1 if world.door_open else 0)
+        self.temp_adc = Adc(lambda: raw_from_centi(world.temperature_centi()))
+        self.button_pins = [InputPin(functools.partial(world.read_button, b)) for b in (0, 1)]
         self.light_pin = LightPin(world)
         self.reset = reset  # the firmware restarts itself (after an update): machine.reset() on a board
         self.nvs = nvs

@@ -11,33 +11,22 @@ from __future__ import annotations
 import threading
 import time
 
-import serial
-
 from simulator.noise import Noise
+from simulator.serial_end import SerialEnd
 
 
-class MemoryPort:
+class MemoryPort(SerialEnd):
     """One end of an in-memory serial line."""
 
     def __init__(self, name: str, noise: Noise | None = None) -> None:
-        self.name = self.port = name
+        super().__init__(name, "port")
         self.noise = noise
-        self.timeout: float | None = None
         self.write_timeout: float | None = None
         self.baudrate = 115200
         self.peer: MemoryPort | None = None
         self._buf = bytearray()
         self._cond = threading.Condition()
-        self._open = True
         self.bytes_written = 0
-
-    @property
-    def is_open(self) -> bool:
-        return self._open
-
-    def _check_open(self) -> None:
-        if not self._open:
-            raise serial.SerialException(f"{self.name}: expected an open port, got a closed one")
 
     def write(self, data: bytes) -> int:
         self._check_open()

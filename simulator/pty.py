@@ -18,8 +18,10 @@ import tty
 
 import serial
 
+from simulator.serial_end import SerialEnd
 
-class PtyPort:
+
+class PtyPort(SerialEnd):
     """Pyserial-like port on the master side of a new pty; `path` becomes a symlink to the slave."""
 
     def __init__(self, path: str) -> None:
@@ -30,20 +32,10 @@ class PtyPort:
         tty.setraw(self.master)
         os.set_blocking(self.master, False)
         self.slave_name = os.ttyname(self.slave)
+        super().__init__(path, "pty")
         self.path = path
-        self.name = self.port = path
-        self.timeout: float | None = None
         self.dropped_writes = 0
-        self._open = True
         _replace_symlink(self.slave_name, path)
-
-    @property
-    def is_open(self) -> bool:
-        return self._open
-
-    def _check_open(self) -> None:
-        if not self._open:
-            raise serial.SerialException(f"{self.path}: expected an open pty, got a closed one")
 
     def read(self, size: int = 1) -> bytes:
         self._check_open()
