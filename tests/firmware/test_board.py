@@ -26,6 +26,12 @@ def dispense(bench: Bench, cid: int, column: int) -> list[codec.Message]:
     return bench.run_until(lambda g: result_of(g, cid))
 
 
+def dispense_gets(bench: Bench, cid: int, column: int, outcome: int, coil_starts: int) -> None:
+    """DISPENSE(cid, column) gets `outcome`; the column's coil has started `coil_starts` times in all."""
+    assert result_of(dispense(bench, cid, column), cid).outcome == outcome
+    assert bench.hal.motor_pins[column - 1].starts == coil_starts
+
+
 def start_spin(bench: Bench, cid: int, column: int) -> None:
     """Send DISPENSE(cid, column) and step until the column's coil turns."""
     bench.send(codec.Dispense(cid, column))
@@ -89,9 +95,7 @@ def test_result_survives_reboot_after_drop():
     bench.run_until(lambda g: result_of(g, 9))
     bench.reboot()
     bench.hal.drop_pins[0].value(0)
-    got = dispense(bench, 9, 1)
-    assert result_of(got, 9).outcome == codec.DROPPED
-    assert bench.hal.motor_pins[0].starts == 1
+    dispense_gets(bench, 9, 1, codec.DROPPED, coil_starts=1)
 
 
 def test_door_open_refuses_without_spinning_and_is_not_journaled():
@@ -101,9 +105,7 @@ def test_door_open_refuses_without_spinning_and_is_not_journaled():
     assert of_type(got, codec.Door) == [], "a door change is reported once stable (debounce 20 ms)"
     got = bench.step(3, advance_ms=10)
     assert of_type(got, codec.Door) == [codec.Door(1)]
-    got = dispense(bench, 11, 1)
-    assert result_of(got, 11).outcome == codec.DOOR_OPEN
-    assert bench.hal.motor_pins[0].starts == 0
+    dispense_gets(bench, 11, 1, codec.DOOR_OPEN, coil_starts=0)
     assert bench.board.journal.lookup(11) is None
 
 
@@ -164,9 +166,7 @@ def test_beam_blocked_before_spin_refuses_and_reports_sensor_fault():
 def test_empty_switch_gives_empty():
     bench = booted(hal=BenchHal(empty_pins=True))
     bench.hal.empty_pins[0].value(1)
-    got = dispense(bench, 24, 1)
-    assert result_of(got, 24).outcome == codec.EMPTY
-    assert bench.hal.motor_pins[0].starts == 0
+    dispense_gets(bench, 24, 1, codec.EMPTY, coil_starts=0)
 
 
 def test_bad_column():
@@ -386,9 +386,7 @@ def test_failed_final_write_still_reports_and_never_spins_again():
     got = bench.run_until(lambda g: result_of(g, 61) and of_type(g, codec.Fault))
     assert result_of(got, 61).outcome == codec.DROPPED
     assert of_type(got, codec.Fault)[0].code == codec.FAULT_NVS
-    got = dispense(bench, 61, 1)
-    assert result_of(got, 61).outcome == codec.DROPPED
-    assert bench.hal.motor_pins[0].starts == 1
+    dispense_gets(bench, 61, 1, codec.DROPPED, coil_starts=1)
 
 
 def test_boot_with_failing_storage_still_runs_and_reports_it():

@@ -34,6 +34,14 @@ def central(broker: Broker, tmp_path: Path) -> Iterator[Service]:
         yield svc
 
 
+@pytest.fixture
+def feed(broker: Broker) -> Iterator[UnitSide]:
+    """A publisher speaking as the units (their streams are made up by tests.inventory.gen)."""
+    side = UnitSide(broker.port, "feeder")
+    yield side
+    side.close()
+
+
 def now_stream(unit: str, site: str) -> UnitStream:
     """A history over the last three weeks, ending now, so the chart and the rates are live."""
     s = UnitStream(unit, site, start=datetime.now(UTC) - timedelta(days=21))
@@ -122,102 +130,87 @@ def test_dashboard_fed_by_a_real_unit_shows_a_vend_and_a_low_stock_alert(
         feed.close()
 
 
-def test_api_and_csv_over_http(central: Service, broker: Broker) -> None:
-    feed = UnitSide(broker.port, "feeder")
-    try:
-        s = now_stream("unit-002", "Site A")
-        feed.publish_all(
-            [(topic(s.unit, "state"), s.state(datetime.now(UTC)).model_dump_json().encode())] + s.messages()
+def test_api_and_csv_over_http(central: Service, feed: UnitSide) -> None:
+    s = now_stream("unit-002", "Site A")
+    feed.publish_all(
+        [(topic(s.unit, "state"), s.state(datetime.now(UTC)).model_dump_json().encode())] + s.messages()
+    )
+    with api_client(central) as http:
+        wait_for(
+            lambda: (
+                len(http.get("/api/units/unit-002/events", params={"limit": 1000}).json()) == len(s.events)
+            ),
+            20,
+            "all events over the API",
         )
-        with api_client(central) as http:
-            wait_for(
-                lambda: (
-                    len(http.get("/api/units/unit-002/events", params={"limit": 1000}).json())
-                    == len(s.events)
-                ),
-                20,
-                "all events over the API",
-            )
-            units = {u["id"]: u for u in http.get("/api/units").json()}
-            assert set(units) == {"unit-001", "unit-002", "unit-003"}
-            assert units["unit-002"]["stock"] == {str(c): n for c, n in s.stock.items()}
-            assert units["unit-002"]["site"] == "Site A"
-            rows = list(csv.DictReader(io.StringIO(http.get("/reports/monthly.csv").text)))
-            assert sum(int(r["kits"]) for r in rows if r["unit"] == "unit-002") == sum(s.kits.values())
-            spec = http.get("/openapi.json").json()
-            assert {"/api/units", "/api/units/{unit}/events", "/healthz"} <= set(spec["paths"])
-            assert http.get("/healthz").json()["ok"] is True
-            assert http.get("/api/units/nope/events").status_code == 404
-            assert http.get("/docs").status_code == 200
-            for path in ("/", "/alerts", "/discrepancies", "/reports", "/units/unit-002"):
-                assert http.get(path).status_code == 200, path
-    finally:
-        feed.close()
+        units = {u["id"]: u for u in http.get("/api/units").json()}
+        assert set(units) == {"unit-001", "unit-002", "unit-003"}
+        assert units["unit-002"]["stock"] == {str(c): n for c, n in s.stock.items()}
+        assert units["unit-002"]["site"] == "Site A"
+        rows = list(csv.DictReader(io.StringIO(http.get("/reports/monthly.csv").text)))
+        assert sum(int(r["kits"]) for r in rows if r["unit"] == "unit-002") == sum(s.kits.values())
+        spec = http.get("/openapi.json").json()
+        assert {"/api/units", "/api/units/{unit}/events", "/healthz"} <= set(spec["paths"])
+        assert http.get("/healthz").json()["ok"] is True
+        assert http.get("/api/units/nope/events").status_code == 404
+        assert http.get("/docs").status_code == 200
+        for path in ("/", "/alerts", "/discrepancies", "/reports", "/units/unit-002"):
+            assert http.get(path).status_code == 200, path
 
 
 def test_restock_discrepancy_is_listed_until_resolved_and_refusals_show(
-    central: Service, broker: Broker
+    central: Service, feed: UnitSide
 ) -> None:
-    feed = UnitSide(broker.port, "feeder")
-    try:
-        s = UnitStream("unit-003", "Site B", start=datetime.now(UTC) - timedelta(hours=1))
-        s.restock(0, 1, 10)
-        s.restock(30, 1, 20, counted_before=8)  # the ledger expected 10, the technician counted 8
-        feed.publish_all(s.messages() + [(topic("unit-003", "event", "door"), b"{not json")])
-        with api_client(central) as http:
-            wait_for(lambda: len(http.get("/api/discrepancies").json()) == 1, 20, "one discrepancy")
-            page = http.get("/discrepancies").text
-            assert "blind count 8 vs expected 10 (-2)" in page
-            event_id = http.get("/api/discrepancies").json()[0]["event_id"]
-            r = http.post(
-                f"/discrepancies/unit-003/{event_id}/resolve",
-                content="note=recounted+OK",
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-            )
-            assert r.status_code == 303
-            assert http.get("/api/discrepancies").json()[0]["resolved_at"] is not None
-            assert 'id="open-discrepancies"' in http.get("/discrepancies").text
-            assert "None open." in http.get("/discrepancies").text
-            wait_for(lambda: "malformed json: 1" in http.get("/").text, 10, "the refusal on the dashboard")
-            assert http.get("/api/ingest").json()["rejected"]["malformed_json"]["count"] == 1
-    finally:
-        feed.close()
+    s = UnitStream("unit-003", "Site B", start=datetime.now(UTC) - timedelta(hours=1))
+    s.restock(0, 1, 10)
+    s.restock(30, 1, 20, counted_before=8)  # the ledger expected 10, the technician counted 8
+    feed.publish_all(s.messages() + [(topic("unit-003", "event", "door"), b"{not json")])
+    with api_client(central) as http:
+        wait_for(lambda: len(http.get("/api/discrepancies").json()) == 1, 20, "one discrepancy")
+        page = http.get("/discrepancies").text
+        assert "blind count 8 vs expected 10 (-2)" in page
+        event_id = http.get("/api/discrepancies").json()[0]["event_id"]
+        r = http.post(
+            f"/discrepancies/unit-003/{event_id}/resolve",
+            content="note=recounted+OK",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert r.status_code == 303
+        assert http.get("/api/discrepancies").json()[0]["resolved_at"] is not None
+        assert 'id="open-discrepancies"' in http.get("/discrepancies").text
+        assert "None open." in http.get("/discrepancies").text
+        wait_for(lambda: "malformed json: 1" in http.get("/").text, 10, "the refusal on the dashboard")
+        assert http.get("/api/ingest").json()["rejected"]["malformed_json"]["count"] == 1
 
 
-def test_accept_gap_over_the_api(central: Service, broker: Broker) -> None:
-    feed = UnitSide(broker.port, "feeder")
-    try:
-        s = now_stream("unit-003", "Site B")
-        msgs = s.messages()
-        feed.publish_all(msgs[:3] + msgs[4:])  # seq 4 never arrives
-        with api_client(central) as http:
-            wait_for(lambda: http.get("/api/units/unit-003").json()["acked_seq"] == 3, 20, "ack stops at 3")
-            assert (
-                http.post(
-                    "/api/units/unit-003/accept-gap", json={"through_seq": 4, "reason": " "}
-                ).status_code
-                == 422
+def test_accept_gap_over_the_api(central: Service, feed: UnitSide) -> None:
+    s = now_stream("unit-003", "Site B")
+    msgs = s.messages()
+    feed.publish_all(msgs[:3] + msgs[4:])  # seq 4 never arrives
+    with api_client(central) as http:
+        wait_for(lambda: http.get("/api/units/unit-003").json()["acked_seq"] == 3, 20, "ack stops at 3")
+        assert (
+            http.post("/api/units/unit-003/accept-gap", json={"through_seq": 4, "reason": " "}).status_code
+            == 422
+        )
+        beyond = http.post(
+            "/api/units/unit-003/accept-gap", json={"through_seq": s.seq + 1, "reason": "too far"}
+        )
+        assert beyond.status_code == 409 and f"at most {s.seq}" in beyond.json()["detail"], beyond.text
+        for kind in ("text/plain", None):  # what a cross-site form or fetch can send without asking
+            headers = {"content-type": kind} if kind else {}
+            form = http.post(
+                "/api/units/unit-003/accept-gap",
+                content=b'{"through_seq": 4, "reason": "csrf"}',
+                headers=headers,
             )
-            beyond = http.post(
-                "/api/units/unit-003/accept-gap", json={"through_seq": s.seq + 1, "reason": "too far"}
-            )
-            assert beyond.status_code == 409 and f"at most {s.seq}" in beyond.json()["detail"], beyond.text
-            for kind in ("text/plain", None):  # what a cross-site form or fetch can send without asking
-                headers = {"content-type": kind} if kind else {}
-                form = http.post(
-                    "/api/units/unit-003/accept-gap",
-                    content=b'{"through_seq": 4, "reason": "csrf"}',
-                    headers=headers,
-                )
-                assert form.status_code in (415, 422), (kind, form.text)
-            assert http.get("/api/units/unit-003").json()["acked_seq"] == 3, "refused calls changed nothing"
-            r = http.post(
-                "/api/units/unit-003/accept-gap", json={"through_seq": 4, "reason": "lost in a restore"}
-            )
-            assert r.status_code == 200, r.text
-            assert r.json()["given_up"] == 1 and r.json()["acked_seq"] == s.seq
-    finally:
-        feed.close()
+            assert form.status_code in (415, 422), (kind, form.text)
+        assert http.get("/api/units/unit-003").json()["acked_seq"] == 3, "refused calls changed nothing"
+        r = http.post(
+            "/api/units/unit-003/accept-gap", json={"through_seq": 4, "reason": "lost in a restore"}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["given_up"] == 1 and r.json()["acked_seq"] == s.seq
 
 
 def test_pages_warn_when_the_service_loses_the_broker(central: Service, broker: Broker) -> None:

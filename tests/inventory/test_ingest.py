@@ -62,14 +62,15 @@ def stream(unit: str = "unit-001", seed: int = 1, vends: int = 30) -> UnitStream
     return s
 
 
-def fed_without_3_to_5(
-    store: Store, config: CentralConfig, clock: FakeClock
+def fed_without(
+    store: Store, config: CentralConfig, clock: FakeClock, seqs: range, seed: int, vends: int
 ) -> tuple[Ingestor, Recorder, UnitStream, list[tuple[str, bytes]]]:
-    """A fresh ingestor fed unit-001's seed-8 stream of 5 vends without its seqs 3..5; all its messages."""
+    """A fresh ingestor fed unit-001's stream of `vends` vends (random `seed`) without its events of
+    `seqs`; all its messages."""
     ing, rec = ingestor(store, config, clock)
-    s = stream(seed=8, vends=5)
+    s = stream(seed=seed, vends=vends)
     msgs = s.messages()
-    feed(ing, msgs[:2] + msgs[5:])
+    feed(ing, msgs[: seqs.start - 1] + msgs[seqs.stop - 1 :])
     return ing, rec, s, msgs
 
 
@@ -279,7 +280,7 @@ def test_ack_is_published_after_each_batch(store: Store, config: CentralConfig, 
 def test_an_operator_can_give_up_on_events_the_unit_no_longer_has(
     store: Store, config: CentralConfig, clock: FakeClock
 ) -> None:
-    ing, rec, s, _ = fed_without_3_to_5(store, config, clock)  # seqs 3..5 are gone for good
+    ing, rec, s, _ = fed_without(store, config, clock, range(3, 6), seed=8, vends=5)  # 3..5 gone for good
     assert rec.acks(s.unit)[-1] == 2
     clock.advance(31)
     assert [r.from_seq for r in ing.tick()] == [3]
@@ -293,10 +294,7 @@ def test_an_operator_can_give_up_on_events_the_unit_no_longer_has(
 def test_accept_gap_never_passes_the_last_seq_the_unit_reported(
     store: Store, config: CentralConfig, clock: FakeClock
 ) -> None:
-    ing, rec = ingestor(store, config, clock)
-    s = stream(seed=9, vends=2)
-    msgs = s.messages()
-    feed(ing, msgs[:1] + msgs[2:])
+    ing, rec, s, _ = fed_without(store, config, clock, range(2, 3), seed=9, vends=2)
     with pytest.raises(GapBeyondUnit, match=f"at most {s.seq}"):
         store.accept_gap(s.unit, s.seq + 1, "beyond the unit", clock.now())
     with pytest.raises(GapBeyondUnit):
@@ -357,7 +355,7 @@ def test_a_restarted_numbering_is_caught_from_the_events_alone(
 def test_a_late_event_inside_an_accepted_gap_is_not_a_restart(
     store: Store, config: CentralConfig, clock: FakeClock
 ) -> None:
-    ing, rec, s, msgs = fed_without_3_to_5(store, config, clock)
+    ing, rec, s, msgs = fed_without(store, config, clock, range(3, 6), seed=8, vends=5)
     store.accept_gap(s.unit, 5, "given up", clock.now())
     feed(ing, msgs[2:5])  # they turn up after all
     row = store.unit(s.unit)

@@ -20,7 +20,7 @@ from schemas.models import MAX_SEQ, ColumnState
 from tests.controller.mqtt.certs import MAKE_CERTS
 from tests.inventory.conftest import make_config
 from tests.inventory.gen import vending_state
-from tests.inventory.test_ingest import good_event, ingestor, stream
+from tests.inventory.test_ingest import fed_without, good_event, ingestor
 
 
 def restock(seq: int, **changes: object) -> Incoming:
@@ -82,10 +82,7 @@ def test_quarantine_of_a_flood_stays_bounded(store: Store, clock: FakeClock) -> 
 def test_replays_back_off_and_wait_while_the_missing_event_is_quarantined(
     store: Store, config: CentralConfig, clock: FakeClock
 ) -> None:
-    ing, rec = ingestor(store, config, clock)
-    s = stream(seed=3, vends=3)
-    msgs = s.messages()
-    ing.process([Incoming(t, p) for t, p in msgs[:2] + msgs[3:]])  # seq 3 missing
+    ing, rec, s, msgs = fed_without(store, config, clock, range(3, 4), seed=3, vends=3)
     times = []
     for second in range(0, 1000):
         clock.advance(1)

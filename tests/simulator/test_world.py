@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from simulator.hal import JAM_MA, RUN_MA, World
 
 
@@ -49,13 +51,19 @@ def test_coil_travel_is_kept_between_spins():
     assert w.read_drop(2) == 1
 
 
-def test_empty_column_turns_without_a_drop():
-    w, clock = world()
-    w.set_stock(1, 0)
+@pytest.mark.parametrize(
+    ("faults", "stock", "ms", "dropped"),
+    [({}, 0, 150, 0), ({"miss_drop": 1.0}, None, 100, 1)],
+    ids=["empty_column_turns_without_a_drop", "missed_drop_falls_unseen"],
+)
+def test_a_turn_the_drop_sensor_does_not_see(faults, stock, ms, dropped):
+    w, clock = world(**faults)
+    if stock is not None:
+        w.set_stock(1, stock)
     w.motor(1, True)
-    clock.t += 150
+    clock.t += ms
     assert w.read_drop(1) == 0
-    assert w.truth.dropped == 0
+    assert w.truth.dropped == dropped
 
 
 def test_jam_raises_current_and_stops_travel():
@@ -74,14 +82,6 @@ def test_dead_motor_draws_nothing_and_does_not_turn():
     clock.t += 500
     assert w.current_ma(1) == 0
     assert w.read_drop(1) == 0
-
-
-def test_missed_drop_falls_unseen():
-    w, clock = world(miss_drop=1.0)
-    w.motor(1, True)
-    clock.t += 100
-    assert w.read_drop(1) == 0
-    assert w.truth.dropped == 1
 
 
 def test_stuck_sensor_blocks_the_beam_until_the_door_opens():
