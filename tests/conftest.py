@@ -4,6 +4,8 @@ artifact folder."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -22,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 LEAK_GRACE_S = 10.0
 
-__all__ = ["NALOX", "ROOT", "nalox", "run_nalox"]
+__all__ = ["NALOX", "ROOT", "nalox", "run_nalox", "stop_group"]
 
 
 def nalox(*args: str) -> list[str]:
@@ -33,6 +35,19 @@ def nalox(*args: str) -> list[str]:
 def run_nalox(*args: str, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """`nalox ARGS` in its own process from the repository root, output captured as text."""
     return subprocess.run(nalox(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kwargs)
+
+
+def stop_group(proc: subprocess.Popen[Any], grace_s: float) -> None:
+    """SIGTERM to the process group `proc` leads (started with start_new_session), SIGKILL when it is
+    still there after `grace_s` seconds; reaped either way."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
 
 
 @pytest.fixture(autouse=True)

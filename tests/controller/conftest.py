@@ -93,6 +93,12 @@ class Rig:
     def close(self) -> None:
         self.daemon.stop()
 
+    def __enter__(self) -> Rig:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def lot_rig(tmp_path: Path, stock: int, *lots: tuple[str, str], **sections: Any) -> Rig:
     """A rig with one nasal-4mg column (capacity 30, `stock` kits) per (lot, expiry), numbered from 1."""

@@ -42,8 +42,7 @@ def rig(tmp_path: Path, **policies: object) -> Rig:
 def test_press_held_by_the_board_through_a_port_reopen_is_void(tmp_path: Path) -> None:
     event = board_press(hold_ms=150, unacked_ms=30_000)
     assert event.age_s is not None and 30.0 <= event.age_s <= 32.0 and event.hold_ms == 150
-    r = rig(tmp_path)
-    try:
+    with rig(tmp_path) as r:
         r.board._on_event(event)  # arrives now: only the board's age says it is 30 s old
         r.daemon.pump()
         assert r.events("video") == [] and r.events("dispense") == [] and r.player.plays == []
@@ -51,50 +50,39 @@ def test_press_held_by_the_board_through_a_port_reopen_is_void(tmp_path: Path) -
         r.board._on_event(board_press(hold_ms=150, unacked_ms=0))  # a person there now is served
         r.daemon.pump()
         assert [v.phase for v in r.events("video")] == ["started"]
-    finally:
-        r.close()
 
 
 def test_long_press_gives_one_emergency_kit(tmp_path: Path) -> None:
     event = board_press(hold_ms=1600, unacked_ms=0, button=1)
     assert event.hold_ms is not None and event.hold_ms >= 1500 and event.age_s is not None and event.age_s < 1
-    r = rig(tmp_path)
-    try:
+    with rig(tmp_path) as r:
         r.board._on_event(event)
         r.daemon.pump()
         assert [e.via for e in r.events("dispense")] == ["emergency"] and r.player.plays == []
         assert r.board.stats()["dropped"] == 1
         assert ("emergency", "es") in r.daemon.kiosk.shown
-    finally:
-        r.close()
 
 
 def test_long_press_with_emergency_off_repeats_the_speech(tmp_path: Path) -> None:
-    r = rig(tmp_path, emergency=False)
-    try:
+    with rig(tmp_path, emergency=False) as r:
         speaker = r.daemon.kiosk.speaker
         before = len(speaker.said)
         r.board._on_event(board_press(hold_ms=1600, unacked_ms=0))
         r.daemon.pump()
         assert r.events("dispense") == [] and r.player.plays == [] and r.events("video") == []
         assert len(speaker.said) == before + 1, "the screen is said again"
-    finally:
-        r.close()
 
 
 def test_short_press_plays_the_video(tmp_path: Path) -> None:
     event = board_press(hold_ms=200, unacked_ms=0)
     assert event.hold_ms is not None and event.hold_ms < 1500
-    r = rig(tmp_path)
-    try:
+    with rig(tmp_path) as r:
         r.board._on_event(event)
         r.daemon.pump()
         assert [v.phase for v in r.events("video")] == ["started"] and len(r.player.plays) == 1
         assert r.events("dispense") == []
         r.complete()
         assert [e.via for e in r.events("dispense")] == ["video"]
-    finally:
-        r.close()
 
 
 def test_long_press_threshold_is_the_unit_config(tmp_path: Path) -> None:

@@ -26,8 +26,7 @@ def vias(r: Rig) -> list[str]:
 
 
 def test_spanish_speaker_gets_spanish_on_every_screen(tmp_path: Path) -> None:
-    r = rig(tmp_path)
-    try:
+    with rig(tmp_path) as r:
         start = len(r.daemon.kiosk.shown)
         r.press("es")
         assert r.player.texts[-1].startswith(ES.gettext(m.WATCH_VIDEO))
@@ -54,13 +53,10 @@ def test_spanish_speaker_gets_spanish_on_every_screen(tmp_path: Path) -> None:
             "dispensing",
             "vend_failed",
         ]
-    finally:
-        r.close()
 
 
 def test_another_kit_inside_the_window_not_after(tmp_path: Path) -> None:
-    r = rig(tmp_path)
-    try:
+    with rig(tmp_path) as r:
         r.press("en")
         r.complete()
         r.clock.advance(19)
@@ -71,13 +67,10 @@ def test_another_kit_inside_the_window_not_after(tmp_path: Path) -> None:
         r.press("en")
         assert vias(r) == ["video", "extra"], "no kit without the video after the window"
         assert len(r.player.plays) == 2 and r.daemon.kiosk.screen == "video"
-    finally:
-        r.close()
 
 
 def test_cap_per_person_then_the_video_again(tmp_path: Path) -> None:
-    r = rig(tmp_path, policies={"kits_per_session": 3})
-    try:
+    with rig(tmp_path, policies={"kits_per_session": 3}) as r:
         r.press("es")
         r.complete()
         for _ in range(4):
@@ -85,13 +78,10 @@ def test_cap_per_person_then_the_video_again(tmp_path: Path) -> None:
             r.press("es")
         assert vias(r) == ["video", "extra", "extra"]
         assert len(r.player.plays) == 2, "the fourth press after three kits starts a new video"
-    finally:
-        r.close()
 
 
 def test_next_person_must_watch_the_video(tmp_path: Path) -> None:
-    r = rig(tmp_path)
-    try:
+    with rig(tmp_path) as r:
         r.press("en")
         r.complete()
         r.clock.advance(25)
@@ -101,13 +91,10 @@ def test_next_person_must_watch_the_video(tmp_path: Path) -> None:
         assert len(r.events("dispense")) == 1 and r.player.plays[-1][0].name == "es.mp4"
         r.complete()
         assert vias(r) == ["video", "video"]
-    finally:
-        r.close()
 
 
 def test_emergency_long_press_gives_one_kit_at_once(tmp_path: Path) -> None:
-    r = rig(tmp_path)
-    try:
+    with rig(tmp_path) as r:
         r.board.press("es", long=True)
         r.daemon.pump()
         assert vias(r) == ["emergency"] and r.player.plays == []
@@ -118,39 +105,28 @@ def test_emergency_long_press_gives_one_kit_at_once(tmp_path: Path) -> None:
         assert len(r.player.plays) == 1 and r.board.stats()["dropped"] == 1
         r.clock.advance(40)
         r.daemon.pump()
-    finally:
-        r.close()
 
 
 def test_emergency_button_by_index_and_off_by_config(tmp_path: Path) -> None:
-    r = rig(tmp_path, kiosk={"buttons": ["en", "es", "emergency"]})
-    try:
+    with rig(tmp_path, kiosk={"buttons": ["en", "es", "emergency"]}) as r:
         r.board.press("en", index=2)  # protocol v2 boards report the button's index
         r.daemon.pump()
         assert vias(r) == ["emergency"]
-    finally:
-        r.close()
-    off = rig(tmp_path / "off", policies={"emergency": False})
-    try:
+    with rig(tmp_path / "off", policies={"emergency": False}) as off:
         said = len(off.daemon.kiosk.speaker.said)
         off.board.press("en", long=True)
         off.daemon.pump()
         assert vias(off) == [] and off.player.plays == [], "turned off: no kit from a long press"
         assert len(off.daemon.kiosk.speaker.said) == said + 1, "... it says the screen again"
-    finally:
-        off.close()
 
 
 def test_emergency_during_a_video_stops_it_and_gives_the_kit(tmp_path: Path) -> None:
-    r = rig(tmp_path)
-    try:
+    with rig(tmp_path) as r:
         r.press("en")
         r.board.press("en", long=True)
         r.daemon.pump()
         assert [e.phase for e in r.events("video")] == ["started", "abandoned"]
         assert vias(r) == ["emergency"]
-    finally:
-        r.close()
 
 
 def test_out_of_stock_before_any_video(tmp_path: Path) -> None:
@@ -178,8 +154,7 @@ def test_out_of_stock_before_any_video(tmp_path: Path) -> None:
 
 
 def test_repeat_button_and_long_press_on_a_screen_say_it_again(tmp_path: Path) -> None:
-    r = rig(tmp_path, kiosk={"buttons": ["en", "es", "repeat"]})
-    try:
+    with rig(tmp_path, kiosk={"buttons": ["en", "es", "repeat"]}) as r:
         speaker = r.daemon.kiosk.speaker
         r.press("es")
         r.complete()
@@ -190,13 +165,10 @@ def test_repeat_button_and_long_press_on_a_screen_say_it_again(tmp_path: Path) -
         r.board.press("es", long=True)  # a long press on the take-kit screen repeats, it is no emergency
         r.daemon.pump()
         assert vias(r) == ["video"] and speaker.said[-1] == said[-1]
-    finally:
-        r.close()
 
 
 def test_out_of_service_screen_for_ledger_down_and_door(tmp_path: Path) -> None:
-    r = rig(tmp_path)
-    try:
+    with rig(tmp_path) as r:
         r.daemon.kiosk.set_out_of_service("ledger", "ledger_down")  # the API for the ledger's owner
         assert r.daemon.kiosk.screen == "out_of_service"
         assert ES.gettext(m.REASON_LEDGER) not in r.player.texts[-1]  # default language: English
@@ -211,13 +183,10 @@ def test_out_of_service_screen_for_ledger_down_and_door(tmp_path: Path) -> None:
         r.board.set_door(False)
         r.daemon.pump()
         assert r.daemon.kiosk.screen == "idle"
-    finally:
-        r.close()
 
 
 def test_status_light_follows_the_unit(tmp_path: Path) -> None:
-    r = rig(tmp_path)
-    try:
+    with rig(tmp_path) as r:
         assert r.board.light_pattern == "lit", "ready"
         r.press("en")
         assert r.board.light_pattern == "blinking", "busy: a person's video"
@@ -227,26 +196,20 @@ def test_status_light_follows_the_unit(tmp_path: Path) -> None:
         r.board.set_door(True)
         r.daemon.pump()
         assert r.board.light_pattern == "off", "cannot vend"
-    finally:
-        r.close()
 
 
 def test_broken_player_fallback_kit_is_told_to_take_it(tmp_path: Path) -> None:
-    r = rig(tmp_path)
-    try:
+    with rig(tmp_path) as r:
         r.press("es")
         r.player.fail("crash")
         r.daemon.pump()
         assert vias(r) == ["fallback"] and r.daemon.kiosk.screen == "take_kit"
         assert r.player.texts[-1].startswith(ES.gettext(m.TAKE_KIT))
         assert "segundos" not in r.player.texts[-1], "no 'another kit' offer without a video watched"
-    finally:
-        r.close()
 
 
 def test_board_down_is_out_of_service_and_a_press_is_told_so(tmp_path: Path) -> None:
-    r = rig(tmp_path)
-    try:
+    with rig(tmp_path) as r:
         r.board.link_down = True
         r.clock.advance(31)  # the next status poll finds no board
         r.daemon.pump()
@@ -262,5 +225,3 @@ def test_board_down_is_out_of_service_and_a_press_is_told_so(tmp_path: Path) -> 
         assert r.daemon.kiosk.screen == "idle"
         r.press("es")
         assert len(r.player.plays) == 1
-    finally:
-        r.close()

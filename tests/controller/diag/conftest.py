@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import copy
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ from controller.diag.board_checks import DiagContext
 from controller.serial.board_link import SerialBoard
 from simulator.board import SimulatedBoard
 from simulator.memlink import serial_pair
-from tests.conftest import NALOX, ROOT
+from tests.conftest import NALOX, ROOT, stop_group
 
 HEALTHY_C = 21.0  # the simulator starts at 4 °C, below the unit's excursion range
 
@@ -147,13 +145,7 @@ class SimProcess:
         return out.stdout
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_group(self.proc, 10)
         self.log.close()
 
 

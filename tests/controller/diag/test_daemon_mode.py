@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -34,6 +32,7 @@ from controller.diag.result import EXIT_CODES
 from controller.ledger import Ledger
 from nalox.broker import Broker
 from schemas.models import DispenseEvent, RestockEvent, parse_event
+from tests.conftest import stop_group
 from tests.controller.diag.conftest import NALOX, ROOT, SimProcess, config_data, run_diag, write_config
 
 UNIT = "diag-unit-1"
@@ -65,13 +64,8 @@ class UnitProcess:
         return (Path(self.log.name).read_text(errors="replace"))[-2000:]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_group(self.proc, 30)
         self.proc = None
 
     def restock_events(self) -> list[RestockEvent]:

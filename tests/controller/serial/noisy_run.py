@@ -105,10 +105,8 @@ def _ping_summary(rtts: list[float]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--count", type=int, default=1000)
-    p.add_argument("--noise", type=float, default=0.05)
-    p.add_argument("--pings", type=int, default=500)
-    p.add_argument("--seed", type=int, default=1)
+    for option, default in (("count", 1000), ("noise", 0.05), ("pings", 500), ("seed", 1)):
+        p.add_argument(f"--{option}", type=type(default), default=default)
     args = p.parse_args(argv)
     quiet_logs()
     with tempfile.TemporaryDirectory(prefix="nalox-noisy-") as tmp:

@@ -38,15 +38,12 @@ def test_presses_during_video_are_ignored(rig: Rig) -> None:
 
 
 def test_fefo_picks_earliest_expiry_then_skips_expired(tmp_path: Path) -> None:
-    r = lot_rig(tmp_path, 5, ("LATE", "2029-01-01"), ("EXPIRED", "2020-01-01"), ("SOON", "2027-01-01"))
-    try:
+    with lot_rig(tmp_path, 5, ("LATE", "2029-01-01"), ("EXPIRED", "2020-01-01"), ("SOON", "2027-01-01")) as r:
         r.press()
         r.complete()
         assert r.events("dispense")[0].lot == "SOON"
         assert r.daemon.ledger.alarm_active("lot_expired_2")
         assert r.daemon.ledger.column(2).stock == 5
-    finally:
-        r.close()
 
 
 def test_window_dispenses_without_replaying_video(rig: Rig) -> None:

@@ -51,8 +51,7 @@ def test_a_top_up_loads_behind_the_older_lot_which_drops_first_and_is_reported(t
 
 
 def test_fefo_across_columns_looks_at_each_front_kit(tmp_path: Path) -> None:
-    r = lot_rig(tmp_path, 2, ("A", "2028-01-01"), ("B", "2027-06-01"))
-    try:
+    with lot_rig(tmp_path, 2, ("A", "2028-01-01"), ("B", "2027-06-01")) as r:
         # column 1 gets kits expiring before column 2's behind its own: its front still expires later
         r.daemon.restock(1, 6, counted_before=2, lot="EARLY", expiry=date(2027, 1, 1))
         r.board.stock[1] = 6
@@ -63,8 +62,6 @@ def test_fefo_across_columns_looks_at_each_front_kit(tmp_path: Path) -> None:
         vend(r)
         vend(r)
         assert [e.lot for e in r.events("dispense")][2:] == ["A", "A", "EARLY"]
-    finally:
-        r.close()
 
 
 def test_an_expired_front_kit_is_never_vended_until_a_technician_takes_it_out(tmp_path: Path) -> None:
@@ -93,8 +90,7 @@ def test_an_expired_front_kit_is_never_vended_until_a_technician_takes_it_out(tm
 
 
 def test_a_recalled_lot_stops_vending_at_once_and_stays_held_across_a_restart(tmp_path: Path) -> None:
-    r = lot_rig(tmp_path, 3, ("RECALLED", "2027-01-01"), ("GOOD", "2028-01-01"))
-    try:
+    with lot_rig(tmp_path, 3, ("RECALLED", "2027-01-01"), ("GOOD", "2028-01-01")) as r:
         cmd = LotHoldCommand(
             command_id="c1",
             issued_at=r.clock.now(),
@@ -119,8 +115,6 @@ def test_a_recalled_lot_stops_vending_at_once_and_stays_held_across_a_restart(tm
         assert not r.daemon.ledger.alarm_active("lot_held_1")
         vend(r)
         assert [e.lot for e in r.events("dispense")][-1] == "RECALLED"  # earliest expiry again
-    finally:
-        r.close()
 
 
 def test_a_hot_day_holds_the_exposed_lot_with_an_alarm_and_a_clear_reason(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -31,20 +31,41 @@ WINDOW_S = 60.0
 CAP = 3
 
 
-class FakeBackend:
+class Machine(Protocol):
+    """What a backend's machine (FakeBoard or SimulatedBoard) does alike."""
+
+    def press(self, lang: str) -> None: ...
+    def set_door(self, open_: bool, /) -> None: ...
+    def reboot(self) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
+
+
+class Backend:
+    """What the model does to the machine the same way on both backends."""
+
+    machine: Machine
+
+    def press(self, lang: str) -> None:
+        self.machine.press(lang)
+
+    def door(self, open_: bool) -> None:
+        self.machine.set_door(open_)
+
+    def reboot(self) -> None:
+        self.machine.reboot()
+
+    def stats(self) -> dict[str, Any]:
+        return self.machine.stats()
+
+
+class FakeBackend(Backend):
     """The scripted board: outcomes decided by the test."""
 
     def __init__(self) -> None:
-        self.board = FakeBoard(columns=COLUMNS, stock=STOCK)
+        self.board = self.machine = FakeBoard(columns=COLUMNS, stock=STOCK)
 
     def daemon_board(self) -> Any:
         return self.board
-
-    def press(self, lang: str) -> None:
-        self.board.press(lang)
-
-    def door(self, open_: bool) -> None:
-        self.board.set_door(open_)
 
     def jam_next(self, column: int) -> None:
         self.board.script.setdefault(column, deque()).append("jammed")
@@ -52,14 +73,8 @@ class FakeBackend:
     def temperature(self, c: float) -> None:
         self.board.temperature_c = c
 
-    def stats(self) -> dict[str, Any]:
-        return self.board.stats()
-
     def load(self, column: int, n: int) -> None:
         self.board.stock[column] = n
-
-    def reboot(self) -> None:
-        self.board.reboot()
 
     def await_events(self, daemon: UnitDaemon, n: int) -> None:
         """FakeBoard delivers events synchronously."""
@@ -71,13 +86,13 @@ class FakeBackend:
         pass
 
 
-class SimBackend:
+class SimBackend(Backend):
     """The real firmware on simulated hardware, over the in-memory serial line and the real link."""
 
     def __init__(self) -> None:
         from simulator.board import SimulatedBoard
 
-        self.sim = SimulatedBoard(columns=COLUMNS, stock=STOCK, spin_ms=5, seed=1)
+        self.sim = self.machine = SimulatedBoard(columns=COLUMNS, stock=STOCK, spin_ms=5, seed=1)
         self.sim.set_temperature(22.0)
         self.link: Any = None
         self._connect()
@@ -94,12 +109,6 @@ class SimBackend:
     def daemon_board(self) -> Any:
         return self.link
 
-    def press(self, lang: str) -> None:
-        self.sim.press(lang)
-
-    def door(self, open_: bool) -> None:
-        self.sim.set_door(open_)
-
     def jam_next(self, column: int) -> None:
         self.sim.set_fault("jam", 1.0, column)
         self.jammed = column
@@ -107,14 +116,8 @@ class SimBackend:
     def temperature(self, c: float) -> None:
         self.sim.set_temperature(c)
 
-    def stats(self) -> dict[str, Any]:
-        return self.sim.stats()
-
     def load(self, column: int, n: int) -> None:
         self.sim.set_stock(column, n)
-
-    def reboot(self) -> None:
-        self.sim.reboot()
 
     def await_events(self, daemon: UnitDaemon, n: int) -> None:
         deadline = time.monotonic() + 5
