@@ -230,38 +230,91 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+Row = tuple[str, str, str, str, str]  # measure, nalox, baseline, ratio, target
+
+
+def _measured(
+    name: str, figures: dict[str, Any], rows_of: Callable[[dict[str, Any]], list[Row]]
+) -> list[Row]:
+    """A measure's rows: none when it did not run, one error row when it failed, else rows_of(figures)."""
+    if not figures:
+        return []
+    if "error" in figures:
+        return [(name, "error", "", "", figures["error"][:60])]
+    return rows_of(figures)
+
+
+def _vend_rows(v: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    u = v["unit_drop_to_puback"]
+    b: Any = v.get("baseline_commit_plus_puback", v.get("baseline_publish_to_puback"))
+    rows.append(
+        (
+            "vend overhead p50 (ms)",
+            fmt(u["p50_ms"]),
+            fmt(b["p50_ms"]),
+            fmt(ratio(u["p50_ms"], b["p50_ms"])),
+            "",
+        )
+    )
+    rows.append(
+        ("vend overhead p99 (ms)", fmt(u["p99_ms"]), fmt(b["p99_ms"]), fmt(v["ratio_p99"]), "<= 1.5x")
+    )
+    for part, label in (
+        ("drop_to_publish", "drop -> publish"),
+        ("publish_to_puback", "publish -> PUBACK"),
+    ):
+        if part in u:
+            p50, p99 = u[part]["p50_ms"], u[part]["p99_ms"]
+            rows.append((f"  of which {label} p50/p99", f"{fmt(p50)} / {fmt(p99)}", "", "", ""))
+    return rows
+
+
+def _serial_rows(s: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for p, target in (("p50", ""), ("p99", "<= 1 ms")):
+        rows.append(
+            (
+                f"serial ping rtt {p} (ms)",
+                fmt(s["ping_rtt"][f"{p}_ms"]),
+                fmt(s["raw_pty_echo_rtt"][f"{p}_ms"]),
+                fmt(s[f"ratio_rtt_{p}"]),
+                target,
+            )
+        )
+    if "process_pty_echo_rtt" in s:
+        e = s["process_pty_echo_rtt"]
+        rows.append(
+            (
+                "  echo by another process p50/p99 (ms)",
+                f"{fmt(e['p50_ms'])} / {fmt(e['p99_ms'])}",
+                "",
+                fmt(s.get("ratio_rtt_p99_process_echo")),
+                "",
+            )
+        )
+    if "noisy_ping_rtt" in s:
+        n = s["noisy_ping_rtt"]
+        rows.append(
+            (
+                f"serial ping p50/p99, {s['noise']:.0%} noise (ms)",
+                f"{fmt(n['p50_ms'])} / {fmt(n['p99_ms'])}",
+                "",
+                "",
+                "p99 <= 50 ms",
+            )
+        )
+    rows.append(
+        ("dispenses/s over a pty", fmt(s["dispenses_per_s"]), "", "", f"spin {s['dispense_spin_ms']} ms")
+    )
+    return rows
+
+
 def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """(measure, nalox, baseline, ratio, target) rows; missing figures show the error."""
     rows: list[tuple[str, str, str, str, str]] = []
     v = r.get("vend_overhead", {})
-    if not v:
-        pass
-    elif "error" in v:
-        rows.append(("vend overhead drop->PUBACK", "error", "", "", v["error"][:60]))
-    else:
-        u, b = (
-            v["unit_drop_to_puback"],
-            v.get("baseline_commit_plus_puback", v.get("baseline_publish_to_puback")),
-        )
-        rows.append(
-            (
-                "vend overhead p50 (ms)",
-                fmt(u["p50_ms"]),
-                fmt(b["p50_ms"]),
-                fmt(ratio(u["p50_ms"], b["p50_ms"])),
-                "",
-            )
-        )
-        rows.append(
-            ("vend overhead p99 (ms)", fmt(u["p99_ms"]), fmt(b["p99_ms"]), fmt(v["ratio_p99"]), "<= 1.5x")
-        )
-        for part, label in (
-            ("drop_to_publish", "drop -> publish"),
-            ("publish_to_puback", "publish -> PUBACK"),
-        ):
-            if part in u:
-                p50, p99 = u[part]["p50_ms"], u[part]["p99_ms"]
-                rows.append((f"  of which {label} p50/p99", f"{fmt(p50)} / {fmt(p99)}", "", "", ""))
+    rows += _measured("vend overhead drop->PUBACK", v, _vend_rows)
     if "video_complete_to_dispense_frame" in v:
         w = v["video_complete_to_dispense_frame"]
         rows.append(
@@ -324,46 +377,7 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             )
         )
     s = r.get("serial_link", {})
-    if not s:
-        pass
-    elif "error" in s:
-        rows.append(("serial link", "error", "", "", s["error"][:60]))
-    else:
-        for p, target in (("p50", ""), ("p99", "<= 1 ms")):
-            rows.append(
-                (
-                    f"serial ping rtt {p} (ms)",
-                    fmt(s["ping_rtt"][f"{p}_ms"]),
-                    fmt(s["raw_pty_echo_rtt"][f"{p}_ms"]),
-                    fmt(s[f"ratio_rtt_{p}"]),
-                    target,
-                )
-            )
-        if "process_pty_echo_rtt" in s:
-            e = s["process_pty_echo_rtt"]
-            rows.append(
-                (
-                    "  echo by another process p50/p99 (ms)",
-                    f"{fmt(e['p50_ms'])} / {fmt(e['p99_ms'])}",
-                    "",
-                    fmt(s.get("ratio_rtt_p99_process_echo")),
-                    "",
-                )
-            )
-        if "noisy_ping_rtt" in s:
-            n = s["noisy_ping_rtt"]
-            rows.append(
-                (
-                    f"serial ping p50/p99, {s['noise']:.0%} noise (ms)",
-                    f"{fmt(n['p50_ms'])} / {fmt(n['p99_ms'])}",
-                    "",
-                    "",
-                    "p99 <= 50 ms",
-                )
-            )
-        rows.append(
-            ("dispenses/s over a pty", fmt(s["dispenses_per_s"]), "", "", f"spin {s['dispense_spin_ms']} ms")
-        )
+    rows += _measured("serial link", s, _serial_rows)
     rows += _kiosk().table_rows(r.get("kiosk", {}))
     for name in EXTRA_MEASURES:
         e = r.get(name, {})
