@@ -394,24 +394,24 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-def markdown_table(rows: Sequence[Sequence[str]]) -> list[str]:
-    """Rows (the first is the head) as Markdown table lines, each column padded to its widest cell."""
+def markdown_table(rows: Sequence[Sequence[str]], note: str) -> str:
+    """Rows (the first is the head) as a Markdown table, each column padded to its widest cell, and a
+    note under it after a blank line (what ran, where)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return lines
+    return "\n".join([*lines, "", note])
 
 
 def table(r: dict[str, Any]) -> str:
     head = ("measure", "nalox", "baseline", "ratio", "target")
-    lines = markdown_table([head, *table_rows(r)])
     m = r["machine"]
-    lines.append(
-        f"\nmachine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, "
+    return markdown_table(
+        [head, *table_rows(r)],
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, "
         f"Python {m['python']}, {m['mosquitto']}; {'quick' if r['quick'] else 'full'} run {r['ran_at']}, "
-        f"load average {m.get('load_average_1_5_15')} before, {m.get('load_average_after', '-')} after"
+        f"load average {m.get('load_average_1_5_15')} before, {m.get('load_average_after', '-')} after",
     )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -814,15 +814,14 @@ def table(s: dict[str, Any]) -> str:
             "yes" if (s.get("central_rss_peak_mb") or 1e9) <= 300 else "NO",
         )
     )
-    lines = markdown_table(rows)
     d = s["data"]
-    lines.append(
-        f"\ndata: {d['units']:,} units, {d['events']:,} events "
+    return markdown_table(
+        rows,
+        f"data: {d['units']:,} units, {d['events']:,} events "
         f"{d['first_event'][:10]}..{d['last_event'][:10]}, "
         f"events table {d['events_table_mb']:,} MB; {s['connections']} concurrent connections, "
-        f"{s['seconds_each']} s each; {s['ran_at']}"
+        f"{s['seconds_each']} s each; {s['ran_at']}",
     )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
