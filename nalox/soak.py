@@ -305,7 +305,7 @@ def build(opts: Options) -> Soak:
     stack.workdir.mkdir(parents=True, exist_ok=True)
     stack.notify = NotifySocket(workdir / "notify.sock")
     # a restart after a kill only has to come back, not fast: on a loaded 2-core machine a Python start-up
-    # took over 60 s once (load average 235), and that is no finding about the unit
+    # took over 60 s (load averages 235 and 1,300), and that is no finding about the unit or central
     stack.ready_timeout = 300.0
     plan = ChaosPlan(opts.seed, rate=opts.fault_rate, cover_all=opts.cover_all)
     if pki is None:

@@ -40,7 +40,7 @@ class Stack:
     broker_conf: dict[str, str] = field(default_factory=dict)
     pki: Path | None = None  # a deploy/pki/make-certs.sh folder: the production broker, TLS for everyone
     notify: NotifySocket | None = None
-    ready_timeout: float = 60.0  # how long a (re)started unit may take to say READY=1
+    ready_timeout: float = 60.0  # how long a (re)started unit or inventory service may take to be ready
     broker: Broker | None = None
     board: Proc | None = None
     unit: Proc | None = None
@@ -109,7 +109,7 @@ class Stack:
         wait_until(
             "the inventory service to answer /healthz",
             self.central.healthy,
-            60,
+            self.ready_timeout,
             alive=self.inventory.check_alive,
         )
 
