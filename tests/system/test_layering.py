@@ -9,7 +9,9 @@ import sys
 import tomllib
 from pathlib import Path
 
-from bench.plain_install import requirement_name, runtime_distributions
+import pytest
+
+from bench.plain_install import Hidden, dev_only_modules, requirement_name, runtime_distributions
 
 ROOT = Path(__file__).resolve().parents[2]
 # firmware_py/ is left out: MicroPython code, stdlib only, with CPython fallbacks for `ustruct` and the like
@@ -112,6 +114,18 @@ def test_shipped_code_imports_only_runtime_dependencies() -> None:
                     where = path.relative_to(ROOT)
                     wrong.append(f"{where} imports {top} ({', '.join(sorted(dists)) or '?'})")
     assert wrong == [], "shipped code imports what [project].dependencies lacks:\n" + "\n".join(wrong)
+
+
+def test_the_plain_install_launcher_hides_only_what_the_dev_extra_brings() -> None:
+    """bench/plain_install.py runs the unit as `pip install nalox` would: rich (schemathesis's, which
+    structlog imports when present) is hidden, the runtime libraries and the rooms are not."""
+    hidden = dev_only_modules()
+    assert {"rich", "hypothesis", "pytest"} <= hidden
+    assert not {"pydantic", "paho", "structlog", "serial", "PIL", "controller", "schemas"} & hidden
+    finder = Hidden({"rich"})
+    with pytest.raises(ModuleNotFoundError, match="not in a plain install"):
+        finder.find_spec("rich.console", None)
+    assert finder.find_spec("pydantic", None) is None  # left to the ordinary finders
 
 
 def test_the_broker_configs_ship_with_a_plain_install() -> None:
