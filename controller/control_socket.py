@@ -24,7 +24,7 @@ import socketserver
 import stat
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -39,7 +39,7 @@ MAX_REQUEST_BYTES = 64 * 1024
 CLIENT_TIMEOUT_S = 300.0
 POLL_S = 5.0  # the longest close() could wait for the server thread were its wake-up connection lost
 D = TypeVar("D")  # whatever the handler answers for (the unit daemon; a name in tests)
-Handler = Callable[[D, dict[str, Any]], dict[str, Any]]  # a request and its answer: JSON objects
+Handler = Callable[[D, dict[str, Any]], dict[str, object]]  # a request (JSON from the wire) -> its answer
 
 
 class ControlError(ControllerError):
@@ -81,7 +81,7 @@ class ControlServer(Generic[D]):
             pass
         log.info("control_socket_closed", path=str(self.path))
 
-    def answer(self, line: bytes, peer_uid: int) -> dict[str, Any]:
+    def answer(self, line: bytes, peer_uid: int) -> dict[str, object]:
         if peer_uid not in (0, os.geteuid()):
             return refusal(f"a client running as root or uid {os.geteuid()}", f"uid {peer_uid}", "forbidden")
         try:
@@ -97,12 +97,12 @@ class ControlServer(Generic[D]):
             return refusal(f"op {req.get('op')!r} to complete", f"{type(exc).__name__}: {exc}", "internal")
 
 
-def refusal(expected: str, found: str, code: str) -> dict[str, Any]:
+def refusal(expected: str, found: str, code: str) -> dict[str, object]:
     return {"ok": False, "error": f"expected {expected}, got {found}", "code": code}
 
 
 class _Connection(socketserver.StreamRequestHandler):
-    server: _Server[Any]
+    server: _Server[object]
 
     def handle(self) -> None:
         peer_uid = _peer_uid(self.connection)
@@ -119,7 +119,7 @@ class _Connection(socketserver.StreamRequestHandler):
         finally:
             self.server.track(self.connection, False)
 
-    def _send(self, answer: dict[str, Any]) -> None:
+    def _send(self, answer: dict[str, object]) -> None:
         self.wfile.write(json.dumps(answer, default=str).encode() + b"\n")
         self.wfile.flush()
 
@@ -193,7 +193,8 @@ def is_served(path: str | Path) -> bool:
             return False
 
 
-def request(path: str | Path, payload: dict[str, Any], timeout: float = CLIENT_TIMEOUT_S) -> dict[str, Any]:
+def request(path: str | Path, payload: Mapping[str, object], timeout: float = CLIENT_TIMEOUT_S
+            ) -> dict[str, Any]:
     """Send one request to the daemon and return its answer. DaemonNotRunning when nobody serves
     the socket; ControlError for anything else (permission, a broken answer, a timeout)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:

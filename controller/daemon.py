@@ -920,7 +920,7 @@ def _certificate_expiry(config: UnitConfig) -> datetime | None:
         return None
 
 
-def _control_request(daemon: UnitDaemon, req: dict[str, Any]) -> dict[str, Any]:
+def _control_request(daemon: UnitDaemon, req: dict[str, Any]) -> dict[str, object]:
     """One control-socket request; the diagnostics behind it load at the first one, not at start."""
     from controller.diag.run import handle_request
 

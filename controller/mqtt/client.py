@@ -123,7 +123,7 @@ class PublishHandle:
     """Returned by `MqttClient.publish`: wait on it, or register a callback for when it ends."""
 
     def __init__(self, topic: str, payload: bytes, qos: int, retain: bool, resend: bool,
-                 properties: dict[str, Any] | None) -> None:
+                 properties: dict[str, object] | None) -> None:
         self.topic, self.payload, self.qos, self.retain = topic, payload, qos, retain
         self.resend = resend
         self.properties = properties or {}
@@ -195,7 +195,7 @@ def to_inbound(msg: paho.MQTTMessage) -> InboundMessage:
     )
 
 
-def _publish_properties(values: dict[str, Any]) -> Properties | None:
+def _publish_properties(values: dict[str, object]) -> Properties | None:
     if not values:
         return None
     props = Properties(PacketTypes.PUBLISH)
@@ -287,7 +287,7 @@ class MqttClient:
     # ------------------------------------------------------------------ publishing
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False,
-                resend: bool = True, properties: dict[str, Any] | None = None) -> PublishHandle:
+                resend: bool = True, properties: dict[str, object] | None = None) -> PublishHandle:
         """Publish; the handle ends on the PUBACK (QoS 1) or once written (QoS 0).
 
         While disconnected a `resend=True` message waits for the next connection; a `resend=False` one
@@ -338,23 +338,23 @@ class MqttClient:
 
     # ------------------------------------------------------------------ paho callbacks: enqueue only
 
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
-                    properties: Any) -> None:
+    def _on_connect(self, client: paho.Client, userdata: int, flags: object, reason: ReasonCode,
+                    properties: object) -> None:
         self._events.put(("connack", userdata, (reason.value, _reason_name(reason))))
 
-    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
-                       properties: Any) -> None:
+    def _on_disconnect(self, client: paho.Client, userdata: int, flags: object, reason: ReasonCode,
+                       properties: object) -> None:
         self._events.put(("lost", userdata, _reason_name(reason)))
 
-    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode,
-                    properties: Any) -> None:
+    def _on_publish(self, client: paho.Client, userdata: int, mid: int, reason: ReasonCode,
+                    properties: object) -> None:
         self._events.put(("puback", userdata, (mid, reason.value, _reason_name(reason))))
 
-    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
-                      properties: Any) -> None:
+    def _on_subscribe(self, client: paho.Client, userdata: int, mid: int, reasons: list[ReasonCode],
+                      properties: object) -> None:
         self._events.put(("suback", userdata, [(r.value, _reason_name(r)) for r in reasons]))
 
-    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+    def _on_message(self, client: paho.Client, userdata: int, msg: paho.MQTTMessage) -> None:
         self._inbound.put(to_inbound(msg))
 
     # ------------------------------------------------------------------ dispatchers

@@ -31,7 +31,7 @@ from __future__ import annotations
 import collections
 import functools
 import threading
-from typing import Any, Protocol
+from typing import Protocol, TypedDict
 
 import structlog
 
@@ -73,6 +73,13 @@ class Unit(Protocol):
     def raise_alarm(self, code: str, message: str, severity: str = "warning",
                     column: int | None = None) -> bool: ...
     def clear_alarm(self, code: str) -> bool: ...
+
+
+class OutboxFigures(TypedDict):
+    """What state and telemetry say of the outbox."""
+
+    outbox_depth: int
+    outbox_oldest_age_s: float | None
 
 
 class Reporter:
@@ -252,7 +259,7 @@ class Reporter:
         self._check_ack_stall(now)
         self._update_alarms(now)
 
-    def _outbox_figures(self) -> dict[str, Any]:
+    def _outbox_figures(self) -> OutboxFigures:
         oldest = self.ledger.oldest_pending_at()
         age = max(0.0, (self.clock.now() - oldest).total_seconds()) if oldest else None
         return {"outbox_depth": self.ledger.depth(), "outbox_oldest_age_s": age}
@@ -429,7 +436,7 @@ class Reporter:
     def _answer(self, msg: InboundMessage) -> None:
         assert self.client is not None
         reply = self.commands.process(msg)
-        props: dict[str, Any] = {"ContentType": "application/json"}
+        props: dict[str, object] = {"ContentType": "application/json"}
         if reply.correlation_data is not None:
             props["CorrelationData"] = reply.correlation_data
         self.client.publish(reply.topic, reply.payload, qos=1, resend=False, properties=props)

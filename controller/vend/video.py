@@ -258,7 +258,7 @@ class MpvPlayer:
         if proc is not None:
             proc.wait(timeout=10)
 
-    def _send(self, command: list[Any]) -> None:
+    def _send(self, command: list[object]) -> None:
         data = (json.dumps({"command": command}) + "\n").encode()
         with self._lock:
             if self._sock is None:
