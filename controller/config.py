@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from controller.errors import ControllerError
 from controller.mqtt.client import MqttSettings
@@ -375,7 +376,7 @@ def describe(exc: ValidationError, source: str) -> str:
     return f"{source}: field {field}: expected {expected}, found {found}{more}"
 
 
-def _field_name(loc: tuple[Any, ...]) -> str:
+def _field_name(loc: tuple[int | str, ...]) -> str:
     name = ""
     for part in loc:
         if isinstance(part, int):
@@ -387,7 +388,7 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return name or "(top level)"
 
 
-def _expected(error: Any) -> str:
+def _expected(error: ErrorDetails) -> str:
     msg = str(error["msg"])
     if error["type"] == "missing":
         return "a value"
