@@ -324,7 +324,9 @@ class AlertManager:
             )
         }
         wanted.update({w.key: w for w in pki_alerts(self.cfg, self.pki_files, now)})
-        active = {a["alert_key"] for a in self.store.active_alerts()}
+        # alert key -> (severity, message) of the active ones: one raised already with the same words
+        # is left as it is (a state's fleet has a thousand active alerts: no write for each every pass)
+        active = {a["alert_key"]: (a["severity"], a["message"]) for a in self.store.active_alerts()}
         changes: list[Alert] = []
         g = self.store.kit_time_granularity_s
 
@@ -332,6 +334,8 @@ class AlertManager:
             return coarsen(now, g) if kit_driven(key) else now
 
         for w in wanted.values():
+            if active.get(w.key) == (w.severity, w.message):
+                continue
             if self.store.raise_alert(w.key, w.unit, w.site, w.kind, w.severity, w.message, when(w.key)):
                 changes.append(
                     Alert(
@@ -345,7 +349,7 @@ class AlertManager:
                         ts=when(w.key),
                     )
                 )
-        for key in active - wanted.keys():
+        for key in active.keys() - wanted.keys():
             row = self.store.clear_alert(key, when(key))
             if row is not None:
                 changes.append(

@@ -451,4 +451,10 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
             _fill_unit_lots,
         ],
     ),
+    (
+        14,
+        "temperature history pruned by bucket through an index (the alert loop's prune scanned 17 "
+        "million rows, 11 s at state scale, every 30 s)",
+        ["CREATE INDEX temperature_history_bucket ON temperature_history (bucket)"],
+    ),
 ]

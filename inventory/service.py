@@ -88,8 +88,10 @@ class Service:
         if self.config.alerts.email is not None:
             self.email = EmailDigest(self.config.alerts.email, self.clock)
         if self.run_alerts:
+            # its own connection: a pass over a state's fleet takes seconds, and the web's connection
+            # (one lock) must not wait for it
             self.alerts = AlertManager(
-                self.store,
+                self._open(),
                 self.config.alerts,
                 self.clock,
                 self._publish_alert,
@@ -139,8 +141,7 @@ class Service:
             try:
                 self.alerts.run_once()
                 keep = timedelta(days=self.config.temperature_history.keep_days)
-                assert self.store is not None
-                self.store.prune_temperatures(self.clock.now() - keep)
+                self.alerts.store.prune_temperatures(self.clock.now() - keep)
             except Exception as e:
                 self.log.error("alert_evaluation_failed", error=repr(e))
             if self.email is not None:

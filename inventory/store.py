@@ -14,7 +14,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
@@ -1437,16 +1437,46 @@ class SqliteStore(Store):
             self._conn.close()
 
 
+POOL_SIZE = 4  # connections one PostgreSQL store opens at most (the web's requests read side by side)
+# a statement that only reads: run on its own, no transaction opened for it (see PostgresStore.tx)
+_READ_ONLY = re.compile(
+    r"\s*SELECT\b(?!.*\b(?:FOR\s+(?:UPDATE|SHARE|NO\s+KEY|KEY)|pg_advisory))", re.IGNORECASE | re.DOTALL
+)
+
+
+class _PgTx(Tx):
+    """A PostgreSQL transaction opened at its first statement that writes or locks: the reads before
+    it run on their own (under READ COMMITTED each statement sees its own snapshot in a transaction
+    too, so they see the same), and a transaction that only reads costs no BEGIN and COMMIT round
+    trips (a fleet page runs a dozen of them)."""
+
+    def __init__(self, cur: Any) -> None:
+        super().__init__(cur, "pg")
+        self.began = False
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        if not self.began and not _READ_ONLY.match(sql):
+            self._cur.execute("BEGIN")
+            self.began = True
+        return super().execute(sql, params)
+
+
 class PostgresStore(Store):
-    """PostgreSQL via psycopg 3. `schema` (tests) puts every table in its own schema. A connection
-    the server dropped is replaced on the next transaction (the failed one raised, nothing committed)."""
+    """PostgreSQL via psycopg 3. `schema` (tests) puts every table in its own schema. Up to
+    `pool_size` connections, opened when threads ask at once (the web's); a transaction runs on one
+    of them, and a tx() inside another in the same thread joins it. A connection the server dropped
+    is replaced on the next transaction (the failed one raised, nothing committed)."""
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, schema: str | None = None) -> None:
+    def __init__(self, url: str, schema: str | None = None, pool_size: int = POOL_SIZE) -> None:
         super().__init__()
-        self.url, self.schema = url, schema
-        self._conn = self._connect()
+        self.url, self.schema, self.pool_size = url, schema, pool_size
+        self._pool = threading.Condition()
+        self._free: list[Any] = [self._connect()]
+        self._opened = 1  # connections free or in use
+        self._closed = False
+        self._here = threading.local()  # the transaction this thread has open
 
     def _connect(self) -> Any:
         import psycopg
@@ -1464,15 +1494,63 @@ class PostgresStore(Store):
             conn.execute(f'SET search_path TO "{self.schema}"')
         return conn
 
+    def _take(self) -> Any:
+        with self._pool:
+            while not self._free and self._opened >= self.pool_size and not self._closed:
+                self._pool.wait()
+            if self._closed:
+                raise StoreError("expected an open store, got one already closed")
+            conn = self._free.pop() if self._free else None
+            if conn is None:
+                self._opened += 1
+        if conn is None or conn.closed or conn.broken:
+            try:
+                conn = self._connect()
+            except BaseException:
+                with self._pool:
+                    self._opened -= 1
+                    self._pool.notify()
+                raise
+        return conn
+
+    def _give(self, conn: Any) -> None:
+        """Back to the pool; a connection found dropped goes, and the idle ones with it (the server
+        restarted or ended them all, most likely: each would fail one more transaction)."""
+        with self._pool:
+            gone = [conn] if self._closed or conn.closed or conn.broken else []
+            if gone and not self._closed:
+                gone, self._free = gone + self._free, []
+            elif not gone:
+                self._free.append(conn)
+            self._opened -= len(gone)
+            self._pool.notify_all()
+        for c in gone:
+            c.close()
+
     @contextmanager
     def tx(self) -> Iterator[Tx]:
-        with self._lock:
-            if self._conn.closed or self._conn.broken:
-                self._conn = self._connect()
-            with self._conn.transaction(), self._conn.cursor() as cur:
-                t = Tx(cur, "pg")
-                yield t
-                rollups.flush(t, self.dialect, t.rollup)
+        outer: _PgTx | None = getattr(self._here, "tx", None)
+        if outer is not None:
+            yield outer
+            return
+        conn = self._take()
+        try:
+            with conn.cursor() as cur:
+                t = self._here.tx = _PgTx(cur)
+                try:
+                    yield t
+                    rollups.flush(t, self.dialect, t.rollup)
+                    if t.began:
+                        conn.commit()
+                except BaseException:
+                    if t.began and not conn.closed:
+                        with suppress(Exception):  # the error that got us here is the one to raise
+                            conn.rollback()
+                    raise
+                finally:
+                    self._here.tx = None
+        finally:
+            self._give(conn)
 
     def _insert_event_rows(self, tx: Tx, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
         """One statement of fixed text for any number of rows (one array per column, unnested in
@@ -1483,7 +1561,11 @@ class PostgresStore(Store):
         return {(r[0], r[1]) for r in tx.rows(_PG_INSERT_EVENTS, columns)}
 
     def backend_pid(self) -> int:
-        return int(self._conn.info.backend_pid)
+        """The server process of one of this store's connections (the only one, for a store one
+        thread uses)."""
+        with self.tx() as tx:
+            row = tx.one("SELECT pg_backend_pid()")
+        return int(row[0]) if row else 0
 
     def _lock_migrations(self, tx: Tx) -> None:
         tx.execute("SELECT pg_advisory_xact_lock(7461)")
@@ -1494,8 +1576,13 @@ class PostgresStore(Store):
         return isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        with self._pool:
+            self._closed = True
+            free, self._free = self._free, []
+            self._opened -= len(free)
+            self._pool.notify_all()
+        for conn in free:
+            conn.close()
 
 
 def open_store(db: str, schema: str | None = None) -> Store:

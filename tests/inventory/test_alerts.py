@@ -218,3 +218,24 @@ def test_two_service_processes_publish_each_alert_once(
         assert sorted(cleared) == ["low_stock:unit-001:2", "sold_out:unit-001:1"]
     finally:
         other.close()
+
+
+def test_an_alert_is_written_again_only_when_its_words_change(
+    store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state's fleet has a thousand active alerts: a pass writes only the new and the changed ones."""
+    cfg = make_config(2, alerts={"offline_minutes": 10})
+    ing, mgr, _ = setup(store, clock, cfg)
+    ing.process([state("unit-001", clock, (3, 0)), online("unit-001", clock, True)])
+    ing.process([state("unit-002", clock, (20, 20)), online("unit-002", clock, False)])
+    clock.advance(11 * 60)
+    mgr.run_once()
+    raised: list[str] = []
+    real = store.raise_alert
+    monkeypatch.setattr(store, "raise_alert", lambda key, *a: raised.append(key) or real(key, *a))
+    assert mgr.run_once() == [] and raised == [], "nothing changed: nothing written"
+    clock.advance(5 * 60)
+    assert mgr.run_once() == [], "a changed message is no new alert"
+    assert raised == ["offline:unit-002"], "only the alert whose message changed is written"
+    offline = next(a for a in store.active_alerts() if a["kind"] == "offline")
+    assert "offline for 16 min" in offline["message"], offline["message"]
