@@ -75,7 +75,7 @@ def and_given(sql: str, params: list[Any], *conditions: tuple[str, Any]) -> tupl
 def parse_iso(text: str | None) -> datetime | None:
     if not text:
         return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(text)  # iso()'s format, "Z" included (strptime took 10x as long)
 
 
 @dataclass(frozen=True)
@@ -817,21 +817,21 @@ class Store:
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
     _REPORT_KEYS = rollups.COUNTS[1:]
+    # each kept count summed as an integer (SUM over BIGINT is NUMERIC in PostgreSQL: a Decimal per
+    # cell, turned back into int in Python, was a fifth of a year's report)
+    _REPORT_SUMS = ", ".join(f"CAST(COALESCE(SUM({c}), 0) AS BIGINT)" for c in _REPORT_KEYS)
 
     def _report_rows(self, keys: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
-        n = len(keys)
-        return [
-            dict(zip((*keys, *self._REPORT_KEYS), (*r[:n], *(int(x or 0) for x in r[n:])), strict=True))
-            for r in rows
-        ]
+        names = (*keys, *self._REPORT_KEYS)
+        return [dict(zip(names, r, strict=True)) for r in rows]
 
     def monthly(self) -> list[dict[str, Any]]:
         """Per month, site (the unit's now) and unit: kits, doses, test vends, vend failures, video
         funnel (from the counts kept at ingest; monthly_fresh() counts the same from the events)."""
-        sums = ", ".join(f"SUM(r.{c})" for c in self._REPORT_KEYS)
         with self.tx() as tx:
             rows = tx.rows(
-                f"SELECT r.month, u.site, r.unit, {sums} FROM report_month r JOIN units u ON u.unit = r.unit "
+                f"SELECT r.month, u.site, r.unit, {self._REPORT_SUMS.replace('SUM(', 'SUM(r.')} "
+                "FROM report_month r JOIN units u ON u.unit = r.unit "
                 "GROUP BY r.month, u.site, r.unit ORDER BY r.month, u.site, r.unit"
             )
         return self._report_rows(("month", "site", "unit"), rows)
@@ -845,12 +845,16 @@ class Store:
                 f"SELECT e.month, u.site, e.unit, {sums} FROM events e JOIN units u ON u.unit = e.unit "
                 "GROUP BY e.month, u.site, e.unit ORDER BY e.month, u.site, e.unit"
             )
-        return self._report_rows(("month", "site", "unit"), rows)
+        counted = [(*r[:3], *(int(x) for x in r[3:])) for r in rows]  # SUMs are NUMERIC in PostgreSQL
+        return self._report_rows(("month", "site", "unit"), counted)
 
-    def period(self, start: str, end: str) -> list[dict[str, Any]]:
-        """Per site (recorded with each event) and unit over the days start..end (YYYY-MM-DD,
-        inclusive, in the reporting time zone), from the counts kept at ingest."""
-        return self._period_kept(start, end, ("site", "unit"))
+    def period(
+        self, start: str, end: str, by: Sequence[str] = ("site", "unit"), site: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Per site (recorded with each event) and unit (or grouped by `by`) over the days start..end
+        (YYYY-MM-DD, inclusive, in the reporting time zone), of one site or all, from the counts kept
+        at ingest. Grouped without the unit, each row also says how many units it sums (`units`)."""
+        return self._period_kept(start, end, by, site, count_units="unit" not in by and bool(by))
 
     def period_fresh(self, start: str, end: str) -> list[dict[str, Any]]:
         """period(), counted from the events now: the day bounds turned into instants in the zone."""
@@ -865,50 +869,49 @@ class Store:
         hi = datetime.combine(date.fromisoformat(end) + timedelta(days=1), time(), tz)
         return lo, hi
 
-    def _period_kept(self, start: str, end: str, by: Sequence[str]) -> list[dict[str, Any]]:
+    def _period_kept(
+        self, start: str, end: str, by: Sequence[str], site: str | None = None, count_units: bool = False
+    ) -> list[dict[str, Any]]:
         """Counts over the days start..end grouped by `by` (program, site, unit, month): whole months
         from report_month, the partial ones from report_day; summed in the database."""
         months, partial = rollups.periods(start, end)
         cols = ", ".join(self._REPORT_KEYS)
+        of_site = " AND site = ?" if site is not None else ""
         parts, params = [], list[Any]()
         span = rollups.month_span(months)
         if span:
             parts.append(
-                f"SELECT month, unit, program, site, {cols} FROM report_month WHERE month >= ? AND month <= ?"
+                f"SELECT month, unit, program, site, {cols} FROM report_month "
+                f"WHERE month >= ? AND month <= ?{of_site}"
             )
-            params += list(span)
+            params += [*span, *([site] if site is not None else [])]
         for a, b in partial:
             parts.append(
                 f"SELECT substr(day, 1, 7) AS month, unit, program, site, {cols} FROM report_day "
-                "WHERE day >= ? AND day <= ?"
+                f"WHERE day >= ? AND day <= ?{of_site}"
             )
-            params += [a, b]
-        sums = ", ".join(f"SUM({c})" for c in self._REPORT_KEYS)
+            params += [a, b, *([site] if site is not None else [])]
         keys = ", ".join(by)
         group = f" GROUP BY {keys} ORDER BY {keys}" if by else ""
-        select = ", ".join([*by, sums])
+        units = ["COUNT(DISTINCT unit)"] if count_units else []  # how many units each row sums
+        select = ", ".join([*by, *units, self._REPORT_SUMS])
         if not parts:
             return []
         with self.tx() as tx:
             rows = tx.rows(f"SELECT {select} FROM ({' UNION ALL '.join(parts)}) r{group}", params)
-        n = len(by)
-        return [
-            dict(zip((*by, *self._REPORT_KEYS), (*r[:n], *(int(x or 0) for x in r[n:])), strict=True))
-            for r in rows
-            if n or any(x for x in r)
-        ]
+        return self._report_rows((*by, *(["units"] if units else [])), [r for r in rows if by or any(r)])
 
     def monthly_by_site(
-        self, start_month: str, end_month: str, site: str | None = None
+        self, start_month: str, end_month: str, site: str | None = None, by_site: bool = True
     ) -> list[dict[str, Any]]:
         """Per month and site (recorded with each event) over whole months start..end (YYYY-MM), of
-        one site or all."""
-        sums = ", ".join(f"SUM({c})" for c in self._REPORT_KEYS)
+        one site or all (or, by_site False, per month with the site "all sites")."""
         where = " AND site = ?" if site is not None else ""
+        key = "site" if by_site else "'all sites'"
         with self.tx() as tx:
             rows = tx.rows(
-                f"SELECT month, site, {sums} FROM report_month WHERE month >= ? AND month <= ?{where} "
-                "GROUP BY month, site",
+                f"SELECT month, {key}, {self._REPORT_SUMS} FROM report_month "
+                f"WHERE month >= ? AND month <= ?{where} GROUP BY month{', site' if by_site else ''}",
                 (start_month, end_month) + ((site,) if site is not None else ()),
             )
         return self._report_rows(("month", "site"), sorted(rows, key=lambda r: (r[0], r[1])))
@@ -1020,6 +1023,27 @@ class Store:
             )
         keys = ("alert_key", "unit", "site", "kind", "severity", "message", "raised_at")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def alert_counts(
+        self, units: Sequence[str], site: str | None = None
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """Active alerts per unit of `units`, and per severity (of one site's, or all): counted in the
+        database (a state has a thousand active alerts; the fleet page shows counts of them)."""
+        with self.tx() as tx:
+            per_unit = (
+                tx.rows(
+                    f"SELECT unit, COUNT(*) FROM active_alerts WHERE unit IN ({', '.join('?' * len(units))}) "
+                    "GROUP BY unit",
+                    units,
+                )
+                if units
+                else []
+            )
+            sql, params = and_given(
+                "SELECT severity, COUNT(*) FROM active_alerts WHERE 1 = 1", [], ("site = ?", site)
+            )
+            per_severity = tx.rows(sql + " GROUP BY severity", params)
+        return {r[0]: int(r[1]) for r in per_unit}, {r[0]: int(r[1]) for r in per_severity}
 
     def alert_history(self, limit: int = 200) -> list[dict[str, Any]]:
         with self.tx() as tx:

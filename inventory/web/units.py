@@ -52,11 +52,7 @@ def fleet_page(
     per = FLEET_PAGE_SIZE
     ids, figures = store.fleet_page(site, q, (page_no - 1) * per, per)
     units = fleet_now(ctx, ids)
-    active = store.active_alerts()
-    alerts_by_unit: dict[str, int] = {}
-    for a in active:
-        alerts_by_unit[a["unit"]] = alerts_by_unit.get(a["unit"], 0) + 1
-    scoped = [a for a in active if site is None or a["site"] == site]
+    alerts_by_unit, severities = store.alert_counts(ids, site)
 
     def expiring(u: UnitView) -> list[tuple[ColumnView, int]]:
         today, horizon = now.date(), cfg.alerts.expiry_days[-1]
@@ -82,8 +78,8 @@ def fleet_page(
         online=figures["online"],
         kits_total=figures["kits"],
         kits_week=store.count_since("dispense", now - timedelta(days=7), site),
-        critical=sum(a["severity"] == "critical" for a in scoped),
-        warning=sum(a["severity"] == "warning" for a in scoped),
+        critical=severities.get("critical", 0),
+        warning=severities.get("warning", 0),
         expiring=expiring,
         last_kit=store.last_event_ts("dispense", ids),
     )

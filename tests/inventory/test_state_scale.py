@@ -118,6 +118,8 @@ def test_pages_of_a_large_fleet_over_http(store: Store) -> None:
         assert http.get("/reports", params={"start": "2026-02-01"}).status_code == 422
         year = http.get("/api/reports/year/2026").json()
         assert len(year) == UNITS and sum(r["kits"] for r in year) == UNITS
+        page = http.get("/reports", params={"year": 2026}).text  # summed per site in the database
+        assert f"{UNITS} units: pick a site" in page and f"({UNITS} kits in all)" in page
         assert (
             sum(r["kits"] for r in http.get("/api/reports/fiscal-year/2026").json()) == 0
         )  # Jul 2025-Jun 2026
