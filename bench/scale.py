@@ -706,6 +706,8 @@ COLS = (
     "kits_after_video, out_of_stock"
 )
 SUMS = ", ".join(f"SUM({c})" for c in COLS.split(", "))
+SUMS_AS = ", ".join(f"SUM({c}) AS {c}" for c in COLS.split(", "))
+INT_SUMS = ", ".join(f"CAST(COALESCE(SUM({c}), 0) AS BIGINT)" for c in COLS.split(", "))
 FRESH = (
     "SUM(CASE WHEN e.type = 'dispense' AND e.via <> 'test' THEN 1 ELSE 0 END), "
     "SUM(CASE WHEN e.type = 'dispense' AND e.via <> 'test' THEN e.doses ELSE 0 END), "
@@ -759,11 +761,40 @@ def explain(schema: str, year: int) -> dict[str, str]:
         "unit events page": (
             "SELECT unit, event_id, seq FROM events WHERE unit = 'st-0042' ORDER BY seq DESC LIMIT 100"
         ),
+        "fleet page alerts, first form (every active alert, counted in Python)": (
+            "SELECT alert_key, unit, site, kind, severity, message, raised_at FROM active_alerts "
+            "ORDER BY raised_at DESC"
+        ),
+        "fleet page alerts (counted in SQL)": (
+            f"SELECT unit, COUNT(*) FROM active_alerts WHERE unit IN ({PAGE}) GROUP BY unit; "
+            "SELECT severity, COUNT(*) FROM active_alerts GROUP BY severity"
+        ),
+        "report year per site (page; the 2,000 unit rows were summed per site in Python)": (
+            f"SELECT site, COUNT(*), {INT_SUMS} FROM (SELECT site, unit, {SUMS_AS} FROM "
+            f"(SELECT month, unit, program, site, {COLS} FROM report_month "
+            f"WHERE month >= '{months[0]}' AND month <= '{months[1]}') r GROUP BY site, unit) r "
+            "GROUP BY site ORDER BY site"
+        ),
     }
+    prune = (  # the alert loop's prune of the temperature history, every pass
+        "DELETE FROM temperature_history WHERE bucket < "
+        f"'{(datetime.now(UTC) - timedelta(days=TEMPERATURE_DAYS + 1)):%Y-%m-%dT%H:%M:%S}.000000Z'"
+    )
     with psycopg.connect(url(schema), autocommit=True) as conn:
         conn.execute("SET jit = off")  # as the service runs them
         for name, sql in queries.items():
-            rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql).fetchall()
+            out[name] = "\n\n".join(
+                "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + part).fetchall())
+                for part in sql.split("; ")
+            )
+        for name, scans in (
+            ("temperature prune, first form (no index on bucket: a scan of every row)", "off"),
+            ("temperature prune (index temperature_history_bucket)", "on"),
+        ):
+            with conn.transaction(force_rollback=True):  # measured, nothing deleted
+                conn.execute(f"SET LOCAL enable_indexscan = {scans}")
+                conn.execute(f"SET LOCAL enable_bitmapscan = {scans}")
+                rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + prune).fetchall()
             out[name] = "\n".join(r[0] for r in rows)
     return out
 

@@ -320,7 +320,11 @@ class AlertManager:
         wanted = {
             w.key: w
             for w in evaluate(
-                fleet(self.store, now, None, self.products, self.tz), self.store, self.cfg, now, self.started
+                fleet(self.store, now, None, self.products, self.tz, rates=False),
+                self.store,
+                self.cfg,
+                now,
+                self.started,
             )
         }
         wanted.update({w.key: w for w in pki_alerts(self.cfg, self.pki_files, now)})

@@ -174,16 +174,22 @@ def fleet(
     only: list[str] | None = None,
     products: Mapping[str, Any] | None = None,
     tz: tzinfo = UTC,
+    rates: bool = True,
 ) -> list[UnitView]:
-    """Every unit, or those named in `only` (in that order: one page of the fleet, one unit)."""
+    """Every unit, or those named in `only` (in that order: one page of the fleet, one unit). Without
+    `rates`, no kits this week and no days of stock left (the alerts use neither; at state scale
+    they were a month of every unit's hourly kits, each pass)."""
     today = now.astimezone(tz).date()
-    hours = store.hourly_dispenses(now - timedelta(days=RATE_DAYS_BACK), only)
+    hours = store.hourly_dispenses(now - timedelta(days=RATE_DAYS_BACK), only) if rates else []
     per_unit: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
     for unit, _product, at, n in hours:
         per_unit[unit].append((at, n))
     week_ago = now - timedelta(days=RECENT_DAYS)
     out = []
     for r in store.units(only):
+        if not rates:
+            out.append(unit_view(r, 0, None, products))
+            continue
         days = local_days(per_unit.get(r.unit, []), tz)
         recent = sum(n for at, n in per_unit.get(r.unit, []) if at >= week_ago)
         stock = sum(c.stock for c in columns_of(r))

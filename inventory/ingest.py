@@ -157,7 +157,9 @@ def _classify(msg: Incoming, max_bytes: int, window: Window | None) -> Parsed:
         ) from None
     if not isinstance(obj, dict):
         raise Refused("malformed_json", f"expected a JSON object, got {type(obj).__name__}")
-    if _has_nul(obj):  # PostgreSQL text cannot hold U+0000: refused here, not a failed batch
+    # PostgreSQL text cannot hold U+0000: refused here, not a failed batch. Strict JSON has it only
+    # as the escape \u0000, so a text without one needs no walk through every value
+    if "\\u0000" in text and _has_nul(obj):
         raise Refused("invalid_payload", "expected text without U+0000 (NUL), got a string holding one")
     try:
         version = obj.get("schema_version", SCHEMA_VERSION)

@@ -83,7 +83,8 @@ def counts_of(type_: str | None, via: str | None, phase: str | None, doses: int 
 
 
 def local_day(ts: datetime, tz: tzinfo) -> str:
-    return ts.astimezone(tz).strftime("%Y-%m-%d")
+    d = ts.astimezone(tz)
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}"  # as PostgreSQL's to_char YYYY-MM-DD in rebuild()
 
 
 class Pending:

@@ -60,9 +60,13 @@ class StoreError(InventoryError):
 
 def iso(dt: datetime) -> str:
     """One timestamp format everywhere, so text comparison is time comparison (the year always four
-    digits: strftime writes year 226 as "226")."""
+    digits: strftime writes year 226 as "226"). Formatted field by field: strftime was a fifth of
+    the ingest's time."""
     u = dt.astimezone(UTC)
-    return f"{u.year:04d}-" + u.strftime("%m-%dT%H:%M:%S.%fZ")
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}."
+        f"{u.microsecond:06d}Z"
+    )
 
 
 def and_given(sql: str, params: list[Any], *conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
@@ -235,7 +239,7 @@ class Store:
         `events` are skipped after their first copy."""
         seen: set[tuple[str, str]] = set()
         rows: list[tuple[Any, ...]] = []
-        kept: list[EventBase] = []
+        kept: list[tuple[EventBase, datetime]] = []  # with its time as stored
         g = self.kit_time_granularity_s
         received = iso(coarsen(received_at, g))
         tz = self.report_tz
@@ -256,29 +260,27 @@ class Store:
             if key in seen:
                 continue
             seen.add(key)
-            if getattr(event, "type", None) in PERSON_EVENT_TYPES:
-                event, raw = _coarsened(event, g, raw)
+            ts, f = event.ts, event.__dict__.get
+            if f("type") in PERSON_EVENT_TYPES:
+                ts = coarsen(ts, g)
+                raw = _coarse_payload(event, ts, raw)
             site, program = where.get(event.unit, (None, None))
-            rows.append(_event_row(event, raw, received, tz) + (site, program, getattr(event, "lot", None)))
-            kept.append(event)
+            rows.append(_event_row(event, ts, raw, received, tz) + (site, program, f("lot")))
+            kept.append((event, ts))
         inserted = self._insert_event_rows(tx, rows)
-        for event in kept:
+        for event, ts in kept:
             if (event.unit, event.event_id) in inserted:
                 site, program = where.get(event.unit, (None, None))
-                lot = getattr(event, "lot", None)
-                if lot is not None and getattr(event, "type", None) == "dispense":
+                f = event.__dict__.get
+                lot = f("lot")
+                if lot is not None and f("type") == "dispense":
                     tx.rollup.add_lot(lot)
                 tx.rollup.add(
-                    rollups.local_day(event.ts, tz),
+                    rollups.local_day(ts, tz),
                     event.unit,
                     program,
                     site,
-                    rollups.counts_of(
-                        getattr(event, "type", None),
-                        getattr(event, "via", None),
-                        getattr(event, "phase", None),
-                        getattr(event, "doses", None),
-                    ),
+                    rollups.counts_of(f("type"), f("via"), f("phase"), f("doses")),
                 )
         return inserted
 
@@ -893,13 +895,17 @@ class Store:
             params += [a, b, *([site] if site is not None else [])]
         keys = ", ".join(by)
         group = f" GROUP BY {keys} ORDER BY {keys}" if by else ""
-        units = ["COUNT(DISTINCT unit)"] if count_units else []  # how many units each row sums
-        select = ", ".join([*by, *units, self._REPORT_SUMS])
+        source = f"({' UNION ALL '.join(parts)}) r"
+        if count_units:  # how many units each row sums: per unit first (COUNT(DISTINCT) sorts: 2x slower)
+            named = ", ".join(f"SUM({c}) AS {c}" for c in self._REPORT_KEYS)
+            source = f"(SELECT {keys}, unit, {named} FROM {source} GROUP BY {keys}, unit) r"
+        select = ", ".join([*by, *(["COUNT(*)"] if count_units else []), self._REPORT_SUMS])
         if not parts:
             return []
         with self.tx() as tx:
-            rows = tx.rows(f"SELECT {select} FROM ({' UNION ALL '.join(parts)}) r{group}", params)
-        return self._report_rows((*by, *(["units"] if units else [])), [r for r in rows if by or any(r)])
+            rows = tx.rows(f"SELECT {select} FROM {source}{group}", params)
+        names = (*by, *(["units"] if count_units else []))
+        return self._report_rows(names, [r for r in rows if by or any(r)])
 
     def monthly_by_site(
         self, start_month: str, end_month: str, site: str | None = None, by_site: bool = True
@@ -1369,24 +1375,26 @@ def _product(name: str | None) -> str:
     return "?" if name is None else name  # a column no state describes (fleet.columns_of)
 
 
-def _event_row(event: EventBase, raw: str, received: str, tz: tzinfo) -> tuple[Any, ...]:
-    """The events table's columns for one event (plain attribute reads: no model_dump per event)."""
-    g = getattr
+def _event_row(event: EventBase, ts: datetime, raw: str, received: str, tz: tzinfo) -> tuple[Any, ...]:
+    """The events table's columns for one event stored with time `ts` (plain attribute reads: no
+    model_dump per event)."""
+    g = event.__dict__.get  # a field the event's type lacks: None (getattr raised inside pydantic)
+    local = ts.astimezone(tz)
     return (
         event.unit,
         event.event_id,
         event.seq,
-        g(event, "type", None),
-        iso(event.ts),
-        event.ts.astimezone(tz).strftime("%Y-%m"),
-        g(event, "column", None),
-        g(event, "product", None),
-        g(event, "doses", None),
-        g(event, "stock_after", None),
-        g(event, "via", None),
-        g(event, "phase", None),
-        g(event, "language", None),
-        g(event, "discrepancy", None),
+        g("type"),
+        iso(ts),
+        f"{local.year:04d}-{local.month:02d}",
+        g("column"),
+        g("product"),
+        g("doses"),
+        g("stock_after"),
+        g("via"),
+        g("phase"),
+        g("language"),
+        g("discrepancy"),
         raw,
         received,
     )
@@ -1401,11 +1409,15 @@ def _coarsened(event: EventBase, granularity_s: int, raw: str | None = None) -> 
     event types have no other "ts", and a "ts" inside a string is escaped, so it never matches)."""
     at = coarsen(event.ts, granularity_s)
     ev = event.model_copy(update={"ts": at})
-    if raw is not None:
-        text, n = _TS_FIELD.subn(f'"ts":"{at.strftime("%Y-%m-%dT%H:%M:%SZ")}"', raw, count=1)
-        if n == 1:
-            return ev, text
-    return ev, ev.model_dump_json()
+    return ev, ev.model_dump_json() if raw is None else _coarse_payload(event, at, raw)
+
+
+def _coarse_payload(event: EventBase, at: datetime, raw: str) -> str:
+    """The received text with its top-level "ts" replaced by `at` (else the event written again)."""
+    u = at.astimezone(UTC)
+    z = f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
+    text, n = _TS_FIELD.subn(f'"ts":"{z}"', raw, count=1)
+    return text if n == 1 else event.model_copy(update={"ts": at}).model_dump_json()
 
 
 def _unit_row(r: tuple[Any, ...], stock: dict[int, int]) -> UnitRow:
