@@ -110,6 +110,9 @@ class TlsSettings(Section):
     key_file: Path | None = None
 
 
+WORKER = "{worker}"  # in [mqtt.tls] file names: the ingest worker's number, 0 .. workers - 1
+
+
 class MqttSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
@@ -131,6 +134,41 @@ class MqttSettings(Section):
     commands_tls: TlsSettings | None = Field(
         default=None, description="the dashboard's certificate for commands; default: [mqtt.tls]"
     )
+
+    @model_validator(mode="after")
+    def _one_certificate_per_worker(self) -> MqttSettings:
+        """The production broker makes each certificate's CN its client id: two ingest workers on one
+        certificate would displace each other, so `workers > 1` needs `{worker}` in the file names."""
+        tls = self.tls
+        if tls is None or tls.cert_file is None:
+            return self
+        files = (("cert_file", tls.cert_file), ("key_file", tls.key_file))
+        templated = [name for name, f in files if f is not None and WORKER in str(f)]
+        if self.workers > 1 and len(templated) < 2:
+            raise ValueError(
+                f"expected '{WORKER}' in [mqtt.tls] cert_file and key_file with workers = {self.workers} "
+                "(one certificate per ingest worker, e.g. inventory-{worker}.crt: the broker makes each "
+                f"certificate's CN its client id), got cert_file {tls.cert_file}, key_file {tls.key_file}"
+            )
+        if templated and self.commands_tls is None:
+            raise ValueError(
+                "expected [mqtt.commands_tls] (the dashboard's certificate) next to per-worker "
+                "certificates in [mqtt.tls], got none"
+            )
+        return self
+
+    def for_worker(self, worker: int) -> MqttSettings:
+        """These settings for ingest worker `worker` (0-based): `{worker}` in the TLS file names becomes
+        its number (certificate inventory-0, inventory-1, ...)."""
+        tls = self.tls
+        if tls is None:
+            return self
+        named = {
+            k: Path(str(v).replace(WORKER, str(worker)))
+            for k, v in (("cert_file", tls.cert_file), ("key_file", tls.key_file))
+            if v is not None
+        }
+        return self.model_copy(update={"tls": tls.model_copy(update=named)})
 
 
 class IngestSettings(Section):
@@ -345,11 +383,11 @@ session_expiry_s = 604800       # 7 days: longer than any outage
 shared = false                  # true when several ingest processes share the events ($share/inventory/...)
 shared_group = "inventory"
 workers = 1                     # ingest clients in this process (more than 1 implies shared = true)
-# [mqtt.tls]
-# ca_file = "/etc/nalox/pki/ca.crt"
-# cert_file = "/etc/nalox/pki/central.crt"
-# key_file = "/etc/nalox/pki/central.key"
 commands_client_id = "nalox-dashboard"   # staff commands from the dashboard go out on their own session
+# [mqtt.tls]              # production broker: the CN of each certificate is its MQTT client id
+# ca_file = "/etc/nalox/pki/ca.crt"
+# cert_file = "/etc/nalox/pki/inventory.crt"   # workers > 1: one certificate per worker, named with
+# key_file = "/etc/nalox/pki/inventory.key"    # {worker} = 0, 1, ...: "/etc/nalox/pki/inventory-{worker}.crt"
 # [mqtt.commands_tls]     # ... with the `dashboard` certificate (make-certs.sh DIR service dashboard)
 # ca_file = "/etc/nalox/pki/ca.crt"
 # cert_file = "/etc/nalox/pki/dashboard.crt"

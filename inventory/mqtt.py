@@ -61,10 +61,16 @@ class IngestWorker:
     """One MQTT session + one store connection + one writer thread."""
 
     def __init__(
-        self, config: CentralConfig, store: Store, clock: Clock, client_id: str, shared: bool
+        self,
+        config: CentralConfig,
+        store: Store,
+        clock: Clock,
+        client_id: str,
+        shared: bool,
+        worker: int = 0,
     ) -> None:
         self.config, self.store, self.clock, self.client_id = config, store, clock, client_id
-        self.settings = config.mqtt
+        self.settings = config.mqtt.for_worker(worker)  # its own certificate: the broker's CN = client id
         self.shared = shared
         self.response_topic = f"{TOPIC_ROOT}/+/cmd_response/{client_id}"  # what we subscribe to
         self.log = log.get("mqtt").bind(client_id=client_id)

@@ -82,7 +82,7 @@ class Service:
         shared = self.config.mqtt.shared or n > 1
         for i in range(n):
             cid = self.client_id if n == 1 else f"{self.client_id}-{i}"
-            self.workers.append(IngestWorker(self.config, self._open(), self.clock, cid, shared))
+            self.workers.append(IngestWorker(self.config, self._open(), self.clock, cid, shared, worker=i))
         for w in self.workers:
             w.start()
         if self.config.alerts.email is not None:
@@ -223,7 +223,9 @@ class Service:
 
 def _own_certificates(config: CentralConfig) -> list[Path]:
     """Central's MQTT client certificate and the CA it trusts: watched for expiry like the CRL."""
-    tls = config.mqtt.tls
-    if tls is None:
-        return []
-    return [Path(f) for f in (tls.cert_file, tls.ca_file) if f is not None]
+    files: list[Path] = []
+    for worker in range(config.mqtt.workers):  # one certificate per ingest worker when templated
+        tls = config.mqtt.for_worker(worker).tls
+        if tls is not None:
+            files += [Path(f) for f in (tls.cert_file, tls.ca_file) if f is not None and Path(f) not in files]
+    return files

@@ -6,12 +6,20 @@
  * dynamic-security plugin of 2.0.11 sees `$share/...` subscriptions whole and could deny them, but it has
  * no %u/%c patterns (one role per unit to keep in step with the PKI) and no notion of retain.
  *
- * This plugin runs before the acl_file (plugins register their ACL callback first). It only ever DENIES
- * or DEFERS: whatever it lets through must still pass the acl_file's rules.
+ * This plugin runs before the acl_file (plugins register their ACL callback first). For units and the
+ * staff-command identities it only ever DENIES or DEFERS: whatever it lets through must still pass the
+ * acl_file's rules. The central role is defined here, once, and answered here (granted or denied), because
+ * the acl_file names users exactly and central runs one connection, hence one certificate, per ingest
+ * worker:
  *
+ *   - central identities: each name of plugin_opt_central (default "inventory") and, with
+ *     plugin_opt_central_workers N, its ingest workers <name>-0 .. <name>-(N-1) (make-certs.sh issues
+ *     them as service certificates and refuses those names for units). They read nalox/v1/#, subscribe to
+ *     it (also through `$share/<group>/`), and write only acks, replay and lot-hold commands and
+ *     nalox/v1/_central/#;
  *   - client id must equal the certificate CN (prod.conf sets use_username_as_clientid; this is a second
  *     line should that option ever be removed);
- *   - `$share/...` subscriptions only for the central identities (plugin_opt_central, default "inventory");
+ *   - `$share/...` subscriptions only for the central identities;
  *   - a unit (any identity not central or operations) subscribes only to nalox/v1/<cn>/cmd/... and
  *     nalox/v1/<cn>/ack: `#` and other wide filters are refused (SUBACK 0x87), not silently filtered;
  *   - a unit publishes only on exact topics: status, state, telemetry, event/<type>, cmd_response and
@@ -35,10 +43,17 @@
 #define ROOT "nalox/v1/"
 #define ROOT_LEN (sizeof(ROOT) - 1)
 #define MAX_NAMES 8
+#define MAX_WORKERS 32
+
+/* What a central identity may publish (topic filters); it reads and subscribes to nalox/v1/#. */
+static const char *const central_writes[] = {
+	ROOT "+/ack", ROOT "+/cmd/replay", ROOT "+/cmd/lot_hold", ROOT "_central/#", NULL
+};
 
 static mosquitto_plugin_id_t *plugin_id;
 static char *central[MAX_NAMES];
 static int central_count;
+static int central_workers;
 static char *operations[MAX_NAMES];
 static int operations_count;
 static uint32_t max_state_bytes = 65536;
@@ -62,6 +77,32 @@ static bool in_list(const char *name, char **list, int count)
 		if(!strcmp(name, list[i])) return true;
 	}
 	return false;
+}
+
+/* A central name, or <central name>-<k> with k a plain decimal below central_workers. */
+static bool is_central(const char *name)
+{
+	int i;
+	size_t n;
+	const char *k;
+	char *end;
+	long worker;
+	if(in_list(name, central, central_count)) return true;
+	for(i = 0; i < central_count; i++){
+		n = strlen(central[i]);
+		if(strncmp(name, central[i], n) || name[n] != '-') continue;
+		k = name + n + 1;
+		if(k[0] < '0' || k[0] > '9' || (k[0] == '0' && k[1])) continue;  /* digits, no leading zero */
+		worker = strtol(k, &end, 10);
+		if(*end == '\0' && worker < central_workers) return true;
+	}
+	return false;
+}
+
+static bool matches(const char *filter, const char *topic)
+{
+	bool result = false;
+	return mosquitto_topic_matches_sub(filter, topic, &result) == MOSQ_ERR_SUCCESS && result;
 }
 
 /* One topic level of [A-Za-z0-9_.-], 1..64 characters, ending at '\0'. */
@@ -103,13 +144,34 @@ static int deny(const char *why, const char *username, const char *topic)
 	return MOSQ_ERR_ACL_DENIED;
 }
 
+/* Central subscribes to filters under nalox/v1/, plainly or through $share/<group>/. */
+static int central_subscribe(const char *username, const char *topic)
+{
+	const char *filter = topic, *slash;
+	if(!strncmp(topic, "$share/", 7)){
+		slash = strchr(topic + 7, '/');
+		if(!slash || slash == topic + 7) return deny("malformed shared subscription", username, topic);
+		filter = slash + 1;
+	}
+	if(strncmp(filter, ROOT, ROOT_LEN)) return deny("central subscription outside " ROOT, username, topic);
+	return MOSQ_ERR_SUCCESS;
+}
+
+static int central_publish(const char *username, const char *topic)
+{
+	int i;
+	for(i = 0; central_writes[i]; i++){
+		if(matches(central_writes[i], topic)) return MOSQ_ERR_SUCCESS;
+	}
+	return deny("central publish outside acks, replay, lot_hold and _central", username, topic);
+}
+
 static int check_subscribe(const char *username, const char *topic)
 {
 	const char *rest;
-	if(!strncmp(topic, "$share/", 7)){
-		return in_list(username, central, central_count) ? MOSQ_ERR_PLUGIN_DEFER : deny("shared subscription", username, topic);
-	}
-	if(in_list(username, central, central_count) || in_list(username, operations, operations_count)){
+	if(is_central(username)) return central_subscribe(username, topic);
+	if(!strncmp(topic, "$share/", 7)) return deny("shared subscription", username, topic);
+	if(in_list(username, operations, operations_count)){
 		return MOSQ_ERR_PLUGIN_DEFER;
 	}
 	rest = unit_part(topic, username);
@@ -126,7 +188,8 @@ static int check_publish(const char *username, const char *topic, uint32_t paylo
 	if(retain && !retainable(topic)){
 		return deny("retained publish (only status and state may be retained)", username, topic);
 	}
-	if(in_list(username, central, central_count) || in_list(username, operations, operations_count)){
+	if(is_central(username)) return central_publish(username, topic);
+	if(in_list(username, operations, operations_count)){
 		return MOSQ_ERR_PLUGIN_DEFER;
 	}
 	rest = unit_part(topic, username);
@@ -160,6 +223,9 @@ static int acl_check(int event, void *event_data, void *userdata)
 			return check_subscribe(username, ed->topic);
 		case MOSQ_ACL_WRITE:
 			return check_publish(username, ed->topic, ed->payloadlen, ed->retain);
+		case MOSQ_ACL_READ:
+			if(!is_central(username)) return MOSQ_ERR_PLUGIN_DEFER;
+			return matches(ROOT "#", ed->topic) ? MOSQ_ERR_SUCCESS : deny("central read outside " ROOT, username, ed->topic);
 		default:
 			return MOSQ_ERR_PLUGIN_DEFER;
 	}
@@ -184,6 +250,13 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data, s
 	for(i = 0; i < opt_count; i++){
 		if(!strcmp(opts[i].key, "central")){
 			split_names(opts[i].value, central, &central_count);
+		}else if(!strcmp(opts[i].key, "central_workers")){
+			central_workers = (int)strtol(opts[i].value, NULL, 10);
+			if(central_workers < 0 || central_workers > MAX_WORKERS){
+				mosquitto_log_printf(MOSQ_LOG_ERR, "nalox_guard: central_workers: expected 0..%d, got %s",
+						MAX_WORKERS, opts[i].value);
+				return MOSQ_ERR_INVAL;
+			}
 		}else if(!strcmp(opts[i].key, "operations")){
 			split_names(opts[i].value, operations, &operations_count);
 		}else if(!strcmp(opts[i].key, "max_state_bytes")){
@@ -197,7 +270,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data, s
 			return MOSQ_ERR_INVAL;
 		}
 	}
-	mosquitto_log_printf(MOSQ_LOG_NOTICE, "nalox_guard: loaded (state<=%u, event<=%u, other<=%u bytes)",
+	mosquitto_log_printf(MOSQ_LOG_NOTICE, "nalox_guard: loaded (central %s with %d ingest workers; state<=%u, "
+			"event<=%u, other<=%u bytes)", central_count ? central[0] : "-", central_workers,
 			max_state_bytes, max_event_bytes, max_other_bytes);
 	return mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, acl_check, NULL, NULL);
 }

@@ -4,7 +4,9 @@
 #   make-certs.sh DIR init [BROKER_NAME...]  server CA + device CA + broker cert (SAN localhost,
 #                                            127.0.0.1 and each BROKER_NAME) + an empty CRL
 #   make-certs.sh DIR unit UNIT_ID           a unit certificate, CN = UNIT_ID (the MQTT username)
-#   make-certs.sh DIR service NAME           a service certificate: inventory, dashboard or operations
+#   make-certs.sh DIR service NAME           a service certificate: inventory, dashboard or operations, or
+#                                            inventory-0 .. inventory-31: one per central ingest worker
+#                                            (`[mqtt] workers`; the broker makes each CN a client id)
 #   make-certs.sh DIR revoke NAME            revoke NAME's certificate and rewrite the CRL
 #   make-certs.sh DIR crl                    rewrite the CRL (valid NALOX_CRL_DAYS, default 365 days:
 #                                            past that OpenSSL refuses EVERY client, so renew early)
@@ -15,7 +17,7 @@
 # Keys are EC P-256, mode 0600. Run it on an offline machine; never copy DIR/*-ca/ca.key to a unit.
 set -eu
 
-usage() { sed -n '3,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '3,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 2 ] || usage
 DIR=$1; ACTION=$2; shift 2
 DAYS=${NALOX_CERT_DAYS:-825}
@@ -26,7 +28,17 @@ die() { echo "make-certs: $*" >&2; exit 1; }
 check_name() {
   printf '%s' "$1" | grep -Eq '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$' \
     || die "expected a name of letters, digits, '_', '.', '-' (max 64, not starting with a symbol), got '$1'"
-  case "$1" in inventory|dashboard|operations) [ "${2:-}" = service ] || die "'$1' is reserved for a service certificate";; esac
+  case "$1" in inventory|inventory-[0-9]*|dashboard|operations)
+    [ "${2:-}" = service ] || die "'$1' is reserved for a service certificate";; esac
+}
+
+# inventory, dashboard, operations, or a central ingest worker inventory-0 .. inventory-31 (the nalox_guard
+# plugin's plugin_opt_central_workers says how many of them the broker accepts as central)
+service_name() {
+  case "$1" in
+    inventory|dashboard|operations|inventory-[0-9]|inventory-[12][0-9]|inventory-3[01]) return 0;;
+  esac
+  return 1
 }
 
 device_cnf() {
@@ -122,7 +134,8 @@ case "$ACTION" in
   init) mkdir -p "$DIR"; init "$@";;
   unit) [ $# -eq 1 ] || usage; client "$1" unit;;
   service) [ $# -eq 1 ] || usage
-    case "$1" in inventory|dashboard|operations) client "$1" service;; *) die "expected inventory, dashboard or operations, got '$1'";; esac;;
+    service_name "$1" || die "expected inventory, inventory-0 .. inventory-31, dashboard or operations, got '$1'"
+    client "$1" service;;
   revoke) [ $# -eq 1 ] || usage; revoke "$1";;
   crl) gen_crl;;
   *) usage;;

@@ -10,8 +10,12 @@ import paho.mqtt.client as paho
 class UnitSide:
     """Publishes like a unit and records what the central service sends back."""
 
-    def __init__(self, port: int, client_id: str, subscribe: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, port: int, client_id: str, subscribe: tuple[str, ...] = (), tls: dict[str, str] | None = None
+    ) -> None:
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        if tls:  # the production broker: a unit's certificate (tests/controller/mqtt/certs.py Pki.tls)
+            self.client.tls_set(ca_certs=tls["ca"], certfile=tls["cert"], keyfile=tls["key"])
         self.received: list[paho.MQTTMessage] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()

@@ -73,7 +73,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     make_certs(root, "init")
     for name in ("unit-a", "unit-b", "unit-c", "unit-outage"):
         make_certs(root, "unit", name)
-    for name in ("inventory", "dashboard", "operations"):
+    for name in ("inventory", "inventory-0", "dashboard", "operations"):
         make_certs(root, "service", name)
     make_certs(root, "revoke", "unit-c")
     return Pki(root)

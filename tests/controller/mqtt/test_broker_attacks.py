@@ -173,3 +173,27 @@ def test_packet_over_the_broker_limit_disconnects_the_sender(broker: Broker, pki
     finally:
         thief.close()
         honest.close()
+
+
+@pytest.mark.parametrize("central", ["inventory", "inventory-0"])
+def test_central_and_its_ingest_workers_have_the_same_rights_defined_once(
+    broker: Broker, pki: Pki, central: str
+) -> None:
+    """The central role lives in nalox_guard (the acl file names users exactly): `inventory` and each
+    ingest worker's certificate (`inventory-<n>`) get the same answers; a unit's certificate does not."""
+    me = as_(broker, pki, central, [f"$share/inventory/{EVENTS}", "nalox/v1/+/state", "$SYS/#", "#"])
+    try:
+        assert me.suback == [1, 1, NOT_AUTHORIZED, NOT_AUTHORIZED]
+        codes = {t: puback(me, t, b"{}") < 0x80 for t in (
+            "nalox/v1/unit-a/ack", "nalox/v1/unit-a/cmd/replay", "nalox/v1/unit-a/cmd/lot_hold",
+            "nalox/v1/_central/alert", "nalox/v1/unit-a/cmd/lock", "nalox/v1/unit-a/state",
+            "nalox/v1/unit-a/event/dispense", "other/topic")}
+        assert codes == {
+            "nalox/v1/unit-a/ack": True, "nalox/v1/unit-a/cmd/replay": True,
+            "nalox/v1/unit-a/cmd/lot_hold": True, "nalox/v1/_central/alert": True,
+            "nalox/v1/unit-a/cmd/lock": False, "nalox/v1/unit-a/state": False,
+            "nalox/v1/unit-a/event/dispense": False, "other/topic": False,
+        }
+        assert puback(me, "nalox/v1/_central/alert", b"{}", retain=True) == NOT_AUTHORIZED
+    finally:
+        me.close()

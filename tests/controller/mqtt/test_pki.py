@@ -53,7 +53,9 @@ def test_broker_certificate_comes_from_the_server_ca_with_the_names_asked(pki: P
     [
         (("unit", "inventory"), "reserved"),
         (("unit", "../etc"), "expected a name"),
-        (("service", "unit-9"), "expected inventory, dashboard or operations"),
+        (("service", "unit-9"), "expected inventory, inventory-0 .. inventory-31, dashboard or operations"),
+        (("service", "inventory-32"), "expected inventory, inventory-0"),
+        (("unit", "inventory-3"), "reserved"),
         (("init",), "refusing to overwrite"),
         (("revoke", "nobody"), "expected a certificate"),
         (("unit", "unit-7"), "exists"),
