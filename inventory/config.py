@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inventory.errors import InventoryError
-from schemas.models import LabelRange, UnitId
+from schemas.models import REPLAY_MAX_SEQS, LabelRange, UnitId
 
 
 class ConfigError(InventoryError):
@@ -185,6 +185,10 @@ class IngestSettings(Section):
     )
     replay_backoff_max_s: float = Field(
         default=1800.0, gt=0, description="longest wait between two replay requests for one gap"
+    )
+    replay_max_seqs: int = Field(
+        default=REPLAY_MAX_SEQS, ge=1, le=REPLAY_MAX_SEQS,
+        description="the most seqs one replay request asks for (a longer gap is asked for in steps)",
     )
     quarantine_per_unit: int = Field(
         default=500, ge=1, le=100_000, description="open quarantine rows per unit; more only count up"

@@ -255,6 +255,7 @@ def _validate(kind: str, text: str) -> pydantic.BaseModel:
 class Gap:
     acked: int
     since: float
+    known: int = 0  # the highest seq known to exist (committed, or announced by the unit's state)
     requested_at: float | None = None
     requests: int = 0  # replay requests sent for this gap: each waits twice as long, capped
 
@@ -536,7 +537,8 @@ class Ingestor:
                 return
             gap = self._gaps.get(p.unit)
             if gap is None or gap.acked != p.acked_seq:
-                self._gaps[p.unit] = Gap(p.acked_seq, self.clock.monotonic())
+                gap = self._gaps[p.unit] = Gap(p.acked_seq, self.clock.monotonic())
+            gap.known = max(gap.known, p.max_seq)
 
     def tick(self) -> list[ReplayCommand]:
         """Re-check open gaps against the database; ask for a replay of any that outlived the timeout."""
@@ -553,8 +555,10 @@ class Ingestor:
 
     def _request_replays(self) -> list[ReplayCommand]:
         """Ask for what is missing after gap_timeout_s, then after twice as long each time, capped at
-        replay_backoff_max_s. Never while the next missing seq sits in quarantine: the same event
-        would be refused again; staff release it (after upgrading central) or accept it as a gap."""
+        replay_backoff_max_s: from the first missing seq to the end of the hole (the next committed seq,
+        or the last the unit announced), at most replay_max_seqs of them per request. Never while the
+        next missing seq sits in quarantine: the same event would be refused again; staff release it
+        (after upgrading central) or accept it as a gap."""
         cfg = self.config.ingest
         timeout, now, sent = cfg.gap_timeout_s, self.clock.monotonic(), []
 
@@ -569,13 +573,20 @@ class Ingestor:
             ]
         held = self.store.quarantined_seqs([u for u, _ in due]) if due else {}
         due = [(u, g) for u, g in due if g.acked + 1 not in held.get(u, set())]
+        ends = self.store.gap_ends({u: g.acked for u, g in due}) if due else {}
         with self._lock:
             for _, g in due:
                 g.requested_at = now
                 g.requests += 1
         for unit, g in due:
+            # only what is missing: up to the next committed seq (or the last one known), capped
+            last = ends[unit] - 1 if unit in ends else g.known
+            to_seq = max(g.acked + 1, min(last, g.acked + cfg.replay_max_seqs))
             cmd = ReplayCommand(
-                command_id=f"replay-{uuid.uuid4().hex[:16]}", issued_at=self.clock.now(), from_seq=g.acked + 1
+                command_id=f"replay-{uuid.uuid4().hex[:16]}",
+                issued_at=self.clock.now(),
+                from_seq=g.acked + 1,
+                to_seq=to_seq,
             )
             self.publish(
                 topic(unit, "cmd", "replay"),
@@ -586,7 +597,7 @@ class Ingestor:
                 int(max(timeout * 2, 60)),
             )
             self.log.warning(
-                "replay_requested", unit=unit, from_seq=g.acked + 1, command_id=cmd.command_id,
+                "replay_requested", unit=unit, from_seq=g.acked + 1, to_seq=to_seq, command_id=cmd.command_id,
                 request=g.requests,
             )
             sent.append(cmd)

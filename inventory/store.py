@@ -560,6 +560,17 @@ class Store:
             )
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
+    def gap_ends(self, gaps: dict[str, int]) -> dict[str, int]:
+        """For each unit -> acked seq: the lowest committed seq above it, where its gap ends (units with
+        nothing committed above their acked seq are left out): a replay asks only for what is missing."""
+        out: dict[str, int] = {}
+        with self.tx() as tx:
+            for unit, acked in gaps.items():
+                row = tx.one("SELECT MIN(seq) FROM events WHERE unit = ? AND seq > ?", (unit, acked))
+                if row is not None and row[0] is not None:
+                    out[unit] = int(row[0])
+        return out
+
     def quarantined_seqs(self, units: Sequence[str]) -> dict[str, set[int]]:
         out: dict[str, set[int]] = {}
         with self.tx() as tx:

@@ -10,7 +10,15 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "nalox/v1"
@@ -364,10 +372,25 @@ class RebirthCommand(CommandBase):
     pass
 
 
-class ReplayCommand(CommandBase):
-    """`cmd/replay`: send the outbox again from `from_seq` (the central saw a gap)."""
+REPLAY_MAX_SEQS = 1000  # the most seqs one replay request may ask for (the unit clips to its own cap)
 
-    from_seq: int = Field(ge=1)
+
+class ReplayCommand(CommandBase):
+    """`cmd/replay`: send the outbox rows `from_seq` .. `to_seq` again (the central saw a gap). Without
+    `to_seq` (older centrals) the unit sends at most its cap of rows from `from_seq`; a longer range is
+    clipped to the cap and the answer says so."""
+
+    from_seq: int = Field(ge=1, le=MAX_SEQ)
+    to_seq: int | None = Field(
+        default=None, ge=1, le=MAX_SEQ, description="the last seq wanted (inclusive); at most "
+        f"{REPLAY_MAX_SEQS} seqs from from_seq are sent"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplayCommand:
+        if self.to_seq is not None and self.to_seq < self.from_seq:
+            raise ValueError(f"expected to_seq >= from_seq {self.from_seq}, got {self.to_seq}")
+        return self
 
 
 class DiagCommand(CommandBase):

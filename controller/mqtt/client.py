@@ -39,6 +39,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.errors import ControllerError
+from schemas.models import REPLAY_MAX_SEQS
 
 log = structlog.get_logger("nalox.mqtt")
 
@@ -79,6 +80,8 @@ class MqttSettings(BaseModel):
     refused_retry_s: float = Field(default=30.0, gt=0, description="retry of an event the broker refused")
     ack_resend_s: float = Field(default=300.0, gt=0,
                                 description="resend unacknowledged events when no ack came for this long")
+    replay_max_seqs: int = Field(default=REPLAY_MAX_SEQS, ge=1, le=100_000,
+                                 description="the most outbox rows one replay command sends again")
     # Kept so a unit.toml written for an earlier version still loads after an upgrade (a unit that
     # refuses its config after an update is a unit out of service): the file it names is imported
     # into the ledger once, then never used again.

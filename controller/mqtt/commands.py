@@ -81,7 +81,14 @@ class Republished(CommandResult):
 
 
 class Replaying(CommandResult):
+    """A replay: the rows `from_seq` .. `to_seq` still in the outbox (`rows` of them) are sent again;
+    `clipped` when the range asked for (or an open one) was longer than the unit's `limit`."""
+
     from_seq: int
+    to_seq: int
+    rows: int
+    clipped: bool
+    limit: int
     outbox_depth: int
     last_seq: int
 

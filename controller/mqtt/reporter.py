@@ -9,10 +9,12 @@ in-flight window.
 Delivery rules: a row counts as delivered only on a PUBACK with a success reason code. A refused
 PUBACK (>= 0x80, e.g. 0x87 Not authorized) keeps the row, raises the `mqtt_publish_refused` alarm and
 retries after `refused_retry_s`; refused rows hold their window slot, so nothing floods. Rows leave the
-outbox only when `<unit>/ack` covers their seq (ledger.prune). After every reconnect, after a `replay`
-command, and when no ack has come for `ack_resend_s` (doubling up to an hour), everything not yet acked
-is sent again: the central service deduplicates by event_id. Nothing is ever dropped to make room; the
-`outbox_backlog` alarm rises past `outbox_alarm_depth` rows or `outbox_alarm_age_s`.
+outbox only when `<unit>/ack` covers their seq (ledger.prune). After every reconnect, and when no ack
+has come for `ack_resend_s` (doubling up to an hour), everything not yet acked is sent again: the central
+service deduplicates by event_id. A `replay` command sends again only the range it names, at most
+`replay_max_seqs` rows (an open or longer range is clipped and the answer says so). Nothing is ever
+dropped to make room; the `outbox_backlog` alarm rises past `outbox_alarm_depth` rows or
+`outbox_alarm_age_s`.
 
 Latency and throughput: the worker reads the outbox ahead (a window's worth of rows at a time) and
 each success PUBACK hands the next read-ahead row to the freed slot on the client's ack thread, so the
@@ -38,7 +40,14 @@ import structlog
 from controller.clock import Clock
 from controller.ledger import CommandMemory, Ledger, OutboxRow
 from controller.mqtt.client import InboundMessage, MqttClient, MqttSettings, PublishHandle, Will
-from controller.mqtt.commands import CommandProcessor, CommandRegistry, CommandResult, Replaying, Republished
+from controller.mqtt.commands import (
+    CommandProcessor,
+    CommandRefused,
+    CommandRegistry,
+    CommandResult,
+    Replaying,
+    Republished,
+)
 from schemas.models import (
     Ack,
     CommandBase,
@@ -98,6 +107,7 @@ class Reporter:
         self._thread: threading.Thread | None = None
         self._cursor = 0  # highest seq handed to the client since the last rewind
         self._ahead: collections.deque[OutboxRow] = collections.deque()  # read after _cursor, not yet sent
+        self._replays: collections.deque[OutboxRow] = collections.deque()  # a replay command's rows
         self._inflight: dict[int, PublishHandle] = {}
         self._refused: dict[int, tuple[OutboxRow, float, str]] = {}  # seq -> (row, retry at, reason)
         self._need_state = False
@@ -218,10 +228,11 @@ class Reporter:
         if self._cursor > to_seq:
             self.resends += self._cursor - to_seq
             log.info("outbox_rewind", unit=self.unit_id, from_seq=to_seq + 1, to_seq=self._cursor, why=why)
-        self._cursor = min(self._cursor, to_seq) if why == "replay" else to_seq
+        self._cursor = to_seq
         self._inflight.clear()
         self._refused.clear()
         self._ahead.clear()
+        self._replays.clear()
         self._last_ack_progress = self.clock.monotonic()
 
     # ------------------------------------------------------------------ worker
@@ -296,6 +307,11 @@ class Reporter:
         """Hand rows already read from the outbox to the client, in seq order, one per free slot
         (caller holds the lock)."""
         room = self.settings.inflight_window - self._busy()
+        while room > 0 and self._replays:  # a replay's rows first, without moving the cursor
+            row = self._replays.popleft()
+            if row.seq not in self._inflight:
+                self._send_row(row)
+                room -= 1
         while room > 0 and self._ahead:
             row = self._ahead.popleft()
             self._send_row(row)
@@ -333,7 +349,7 @@ class Reporter:
                 recovered = self._refused.pop(row.seq, None) is not None or self._refused_alarm
                 # The freed slot takes the next row read ahead, here, without a hop to the worker.
                 before = len(self._ahead)
-                if before and self.client is not None and self.client.connected:
+                if (before or self._replays) and self.client is not None and self.client.connected:
                     self._send_ahead()
                 # Wake the worker only when it has something to do: read ahead (the buffer just ran
                 # low, or is empty with a quarter window free), the window emptied (deferred state,
@@ -453,8 +469,22 @@ class Reporter:
         return Republished(republished=["status", "state"], session=self._session)
 
     def _replay(self, cmd: ReplayCommand) -> Replaying:
+        """Send the outbox rows from_seq .. to_seq again, at most replay_max_seqs of them (an open or longer
+        range is clipped, and the answer says so), beside the normal stream: the cursor does not move."""
+        last, acked, limit = self.ledger.last_seq(), self.ledger.acked_seq(), self.settings.replay_max_seqs
+        if cmd.from_seq > last:
+            raise CommandRefused(f"expected from_seq at most this ledger's last seq {last}, "
+                                 f"got {cmd.from_seq}: nothing to replay")
+        wanted = cmd.to_seq if cmd.to_seq is not None else last  # open: up to the last seq
+        to_seq = min(wanted, last, cmd.from_seq + limit - 1)
+        start = max(cmd.from_seq, acked + 1)  # rows up to the ack are pruned: central has them
+        rows = [r for r in self.ledger.pending(start - 1, to_seq - start + 1) if r.seq <= to_seq] \
+            if to_seq >= start else []
         with self._lock:
-            self._rewind(max(cmd.from_seq - 1, self.ledger.acked_seq()), "replay")
+            self._replays = collections.deque(rows)  # a newer request replaces an older one: bounded
         self._wake.set()
-        return Replaying(from_seq=cmd.from_seq, outbox_depth=self.ledger.depth(),
-                         last_seq=self.ledger.last_seq())
+        if wanted > to_seq:
+            log.warning("replay_clipped", unit=self.unit_id, from_seq=cmd.from_seq, asked_to=cmd.to_seq,
+                        to_seq=to_seq, limit=limit)
+        return Replaying(from_seq=cmd.from_seq, to_seq=to_seq, rows=len(rows), clipped=wanted > to_seq,
+                         limit=limit, outbox_depth=self.ledger.depth(), last_seq=last)

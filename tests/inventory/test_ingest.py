@@ -130,7 +130,7 @@ def test_tail_gap_known_from_state_is_replayed(store: Store, config: CentralConf
     feed(ing, msgs[:-2])
     feed(ing, [(topic(s.unit, "state"), s.state(ts(0)).model_dump_json().encode())])
     clock.advance(31)
-    assert [r.from_seq for r in ing.tick()] == [s.seq - 1]
+    assert [(r.from_seq, r.to_seq) for r in ing.tick()] == [(s.seq - 1, s.seq)], "the end is the state's"
     feed(ing, msgs[-2:])
     assert_counted_once(store, s)
 

@@ -102,6 +102,24 @@ def test_replays_back_off_and_wait_while_the_missing_event_is_quarantined(
     assert [r.from_seq for r in ing.tick()] == [3], "released: the unit is asked for it again"
 
 
+def test_replay_requests_ask_only_for_what_is_missing_a_bounded_range_at_a_time(
+    store: Store, clock: FakeClock
+) -> None:
+    ing, rec = ingestor(store, make_config(ingest={"gap_timeout_s": 30, "replay_max_seqs": 100}), clock)
+    ing.process([restock(n) for n in (1, 2, 8, 9, 10, 500)])  # missing: 3..7 and 11..499
+    clock.advance(31)
+    (r,) = ing.tick()
+    assert (r.from_seq, r.to_seq) == (3, 7), "only the first hole, up to the next stored seq"
+    assert json.loads(rec.sent[-1][1])["to_seq"] == 7, "the bound goes on the wire"
+    ing.process([restock(n) for n in range(3, 8)])
+    for first in (11, 111):  # a long hole: 100 seqs per request, the next request after the next timeout
+        clock.advance(31)
+        (r,) = ing.tick()
+        assert (r.from_seq, r.to_seq) == (first, first + 99)
+        ing.process([restock(n) for n in range(first, first + 100)])
+    assert store.unit("unit-001").acked_seq == 210  # type: ignore[union-attr]
+
+
 def test_lax_input_is_stored_normalised_and_every_reader_copes(
     store: Store, config: CentralConfig, clock: FakeClock
 ) -> None:

@@ -172,7 +172,7 @@ def test_each_command_is_answered_on_its_response_topic(
         "lock": ({"reason": "maintenance"}, "ok"),
         "unlock": ({}, "ok"),
         "rebirth": ({}, "ok"),
-        "replay": ({"from_seq": 1}, "ok"),
+        "replay": ({"from_seq": 1}, "error"),  # the stand-in ledger is empty: nothing to replay, said so
         "diag": ({}, "ok"),
         "test_vend": ({"column": 1}, "error"),  # the stand-in is not in service mode
     }
@@ -273,6 +273,38 @@ def test_rebirth_republishes_state_and_replay_resends(
     watcher.publish(f"nalox/v1/{unit_id}/cmd/replay", _cmd("rp", from_seq=3)).wait_for_publish(5)
     again = [parse_event(watcher.next(f"nalox/v1/{unit_id}/event/door").payload).seq for _ in range(3)]
     assert again == [3, 4, 5]
+
+
+def test_replay_sends_only_the_range_asked_and_clips_an_open_or_long_one(
+    make_reporter: Callable[..., Reporter], watcher: Watcher, unit_id: str, tmp_path: Path
+) -> None:
+    clock = RealClock()
+    ledger = real_ledger(tmp_path, unit_id, clock)
+    for _ in range(6):
+        ledger.append_door()
+    make_reporter(clock=clock, ledger=ledger, replay_max_seqs=3).start()
+    doors, answers = f"nalox/v1/{unit_id}/event/door", f"nalox/v1/{unit_id}/cmd_response"
+    assert [parse_event(watcher.next(doors).payload).seq for _ in range(6)] == [1, 2, 3, 4, 5, 6]
+
+    def replay(command_id: str, **fields: int) -> tuple[dict[str, object], list[int]]:
+        watcher.publish(f"nalox/v1/{unit_id}/cmd/replay", _cmd(command_id, **fields)).wait_for_publish(5)
+        answer = json.loads(watcher.next(answers).payload)
+        sent = answer["result"]["rows"] if answer["status"] == "ok" else 0
+        return answer, [parse_event(watcher.next(doors).payload).seq for _ in range(sent)]
+
+    answer, seqs = replay("r1", from_seq=2, to_seq=3)
+    assert seqs == [2, 3] and answer["result"] | {"outbox_depth": 0} == {
+        "from_seq": 2, "to_seq": 3, "rows": 2, "clipped": False, "limit": 3, "outbox_depth": 0, "last_seq": 6}
+    answer, seqs = replay("r2", from_seq=1)  # no to_seq (an older central): at most the unit's cap
+    assert seqs == [1, 2, 3] and (answer["result"]["to_seq"], answer["result"]["clipped"]) == (3, True)
+    answer, seqs = replay("r3", from_seq=4, to_seq=10**6)  # far too long: clipped, told so
+    assert seqs == [4, 5, 6] and (answer["result"]["to_seq"], answer["result"]["clipped"]) == (6, True)
+    answer, seqs = replay("r4", from_seq=7)
+    assert answer["status"] == "error" and "last seq 6, got 7" in answer["reason"], answer
+    answer, seqs = replay("r5", from_seq=5, to_seq=4)
+    assert answer["status"] == "error" and "to_seq >= from_seq" in answer["reason"], answer
+    assert watcher.messages.empty() or all(  # nothing beyond the ranges answered was sent again
+        m.topic != doors for m in list(watcher.messages.queue))
 
 
 def test_fuzzed_commands_through_the_broker_each_get_one_answer(
