@@ -79,6 +79,12 @@ from schemas.models import (
 LOG = log.get("daemon")
 MAX_IDLE_S = 5.0  # the loop sleeps until an item comes or a deadline is due, never longer than this
 LEDGER_PROBE_S = 2.0  # how often a ledger that cannot write is tried again
+# A start that finds the ledger unwritable feeds the watchdog this long before letting systemd restart the
+# daemon, twice as long with each such start in a row (counted in the runtime folder), up to the maximum:
+# a disk that stays full costs a restart every half hour, not a crash loop.
+LEDGER_HOLD_S = 60.0
+LEDGER_HOLD_MAX_S = 1800.0
+DOWN_STARTS = "ledger-down-starts"
 T = TypeVar("T")
 
 
@@ -118,7 +124,10 @@ class UnitDaemon:
         self.clock = clock
         self.unit_id = config.unit.id
         self.notifier = notifier or Notifier()
-        self.ledger = Ledger(config.paths.ledger_path(), clock, unit_id=config.unit.id)
+        self.ledger = Ledger(
+            config.paths.ledger_path(), clock, unit_id=config.unit.id, read_if_unwritable=True
+        )
+        self._runtime = runtime_dir if runtime_dir is not None else config.paths.runtime_path()
         self.alarms = Alarms(self.ledger, self._changed)
         self.kiosk = kiosk or Kiosk(config, player, clock, runtime_dir=runtime_dir)
         self.flow = VendFlow(
@@ -144,6 +153,7 @@ class UnitDaemon:
         self.ledger_down: str | None = None  # why the ledger cannot write (None: it can)
         self._ledger_down_since: datetime | None = None
         self._next_probe = 0.0
+        self._watchdog_hold_until: float | None = None  # ledger down at start: fed until then (clock time)
         self._last_state: UnitState | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -153,8 +163,10 @@ class UnitDaemon:
         return self.flow.mode
 
     def open(self) -> None:
-        """Everything before the loop: board HELLO, ledger columns and initial stock, reconcile, reporter."""
-        self._init_columns()
+        """Everything before the loop: board HELLO, ledger columns and initial stock, reconcile, reporter.
+        A ledger that cannot write at start (a full or read-only disk) does not stop the unit: it comes up
+        out of service and says so (screen, log, state over MQTT), and does the ledger's part of this
+        by itself once the ledger writes again."""
         self.board_info = self.board.start(self._on_board_event)
         LOG.info(
             "board_started",
@@ -164,15 +176,25 @@ class UnitDaemon:
         )
         self.player.start(self._on_player_event)
         self.kiosk.start()
-        self.reconcile()
-        self.flow.check_expiry()
-        self._poll_status()
+        try:
+            self._start_ledger_work()
+        except LedgerUnavailable as exc:
+            self._ledger_failed(exc, at_start=True)
         self.flow.ready = True
         self._opened = True
         self._start_reporter()
         self._start_control()
         LOG.info("unit_ready", unit=self.unit_id, mode=self.mode, last_seq=self.ledger.last_seq())
         self._changed()
+
+    def _start_ledger_work(self) -> None:
+        if self.ledger.read_only is not None:
+            raise LedgerUnavailable(self.ledger.read_only)
+        self._init_columns()
+        self.reconcile()
+        self.flow.check_expiry()
+        self._poll_status()
+        self._forget_down_starts()
 
     def start(self) -> None:
         """open() and run the loop on a thread."""
@@ -240,7 +262,7 @@ class UnitDaemon:
         video = self.flow.next_deadline()
         if video is not None:
             due.append(video - now + 0.001)
-        if self.notifier.watchdog_interval_s is not None and self.ledger_down is None:
+        if self.notifier.watchdog_interval_s is not None and (self.ledger_down is None or self._holding()):
             due.append(self._next_watchdog - time.monotonic())
         if self.ledger_down is not None:
             due.append(self._next_probe - now)
@@ -322,18 +344,25 @@ class UnitDaemon:
         self._light = want
     # ------------------------------------------------------------ a ledger that cannot write
 
-    def _ledger_failed(self, exc: LedgerUnavailable) -> None:
+    def _ledger_failed(self, exc: LedgerUnavailable, at_start: bool = False) -> None:
         """Stop vending (a kit that cannot be recorded is never released: its command id could not be
         journaled first), say so on the screen, raise the alarm where it can still go (the log, the
         retained state over MQTT: not the ledger), and stop feeding the watchdog so systemd restarts
-        the daemon. Probing goes on: vending resumes by itself when the ledger writes again."""
+        the daemon; at start, only after a hold that doubles with each such start in a row (a restart
+        would find the same disk). Probing goes on: vending resumes by itself when the ledger writes."""
         first = self.ledger_down is None
         self.ledger_down = str(exc)[:300]
         if first:
             self._ledger_down_since = self.clock.now()
             self._next_probe = self.clock.monotonic() + LEDGER_PROBE_S
-            LOG.critical("ledger_unavailable", error=self.ledger_down,
-                         action="out of service, watchdog stopped, probing every 2 s")
+            action = "out of service, watchdog stopped, probing every 2 s"
+            if at_start:
+                starts = self._count_down_start()
+                hold = min(LEDGER_HOLD_S * 2 ** min(starts - 1, 16), LEDGER_HOLD_MAX_S)
+                self._watchdog_hold_until = self.clock.monotonic() + hold
+                action = (f"out of service from the start ({starts} start(s) in a row), watchdog fed "
+                          f"{hold:.0f} s more then stopped, probing every 2 s")
+            LOG.critical("ledger_unavailable", error=self.ledger_down, action=action)
             self.flow.stop_vending("ledger_unavailable")
             self.notifier.status("out of service: the ledger cannot write")
         self._changed()
@@ -347,17 +376,45 @@ class UnitDaemon:
         since = self._ledger_down_since
         self.ledger_down = None
         self._ledger_down_since = None
+        self._watchdog_hold_until = None
+        self._forget_down_starts()
         LOG.warning("ledger_recovered", down_since=since.isoformat() if since else None)
         self.alarms.raise_("ledger_unavailable", f"the ledger could not write from {since}", "critical")
         self.alarms.clear("ledger_unavailable", "the ledger writes again")
+        self._init_columns()  # a unit that started with the ledger down (no-op when it was done)
         self.reconcile()  # a kit that dropped while its record failed is journaled: settled now
         self.flow.check_expiry()
         self.flow.resume_vending()
         self.notifier.status(f"vending as {self.unit_id}")
 
+    def _holding(self) -> bool:
+        """The ledger was down at start and the watchdog is still fed (see LEDGER_HOLD_S)."""
+        return self._watchdog_hold_until is not None and self.clock.monotonic() < self._watchdog_hold_until
+
+    def _count_down_start(self) -> int:
+        """Starts in a row that found the ledger unwritable, this one included: kept in the runtime folder
+        (tmpfs: kept across restarts, not reboots; RuntimeDirectoryPreserve=restart), else 1."""
+        path = self._runtime / DOWN_STARTS
+        try:
+            starts = int(path.read_text()) + 1
+        except (OSError, ValueError):
+            starts = 1
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{starts}\n")
+        except OSError as exc:
+            LOG.warning("down_starts_not_kept", path=str(path), error=str(exc))
+        return starts
+
+    def _forget_down_starts(self) -> None:
+        try:
+            (self._runtime / DOWN_STARTS).unlink(missing_ok=True)
+        except OSError as exc:
+            LOG.warning("down_starts_not_cleared", error=str(exc))
+
     def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval_s
-        if interval is None or self.ledger_down is not None:
+        if interval is None or (self.ledger_down is not None and not self._holding()):
             return
         now = time.monotonic()  # systemd's watchdog runs on real time, whatever clock the unit uses
         if now >= self._next_watchdog:

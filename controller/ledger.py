@@ -9,6 +9,7 @@ here, persisted, and only increases. Thread-safe: the reporter reads from its ow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import secrets
@@ -155,23 +156,80 @@ class ColumnChange:
     found: int | None = None
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
+def _read_view(path: Path, clock: Clock) -> sqlite3.Connection:
+    """What can still be read of a ledger that cannot be written: the file read-only with its WAL, or
+    without one (a full or read-only file system cannot give SQLite the shared-memory file a WAL
+    reader needs) the file alone as it is; when nothing can be read, an empty ledger in memory (nothing
+    to send, nothing on record: the unit still says it is out of service)."""
+    wal = path.with_name(path.name + "-wal")
+    uris = [path.resolve().as_uri() + "?mode=ro"]
+    with contextlib.suppress(OSError):
+        if not wal.exists() or wal.stat().st_size == 0:  # no WAL: the file alone is the whole ledger
+            uris.append(path.resolve().as_uri() + "?immutable=1")
+    for uri in uris:
+        try:
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            db.execute("SELECT value FROM meta LIMIT 1").fetchall()  # a real read
+            return db
+        except sqlite3.Error:
+            continue
+    empty = Ledger(":memory:", clock)  # the full schema, migrated
+    return empty._db
+
+
 class Ledger:
-    def __init__(self, path: str | Path, clock: Clock, unit_id: str | None = None) -> None:
+    """Ledger(path, clock, unit_id). A file that cannot be opened for writing (disk full, file system
+    read-only) raises LedgerUnavailable, or with `read_if_unwritable` opens for reading only: every write
+    then raises LedgerUnavailable until probe() finds the file writable again (`read_only` says why)."""
+
+    def __init__(
+        self, path: str | Path, clock: Clock, unit_id: str | None = None, read_if_unwritable: bool = False
+    ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
-        self._migrate()
+        self.read_only: str | None = None  # why writes are refused (None: the file takes writes)
+        self._session_floor = 0  # the MQTT session numbers handed out by this process
+        try:
+            self._db = self._open_writable()
+        except LedgerUnavailable as exc:
+            if not read_if_unwritable:
+                raise
+            self.read_only = str(exc)
+            self._db = _read_view(self.path, clock)
         self.unit_id = unit_id or self._meta("unit_id")
-        if unit_id:
+        if unit_id and self.read_only is None:
             self._check_unit(unit_id)
 
     # ------------------------------------------------------------ plumbing
+
+    def _open_writable(self) -> sqlite3.Connection:
+        """The ledger file opened for writing, its schema made and migrated (self._db becomes it)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = _connect(self.path)
+            db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerUnavailable(f"{self.path}: expected to open the ledger for writing, found: {exc}") \
+                from exc
+        with self._lock:
+            previous = getattr(self, "_db", None)
+            self._db = db
+            try:
+                self._migrate()
+            except LedgerUnavailable:
+                self._db = previous  # type: ignore[assignment]  # None only while constructing
+                db.close()
+                raise
+        return db
 
     def _migrate(self) -> None:
         """Version 1 ledgers kept one lot per column: each column's kits become one segment of that
@@ -206,6 +264,8 @@ class Ledger:
         """One write transaction. A write the file system or SQLite refuses raises LedgerUnavailable
         (after rolling back), never leaves a transaction open."""
         with self._lock:
+            if self.read_only is not None:
+                raise LedgerUnavailable(f"{self.path}: open for reading only ({self.read_only})")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -237,7 +297,21 @@ class Ledger:
 
     def probe(self) -> None:
         """A small real write (and a fresh connection when the old one cannot write): returns when the
-        ledger takes writes again, raises LedgerUnavailable while it does not."""
+        ledger takes writes again, raises LedgerUnavailable while it does not. A ledger opened for reading
+        only is opened for writing (schema, migration, unit check) once the file system lets it."""
+        if self.read_only is not None:
+            with self._lock:
+                why, self.read_only = self.read_only, None
+                view = self._db
+                try:
+                    self._open_writable()
+                except LedgerUnavailable:
+                    self.read_only = why
+                    raise
+                view.close()
+            if self.unit_id:
+                self._check_unit(self.unit_id)
+            return
         try:
             with self._tx() as db:
                 self._set_meta(db, "probe", self.clock.now().isoformat())
@@ -246,10 +320,7 @@ class Ledger:
             pass
         with self._lock:  # a file system remounted read-only and back: the old handle may stay read-only
             try:
-                fresh = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-                fresh.execute("PRAGMA journal_mode=WAL")
-                fresh.execute("PRAGMA synchronous=FULL")
-                fresh.execute("PRAGMA busy_timeout=5000")
+                fresh = _connect(self.path)
             except sqlite3.Error as exc:
                 raise self._unavailable(exc) from exc
             old, self._db = self._db, fresh
@@ -719,10 +790,16 @@ class Ledger:
     # ------------------------------------------------------------ the reporter's session and commands
 
     def next_session(self) -> int:
-        """The MQTT session counter, incremented and persisted (status and the Will carry it)."""
-        with self._tx() as db:
-            session = int(self._meta("mqtt_session", "0") or 0) + 1
-            self._set_meta(db, "mqtt_session", session)
+        """The MQTT session counter, incremented and persisted (status and the Will carry it). While the
+        ledger cannot write, the next number is handed out unpersisted: the unit must still connect to
+        say it is out of service (a later persisted number continues above it)."""
+        try:
+            with self._tx() as db:
+                session = max(int(self._meta("mqtt_session", "0") or 0), self._session_floor) + 1
+                self._set_meta(db, "mqtt_session", session)
+        except LedgerUnavailable:
+            session = max(int(self._meta("mqtt_session", "0") or 0), self._session_floor) + 1
+        self._session_floor = session
         return session
 
     def import_reporter_file(self, path: Path) -> bool:

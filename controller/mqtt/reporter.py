@@ -38,7 +38,7 @@ from typing import Protocol, TypedDict
 import structlog
 
 from controller.clock import Clock
-from controller.ledger import CommandMemory, Ledger, OutboxRow
+from controller.ledger import CommandMemory, Ledger, LedgerUnavailable, OutboxRow
 from controller.mqtt.client import InboundMessage, MqttClient, MqttSettings, PublishHandle, Will
 from controller.mqtt.commands import (
     CommandProcessor,
@@ -136,8 +136,11 @@ class Reporter:
     def start(self) -> Reporter:
         uid = self.unit_id
         legacy = self.settings.state_db or self.ledger.path.with_name(self.ledger.path.name + ".mqtt.sqlite")
-        if self.ledger.import_reporter_file(legacy):
-            log.info("reporter_file_imported", unit=uid, path=str(legacy))
+        try:
+            if self.ledger.import_reporter_file(legacy):
+                log.info("reporter_file_imported", unit=uid, path=str(legacy))
+        except LedgerUnavailable as exc:  # a disk that cannot write: imported at a later start
+            log.warning("reporter_file_not_imported", unit=uid, path=str(legacy), error=str(exc)[:300])
         self.commands = CommandProcessor(uid, self._run_command, CommandMemory(self.ledger), self.clock,
                                          self.settings.command_max_age_s)
         self._next_telemetry = self.clock.monotonic()

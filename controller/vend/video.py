@@ -209,6 +209,7 @@ class MpvPlayer:
     def _launch(self) -> None:
         self._launches += 1
         sock_path = self._dir / f"ipc{self._launches}.sock"
+        sock_path.unlink(missing_ok=True)  # a previous daemon's (the runtime folder is kept across restarts)
         try:
             self._proc = subprocess.Popen(
                 mpv_command(self.settings, sock_path),

@@ -1,21 +1,28 @@
 """A ledger that cannot write, on a real small file system (a 4 MiB tmpfs filled up, and a read-only
 remount): the machine goes clearly out of service, never releases a kit it cannot record, says so in
 its log and its state (the alarm cannot be recorded), stops feeding the watchdog, and vends again by
-itself when the disk comes back. Needs root (mount)."""
+itself when the disk comes back. The same when the disk is already full or read-only when the daemon
+starts: it comes up out of service instead of crash-looping, reports so over MQTT, backs off its
+restarts, and vends by itself once the disk writes. Needs root (mount)."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from controller.sdnotify import Notifier
+from nalox.broker import Broker
 from tests.controller.conftest import Rig, make_config
+from tests.controller.mqtt.standins import Watcher
 
 
 def screen(rig: Rig) -> tuple[str, object]:
@@ -186,10 +193,135 @@ def test_read_only_remount_mid_video_gives_no_kit_and_vends_after_the_card_is_ba
         assert subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True).returncode in (0, 1)
         mount_sd(image, data)
         rig.restart()
-        assert rig.daemon.ledger_down is None and rig.daemon.mode == "vending"
-        rig.clock.advance(61)
-        rig.press()
-        rig.complete()
-        assert drops(rig) == len(rig.events("dispense")) == 1
+        assert_vends_again(rig, kits=1)
     finally:
         rig.close()
+
+
+def assert_vends_again(rig: Rig, kits: int) -> None:
+    """Back in service: the next press gives a kit, and every kit that dropped is recorded once."""
+    assert rig.daemon.ledger_down is None and rig.daemon.mode == "vending"
+    rig.clock.advance(61)
+    rig.press()
+    rig.complete()
+    assert drops(rig) == len(rig.events("dispense")) == kits
+
+
+# ---------------------------------------------------------------- a ledger that cannot write at start
+
+
+def mqtt_rig(tmp_path: Path, broker: Broker) -> tuple[Rig, CountingNotifier]:
+    """A rig whose ledger lives on tmp_path/data (the small file system) and whose runtime folder (the
+    count of starts with the ledger down) lives beside it, reporting to a real mosquitto."""
+    mqtt = {"port": broker.port, "reconnect_min_s": 0.05, "reconnect_max_s": 0.5,
+            "telemetry_interval_s": 3600}
+    paths = {"data_dir": "data", "runtime_dir": str(tmp_path / "run")}
+    config = make_config(tmp_path, mqtt=mqtt, paths=paths)
+    rig = Rig(tmp_path, config)
+    notifier = CountingNotifier()
+    rig.daemon.notifier = notifier
+    return rig, notifier
+
+
+def restarted(rig: Rig) -> CountingNotifier:
+    """What systemd does when the watchdog lapses: a new daemon on the same files."""
+    rig.daemon.stop()
+    rig.restart()
+    notifier = CountingNotifier()
+    rig.daemon.notifier = notifier
+    return notifier
+
+
+def reported_state(watcher: Watcher, want: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+    """The first retained/live state on the broker for which `want` holds."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        state: dict[str, Any] = json.loads(watcher.next("nalox/v1/test-unit-1/state", timeout=15).payload)
+        if want(state):
+            return state
+    raise AssertionError(f"expected a state over MQTT with {what}")
+
+
+def out_of_service(state: dict[str, Any]) -> bool:
+    return state["mode"] == "service" and any(
+        a["code"] == "ledger_unavailable" and a["severity"] == "critical" for a in state["alarms"])
+
+
+def assert_watchdog_held(rig: Rig, notifier: CountingNotifier, hold_s: float, starts: int) -> None:
+    """Fed while the start's hold lasts (the unit is alive and says it is out of service), then not:
+    systemd restarts it, the hold twice as long with each start in a row."""
+    assert (rig.tmp_path / "run" / "ledger-down-starts").read_text().strip() == str(starts)
+    rig.clock.advance(hold_s - 1)
+    fed = notifier.fed
+    rig.daemon.pump()
+    assert notifier.fed > fed, f"expected the watchdog fed during the {hold_s:.0f} s hold"
+    rig.clock.advance(2)
+    rig.daemon.pump()
+    fed = notifier.fed
+    rig.clock.advance(2.1)
+    rig.daemon.pump()
+    assert notifier.fed == fed, f"expected the watchdog stopped after the {hold_s:.0f} s hold"
+
+
+@pytest.fixture
+def vended_once(small_fs: Path, tmp_path: Path, broker: Broker) -> Iterator[tuple[Rig, Watcher]]:
+    """A reporting rig on the small file system that gave one kit, and a watcher of its state."""
+    rig, _ = mqtt_rig(tmp_path, broker)
+    watcher = Watcher(broker.port, ["nalox/v1/test-unit-1/state"])
+    try:
+        rig.press()
+        rig.complete()
+        assert len(rig.events("dispense")) == 1
+        yield rig, watcher
+    finally:
+        watcher.close()
+        rig.close()
+
+
+def test_disk_full_before_start_comes_up_out_of_service_says_so_and_vends_when_space_returns(
+    vended_once: tuple[Rig, Watcher], small_fs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rig, watcher = vended_once
+    filler = fill(small_fs)  # the disk fills while the daemon is stopped (a log, an update)
+    notifier = restarted(rig)
+    assert rig.daemon.ledger_down is not None and "full" in rig.daemon.ledger_down, "and did not crash"
+    state = reported_state(watcher, out_of_service, "mode service and the critical ledger alarm")
+    assert [c["stock"] for c in state["columns"]][:1] == [19], "what the ledger holds is still reported"
+    assert re.search(r"crit\w*\s*\]?\s*ledger_unavailable", capsys.readouterr().out), "and logged"
+    assert_watchdog_held(rig, notifier, 60, starts=1)
+    assert_out_of_service(rig, notifier)  # a press: told so, no video, no kit
+    notifier = restarted(rig)  # systemd: the disk is still full
+    assert_watchdog_held(rig, notifier, 120, starts=2)
+    filler.unlink()  # the technician frees space: no restart needed
+    rig.clock.advance(2.1)
+    rig.daemon.pump()
+    assert rig.daemon.ledger_down is None and rig.daemon.mode == "vending"
+    assert not (tmp_path / "run" / "ledger-down-starts").exists()
+    fed = notifier.fed
+    rig.daemon.pump()
+    assert notifier.fed > fed, "the watchdog is fed again"
+    reported_state(watcher, lambda s: s["mode"] == "vending" and not s["alarms"], "vending again")
+    assert_vends_again(rig, kits=2)
+    codes = [(e.code, e.state) for e in rig.events("alarm") if e.code == "ledger_unavailable"]
+    assert codes == [("ledger_unavailable", "raised"), ("ledger_unavailable", "cleared")]
+
+
+def test_read_only_before_start_comes_up_out_of_service_and_vends_once_writable(
+    vended_once: tuple[Rig, Watcher], small_fs: Path
+) -> None:
+    rig, watcher = vended_once
+    rig.daemon.stop()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    rig.restart()
+    notifier = CountingNotifier()
+    rig.daemon.notifier = notifier
+    assert rig.daemon.ledger_down is not None and "read" in rig.daemon.ledger_down.lower()
+    assert screen(rig) == ("out_of_service", "ledger_down")
+    state = reported_state(watcher, out_of_service, "mode service and the critical ledger alarm")
+    assert state["last_seq"] == rig.daemon.ledger.last_seq() > 0, "the read-only ledger is still read"
+    assert_watchdog_held(rig, notifier, 60, starts=1)
+    assert_out_of_service(rig, notifier)
+    subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+    rig.clock.advance(2.1)
+    rig.daemon.pump()
+    assert_vends_again(rig, kits=2)
