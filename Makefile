@@ -9,7 +9,7 @@ KIOSK_APT := espeak-ng fonts-dejavu-core fonts-wqy-microhei xvfb tesseract-ocr t
 APT_PACKAGES := $(KIOSK_APT) mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev gcc libc6-dev mpv ffmpeg chromium openssl systemd udev wrk curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-packages node-packages test lint demo bench bench-scale soak fuzz clean
+.PHONY: setup system-packages node-packages test lint demo bench bench-fleet bench-scale soak fleet-soak fuzz clean
 
 setup: system-packages node-packages $(STAMP)
 
@@ -50,6 +50,10 @@ demo: setup
 bench: setup
 	$(BIN)/python -m bench.run
 
+# units per core alone (also part of make bench; QUICK=1 for the short ramp)
+bench-fleet: setup
+	$(BIN)/python -m bench.fleet $${QUICK:+--quick}
+
 # the central service at state scale on PostgreSQL (loads once, then reuses the schema; see bench/scale.py)
 SCALE_UNITS ?= 2000
 SCALE_EVENTS ?= 10000000
@@ -58,6 +62,11 @@ bench-scale: setup
 
 soak: setup
 	$(BIN)/python -m nalox.soak --presses $${PRESSES:-10000} --seed $${SEED:-1} $(SOAK_ARGS)
+
+# a state's fleet: 1,000 simulated units (several processes) against central on PostgreSQL for ten minutes,
+# then every unit counted three ways (board, ledger, central); FLEET_ARGS="--units 200 --duration 60" etc.
+fleet-soak: setup
+	$(BIN)/python -m nalox.fleetsoak $(FLEET_ARGS)
 
 # atheris, 10^6 executions per target (deframer, codec, MQTT payload validation): about half an hour
 fuzz: setup

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, rooms
+from bench import baselines, fleet, rooms
 from nalox.broker import DEPLOY, Broker
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -99,7 +99,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else round(a / b, 3)
 
 
-MEASURES = ("vend_overhead", "outbox_drain", "central_ingest", "unit_footprint", "serial_link", "kiosk")
+MEASURES = ("vend_overhead", "outbox_drain", "central_ingest", "unit_footprint", "serial_link", "kiosk", "fleet")
 
 
 def measure_all(sizes: Sizes, quick: bool, only: Sequence[str] = MEASURES) -> dict[str, Any]:
@@ -126,6 +126,8 @@ def measure_all(sizes: Sizes, quick: bool, only: Sequence[str] = MEASURES) -> di
         res["serial_link"] = guarded("serial link", lambda: serial_link(sizes))
     if "kiosk" in only:
         res["kiosk"] = guarded("kiosk press latency", lambda: _kiosk().measure(10 if quick else 40))
+    if "fleet" in only:  # bench/fleet.py: units per core
+        res["fleet"] = guarded("fleet: units per core", lambda: fleet.measure(quick))
     res["machine"]["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
     return res
 
@@ -379,6 +381,7 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     s = r.get("serial_link", {})
     rows += _measured("serial link", s, _serial_rows)
     rows += _kiosk().table_rows(r.get("kiosk", {}))
+    rows += fleet.table_rows(r.get("fleet", {}))
     for name in EXTRA_MEASURES:
         e = r.get(name, {})
         if "p99_ms" in e:

@@ -28,6 +28,8 @@ class UnitSpec:
     telemetry_interval_s: float = 10
     ack_resend_s: float = 10
     tls: dict[str, str] | None = None  # client certificate files: keys "ca", "cert", "key"
+    control_socket: bool = True  # the technician's local socket (`nalox diag --config`); fleets go without
+    status_poll_s: float = 5
 
     @property
     def capacity(self) -> int:
@@ -80,11 +82,11 @@ es = {_q(videos["es"])}
 [policies]
 another_kit_window_s = {spec.multi_kit_window_s}
 kits_per_session = {spec.kits_per_session}
-status_poll_s = 5
+status_poll_s = {spec.status_poll_s}
 
 [paths]
 data_dir = {_q(workdir)}
-control_socket = {_q(workdir / "control.sock")}
+{f"control_socket = {_q(workdir / 'control.sock')}" if spec.control_socket else ""}
 
 [mqtt]
 host = "127.0.0.1"

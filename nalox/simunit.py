@@ -15,11 +15,11 @@ from controller.config import load_config
 from controller.daemon import UnitDaemon
 from controller.serial.board_api import Board
 from controller.serial.board_link import SerialBoard
-from controller.vend.video import MpvPlayer
+from controller.vend.video import MpvPlayer, VideoPlayer
 from nalox.census import TERMINAL_EVENTS
 from nalox.configs import ROOM_TEMPERATURE_C, UnitSpec, unit_toml
 from nalox.tools import CACHE, clip
-from simulator.board import SimulatedBoard
+from simulator.board import BUSY_WAIT_S, IDLE_WAIT_S, SimulatedBoard
 from simulator.memlink import serial_pair
 
 
@@ -69,9 +69,16 @@ def start_unit(
     seed: int = 0,
     clips: Path = CACHE,
     wrap_board: Callable[[Board], Board] | None = None,
+    player: VideoPlayer | None = None,
+    board_idle_s: float = IDLE_WAIT_S,
+    board_busy_s: float = BUSY_WAIT_S,
+    board_nvs: bool = True,
 ) -> SimUnit:
     """Build and start one unit in `workdir` (its unit.toml, ledger, board memory); `clips` is where the
-    test clip is made once; `wrap_board` wraps the controller's link (a benchmark's stopwatch)."""
+    test clip is made once; `wrap_board` wraps the controller's link (a benchmark's stopwatch); `player`
+    replaces mpv (a fleet's nalox.simplayer.SimPlayer); `board_idle_s` and `board_busy_s` are the board's
+    waits between main-loop steps, idle and busy (simulator/board.py); without `board_nvs` the board's
+    non-volatile storage (journal, boot count) lives in memory, not in files under `workdir`."""
     workdir.mkdir(parents=True, exist_ok=True)
     video = clip(spec.video_seconds, clips)
     conf_path = workdir / "unit.toml"
@@ -85,8 +92,10 @@ def start_unit(
         stock=spec.stock,
         seed=seed,
         spin_ms=spec.spin_ms,
-        nvs_path=str(workdir / "board-nvs"),
+        nvs_path=str(workdir / "board-nvs") if board_nvs else None,
         board_id=f"sim-{spec.unit_id}",
+        idle_wait_s=board_idle_s,
+        busy_wait_s=board_busy_s,
     )
     board.attach(board_end)
     board.set_temperature(ROOM_TEMPERATURE_C)
@@ -95,7 +104,8 @@ def start_unit(
         link: Board = SerialBoard.from_port(controller_end)
         if wrap_board is not None:
             link = wrap_board(link)
-        daemon = UnitDaemon(config, link, MpvPlayer(config.videos, config.paths.runtime_path()), RealClock())
+        video_player = player or MpvPlayer(config.videos, config.paths.runtime_path())
+        daemon = UnitDaemon(config, link, video_player, RealClock())
         daemon.start()
     except Exception:
         board.stop()

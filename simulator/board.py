@@ -28,9 +28,14 @@ from simulator.noise import Noise
 from simulator.slots import SlotError, load_board_class
 
 log = structlog.get_logger("simulator")
-# How long an idle board waits for input between main-loop steps: the latency of a button press or
-# door change, and the slack of a retransmission. 50 idle boards cost about a tenth of a core.
+# How long an idle board waits for input between main-loop steps: the slack of a retransmission, and the
+# latency of a button press or door change on a port without cancel_read (a pty). 50 idle boards cost
+# about a tenth of a core; a fleet in one process passes a longer idle_wait_s (its ports wake the board
+# on every press, door and fault, so only the status light's timing gets coarser).
 IDLE_WAIT_S = 0.02
+# ... and while busy (a coil turning, a reply waiting for its ACK): the resolution of the simulated coil
+# and of the firmware's retransmission timer. A fleet trades some of it for CPU (busy_wait_s).
+BUSY_WAIT_S = 0.001
 
 
 class SimUart:
@@ -84,6 +89,15 @@ class SimUart:
     def delaying(self) -> bool:
         return bool(self._delayed)
 
+    def wake(self) -> None:
+        """End the current (or next) wait at once: the operator did something the firmware must see."""
+        cancel = getattr(self.port, "cancel_read", None)
+        if cancel is not None:
+            try:
+                cancel()
+            except (serial.SerialException, OSError):
+                pass
+
     def wait(self, timeout: float) -> None:
         """Block up to `timeout` seconds for the first incoming byte."""
         if self._rx:
@@ -121,13 +135,18 @@ class SimulatedBoard:
 
     def __init__(self, columns: int = 6, stock: int = 20, faults: str = "", seed: int = 0,
                  spin_ms: float = 300, nvs_path: str | os.PathLike[str] | None = None,
-                 board_id: str = "sim-0001", trial_ms: float = 30_000, nvs: Any = None) -> None:
+                 board_id: str = "sim-0001", trial_ms: float = 30_000, nvs: Any = None,
+                 idle_wait_s: float = IDLE_WAIT_S, busy_wait_s: float = BUSY_WAIT_S) -> None:
         if not 1 <= columns <= 32:
             raise SimulatorError(f"columns: expected 1..32, got {columns}")
         if stock < 0:
             raise SimulatorError(f"stock: expected a count >= 0, got {stock}")
         if not spin_ms > 0:
             raise SimulatorError(f"spin_ms: expected a time > 0, got {spin_ms}")
+        if not 0 < busy_wait_s <= idle_wait_s <= 5:
+            raise SimulatorError(f"waits: expected 0 < busy_wait_s <= idle_wait_s <= 5, got {busy_wait_s}, "
+                                 f"{idle_wait_s}")
+        self.idle_wait_s, self.busy_wait_s = idle_wait_s, busy_wait_s
         self.world = World(columns, stock, spin_ms, seed)
         self.world.on_drop = self._attribute_drop
         self.uart = SimUart(seed)
@@ -166,6 +185,7 @@ class SimulatedBoard:
 
     def stop(self) -> None:
         self._stop.set()
+        self.uart.wake()  # not a whole idle wait before the loop sees it
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -247,7 +267,7 @@ class SimulatedBoard:
         try:
             fw.step()
             self.uart.pump()
-            self.uart.wait(0.001 if fw.busy() or self.uart.delaying else IDLE_WAIT_S)
+            self.uart.wait(self.busy_wait_s if fw.busy() or self.uart.delaying else self.idle_wait_s)
         except (serial.SerialException, OSError) as exc:
             if self._stop.is_set():
                 return False
@@ -279,9 +299,11 @@ class SimulatedBoard:
         if hold_ms is not None and not 0 <= hold_ms <= 120_000:
             raise SimulatorError(f"press: expected hold_ms in 0..120000, got {hold_ms!r}")
         self.world.press(codec.LANGUAGES.index(lang), hold_ms)
+        self.uart.wake()
 
     def set_door(self, open: bool) -> None:
         self.world.set_door(open)
+        self.uart.wake()
 
     def set_temperature(self, c: float) -> None:
         with self.world.lock:
@@ -308,6 +330,7 @@ class SimulatedBoard:
             raise SimulatorError(f"fault {name}: expected a probability 0..1, got {p}")
         else:
             self.world.set_fault(name, p, column)
+        self.uart.wake()
         log.info("fault_set", board=self.board_id, fault=name, value=p, column=column)
 
     def reboot(self) -> None:
@@ -316,6 +339,7 @@ class SimulatedBoard:
             self._boot_safely("sim_reboot")
         else:
             self._reboot.set()
+            self.uart.wake()
 
     def _check_column(self, column: int) -> None:
         if not 1 <= column <= len(self.world.columns):

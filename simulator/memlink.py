@@ -26,6 +26,7 @@ class MemoryPort(SerialEnd):
         self.peer: MemoryPort | None = None
         self._buf = bytearray()
         self._cond = threading.Condition()
+        self._cancelled = False  # cancel_read() came: the read blocked now, or else the next, returns
         self.bytes_written = 0
 
     def write(self, data: bytes) -> int:
@@ -47,11 +48,12 @@ class MemoryPort(SerialEnd):
         self._check_open()
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         with self._cond:
-            while len(self._buf) < size and self._open:
+            while len(self._buf) < size and self._open and not self._cancelled:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            self._cancelled = False
             self._check_open()
             data = bytes(self._buf[:size])
             del self._buf[:size]
@@ -75,7 +77,10 @@ class MemoryPort(SerialEnd):
         self._check_open()
 
     def cancel_read(self) -> None:
+        """The read blocked now returns at once with what it has; with none blocked, the next read does
+        (pyserial's cancel_read on POSIX, a byte in its abort pipe, behaves the same)."""
         with self._cond:
+            self._cancelled = True
             self._cond.notify_all()
 
     def close(self) -> None:

@@ -65,6 +65,10 @@ REFUSED_ALARM = "mqtt_publish_refused"
 BACKLOG_ALARM = "outbox_backlog"
 MAX_ACK_RESEND_S = 3600.0
 POLL_S = 0.5
+# An idle unit's outbox is read when the daemon says it wrote (wake()), on a rewind, and at least this
+# often; the backlog alarm is checked this often. (Reading both every POLL_S was 4 SQLite queries a
+# second per idle unit: three quarters of a simulated fleet's idle CPU, docs/simulator.md.)
+IDLE_READ_S = 5.0
 # A state change waits (at most this long) while events are in flight: the event goes first and the
 # broker's PUBACK is not kept waiting behind the state's serialisation on the same interpreter.
 STATE_DEFER_S = 0.05
@@ -108,6 +112,8 @@ class Reporter:
         self._cursor = 0  # highest seq handed to the client since the last rewind
         self._ahead: collections.deque[OutboxRow] = collections.deque()  # read after _cursor, not yet sent
         self._replays: collections.deque[OutboxRow] = collections.deque()  # a replay command's rows
+        self._outbox_dirty = True  # rows may have been written since the last read found the outbox's end
+        self._next_read = 0.0  # the latest time for the next read even without a wake()
         self._inflight: dict[int, PublishHandle] = {}
         self._refused: dict[int, tuple[OutboxRow, float, str]] = {}  # seq -> (row, retry at, reason)
         self._need_state = False
@@ -174,6 +180,7 @@ class Reporter:
         hop less between the commit and the publish, which on a busy two-core board cost a scheduling
         slice. Only when the reporter is busy elsewhere (its lock held) or offline does the worker take
         the rows, as before."""
+        self._outbox_dirty = True
         if self.connected and self._lock.acquire(blocking=False):
             try:
                 self._pump(self.clock.monotonic())
@@ -232,6 +239,7 @@ class Reporter:
             self.resends += self._cursor - to_seq
             log.info("outbox_rewind", unit=self.unit_id, from_seq=to_seq + 1, to_seq=self._cursor, why=why)
         self._cursor = to_seq
+        self._outbox_dirty = True
         self._inflight.clear()
         self._refused.clear()
         self._ahead.clear()
@@ -299,11 +307,16 @@ class Reporter:
                 if retry_at <= now and seq not in self._inflight:
                     self._send_row(row)
             self._send_ahead()
-            if len(self._ahead) < self._refill_at():
+            if len(self._ahead) < self._refill_at() and (self._outbox_dirty or now >= self._next_read):
                 # Read ahead in batches (one outbox read per window's worth of rows, not per PUBACK)
                 # while the window is still busy, so each PUBACK can be followed by the next row at once.
                 after = self._ahead[-1].seq if self._ahead else self._cursor
-                self._ahead.extend(self.ledger.pending(after, self.settings.inflight_window))
+                self._outbox_dirty = False  # a wake() during the read marks it again
+                rows = self.ledger.pending(after, self.settings.inflight_window)
+                if len(rows) == self.settings.inflight_window:
+                    self._outbox_dirty = True  # not at the end yet: read on
+                self._next_read = now + IDLE_READ_S
+                self._ahead.extend(rows)
                 self._send_ahead()
 
     def _send_ahead(self) -> None:
@@ -399,7 +412,7 @@ class Reporter:
             self._refused_alarm = False
             self.unit.clear_alarm(REFUSED_ALARM)
         if now >= self._next_backlog_check:
-            self._next_backlog_check = now + 1.0
+            self._next_backlog_check = now + IDLE_READ_S
             self._check_backlog()
 
     def _check_backlog(self) -> None:
