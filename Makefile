@@ -66,7 +66,7 @@ soak: setup
 # a state's fleet: 1,000 simulated units (several processes) against central on PostgreSQL for ten minutes,
 # then every unit counted three ways (board, ledger, central); FLEET_ARGS="--units 200 --duration 60" etc.
 fleet-soak: setup
-	$(BIN)/python -m nalox.fleetsoak $(FLEET_ARGS)
+	$(BIN)/python -m nalox.fleetsoak --summary bench/fleet_soak.json $(FLEET_ARGS)
 
 # atheris, 10^6 executions per target (deframer, codec, MQTT payload validation): about half an hour
 fuzz: setup

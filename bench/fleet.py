@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +105,9 @@ def window(fleet: FleetRun, seconds: float, others: OtherCpu) -> dict[str, Any]:
 def keeps_up(w: dict[str, Any], overhead_bound_s: float) -> list[str]:
     """What failed in a window (empty: it kept up)."""
     why = []
-    if w["busy"] or w["unserved"] or w["not_dropped"]:
+    if w["busy"] or w["unserved"] or w["not_dropped"] or w["before_video"]:
         why.append(f"{w['busy']} presses found the unit busy, {w['unserved']} unserved, "
-                   f"{w['not_dropped']} without a kit")
+                   f"{w['not_dropped']} without a kit, {w['before_video']} kits before the video ended")
     if w["presses"] == 0 or w["overhead_p99_s"] is None:
         why.append("no press served in the window")
     elif w["overhead_p99_s"] > overhead_bound_s:
@@ -198,12 +199,21 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.run import RESULTS, machine, markdown_table  # run.py imports this module: import when run
+
     p = argparse.ArgumentParser(prog="python -m bench.fleet", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--compression", type=float, default=Profile.compression)
+    p.add_argument("--out", type=Path, default=RESULTS, help="written under the key 'fleet', the rest kept")
     a = p.parse_args(argv)
     with sigterm_raises():  # a SIGTERM stops the broker, the service and the units on the way out
-        print(json.dumps(measure(a.quick, a.compression), indent=2))
+        res = measure(a.quick, a.compression)
+    res.update(machine=machine(), ran_at=datetime.now(UTC).isoformat(timespec="seconds"), quick=a.quick)
+    everything = json.loads(a.out.read_text()) if a.out.exists() else {}
+    everything["fleet"] = res
+    a.out.write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
+    print("\n".join(markdown_table([("measure", "nalox", "baseline", "ratio", "target"), *table_rows(res)])))
+    print(f"\nwrote {a.out} (key 'fleet')")
     return 0
 
 

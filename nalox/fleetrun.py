@@ -335,6 +335,7 @@ def window_figures(t: Tally, profile: Profile) -> dict[str, Any]:
     over = [x - profile.video_sim_s for x in t.latencies]
     p50, p99 = quantile(over, 0.5), quantile(over, 0.99)
     return {
+        "before_video": sum(1 for x in over if x < 0),  # a kit before the video's end: never, for a tap
         "presses": t.presses, "kits": t.kits, "not_dropped": sum(t.not_dropped.values()),
         "not_dropped_kinds": t.not_dropped, "busy": t.busy,
         "unserved": t.unserved,

@@ -36,6 +36,10 @@ IDLE_WAIT_S = 0.02
 # ... and while busy (a coil turning, a reply waiting for its ACK): the resolution of the simulated coil
 # and of the firmware's retransmission timer. A fleet trades some of it for CPU (busy_wait_s).
 BUSY_WAIT_S = 0.001
+# After an operator action the board steps at its busy rate this long (as a real one scans its inputs
+# continuously), so the firmware sees a tap's release at once: a tap read again only after a long idle
+# wait would be a long press (an emergency kit) to the firmware.
+HURRY_S = 0.05
 
 
 class SimUart:
@@ -147,6 +151,7 @@ class SimulatedBoard:
             raise SimulatorError(f"waits: expected 0 < busy_wait_s <= idle_wait_s <= 5, got {busy_wait_s}, "
                                  f"{idle_wait_s}")
         self.idle_wait_s, self.busy_wait_s = idle_wait_s, busy_wait_s
+        self._hurry_until = 0.0  # time.monotonic() until which the board steps at its busy rate
         self.world = World(columns, stock, spin_ms, seed)
         self.world.on_drop = self._attribute_drop
         self.uart = SimUart(seed)
@@ -267,7 +272,8 @@ class SimulatedBoard:
         try:
             fw.step()
             self.uart.pump()
-            self.uart.wait(self.busy_wait_s if fw.busy() or self.uart.delaying else self.idle_wait_s)
+            hurry = fw.busy() or self.uart.delaying or time.monotonic() < self._hurry_until
+            self.uart.wait(self.busy_wait_s if hurry else self.idle_wait_s)
         except (serial.SerialException, OSError) as exc:
             if self._stop.is_set():
                 return False
@@ -299,10 +305,15 @@ class SimulatedBoard:
         if hold_ms is not None and not 0 <= hold_ms <= 120_000:
             raise SimulatorError(f"press: expected hold_ms in 0..120000, got {hold_ms!r}")
         self.world.press(codec.LANGUAGES.index(lang), hold_ms)
-        self.uart.wake()
+        self._hurry((hold_ms or 0) / 1000.0)
 
     def set_door(self, open: bool) -> None:
         self.world.set_door(open)
+        self._hurry()
+
+    def _hurry(self, longer_s: float = 0.0) -> None:
+        """Step at the busy rate for a while from now on (the operator did something), starting now."""
+        self._hurry_until = time.monotonic() + HURRY_S + longer_s
         self.uart.wake()
 
     def set_temperature(self, c: float) -> None:
@@ -330,7 +341,7 @@ class SimulatedBoard:
             raise SimulatorError(f"fault {name}: expected a probability 0..1, got {p}")
         else:
             self.world.set_fault(name, p, column)
-        self.uart.wake()
+        self._hurry()
         log.info("fault_set", board=self.board_id, fault=name, value=p, column=column)
 
     def reboot(self) -> None:
@@ -339,7 +350,7 @@ class SimulatedBoard:
             self._boot_safely("sim_reboot")
         else:
             self._reboot.set()
-            self.uart.wake()
+            self._hurry()
 
     def _check_column(self, column: int) -> None:
         if not 1 <= column <= len(self.world.columns):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -25,8 +26,14 @@ def no_thread_leaks() -> Iterator[None]:
 @pytest.fixture
 def rig() -> Iterator[tuple[SimulatedBoard, Peer]]:
     """A SimulatedBoard (spin 10 ms) on a memlink, and a Peer that has seen BOOT and done HELLO."""
+    with board_and_peer(SimulatedBoard(columns=4, stock=5, spin_ms=10, seed=3)) as pair:
+        yield pair
+
+
+@contextmanager
+def board_and_peer(board: SimulatedBoard) -> Iterator[tuple[SimulatedBoard, Peer]]:
+    """`board` started on a memlink with a Peer that has seen BOOT and done HELLO; both stopped after."""
     controller_end, board_end = serial_pair()
-    board = SimulatedBoard(columns=4, stock=5, spin_ms=10, seed=3)
     board.attach(board_end)
     peer = Peer(controller_end)
     board.start()

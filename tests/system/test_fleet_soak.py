@@ -30,6 +30,7 @@ def test_short_fleet_soak_counts_every_unit_three_ways_and_agrees(tmp_path: Path
     assert verdict.physical == verdict.ledger == verdict.central
     assert verdict.events_central == verdict.events_ledger > verdict.physical
     assert summary["verdict"] == "PASS" and summary["unserved_presses"] == 0
+    assert summary["kits_before_video"] == 0, "a tap is never a long press (an emergency kit without video)"
     assert not psutil.Process().children(recursive=True), "the fleet soak left processes running"
 
 
