@@ -99,7 +99,9 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else round(a / b, 3)
 
 
-MEASURES = ("vend_overhead", "outbox_drain", "central_ingest", "unit_footprint", "serial_link", "kiosk", "fleet")
+MEASURES = (
+    "vend_overhead", "outbox_drain", "central_ingest", "unit_footprint", "serial_link", "kiosk", "fleet"
+)
 
 
 def measure_all(sizes: Sizes, quick: bool, only: Sequence[str] = MEASURES) -> dict[str, Any]:
