@@ -30,6 +30,9 @@ class UnitSpec:
     tls: dict[str, str] | None = None  # client certificate files: keys "ca", "cert", "key"
     control_socket: bool = True  # the technician's local socket (`nalox diag --config`); fleets go without
     status_poll_s: float = 5
+    keepalive_s: int = 10
+    reconnect_s: tuple[float, float] = (0.2, 2.0)  # the MQTT client's backoff, shortest and longest
+    long_press_ms: int = 1500  # a press held this long is a long press (kiosk.long_press: an emergency kit)
 
     @property
     def capacity(self) -> int:
@@ -79,6 +82,9 @@ headless = {str(spec.headless).lower()}
 en = {_q(videos["en"])}
 es = {_q(videos["es"])}
 
+[kiosk]
+long_press_ms = {spec.long_press_ms}
+
 [policies]
 another_kit_window_s = {spec.multi_kit_window_s}
 kits_per_session = {spec.kits_per_session}
@@ -92,10 +98,10 @@ data_dir = {_q(workdir)}
 host = "127.0.0.1"
 port = {mqtt_port}
 client_id = {_q(spec.unit_id)}
-keepalive = 10
+keepalive = {spec.keepalive_s}
 telemetry_interval_s = {spec.telemetry_interval_s}
-reconnect_min_s = 0.2
-reconnect_max_s = 2
+reconnect_min_s = {spec.reconnect_s[0]}
+reconnect_max_s = {spec.reconnect_s[1]}
 ack_resend_s = {spec.ack_resend_s}
 {tls_text}"""
 

@@ -89,6 +89,13 @@ class Profile:
             status_poll_s=round(self.scaled(self.status_poll_s), 3),
             ack_resend_s=round(self.scaled(self.ack_resend_s), 3),
             control_socket=False,
+            # production's MQTT keepalive and reconnect backoff (the demo's 10 s and 0.2-2 s turned one
+            # 15 s stall of a loaded machine into 1,000 units reconnecting every 2 s: load average 955)
+            keepalive_s=30,
+            reconnect_s=(0.5, 60.0),
+            # a tap is a tap: a board thread starved 1.5 s on a saturated machine read one as held,
+            # and the unit gave an emergency kit without the video (112 in a 1,000-unit run)
+            long_press_ms=60_000,
         )
 
     def presses_in(self, seconds: float) -> int:

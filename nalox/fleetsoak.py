@@ -295,7 +295,7 @@ def run(opts: Options) -> tuple[Verdict, dict[str, Any]]:
         while len(last) < len(workers) or any(x["phase"] != "end" for x in last.values()):
             for w in workers:
                 if last.get(w.first, {}).get("phase") != "end":
-                    last[w.first] = w.expect("progress", timeout=opts.every_s * 3 + 60)
+                    last[w.first] = w.expect("progress", timeout=opts.every_s * 3 + 600)
             fleet = combine(list(last.values()))
             fleet["elapsed_s"] = round(time.monotonic() - started)
             fleet["load_1m"] = round(os.getloadavg()[0], 1)
