@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -339,3 +340,26 @@ def test_fuzzed_commands_through_the_broker_each_get_one_answer(
         assert reporter.connected and reporter.client.connects == 1
     finally:
         ops.close()
+
+
+def test_a_cut_off_unit_with_a_state_change_waiting_does_not_spin(
+    broker: Broker, make_reporter: Callable[..., Reporter], unit_id: str
+) -> None:
+    reporter = make_reporter().start()
+    wait_for(lambda: reporter.connected, what="the reporter connected")
+    broker.stop()  # cut off: the state change below cannot go out until the broker is back
+    wait_for(lambda: not reporter.connected, what="the reporter to notice the broker is gone")
+    looks = [0]
+    poll = reporter._poll_timeout
+
+    def counted() -> float:
+        looks[0] += 1
+        return poll()
+
+    reporter._poll_timeout = counted  # type: ignore[method-assign]
+    reporter.state_changed()
+    pause = threading.Event()
+    pause.wait(1.0)  # the measured interval itself: how often the worker looked in one second
+    assert looks[0] <= 10, f"the worker looked {looks[0]} times in 1 s while cut off: it spins"
+    broker.start()
+    wait_for(lambda: reporter.connected, 30, what="the reporter back on the broker")
