@@ -43,7 +43,7 @@ log = structlog.get_logger("nalox.fleetsoak")
 PG = "postgresql://postgres@127.0.0.1/test"
 # Units per interpreter: 200 (1,400 threads) starved a unit's MQTT thread of the GIL past its 10 s CONNACK
 # timeout while the process started the next units; many small processes leave fairness to the kernel.
-UNITS_PER_PROCESS = 50
+UNITS_PER_PROCESS = 25
 STARTING_AT_ONCE = 2  # processes starting their units at the same time
 
 
