@@ -212,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     everything = json.loads(a.out.read_text()) if a.out.exists() else {}
     everything["fleet"] = res
     a.out.write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
-    print("\n".join(markdown_table([("measure", "nalox", "baseline", "ratio", "target"), *table_rows(res)])))
+    m = res["machine"]
+    note = (f"machine: {m['cpu']}, {m['cores']} cores, load average {m['load_average_1_5_15']}; "
+            f"{'quick' if a.quick else 'full'} run {res['ran_at']}")
+    print(markdown_table([("measure", "nalox", "baseline", "ratio", "target"), *table_rows(res)], note))
     print(f"\nwrote {a.out} (key 'fleet')")
     return 0
 
